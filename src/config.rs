@@ -1,0 +1,136 @@
+//! Settings: built-in defaults < `--config chorus.toml` < `CHORUS_*`
+//! environment variables < command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+/// A named media address. The default interface is `media_bind`/`advertise`;
+/// more can be listed in the config file for multi-homed hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub bind: IpAddr,
+    /// Address written into SDP when it differs from `bind` (NAT, cloud).
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API (and /metrics) listen address.
+    pub http_listen: SocketAddr,
+    /// Address media sockets of the default interface bind to.
+    pub media_bind: IpAddr,
+    /// Address advertised in SDP for the default interface, if not `media_bind`.
+    pub advertise: Option<IpAddr>,
+    /// Extra named interfaces.
+    pub interfaces: Vec<Interface>,
+    /// Media port range, inclusive.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Media worker threads; 0 = one per core.
+    pub workers: usize,
+    /// SO_RCVBUF / SO_SNDBUF of media sockets in bytes; 0 = OS default.
+    pub socket_recv_buffer: usize,
+    pub socket_send_buffer: usize,
+    /// DSCP of outgoing media (46 = EF, expedited forwarding).
+    pub dscp: u8,
+    /// Seconds without media after which a call is torn down; 0 = never.
+    pub media_timeout: u64,
+    /// URL that receives a JSON POST when chorus ends a call by itself.
+    pub callback_url: Option<String>,
+    /// Bearer token required on /v1 when set.
+    pub token: Option<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Seconds to wait for calls to end after SIGTERM.
+    pub drain_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            media_bind: "127.0.0.1".parse().expect("literal address"),
+            advertise: None,
+            interfaces: Vec::new(),
+            port_min: 30000,
+            port_max: 39999,
+            workers: 0,
+            socket_recv_buffer: 0,
+            socket_send_buffer: 0,
+            dscp: 46,
+            media_timeout: 60,
+            callback_url: None,
+            token: None,
+            log_format: "text".into(),
+            drain_timeout: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Layers the sources; `overrides` holds only the flags given on the command line.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, String> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            f = f.merge(Toml::file(path));
+        }
+        let config: Config = f
+            .merge(Env::prefixed("CHORUS_").ignore(&["log"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.port_min > self.port_max || self.port_max - self.port_min < 1 {
+            return Err(format!(
+                "port range {}..{} must hold at least two ports",
+                self.port_min, self.port_max
+            ));
+        }
+        if self.dscp > 63 {
+            return Err(format!("dscp {} is not a 6-bit value", self.dscp));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log_format `{}` is neither text nor json",
+                self.log_format
+            ));
+        }
+        let ifaces = self.all_interfaces();
+        for (i, a) in ifaces.iter().enumerate() {
+            if ifaces[..i].iter().any(|b| b.name == a.name) {
+                return Err(format!("interface `{}` is defined twice", a.name));
+            }
+            if a.advertise.unwrap_or(a.bind).is_unspecified() {
+                return Err(format!(
+                    "interface `{}` binds {} and needs an `advertise` address for SDP",
+                    a.name, a.bind
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The default interface first, then the configured ones.
+    pub fn all_interfaces(&self) -> Vec<Interface> {
+        let mut v = vec![Interface {
+            name: "default".into(),
+            bind: self.media_bind,
+            advertise: self.advertise,
+        }];
+        v.extend(self.interfaces.iter().cloned());
+        v
+    }
+}

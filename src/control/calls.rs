@@ -1,0 +1,417 @@
+//! The call commands: offer, answer, delete, query, list. The HTTP API (and
+//! the ng protocol) translate into these, so both behave the same.
+
+use super::{lock, CallEntry, State};
+use crate::error::Error;
+use crate::media::relay::PeerSpec;
+use crate::sdp::Sdp;
+use crate::session::{Change, LocalPorts, Options, PortSource, Session};
+use crate::worker::{ports, CallReport, Command, SideSpec, StreamSpec, WorkerEvent};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::oneshot;
+
+/// Binds ports for one command. New sockets go to the worker with the
+/// update; released ports return to the pool only after the worker has
+/// closed their sockets, so a port is never bound twice.
+struct Alloc<'a> {
+    state: &'a State,
+    fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
+    released: Vec<(usize, LocalPorts)>,
+}
+
+/// Bind attempts before giving up on a range whose ports others hold.
+const BIND_ATTEMPTS: usize = 32;
+
+impl PortSource for Alloc<'_> {
+    fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
+        let ip = self.state.bind[iface];
+        let opts = &self.state.socket_options;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = {
+                let mut pool = lock(&self.state.ports[iface]);
+                if pair {
+                    pool.take_pair()
+                } else {
+                    pool.take_single()
+                }
+            }
+            .ok_or_else(|| Error::PortsExhausted(self.state.interfaces[iface].name.clone()))?;
+            let ports = LocalPorts {
+                rtp: port,
+                rtcp: pair.then_some(port + 1),
+            };
+            let bound: Result<Vec<UdpSocket>, _> = [Some(port), ports.rtcp]
+                .into_iter()
+                .flatten()
+                .map(|p| ports::bind(ip, p, opts))
+                .collect();
+            match bound {
+                Ok(sockets) => {
+                    self.fresh.push((iface, ports, sockets));
+                    return Ok(ports);
+                }
+                Err(e) => {
+                    // Someone else holds it; leave it marked used and try another.
+                    tracing::warn!(port, error = %e, "media port in range is not bindable");
+                }
+            }
+        }
+        Err(Error::PortsExhausted(
+            self.state.interfaces[iface].name.clone(),
+        ))
+    }
+
+    fn release(&mut self, iface: usize, ports: LocalPorts) {
+        self.released.push((iface, ports));
+    }
+}
+
+impl Alloc<'_> {
+    fn new(state: &State) -> Alloc<'_> {
+        Alloc {
+            state,
+            fresh: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// The command failed: return what it took (its sockets close on drop).
+    fn rollback(self) {
+        for (iface, p, _) in self.fresh {
+            free_ports(self.state, iface, p);
+        }
+    }
+}
+
+fn free_ports(state: &State, iface: usize, p: LocalPorts) {
+    let mut pool = lock(&state.ports[iface]);
+    pool.put(p.rtp);
+    if let Some(r) = p.rtcp {
+        pool.put(r);
+    }
+}
+
+/// Finds a call's entry; for offers, creates it.
+fn entry(
+    state: &State,
+    call_id: &str,
+    create: bool,
+) -> Result<Arc<tokio::sync::Mutex<CallEntry>>, Error> {
+    let mut calls = lock(&state.calls);
+    if let Some((_, e)) = calls.get(call_id) {
+        return Ok(e.clone());
+    }
+    if !create {
+        return Err(Error::NotFound(format!("no call `{call_id}`")));
+    }
+    if state.draining.load(Relaxed) {
+        return Err(Error::Draining);
+    }
+    let worker = state.next_worker.fetch_add(1, Relaxed) % state.workers.len();
+    let key = state.next_key.fetch_add(1, Relaxed);
+    let e = Arc::new(tokio::sync::Mutex::new(CallEntry {
+        call_id: call_id.into(),
+        key,
+        worker,
+        session: Session::default(),
+        created: Instant::now(),
+        created_wall: SystemTime::now(),
+        alive: true,
+    }));
+    calls.insert(call_id.to_string(), (key, e.clone()));
+    Ok(e)
+}
+
+/// Removes a call from the registry if the entry there is still the one with `key`
+/// (a new call may have reused the id after this one ended).
+fn unregister(state: &State, call_id: &str, key: u64) {
+    let mut calls = lock(&state.calls);
+    if calls.get(call_id).is_some_and(|(k, _)| *k == key) {
+        calls.remove(call_id);
+    }
+}
+
+pub enum Sdpop<'a> {
+    Offer,
+    Answer { to_tag: &'a str },
+}
+
+/// Applies an offer or an answer and returns the rewritten SDP.
+pub async fn negotiate(
+    state: &State,
+    call_id: &str,
+    from_tag: &str,
+    op: Sdpop<'_>,
+    sdp: &str,
+    opts: &Options,
+) -> Result<String, Error> {
+    let parsed = Sdp::parse(sdp)?;
+    validate_options(state, opts)?;
+    let is_offer = matches!(op, Sdpop::Offer);
+    let handle = match entry(state, call_id, is_offer) {
+        Err(Error::NotFound(_)) => {
+            return Err(Error::Conflict(format!(
+                "answer for call `{call_id}`, which has no offer"
+            )))
+        }
+        other => other?,
+    };
+    let mut e = handle.lock().await;
+    if !e.alive {
+        return Err(Error::Conflict(format!(
+            "call `{call_id}` was deleted while this request waited"
+        )));
+    }
+    let backup = e.session.clone();
+    let mut alloc = Alloc::new(state);
+    let result = match op {
+        Sdpop::Offer => e
+            .session
+            .offer(from_tag, &parsed, opts, &state.advertise, &mut alloc),
+        Sdpop::Answer { to_tag } => e.session.answer(
+            from_tag,
+            to_tag,
+            &parsed,
+            opts,
+            &state.advertise,
+            &mut alloc,
+        ),
+    };
+    let outcome = match result {
+        Ok((text, change)) => push_to_worker(state, &e, &mut alloc, change)
+            .await
+            .map(|_| text),
+        Err(err) => Err(err),
+    };
+    match outcome {
+        Ok(text) => {
+            for (iface, p) in alloc.released.drain(..) {
+                free_ports(state, iface, p);
+            }
+            Ok(text)
+        }
+        Err(err) => {
+            alloc.rollback();
+            e.session = backup;
+            if e.session.streams.is_empty() && !e.session.offered {
+                // A first offer that failed leaves no call behind.
+                e.alive = false;
+                unregister(state, call_id, e.key);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn validate_options(state: &State, opts: &Options) -> Result<(), Error> {
+    for i in [opts.from_interface, opts.to_interface]
+        .into_iter()
+        .flatten()
+    {
+        if i >= state.interfaces.len() {
+            return Err(Error::BadRequest(format!("no interface number {i}")));
+        }
+    }
+    Ok(())
+}
+
+/// Sends the session's current shape to its worker.
+async fn push_to_worker(
+    state: &State,
+    e: &CallEntry,
+    alloc: &mut Alloc<'_>,
+    change: Change,
+) -> Result<(), Error> {
+    let s = &e.session;
+    let streams = s
+        .streams
+        .iter()
+        .map(|st| StreamSpec {
+            kind: st.kind,
+            sides: [0, 1].map(|i| {
+                let ip = state.bind[s.legs[i].iface];
+                st.sides[i].local.map(|l| SideSpec {
+                    rtp: SocketAddr::new(ip, l.rtp),
+                    rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
+                    peer: st.sides[i]
+                        .peer
+                        .clone()
+                        .unwrap_or_else(|| PeerSpec::unknown(st.kind)),
+                    relearn: i == change.relearn_leg,
+                })
+            }),
+        })
+        .collect();
+    let sockets = alloc
+        .fresh
+        .iter_mut()
+        .flat_map(|(_, _, s)| s.drain(..))
+        .collect();
+    let (reply, rx) = oneshot::channel();
+    state.workers[e.worker]
+        .send(Command::Update {
+            key: e.key,
+            call_id: e.call_id.clone(),
+            streams,
+            sockets,
+            reply,
+        })
+        .map_err(Error::Internal)?;
+    rx.await
+        .map_err(|_| Error::Internal("media worker dropped the command".into()))?
+        .map_err(Error::Internal)
+}
+
+/// Deletes a call (the whole call: a relay needs both legs). With
+/// `from_tag`, the tag must belong to the call.
+pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Result<Value, Error> {
+    let handle = entry(state, call_id, false)?;
+    let mut e = handle.lock().await;
+    if !e.alive {
+        return Err(Error::NotFound(format!("no call `{call_id}`")));
+    }
+    if let Some(tag) = from_tag {
+        if e.session.leg_by_tag(tag).is_none() {
+            return Err(Error::NotFound(format!(
+                "call `{call_id}` has no leg with tag `{tag}`"
+            )));
+        }
+    }
+    let (reply, rx) = oneshot::channel();
+    state.workers[e.worker]
+        .send(Command::Remove { key: e.key, reply })
+        .map_err(Error::Internal)?;
+    let report = rx.await.ok().flatten().unwrap_or(CallReport {
+        streams: Vec::new(),
+    });
+    let summary = finish(state, &mut e, &report, "deleted");
+    Ok(summary)
+}
+
+/// Frees a call's ports and registry entry after its worker closed it.
+fn finish(state: &State, e: &mut CallEntry, report: &CallReport, reason: &str) -> Value {
+    e.alive = false;
+    for (iface, p) in e.session.all_ports() {
+        free_ports(state, iface, p);
+    }
+    unregister(state, &e.call_id, e.key);
+    let summary = call_json(e, report);
+    let duration = e.created.elapsed().as_secs_f64();
+    state.metrics.call_seconds.observe(duration);
+    tracing::info!(call_id = %e.call_id, reason, duration_s = duration, "call ended");
+    summary
+}
+
+pub async fn query(state: &State, call_id: &str) -> Result<Value, Error> {
+    let handle = entry(state, call_id, false)?;
+    let e = handle.lock().await;
+    if !e.alive {
+        return Err(Error::NotFound(format!("no call `{call_id}`")));
+    }
+    let (reply, rx) = oneshot::channel();
+    state.workers[e.worker]
+        .send(Command::Query { key: e.key, reply })
+        .map_err(Error::Internal)?;
+    let report = rx.await.ok().flatten().unwrap_or(CallReport {
+        streams: Vec::new(),
+    });
+    Ok(call_json(&e, &report))
+}
+
+/// Call ids in order, `limit` from `offset`.
+pub fn list(state: &State, offset: usize, limit: usize) -> Value {
+    let mut ids: Vec<String> = lock(&state.calls).keys().cloned().collect();
+    ids.sort_unstable();
+    let total = ids.len();
+    let page: Vec<&String> = ids.iter().skip(offset).take(limit).collect();
+    let next = (offset + page.len() < total).then_some(offset + page.len());
+    json!({ "calls": page, "total": total, "offset": offset, "next_offset": next })
+}
+
+/// A call as the API shows it: per leg, per stream, what chorus received from
+/// that leg and where it relays to it.
+fn call_json(e: &CallEntry, report: &CallReport) -> Value {
+    let s = &e.session;
+    let legs: Vec<Value> = (0..2)
+        .map(|i| {
+            let streams: Vec<Value> = s
+                .streams
+                .iter()
+                .enumerate()
+                .map(|(si, st)| {
+                    let side = report.streams.get(si).map(|r| &r.sides[i]);
+                    json!({
+                        "index": si,
+                        "media": st.media,
+                        "kind": st.kind,
+                        "enabled": st.enabled,
+                        "local_rtp": side.and_then(|x| x.local_rtp),
+                        "local_rtcp": side.and_then(|x| x.local_rtcp),
+                        "stats": side.map(|x| &x.side),
+                    })
+                })
+                .collect();
+            json!({ "tag": s.legs[i].tag, "streams": streams })
+        })
+        .collect();
+    let created = e
+        .created_wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    json!({
+        "call_id": &*e.call_id,
+        "created": created,
+        "duration_s": (e.created.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "answered": s.answered,
+        "legs": legs,
+    })
+}
+
+/// Handles what workers report: today, calls they ended for lack of media.
+pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
+    match ev {
+        WorkerEvent::MediaTimeout {
+            key,
+            call_id,
+            report,
+        } => {
+            let handle = match entry(&state, &call_id, false) {
+                Ok(h) => h,
+                Err(_) => return,
+            };
+            let mut e = handle.lock().await;
+            if !e.alive || e.key != key {
+                return;
+            }
+            state.metrics.calls_timed_out.inc();
+            let summary = finish(&state, &mut e, &report, "media_timeout");
+            drop(e);
+            if let Some(url) = state.config.callback_url.clone() {
+                let body =
+                    json!({ "event": "media_timeout", "call_id": &*call_id, "call": summary });
+                match state.http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(%call_id, status = %r.status(), "media timeout callback refused")
+                    }
+                    Err(err) => {
+                        tracing::warn!(%call_id, error = %err, "media timeout callback failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops taking new calls; returns once all calls ended or `deadline` passed.
+pub async fn drain(state: &State, deadline: Instant) {
+    state.draining.store(true, SeqCst);
+    while state.call_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

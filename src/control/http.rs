@@ -1,0 +1,290 @@
+//! The HTTP JSON API (see `openapi.json`, served at `/openapi.json`).
+
+use super::calls::{self, Sdpop};
+use super::State;
+use crate::error::Error;
+use crate::session::{MuxOption, Options};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+type Shared = Arc<State>;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        (status, Json(body)).into_response()
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let v1 = Router::new()
+        .route("/v1/calls", get(list))
+        .route("/v1/calls/{call_id}", get(query).delete(delete))
+        .route("/v1/calls/{call_id}/offer", post(offer))
+        .route("/v1/calls/{call_id}/answer", post(answer))
+        .route("/v1/calls/{call_id}/delete", post(delete_post))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .fallback(|| async { Error::NotFound("no such endpoint; see /openapi.json".into()) })
+        .with_state(state)
+}
+
+async fn auth(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.config.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            state
+                .metrics
+                .requests
+                .with_label_values(&["auth", "unauthorized"])
+                .inc();
+            return Error::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Runs one control request: metrics, one log line, JSON out.
+async fn instrumented<F>(state: &State, endpoint: &'static str, call_id: &str, f: F) -> Response
+where
+    F: std::future::Future<Output = Result<Value, Error>>,
+{
+    let t0 = Instant::now();
+    let r = f.await;
+    let secs = t0.elapsed().as_secs_f64();
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[endpoint])
+        .observe(secs);
+    let result = match &r {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[endpoint, result])
+        .inc();
+    match &r {
+        Ok(_) => tracing::info!(endpoint, call_id, ms = secs * 1e3, "ok"),
+        Err(e) => {
+            tracing::warn!(endpoint, call_id, ms = secs * 1e3, code = e.code(), error = %e, "refused")
+        }
+    }
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Offer/answer options as the HTTP API spells them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpOptions {
+    received_from: Option<IpAddr>,
+    #[serde(default)]
+    ice: IceOption,
+    rtcp_mux: Option<MuxOption>,
+    from_interface: Option<String>,
+    to_interface: Option<String>,
+    #[serde(default)]
+    any_source: bool,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum IceOption {
+    #[default]
+    Keep,
+    Remove,
+}
+
+impl HttpOptions {
+    fn resolve(self, state: &State) -> Result<Options, Error> {
+        let iface = |name: Option<String>| -> Result<Option<usize>, Error> {
+            name.map(|n| {
+                state
+                    .interface_index(&n)
+                    .ok_or_else(|| Error::BadRequest(format!("no interface named `{n}`")))
+            })
+            .transpose()
+        };
+        Ok(Options {
+            received_from: self.received_from,
+            remove_ice: self.ice == IceOption::Remove,
+            rtcp_mux: self.rtcp_mux,
+            from_interface: iface(self.from_interface)?,
+            to_interface: iface(self.to_interface)?,
+            any_source: self.any_source,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferBody {
+    from_tag: String,
+    sdp: String,
+    #[serde(default)]
+    options: HttpOptions,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    from_tag: String,
+    to_tag: String,
+    sdp: String,
+    #[serde(default)]
+    options: HttpOptions,
+}
+
+async fn offer(
+    AxState(state): AxState<Shared>,
+    Path(call_id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    instrumented(&state, "offer", &call_id, async {
+        let b: OfferBody = body(&bytes)?;
+        let opts = b.options.resolve(&state)?;
+        let sdp =
+            calls::negotiate(&state, &call_id, &b.from_tag, Sdpop::Offer, &b.sdp, &opts).await?;
+        Ok(json!({ "sdp": sdp }))
+    })
+    .await
+}
+
+async fn answer(
+    AxState(state): AxState<Shared>,
+    Path(call_id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    instrumented(&state, "answer", &call_id, async {
+        let b: AnswerBody = body(&bytes)?;
+        let opts = b.options.resolve(&state)?;
+        let op = Sdpop::Answer { to_tag: &b.to_tag };
+        let sdp = calls::negotiate(&state, &call_id, &b.from_tag, op, &b.sdp, &opts).await?;
+        Ok(json!({ "sdp": sdp }))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    from_tag: Option<String>,
+}
+
+async fn delete(
+    AxState(state): AxState<Shared>,
+    Path(call_id): Path<String>,
+    Query(p): Query<DeleteParams>,
+) -> Response {
+    instrumented(
+        &state,
+        "delete",
+        &call_id,
+        calls::delete(&state, &call_id, p.from_tag.as_deref()),
+    )
+    .await
+}
+
+/// POST alias of DELETE, for HTTP clients in SIP proxies that cannot send DELETE.
+async fn delete_post(
+    AxState(state): AxState<Shared>,
+    Path(call_id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    instrumented(&state, "delete", &call_id, async {
+        let p: DeleteParams = if bytes.iter().all(u8::is_ascii_whitespace) {
+            DeleteParams::default()
+        } else {
+            body(&bytes)?
+        };
+        calls::delete(&state, &call_id, p.from_tag.as_deref()).await
+    })
+    .await
+}
+
+async fn query(AxState(state): AxState<Shared>, Path(call_id): Path<String>) -> Response {
+    instrumented(&state, "query", &call_id, calls::query(&state, &call_id)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn list(AxState(state): AxState<Shared>, Query(p): Query<ListParams>) -> Response {
+    instrumented(&state, "list", "", async {
+        if p.limit == 0 || p.limit > 1000 {
+            return Err(Error::BadRequest("limit must be 1..=1000".into()));
+        }
+        Ok(calls::list(&state, p.offset, p.limit))
+    })
+    .await
+}
+
+async fn readyz(AxState(state): AxState<Shared>) -> Response {
+    if state.draining.load(Relaxed) {
+        Error::Draining.into_response()
+    } else {
+        Json(json!({ "status": "ready" })).into_response()
+    }
+}
+
+async fn metrics(AxState(state): AxState<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.render_metrics(),
+    )
+        .into_response()
+}

@@ -1,0 +1,141 @@
+//! The control plane: shared state, the call commands both front doors use,
+//! and the HTTP API.
+
+pub mod calls;
+pub mod http;
+
+use crate::config::{Config, Interface};
+use crate::metrics::Metrics;
+use crate::session::Session;
+use crate::worker::ports::{PortPool, SocketOptions};
+use crate::worker::{self, CallKey, WorkerConfig, WorkerEvent, WorkerHandle};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+/// What the control plane remembers of a call. Guarded by its own async
+/// mutex so that commands on one call run in order while calls run in parallel.
+pub struct CallEntry {
+    pub call_id: Arc<str>,
+    pub key: CallKey,
+    pub worker: usize,
+    pub session: Session,
+    pub created: Instant,
+    pub created_wall: SystemTime,
+    /// False once deleted: a command that waited on the lock must not revive it.
+    pub alive: bool,
+}
+
+pub struct State {
+    pub config: Config,
+    pub interfaces: Vec<Interface>,
+    /// Per interface: the address in SDP, and the address sockets bind.
+    pub advertise: Vec<IpAddr>,
+    pub bind: Vec<IpAddr>,
+    pub ports: Vec<Mutex<PortPool>>,
+    pub socket_options: SocketOptions,
+    pub workers: Vec<WorkerHandle>,
+    next_worker: AtomicUsize,
+    next_key: AtomicU64,
+    /// call id -> (key, entry). The key tells a call from a later one with the same id.
+    pub calls: Mutex<HashMap<String, (CallKey, Arc<tokio::sync::Mutex<CallEntry>>)>>,
+    pub metrics: Metrics,
+    pub draining: AtomicBool,
+    pub http: reqwest::Client,
+}
+
+/// A running control plane: its state, worker threads and worker events.
+pub struct Started {
+    pub state: Arc<State>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+}
+
+impl State {
+    /// Starts the media workers and builds the shared state.
+    pub fn start(config: Config) -> std::io::Result<Started> {
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            config.workers
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        let wc = WorkerConfig {
+            media_timeout: Duration::from_secs(config.media_timeout),
+        };
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let (h, t) = worker::spawn(i, wc.clone(), tx.clone())?;
+            workers.push(h);
+            threads.push(t);
+        }
+        let interfaces = config.all_interfaces();
+        let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect());
+        let state = State {
+            advertise: interfaces
+                .iter()
+                .map(|i| i.advertise.unwrap_or(i.bind))
+                .collect(),
+            bind: interfaces.iter().map(|i| i.bind).collect(),
+            ports: interfaces
+                .iter()
+                .map(|_| Mutex::new(PortPool::new(config.port_min, config.port_max)))
+                .collect(),
+            socket_options: SocketOptions {
+                recv_buffer: config.socket_recv_buffer,
+                send_buffer: config.socket_send_buffer,
+                dscp: config.dscp,
+            },
+            interfaces,
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_key: AtomicU64::new(1),
+            calls: Mutex::new(HashMap::new()),
+            metrics,
+            draining: AtomicBool::new(false),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(std::io::Error::other)?,
+            config,
+        };
+        Ok(Started {
+            state: Arc::new(state),
+            threads,
+            events,
+        })
+    }
+
+    pub fn interface_index(&self, name: &str) -> Option<usize> {
+        self.interfaces.iter().position(|i| i.name == name)
+    }
+
+    pub fn call_count(&self) -> usize {
+        lock(&self.calls).len()
+    }
+
+    /// Refreshes gauges that are cheaper to read on scrape than to keep.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.calls_active.set(self.call_count() as i64);
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            let free = lock(&self.ports[i]).free();
+            self.metrics
+                .ports_free
+                .with_label_values(&[iface.name.as_str()])
+                .set(free as i64);
+        }
+        self.metrics.render()
+    }
+}
+
+/// Locks a std mutex of the control plane. A panic while holding one is a
+/// bug; the data (maps, port bitmaps) stays consistent, so carry on.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

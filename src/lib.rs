@@ -1,0 +1,20 @@
+//! chorus: an RTP media relay driven by SIP proxies over HTTP.
+//!
+//! Layout (see ../shared/DESIGN.md):
+//! - pure core, time passed in: [`sdp`] (parse, rewrite), [`wire`] (RTP/RTCP
+//!   views), [`media`] (latching, relay decisions, RFC 3550 statistics),
+//!   [`session`] (offer/answer state of a call);
+//! - shells: [`worker`] (media threads: sockets, event loop, ports),
+//!   [`control`] (HTTP API, call registry), [`metrics`], [`config`].
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod media;
+pub mod metrics;
+pub mod sdp;
+pub mod session;
+pub mod wire;
+pub mod worker;

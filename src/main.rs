@@ -1,0 +1,179 @@
+//! `chorus serve`: configuration, workers, HTTP API, signals. Nothing else.
+
+use chorus::config::Config;
+use chorus::control::{calls, http, State};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "RTP media relay for SIP proxies, driven over HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the relay. Every setting can also come from a TOML file
+    /// (--config) or a CHORUS_<SETTING> environment variable (e.g.
+    /// CHORUS_PORT_MIN=20000); flags win over both.
+    Serve(ServeArgs),
+}
+
+#[derive(Parser, Serialize)]
+struct ServeArgs {
+    /// TOML file with settings (same names as the flags, with underscores).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// HTTP API listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_listen: Option<SocketAddr>,
+    /// Address media sockets bind to [default: 127.0.0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_bind: Option<IpAddr>,
+    /// Address written into SDP when it differs from --media-bind (NAT, cloud).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<IpAddr>,
+    /// Lowest media port [default: 30000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_min: Option<u16>,
+    /// Highest media port [default: 39999].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_max: Option<u16>,
+    /// Media worker threads; 0 = one per core [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workers: Option<usize>,
+    /// SO_RCVBUF of media sockets in bytes; 0 = OS default [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket_recv_buffer: Option<usize>,
+    /// SO_SNDBUF of media sockets in bytes; 0 = OS default [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket_send_buffer: Option<usize>,
+    /// DSCP of outgoing media, 0..63 [default: 46, EF].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dscp: Option<u8>,
+    /// Seconds without media before a call is torn down; 0 = never [default: 60].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_timeout: Option<u64>,
+    /// URL that gets a JSON POST when chorus ends a call itself (media timeout).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
+    /// Bearer token the /v1 API requires (prefer CHORUS_TOKEN: flags show in `ps`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// Log format: text or json [default: text]. Log level: CHORUS_LOG (e.g. debug).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+    /// Seconds to wait for calls to end after SIGTERM [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_timeout: Option<u64>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let Cmd::Serve(args) = cli.command;
+    let config = match Config::load(args.config.as_deref(), &args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chorus: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("chorus-control")
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    if let Err(e) = runtime.block_on(serve(config)) {
+        tracing::error!(error = %e, "chorus stopped");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> std::io::Result<()> {
+    let listen = config.http_listen;
+    let drain_timeout = Duration::from_secs(config.drain_timeout);
+    let started = State::start(config)?;
+    let state = started.state.clone();
+    let mut events = started.events;
+    let s = state.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            tokio::spawn(calls::on_worker_event(s.clone(), ev));
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(
+        http = %listen,
+        workers = state.workers.len(),
+        interfaces = ?state.interfaces,
+        ports = format!("{}-{}", state.config.port_min, state.config.port_max),
+        "chorus listening"
+    );
+    let s = state.clone();
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!(calls = s.call_count(), "draining: new calls refused");
+        tokio::select! {
+            _ = calls::drain(&s, Instant::now() + drain_timeout) => {}
+            _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
+        }
+    };
+    axum::serve(listener, http::router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    for w in &state.workers {
+        let _ = w.send(chorus::worker::Command::Shutdown);
+    }
+    for t in started.threads {
+        let _ = t.join();
+    }
+    tracing::info!("chorus stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

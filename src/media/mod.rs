@@ -1,0 +1,7 @@
+//! The media core: per-stream state and decisions, pure, with time passed in.
+//!
+//! Workers own these values and feed them packets; nothing here touches a
+//! socket or reads a clock.
+
+pub mod relay;
+pub mod stats;

@@ -1,0 +1,267 @@
+//! Receive statistics for one RTP source (RFC 3550 appendix A.1 and A.8).
+
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// A jump larger than this is a restart of the sequence, not loss (A.1).
+const MAX_DROPOUT: u16 = 3000;
+/// Packets this far behind are late duplicates or misordered (A.1).
+const MAX_MISORDER: u16 = 100;
+const SEQ_MOD: u32 = 1 << 16;
+
+/// Sequence tracking of one SSRC, per RFC 3550 A.1.
+#[derive(Debug, Clone, Default)]
+struct SeqState {
+    ssrc: u32,
+    base_seq: u32,
+    max_seq: u16,
+    cycles: u32,
+    received: u64,
+    /// Set after a large jump: the next packet must follow it to restart.
+    bad_seq: Option<u16>,
+    /// Jitter in timestamp units, scaled by 16 as in A.8.
+    jitter_q4: u64,
+    jitter_clock: u32,
+    last_transit: Option<i64>,
+}
+
+/// What [`SeqState::update`] made of a packet.
+#[derive(Debug, PartialEq)]
+enum SeqOutcome {
+    Received,
+    Duplicate,
+    /// First packet after a jump of more than `MAX_DROPOUT`: wait for a second.
+    Probing,
+    /// The sender restarted its sequence: start over from this packet.
+    Restarted,
+}
+
+impl SeqState {
+    fn new(ssrc: u32, seq: u16) -> Self {
+        SeqState {
+            ssrc,
+            base_seq: seq as u32,
+            max_seq: seq,
+            received: 1,
+            ..Default::default()
+        }
+    }
+
+    fn extended_max(&self) -> u64 {
+        self.cycles as u64 + self.max_seq as u64
+    }
+
+    fn expected(&self) -> u64 {
+        (self.extended_max() + 1).saturating_sub(self.base_seq as u64)
+    }
+
+    fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+
+    /// A.1 `update_seq`.
+    fn update(&mut self, seq: u16) -> SeqOutcome {
+        let delta = seq.wrapping_sub(self.max_seq);
+        if delta == 0 {
+            return SeqOutcome::Duplicate;
+        }
+        if delta < MAX_DROPOUT {
+            if seq < self.max_seq {
+                self.cycles += SEQ_MOD;
+            }
+            self.max_seq = seq;
+        } else if delta <= u16::MAX - MAX_MISORDER {
+            if self.bad_seq == Some(seq) {
+                return SeqOutcome::Restarted;
+            }
+            self.bad_seq = Some(seq.wrapping_add(1));
+            return SeqOutcome::Probing;
+        }
+        // else: misordered within MAX_MISORDER, counted as received.
+        self.bad_seq = None;
+        self.received += 1;
+        SeqOutcome::Received
+    }
+}
+
+/// Statistics of everything one party sent to one chorus port.
+#[derive(Debug, Clone, Default)]
+pub struct RtpStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Losses of SSRCs that were replaced (re-INVITE, new call leg).
+    lost_before: u64,
+    seq: Option<SeqState>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// What the API shows of an [`RtpStats`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatsReport {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub jitter_ms: f64,
+    pub ssrc: Option<u32>,
+    /// Seconds between the first and the last packet.
+    pub active_s: f64,
+    /// Seconds since the last packet, if any arrived.
+    pub idle_s: Option<f64>,
+}
+
+impl RtpStats {
+    /// Accounts one RTP packet. `clock_rate` is the payload type's RTP clock
+    /// (Hz); 0 when unknown, which skips the jitter estimate.
+    pub fn on_rtp(
+        &mut self,
+        now: Instant,
+        len: usize,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        clock_rate: u32,
+    ) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        let s = match &mut self.seq {
+            Some(s) if s.ssrc == ssrc => match s.update(seq) {
+                SeqOutcome::Received => s,
+                SeqOutcome::Duplicate | SeqOutcome::Probing => return,
+                SeqOutcome::Restarted => {
+                    // The packet before this one was the first of the new run.
+                    self.lost_before += s.lost();
+                    let (clock, jitter) = (s.jitter_clock, s.jitter_q4);
+                    *s = SeqState::new(ssrc, seq.wrapping_sub(1));
+                    s.received = 2;
+                    s.max_seq = seq;
+                    s.jitter_clock = clock;
+                    s.jitter_q4 = jitter;
+                    s
+                }
+            },
+            other => {
+                if let Some(old) = other.take() {
+                    self.lost_before += old.lost();
+                }
+                other.insert(SeqState::new(ssrc, seq))
+            }
+        };
+        if clock_rate == 0 {
+            return;
+        }
+        let first = self.first.unwrap_or(now); // set above
+        let arrival = (now.duration_since(first).as_nanos() as u128 * clock_rate as u128
+            / 1_000_000_000) as i64;
+        let transit = arrival.wrapping_sub(ts as i64);
+        if let Some(last) = s.last_transit {
+            // Timestamps wrap at 2^32; the difference of two transits is small.
+            let d = (transit - last).unsigned_abs() % (1 << 32);
+            let d = d.min((1 << 32) - d);
+            // A.8: J += (|D| - J) / 16, kept scaled by 16.
+            s.jitter_q4 = (s.jitter_q4 + d).saturating_sub((s.jitter_q4 + 8) >> 4);
+        }
+        s.last_transit = Some(transit);
+        s.jitter_clock = clock_rate;
+    }
+
+    /// Accounts a packet that is counted but not sequence-tracked (RTCP, non-RTP).
+    pub fn on_other(&mut self, now: Instant, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.last
+    }
+
+    pub fn report(&self, now: Instant) -> StatsReport {
+        let (lost, jitter_ms, ssrc) = match &self.seq {
+            Some(s) => {
+                let jitter_ms = if s.jitter_clock > 0 {
+                    (s.jitter_q4 as f64 / 16.0) * 1000.0 / s.jitter_clock as f64
+                } else {
+                    0.0
+                };
+                (self.lost_before + s.lost(), jitter_ms, Some(s.ssrc))
+            }
+            None => (self.lost_before, 0.0, None),
+        };
+        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        StatsReport {
+            packets: self.packets,
+            bytes: self.bytes,
+            lost,
+            jitter_ms: (jitter_ms * 1000.0).round() / 1000.0,
+            ssrc,
+            active_s: match (self.first, self.last) {
+                (Some(f), Some(l)) => secs(l - f),
+                _ => 0.0,
+            },
+            idle_s: self.last.map(|l| secs(now.saturating_duration_since(l))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(stats: &mut RtpStats, t0: Instant, seqs: &[u16]) {
+        for (i, &seq) in seqs.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * i as u64);
+            stats.on_rtp(now, 172, 7, seq, seq as u32 * 160, 8000);
+        }
+    }
+
+    #[test]
+    fn counts_loss_from_gaps() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[10, 11, 13, 14, 17]);
+        let r = s.report(t0);
+        assert_eq!(r.packets, 5);
+        assert_eq!(r.lost, 3);
+    }
+
+    #[test]
+    fn reordering_and_duplicates_are_not_loss() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[1, 3, 2, 4, 4, 5]);
+        assert_eq!(s.report(t0).lost, 0);
+    }
+
+    #[test]
+    fn sequence_wrap_is_not_loss() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[65534, 65535, 0, 1]);
+        assert_eq!(s.report(t0).lost, 0);
+    }
+
+    #[test]
+    fn sequence_restart_is_not_loss() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[100, 101, 40000, 40001, 40002]);
+        assert_eq!(s.report(t0).lost, 0);
+    }
+
+    #[test]
+    fn steady_stream_has_no_jitter_and_delayed_packet_has_some() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(s.report(t0).jitter_ms, 0.0);
+        // One packet 40 ms late: D = 320 samples, J = 320/16 = 20 samples = 2.5 ms.
+        let late = t0 + Duration::from_millis(20 * 6 + 40);
+        s.on_rtp(late, 172, 7, 7, 7 * 160, 8000);
+        let j = s.report(late).jitter_ms;
+        assert!((j - 2.5).abs() < 0.01, "jitter {j}");
+    }
+}

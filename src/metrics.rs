@@ -1,0 +1,229 @@
+//! Prometheus metrics. Workers count in their own cache line with relaxed
+//! atomics (no lock, no label lookup on the packet path); the exporter sums
+//! the workers' counters when `/metrics` is scraped.
+
+use crate::media::relay::DropReason;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One worker's counters. Padded so two workers never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_relayed: AtomicU64,
+    pub bytes_relayed: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+    pub streams: AtomicU64,
+    pub calls: AtomicU64,
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
+    (
+        "chorus_packets_received_total",
+        "Media packets received",
+        &[],
+    ),
+    ("chorus_bytes_received_total", "Media bytes received", &[]),
+    ("chorus_packets_relayed_total", "Media packets relayed", &[]),
+    ("chorus_bytes_relayed_total", "Media bytes relayed", &[]),
+    (
+        "chorus_streams_active",
+        "Media streams held by workers",
+        &[],
+    ),
+    ("chorus_worker_calls", "Calls held by workers", &[]),
+    (
+        "chorus_packets_dropped_total",
+        "Packets received and not relayed, by reason",
+        &["reason"],
+    ),
+];
+
+/// Collector that sums [`WorkerCounters`] on scrape.
+struct WorkerCollector {
+    workers: Vec<Arc<WorkerCounters>>,
+    descs: Vec<Desc>,
+}
+
+impl WorkerCollector {
+    fn sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+}
+
+fn counter(name: &str, help: &str, v: u64) -> MetricFamily {
+    let c = IntCounter::new(name, help).expect("static metric name is valid");
+    c.inc_by(v);
+    c.collect().remove(0)
+}
+
+fn gauge(name: &str, help: &str, v: u64) -> MetricFamily {
+    let g = IntGauge::new(name, help).expect("static metric name is valid");
+    g.set(v as i64);
+    g.collect().remove(0)
+}
+
+impl Collector for WorkerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "chorus_packets_dropped_total",
+                "Packets received and not relayed, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric name is valid");
+        for r in DropReason::ALL {
+            drops
+                .with_label_values(&[r.label()])
+                .inc_by(self.sum(|w| &w.drops[r as usize]));
+        }
+        let mut out = vec![
+            counter(
+                "chorus_packets_received_total",
+                "Media packets received",
+                self.sum(|w| &w.packets_in),
+            ),
+            counter(
+                "chorus_bytes_received_total",
+                "Media bytes received",
+                self.sum(|w| &w.bytes_in),
+            ),
+            counter(
+                "chorus_packets_relayed_total",
+                "Media packets relayed",
+                self.sum(|w| &w.packets_relayed),
+            ),
+            counter(
+                "chorus_bytes_relayed_total",
+                "Media bytes relayed",
+                self.sum(|w| &w.bytes_relayed),
+            ),
+            gauge(
+                "chorus_streams_active",
+                "Media streams held by workers",
+                self.sum(|w| &w.streams),
+            ),
+            gauge(
+                "chorus_worker_calls",
+                "Calls held by workers",
+                self.sum(|w| &w.calls),
+            ),
+        ];
+        out.extend(drops.collect());
+        out
+    }
+}
+
+/// Control-plane metrics and the registry they live in.
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls_active: IntGauge,
+    pub calls_timed_out: IntCounter,
+    pub ports_free: IntGaugeVec,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub call_seconds: prometheus::Histogram,
+}
+
+impl Metrics {
+    pub fn new(workers: Vec<Arc<WorkerCounters>>) -> Self {
+        let registry = Registry::new();
+        let calls_active = IntGauge::new("chorus_calls_active", "Calls being relayed").unwrap();
+        let calls_timed_out = IntCounter::new(
+            "chorus_calls_timed_out_total",
+            "Calls torn down for lack of media",
+        )
+        .unwrap();
+        let ports_free = IntGaugeVec::new(
+            Opts::new("chorus_ports_free", "Free media ports"),
+            &["interface"],
+        )
+        .unwrap();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "chorus_control_requests_total",
+                "Control requests by endpoint and result",
+            ),
+            &["endpoint", "result"],
+        )
+        .unwrap();
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("chorus_control_request_seconds", "Control request latency")
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ]),
+            &["endpoint"],
+        )
+        .unwrap();
+        let call_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("chorus_call_duration_seconds", "Duration of ended calls").buckets(
+                vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                ],
+            ),
+        )
+        .unwrap();
+        for c in [
+            Box::new(calls_active.clone()) as Box<dyn Collector>,
+            Box::new(calls_timed_out.clone()),
+            Box::new(ports_free.clone()),
+            Box::new(requests.clone()),
+            Box::new(request_seconds.clone()),
+            Box::new(call_seconds.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let descs = WORKER_METRICS
+            .iter()
+            .map(|(name, help, labels)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+                .expect("static metric name is valid")
+            })
+            .collect();
+        let collector = WorkerCollector { workers, descs };
+        registry
+            .register(Box::new(collector))
+            .expect("worker metrics register once");
+        Metrics {
+            registry,
+            calls_active,
+            calls_timed_out,
+            ports_free,
+            requests,
+            request_seconds,
+            call_seconds,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,151 @@
+use super::{Line, Sdp};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// What chorus puts into one `m=` section of the SDP it hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOut {
+    /// chorus's RTP port; 0 disables the stream (RFC 3264 section 6).
+    pub port: u16,
+    /// chorus's RTCP port (equal to `port` when only multiplexed RTCP is possible).
+    pub rtcp_port: u16,
+    /// Whether the section states `a=rtcp-mux`.
+    pub mux: MuxOut,
+}
+
+/// What to do with `a=rtcp-mux` in one section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuxOut {
+    /// State it (adding it when the input lacks it).
+    Present,
+    /// Remove it.
+    Absent,
+}
+
+/// Everything that changes in a rewrite; everything else stays byte for byte.
+#[derive(Debug, Clone)]
+pub struct Rewrite<'a> {
+    /// chorus's address on the interface facing the receiver of this SDP.
+    pub address: IpAddr,
+    /// One entry per `m=` section, in order.
+    pub streams: &'a [StreamOut],
+    /// Drop ICE attributes (chorus is not an ICE agent).
+    pub remove_ice: bool,
+    /// The `o=` session version to state; `None` keeps the input's.
+    pub origin_version: Option<u64>,
+}
+
+const ICE_ATTRIBUTES: &[&str] = &[
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-lite",
+    "ice-mismatch",
+    "ice-pacing",
+    "candidate",
+    "remote-candidates",
+    "end-of-candidates",
+];
+
+/// Rewrites `sdp` so that media flows through chorus. `plan.streams` must
+/// have one entry per `m=` section.
+pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
+    debug_assert_eq!(sdp.media.len(), plan.streams.len());
+    let mut out =
+        String::with_capacity(sdp.session.iter().map(|l| l.text.len() + 2).sum::<usize>() * 2);
+    let family = match plan.address {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let conn = format!("c=IN {family} {}", plan.address);
+    for line in &sdp.session {
+        match line.kind() {
+            'o' => push(&mut out, &origin(line, plan.origin_version), line.eol),
+            'c' => push(&mut out, &conn, line.eol),
+            'a' if plan.remove_ice && is_ice(line) => {}
+            _ => push(&mut out, &line.text, line.eol),
+        }
+    }
+    for (m, s) in sdp.media.iter().zip(plan.streams) {
+        let mline = &m.lines[0];
+        if s.port == 0 {
+            // Disabled: carry the section through with port 0.
+            let rest = mline.value().splitn(3, ' ').nth(2).unwrap_or_default();
+            push(&mut out, &format!("m={} 0 {rest}", m.kind), mline.eol);
+            for line in &m.lines[1..] {
+                push(&mut out, &line.text, line.eol);
+            }
+            continue;
+        }
+        let rest = mline.value().splitn(3, ' ').nth(2).unwrap_or_default();
+        push(
+            &mut out,
+            &format!("m={} {} {rest}", m.kind, s.port),
+            mline.eol,
+        );
+        let mut has_mux = false;
+        for line in &m.lines[1..] {
+            match line.attribute() {
+                Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
+                Some(("rtcp", _)) => {
+                    let rtcp = format!("a=rtcp:{} IN {family} {}", s.rtcp_port, plan.address);
+                    push(&mut out, &rtcp, line.eol);
+                    continue;
+                }
+                Some(("rtcp-mux", None)) => {
+                    if s.mux == MuxOut::Present && !has_mux {
+                        push(&mut out, &line.text, line.eol);
+                    }
+                    has_mux = true;
+                    continue;
+                }
+                _ => {}
+            }
+            if line.kind() == 'c' {
+                push(&mut out, &conn, line.eol);
+            } else {
+                push(&mut out, &line.text, line.eol);
+            }
+        }
+        if s.mux == MuxOut::Present && !has_mux {
+            push(&mut out, "a=rtcp-mux", mline.eol);
+        }
+    }
+    out
+}
+
+fn is_ice(line: &Line) -> bool {
+    matches!(line.attribute(), Some((n, _)) if ICE_ATTRIBUTES.contains(&n))
+}
+
+fn origin(line: &Line, version: Option<u64>) -> String {
+    let Some(v) = version else {
+        return line.text.clone();
+    };
+    // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>
+    let f: Vec<&str> = line.value().split(' ').collect();
+    let mut s = String::from("o=");
+    for (i, field) in f.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        if i == 2 {
+            let _ = write!(s, "{v}");
+        } else {
+            s.push_str(field);
+        }
+    }
+    s
+}
+
+fn push(out: &mut String, text: &str, eol: &str) {
+    out.push_str(text);
+    out.push_str(eol);
+}
+
+impl Sdp {
+    /// The `o=` session version, when it is a number.
+    pub fn origin_version(&self) -> Option<u64> {
+        self.origin_line()?.value().split(' ').nth(2)?.parse().ok()
+    }
+}

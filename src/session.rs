@@ -1,0 +1,426 @@
+//! Offer/answer for one relayed call (RFC 3264), without I/O.
+//!
+//! A call has two legs (by SIP tag) and one stream per `m=` line. Each stream
+//! has two *sides*: `sides[i]` is chorus's port pair facing leg `i` (leg `i`
+//! sends there and receives from there) plus what leg `i`'s SDP said. An SDP
+//! from leg `o` updates `sides[o]`'s peer and is rewritten to point at
+//! `sides[1 - o]`'s ports, which the other leg will send to.
+//!
+//! Ports come from a [`PortSource`], so the shell binds sockets and tests can
+//! count. A failed offer or answer leaves the session unchanged: the caller
+//! restores the clone it took (see `control::calls`).
+
+use crate::error::Error;
+use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
+use crate::sdp::{self, MuxOut, Sdp, StreamOut};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+
+/// chorus's ports for one side of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPorts {
+    pub rtp: u16,
+    /// `None` when the side only multiplexes RTCP (one port).
+    pub rtcp: Option<u16>,
+}
+
+/// Where the shell gets and returns ports.
+pub trait PortSource {
+    /// `pair`: an even RTP port and the odd RTCP port above it; else one port.
+    fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error>;
+    fn release(&mut self, iface: usize, ports: LocalPorts);
+}
+
+/// rtcp-mux handling asked for by the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MuxOption {
+    /// Offer rtcp-mux to the answerer even if the offerer did not.
+    Offer,
+    /// Do not offer rtcp-mux to the answerer; chorus demultiplexes.
+    Demux,
+    /// Accept the offerer's rtcp-mux whatever the answerer said (the default).
+    Accept,
+    /// Refuse the offerer's rtcp-mux in the answer.
+    Reject,
+}
+
+/// Options on one offer or answer.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Source address of the SIP message that carried this SDP: media from
+    /// this IP may latch (NATed phones whose SDP shows a private address).
+    pub received_from: Option<IpAddr>,
+    pub remove_ice: bool,
+    pub rtcp_mux: Option<MuxOption>,
+    /// Interface facing the sender of this SDP / its receiver.
+    pub from_interface: Option<usize>,
+    pub to_interface: Option<usize>,
+    /// Latch to the first packet from any IP (opt-in; see `media::relay`).
+    pub any_source: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Leg {
+    pub tag: Option<String>,
+    pub iface: usize,
+    pub signal_ip: Option<IpAddr>,
+    pub any_source: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SideState {
+    pub local: Option<LocalPorts>,
+    /// What this side's leg said in its last SDP; `None` before it spoke.
+    pub peer: Option<PeerSpec>,
+    /// The leg's SDP offered or stated rtcp-mux.
+    pub mux_stated: bool,
+    /// chorus offered rtcp-mux to this leg.
+    pub mux_offered: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamState {
+    pub media: String,
+    pub kind: StreamKind,
+    pub enabled: bool,
+    pub sides: [SideState; 2],
+}
+
+/// The `o=` versions chorus stated towards one leg (RFC 3264 section 8:
+/// a changed SDP gets a higher version, an unchanged one the same).
+#[derive(Debug, Clone, Default)]
+struct OriginTrack {
+    last: Option<(String, u64)>,
+}
+
+impl OriginTrack {
+    fn next(&mut self, input_version: Option<u64>, text: &str) -> Option<u64> {
+        let v = input_version?;
+        let out = match &self.last {
+            Some((t, last)) if t == text => *last,
+            Some((_, last)) => v.max(last + 1),
+            None => v,
+        };
+        self.last = Some((text.to_string(), out));
+        Some(out)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub legs: [Leg; 2],
+    /// The leg whose offer is outstanding or was last answered.
+    pub offerer: usize,
+    pub offered: bool,
+    pub answered: bool,
+    pub streams: Vec<StreamState>,
+    origins: [OriginTrack; 2],
+}
+
+/// Which sides' peers changed in the last offer/answer, for the worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    /// The leg whose SDP was just applied: its side learns its source again.
+    pub relearn_leg: usize,
+}
+
+impl Session {
+    /// The leg that sends this offer: the first offer names leg 0; re-offers
+    /// may come from either leg (re-INVITE from caller or callee).
+    fn offering_leg(&mut self, from_tag: &str) -> Result<usize, Error> {
+        match &self.legs {
+            [Leg { tag: None, .. }, _] => {
+                self.legs[0].tag = Some(from_tag.to_string());
+                Ok(0)
+            }
+            [Leg { tag: Some(a), .. }, _] if a == from_tag => Ok(0),
+            [_, Leg { tag: Some(b), .. }] if b == from_tag => Ok(1),
+            [Leg { tag: Some(a), .. }, _] => Err(Error::Conflict(format!(
+                "offer from tag `{from_tag}`, but the call's legs are `{a}`{}",
+                match &self.legs[1].tag {
+                    Some(b) => format!(" and `{b}`"),
+                    None => " (not answered yet)".into(),
+                }
+            ))),
+        }
+    }
+
+    fn apply_interfaces(&mut self, from: usize, opts: &Options) -> Result<(), Error> {
+        for (leg, want) in [(from, opts.from_interface), (1 - from, opts.to_interface)] {
+            let Some(iface) = want else { continue };
+            let has_ports = self.streams.iter().any(|s| s.sides[leg].local.is_some());
+            if has_ports && self.legs[leg].iface != iface {
+                return Err(Error::BadRequest(
+                    "a leg's interface cannot change once it has ports; delete the call first"
+                        .into(),
+                ));
+            }
+            self.legs[leg].iface = iface;
+        }
+        let leg = &mut self.legs[from];
+        if let Some(ip) = opts.received_from {
+            leg.signal_ip = Some(ip);
+        }
+        leg.any_source = opts.any_source;
+        Ok(())
+    }
+
+    /// Applies an offer from `from_tag`; returns the rewritten SDP for the
+    /// other leg. `advertise[i]` is interface `i`'s address.
+    pub fn offer(
+        &mut self,
+        from_tag: &str,
+        sdp: &Sdp,
+        opts: &Options,
+        advertise: &[IpAddr],
+        ports: &mut dyn PortSource,
+    ) -> Result<(String, Change), Error> {
+        let o = self.offering_leg(from_tag)?;
+        let r = 1 - o;
+        if sdp.media.len() < self.streams.len() {
+            return Err(Error::BadRequest(format!(
+                "offer has {} m= lines but the call has {}; streams are disabled with port 0, never removed (RFC 3264 section 8.2)",
+                sdp.media.len(),
+                self.streams.len()
+            )));
+        }
+        self.apply_interfaces(o, opts)?;
+        let mut outs = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            if i == self.streams.len() {
+                self.streams.push(StreamState::new(&m.kind, m.is_rtp()));
+            }
+            let peer = peer_spec(sdp, i, &self.legs[o]);
+            let st = &mut self.streams[i];
+            if st.media != m.kind {
+                return Err(Error::BadRequest(format!(
+                    "m= line {} changed media type from {} to {}",
+                    i + 1,
+                    st.media,
+                    m.kind
+                )));
+            }
+            st.sides[o].mux_stated = m.has_attribute("rtcp-mux");
+            st.sides[o].peer = Some(peer);
+            if m.port == 0 {
+                st.disable(&self.legs, ports);
+                outs.push(disabled());
+                continue;
+            }
+            st.enabled = true;
+            let offer_mux = st.kind == StreamKind::Rtp
+                && match opts.rtcp_mux {
+                    Some(MuxOption::Offer) => true,
+                    Some(MuxOption::Demux) => false,
+                    _ => st.sides[o].mux_stated,
+                };
+            let local = match st.sides[r].local {
+                Some(l) => l,
+                None => {
+                    // The answerer may refuse rtcp-mux, so an RTP stream gets a pair.
+                    let l = ports.allocate(self.legs[r].iface, st.kind == StreamKind::Rtp)?;
+                    st.sides[r].local = Some(l);
+                    l
+                }
+            };
+            st.sides[r].mux_offered = offer_mux || local.rtcp.is_none();
+            outs.push(stream_out(local, st.sides[r].mux_offered));
+        }
+        self.offerer = o;
+        self.offered = true;
+        let text = self.render(sdp, r, &outs, opts, advertise);
+        Ok((text, Change { relearn_leg: o }))
+    }
+
+    /// Applies the answer to the outstanding offer; returns the rewritten SDP
+    /// for the offerer.
+    pub fn answer(
+        &mut self,
+        from_tag: &str,
+        to_tag: &str,
+        sdp: &Sdp,
+        opts: &Options,
+        advertise: &[IpAddr],
+        ports: &mut dyn PortSource,
+    ) -> Result<(String, Change), Error> {
+        let o = self.offerer;
+        if !self.offered || self.legs[o].tag.as_deref() != Some(from_tag) {
+            return Err(Error::Conflict(format!(
+                "answer to an offer from tag `{from_tag}`, but no such offer was made in this call"
+            )));
+        }
+        let a = 1 - o;
+        if sdp.media.len() != self.streams.len() {
+            return Err(Error::BadRequest(format!(
+                "answer has {} m= lines but the offer had {} (RFC 3264 section 6)",
+                sdp.media.len(),
+                self.streams.len()
+            )));
+        }
+        // A second answer with another to-tag is another fork; the latest wins.
+        self.legs[a].tag = Some(to_tag.to_string());
+        self.apply_interfaces(a, opts)?;
+        let mut outs = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            let mut peer = peer_spec(sdp, i, &self.legs[a]);
+            let st = &mut self.streams[i];
+            if !st.enabled || m.port == 0 {
+                st.sides[a].peer = Some(peer);
+                st.disable(&self.legs, ports);
+                outs.push(disabled());
+                continue;
+            }
+            peer.mux = m.has_attribute("rtcp-mux") && st.sides[a].mux_offered;
+            st.sides[a].mux_stated = peer.mux;
+            st.sides[a].peer = Some(peer);
+            let accept_mux = st.sides[o].mux_stated && opts.rtcp_mux != Some(MuxOption::Reject);
+            if let Some(p) = &mut st.sides[o].peer {
+                p.mux = accept_mux;
+            }
+            let local = match st.sides[o].local {
+                Some(l) => l,
+                None => {
+                    let l = ports.allocate(
+                        self.legs[o].iface,
+                        st.kind == StreamKind::Rtp && !accept_mux,
+                    )?;
+                    st.sides[o].local = Some(l);
+                    l
+                }
+            };
+            outs.push(stream_out(local, accept_mux || local.rtcp.is_none()));
+        }
+        self.answered = true;
+        let text = self.render(sdp, o, &outs, opts, advertise);
+        Ok((text, Change { relearn_leg: a }))
+    }
+
+    fn render(
+        &mut self,
+        sdp: &Sdp,
+        to_leg: usize,
+        outs: &[StreamOut],
+        opts: &Options,
+        advertise: &[IpAddr],
+    ) -> String {
+        let mut plan = sdp::Rewrite {
+            address: advertise[self.legs[to_leg].iface],
+            streams: outs,
+            remove_ice: opts.remove_ice,
+            origin_version: None,
+        };
+        let text = sdp::rewrite(sdp, &plan);
+        plan.origin_version = self.origins[to_leg].next(sdp.origin_version(), &text);
+        match plan.origin_version {
+            Some(v) if Some(v) != sdp.origin_version() => sdp::rewrite(sdp, &plan),
+            _ => text,
+        }
+    }
+
+    /// Every port the call holds, with its interface (for release on delete).
+    pub fn all_ports(&self) -> impl Iterator<Item = (usize, LocalPorts)> + '_ {
+        self.streams.iter().flat_map(move |s| {
+            (0..2).filter_map(move |i| s.sides[i].local.map(|l| (self.legs[i].iface, l)))
+        })
+    }
+
+    /// The leg with this tag, if any.
+    pub fn leg_by_tag(&self, tag: &str) -> Option<usize> {
+        self.legs.iter().position(|l| l.tag.as_deref() == Some(tag))
+    }
+}
+
+impl StreamState {
+    fn new(media: &str, rtp: bool) -> Self {
+        let side = SideState {
+            local: None,
+            peer: None,
+            mux_stated: false,
+            mux_offered: false,
+        };
+        StreamState {
+            media: media.to_string(),
+            kind: if rtp {
+                StreamKind::Rtp
+            } else {
+                StreamKind::Raw
+            },
+            enabled: false,
+            sides: [side.clone(), side],
+        }
+    }
+
+    fn disable(&mut self, legs: &[Leg; 2], ports: &mut dyn PortSource) {
+        self.enabled = false;
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            if let Some(l) = side.local.take() {
+                ports.release(legs[i].iface, l);
+            }
+        }
+    }
+}
+
+fn disabled() -> StreamOut {
+    StreamOut {
+        port: 0,
+        rtcp_port: 0,
+        mux: MuxOut::Absent,
+    }
+}
+
+fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
+    StreamOut {
+        port: local.rtp,
+        rtcp_port: local.rtcp.unwrap_or(local.rtp),
+        mux: if mux { MuxOut::Present } else { MuxOut::Absent },
+    }
+}
+
+/// What leg `leg`'s SDP says about stream `i`.
+fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
+    let m = &sdp.media[i];
+    // 0.0.0.0 (RFC 2543 hold) or no address: nowhere to send.
+    let ip = sdp.media_address(i).filter(|ip| !ip.is_unspecified());
+    let rtp = ip
+        .filter(|_| m.port != 0)
+        .map(|ip| SocketAddr::new(ip, m.port));
+    let rtcp = match m.rtcp() {
+        Some((port, addr)) => addr.or(ip).map(|ip| SocketAddr::new(ip, port)),
+        None => rtp.and_then(|a| a.port().checked_add(1).map(|p| SocketAddr::new(a.ip(), p))),
+    };
+    let mut clock_rates = ClockRates::default();
+    for (pt, rate) in m.rtpmap_rates() {
+        clock_rates.0[pt as usize] = rate;
+    }
+    PeerSpec {
+        kind: if m.is_rtp() {
+            StreamKind::Rtp
+        } else {
+            StreamKind::Raw
+        },
+        rtp,
+        rtcp,
+        mux: m.has_attribute("rtcp-mux"),
+        sdp_ip: ip,
+        signal_ip: leg.signal_ip,
+        any_source: leg.any_source,
+        clock_rates,
+    }
+}
+
+impl PeerSpec {
+    /// A leg that has not sent SDP yet: nothing may latch, nowhere to send.
+    pub fn unknown(kind: StreamKind) -> Self {
+        PeerSpec {
+            kind,
+            rtp: None,
+            rtcp: None,
+            mux: false,
+            sdp_ip: None,
+            signal_ip: None,
+            any_source: false,
+            clock_rates: ClockRates::default(),
+        }
+    }
+}

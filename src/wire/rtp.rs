@@ -1,0 +1,131 @@
+//! RTP fixed header (RFC 3550 section 5.1), as a borrowed view.
+
+use super::WireError;
+
+/// The fixed RTP header is 12 bytes.
+pub const RTP_HEADER_LEN: usize = 12;
+
+/// A validated view of an RTP packet. Only the fields the relay needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpView<'a> {
+    bytes: &'a [u8],
+    payload_offset: usize,
+}
+
+impl<'a> RtpView<'a> {
+    /// Checks version, CSRC count, header extension length and padding, so that
+    /// a packet accepted here can be parsed by any receiver that follows RFC 3550.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        if bytes.len() < RTP_HEADER_LEN {
+            return Err(WireError::TooShort);
+        }
+        if bytes[0] >> 6 != 2 {
+            return Err(WireError::BadVersion);
+        }
+        let csrc_count = (bytes[0] & 0x0f) as usize;
+        let mut offset = RTP_HEADER_LEN + 4 * csrc_count;
+        if bytes[0] & 0x10 != 0 {
+            // Extension header: 16-bit profile, 16-bit length in 32-bit words.
+            let ext = bytes.get(offset..offset + 4).ok_or(WireError::Truncated)?;
+            offset += 4 + 4 * u16::from_be_bytes([ext[2], ext[3]]) as usize;
+        }
+        let mut end = bytes.len();
+        if bytes[0] & 0x20 != 0 {
+            let pad = *bytes.last().ok_or(WireError::Truncated)? as usize;
+            if pad == 0 {
+                return Err(WireError::Truncated);
+            }
+            end = end.checked_sub(pad).ok_or(WireError::Truncated)?;
+        }
+        if offset > end {
+            return Err(WireError::Truncated);
+        }
+        Ok(RtpView {
+            bytes,
+            payload_offset: offset,
+        })
+    }
+
+    pub fn marker(&self) -> bool {
+        self.bytes[1] & 0x80 != 0
+    }
+    pub fn payload_type(&self) -> u8 {
+        self.bytes[1] & 0x7f
+    }
+    pub fn sequence(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[2], self.bytes[3]])
+    }
+    pub fn timestamp(&self) -> u32 {
+        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+    }
+    pub fn ssrc(&self) -> u32 {
+        u32::from_be_bytes([self.bytes[8], self.bytes[9], self.bytes[10], self.bytes[11]])
+    }
+    /// Payload bytes, padding included (the relay forwards packets unchanged).
+    pub fn payload(&self) -> &'a [u8] {
+        &self.bytes[self.payload_offset..]
+    }
+}
+
+/// Writes a minimal RTP header into `out` (used by tests and the load generator).
+/// Returns the header length, or `None` when `out` is too small.
+pub fn write_header(out: &mut [u8], pt: u8, seq: u16, ts: u32, ssrc: u32) -> Option<usize> {
+    let h = out.get_mut(..RTP_HEADER_LEN)?;
+    h[0] = 0x80;
+    h[1] = pt & 0x7f;
+    h[2..4].copy_from_slice(&seq.to_be_bytes());
+    h[4..8].copy_from_slice(&ts.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    Some(RTP_HEADER_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_fields() {
+        let mut b = [0u8; 20];
+        write_header(&mut b, 8, 513, 0x01020304, 0xdeadbeef).unwrap();
+        b[1] |= 0x80;
+        let v = RtpView::parse(&b).unwrap();
+        assert!(v.marker());
+        assert_eq!(v.payload_type(), 8);
+        assert_eq!(v.sequence(), 513);
+        assert_eq!(v.timestamp(), 0x01020304);
+        assert_eq!(v.ssrc(), 0xdeadbeef);
+        assert_eq!(v.payload().len(), 8);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert_eq!(RtpView::parse(&[0x80; 5]).unwrap_err(), WireError::TooShort);
+        assert_eq!(
+            RtpView::parse(&[0x40; 12]).unwrap_err(),
+            WireError::BadVersion
+        );
+        // 15 CSRCs announced in a 12-byte packet.
+        let mut b = [0u8; 12];
+        b[0] = 0x8f;
+        assert_eq!(RtpView::parse(&b).unwrap_err(), WireError::Truncated);
+        // Extension bit set but no extension header.
+        b[0] = 0x90;
+        assert_eq!(RtpView::parse(&b).unwrap_err(), WireError::Truncated);
+        // Padding longer than the packet.
+        let mut p = [0u8; 13];
+        p[0] = 0xa0;
+        p[12] = 200;
+        assert_eq!(RtpView::parse(&p).unwrap_err(), WireError::Truncated);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(v) = RtpView::parse(&bytes) {
+                prop_assert!(v.payload().len() <= bytes.len() - RTP_HEADER_LEN);
+                let _ = (v.sequence(), v.timestamp(), v.ssrc(), v.payload_type());
+            }
+        }
+    }
+}

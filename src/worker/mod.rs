@@ -1,0 +1,136 @@
+//! Media workers: one OS thread each, owning its calls, their sockets and
+//! their state. The control plane talks to a worker only by [`Command`]
+//! (crossbeam channel + a mio waker) and hears back on a oneshot; workers
+//! report calls they end themselves (media timeout) as [`WorkerEvent`]s.
+
+mod clock;
+pub mod ports;
+mod runner;
+
+use crate::media::relay::{PeerSpec, SideReport, StreamKind};
+use crate::metrics::WorkerCounters;
+use serde::Serialize;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The worker-side identity of a call (control plane assigns it, never reused).
+pub type CallKey = u64;
+
+/// One side of one stream, as the worker should hold it.
+#[derive(Debug)]
+pub struct SideSpec {
+    pub rtp: SocketAddr,
+    pub rtcp: Option<SocketAddr>,
+    pub peer: PeerSpec,
+    /// Forget the latched source and learn again (new SDP from this leg).
+    pub relearn: bool,
+}
+
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub kind: StreamKind,
+    /// `sides[i]`: chorus's ports facing leg `i`, if allocated.
+    pub sides: [Option<SideSpec>; 2],
+}
+
+pub enum Command {
+    /// Create or update a call to match `streams`. Sockets of ports the call
+    /// does not hold yet come in `sockets`; held sockets no longer named are closed.
+    Update {
+        key: CallKey,
+        call_id: Arc<str>,
+        streams: Vec<StreamSpec>,
+        sockets: Vec<UdpSocket>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Close the call's sockets and return its final report.
+    Remove {
+        key: CallKey,
+        reply: oneshot::Sender<Option<CallReport>>,
+    },
+    Query {
+        key: CallKey,
+        reply: oneshot::Sender<Option<CallReport>>,
+    },
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// No media for the configured time: the worker has closed the call.
+    MediaTimeout {
+        key: CallKey,
+        call_id: Arc<str>,
+        report: CallReport,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub streams: Vec<StreamReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    pub kind: StreamKind,
+    pub sides: [SideReportWithPorts; 2],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SideReportWithPorts {
+    pub local_rtp: Option<SocketAddr>,
+    pub local_rtcp: Option<SocketAddr>,
+    #[serde(flatten)]
+    pub side: SideReport,
+}
+
+/// The control plane's handle on one worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: crossbeam_channel::Sender<Command>,
+    waker: Arc<mio::Waker>,
+    pub counters: Arc<WorkerCounters>,
+}
+
+impl WorkerHandle {
+    /// Queues a command and wakes the worker. Fails only if the worker died.
+    pub fn send(&self, cmd: Command) -> Result<(), String> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| "media worker has stopped".to_string())?;
+        self.waker
+            .wake()
+            .map_err(|e| format!("cannot wake media worker: {e}"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub media_timeout: Duration,
+}
+
+/// Starts worker `index` on its own thread.
+pub fn spawn(
+    index: usize,
+    config: WorkerConfig,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
+    let poll = mio::Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), runner::WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let counters = Arc::new(WorkerCounters::default());
+    let c = counters.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("chorus-media-{index}"))
+        .spawn(move || runner::Runner::new(poll, rx, events, c, config).run())?;
+    Ok((
+        WorkerHandle {
+            tx,
+            waker,
+            counters,
+        },
+        thread,
+    ))
+}

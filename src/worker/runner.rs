@@ -1,0 +1,402 @@
+//! A worker's event loop: sockets, commands, housekeeping.
+//!
+//! The packet path (`service` -> `relay_one`) reads into one preallocated
+//! buffer, indexes two slabs and sends: no allocation, no lock. A socket is
+//! read at most `BUDGET_PER_SOCKET` times per turn and then queued behind the
+//! others, so a flood on one port cannot starve other ports or commands.
+
+use super::{
+    clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec,
+    WorkerConfig, WorkerEvent,
+};
+use crate::media::relay::{DropReason, RelayStream, Side, StreamKind};
+use crate::metrics::WorkerCounters;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub(super) const WAKER: Token = Token(usize::MAX);
+/// Reads per socket per loop turn before other sockets get their go.
+const BUDGET_PER_SOCKET: usize = 64;
+/// How often media timeouts and gauges are checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Large enough for any UDP datagram: nothing is ever truncated.
+const BUF_BYTES: usize = 65536;
+
+struct Sock {
+    socket: UdpSocket,
+    local: SocketAddr,
+    call: usize,
+    stream: usize,
+    side: usize,
+    rtcp: bool,
+    queued: bool,
+}
+
+struct WStream {
+    relay: RelayStream,
+    /// `sock[side][0]` RTP, `sock[side][1]` RTCP: slots in `Runner::sockets`.
+    sock: [[Option<usize>; 2]; 2],
+}
+
+struct WCall {
+    key: CallKey,
+    call_id: Arc<str>,
+    streams: Vec<WStream>,
+    last_activity: Instant,
+}
+
+pub(super) struct Runner {
+    poll: Poll,
+    commands: crossbeam_channel::Receiver<Command>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    counters: Arc<WorkerCounters>,
+    config: WorkerConfig,
+    sockets: Slab<Sock>,
+    calls: Slab<WCall>,
+    by_key: HashMap<CallKey, usize>,
+    /// Sockets that still had data when their budget ran out.
+    queued: VecDeque<usize>,
+    buf: Box<[u8]>,
+}
+
+impl Runner {
+    pub(super) fn new(
+        poll: Poll,
+        commands: crossbeam_channel::Receiver<Command>,
+        events: mpsc::UnboundedSender<WorkerEvent>,
+        counters: Arc<WorkerCounters>,
+        config: WorkerConfig,
+    ) -> Self {
+        Runner {
+            poll,
+            commands,
+            events,
+            counters,
+            config,
+            sockets: Slab::new(),
+            calls: Slab::new(),
+            by_key: HashMap::new(),
+            queued: VecDeque::new(),
+            buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_housekeeping = clock::now() + HOUSEKEEPING;
+        loop {
+            let timeout = if self.queued.is_empty() {
+                next_housekeeping.saturating_duration_since(clock::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media worker poll failed");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {
+                        if !self.drain_commands() {
+                            return;
+                        }
+                    }
+                    Token(slot) => self.service(slot),
+                }
+            }
+            for _ in 0..self.queued.len() {
+                let Some(slot) = self.queued.pop_front() else {
+                    break;
+                };
+                if let Some(s) = self.sockets.get_mut(slot) {
+                    s.queued = false;
+                    self.service(slot);
+                }
+            }
+            let now = clock::now();
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+        }
+    }
+
+    /// Reads up to the budget from one socket and relays what it reads.
+    fn service(&mut self, slot: usize) {
+        for _ in 0..BUDGET_PER_SOCKET {
+            let Some(s) = self.sockets.get(slot) else {
+                return;
+            };
+            match s.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => self.relay_one(slot, n, from),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // ICMP errors from earlier sends surface here; the socket is fine.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recv failed");
+                    return;
+                }
+            }
+        }
+        if let Some(s) = self.sockets.get_mut(slot) {
+            if !s.queued {
+                s.queued = true;
+                self.queued.push_back(slot);
+            }
+        }
+    }
+
+    fn relay_one(&mut self, slot: usize, n: usize, from: SocketAddr) {
+        let now = clock::now();
+        let c = &*self.counters;
+        WorkerCounters::add(&c.packets_in, 1);
+        WorkerCounters::add(&c.bytes_in, n as u64);
+        let s = &self.sockets[slot];
+        let (side, rtcp) = (s.side, s.rtcp);
+        let Some(call) = self.calls.get_mut(s.call) else {
+            return;
+        };
+        let Some(ws) = call.streams.get_mut(s.stream) else {
+            return;
+        };
+        let packet = &self.buf[..n];
+        let fwd = match ws.relay.handle_packet(now, side, from, packet, rtcp) {
+            Ok(f) => f,
+            Err(reason) => {
+                WorkerCounters::add(&c.drops[reason as usize], 1);
+                return;
+            }
+        };
+        call.last_activity = now;
+        let out = &ws.sock[1 - side];
+        // A side that multiplexes has no RTCP socket: RTCP leaves from RTP.
+        let tx = if fwd.from_rtcp_socket {
+            out[1].or(out[0])
+        } else {
+            out[0]
+        };
+        let sent = tx
+            .and_then(|t| self.sockets.get(t))
+            .map(|t| t.socket.send_to(packet, fwd.to));
+        let reason = match sent {
+            Some(Ok(_)) => {
+                WorkerCounters::add(&c.packets_relayed, 1);
+                WorkerCounters::add(&c.bytes_relayed, n as u64);
+                return;
+            }
+            Some(Err(_)) => DropReason::SendFailed,
+            None => DropReason::NoDestination,
+        };
+        ws.relay.sides[side].count_drop(reason);
+        WorkerCounters::add(&c.drops[reason as usize], 1);
+    }
+
+    /// Handles every queued command; false when the worker must stop.
+    fn drain_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Update {
+                    key,
+                    call_id,
+                    streams,
+                    sockets,
+                    reply,
+                } => {
+                    let r = self.update(key, call_id, streams, sockets);
+                    let _ = reply.send(r);
+                }
+                Command::Remove { key, reply } => {
+                    let _ = reply.send(self.remove(key));
+                }
+                Command::Query { key, reply } => {
+                    let now = clock::now();
+                    let report = self.by_key.get(&key).map(|&i| self.report(i, now));
+                    let _ = reply.send(report);
+                }
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn update(
+        &mut self,
+        key: CallKey,
+        call_id: Arc<str>,
+        streams: Vec<StreamSpec>,
+        sockets: Vec<std::net::UdpSocket>,
+    ) -> Result<(), String> {
+        let now = clock::now();
+        let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+        for s in sockets {
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            fresh.insert(local, UdpSocket::from_std(s));
+        }
+        let ci = *self.by_key.entry(key).or_insert_with(|| {
+            self.calls.insert(WCall {
+                key,
+                call_id,
+                streams: Vec::new(),
+                last_activity: now,
+            })
+        });
+        self.calls[ci].last_activity = now;
+        for (si, spec) in streams.into_iter().enumerate() {
+            if si == self.calls[ci].streams.len() {
+                self.calls[ci].streams.push(WStream::new(spec.kind));
+            }
+            for (side, ss) in spec.sides.into_iter().enumerate() {
+                let want = match &ss {
+                    Some(s) => [Some(s.rtp), s.rtcp],
+                    None => [None, None],
+                };
+                for (which, want) in want.into_iter().enumerate() {
+                    let cur = self.calls[ci].streams[si].sock[side][which];
+                    if cur.map(|slot| self.sockets[slot].local) == want {
+                        continue;
+                    }
+                    if let Some(slot) = cur {
+                        self.close_socket(slot);
+                    }
+                    self.calls[ci].streams[si].sock[side][which] = None;
+                    if let Some(addr) = want {
+                        let socket = fresh
+                            .remove(&addr)
+                            .ok_or_else(|| format!("no socket bound for {addr}"))?;
+                        let slot = self.open_socket(socket, addr, ci, si, side, which == 1)?;
+                        self.calls[ci].streams[si].sock[side][which] = Some(slot);
+                    }
+                }
+                let relay_side = &mut self.calls[ci].streams[si].relay.sides[side];
+                match ss {
+                    Some(s) if s.relearn => relay_side.update(s.peer),
+                    Some(s) => relay_side.peer = s.peer,
+                    None => relay_side.update(crate::media::relay::PeerSpec::unknown(spec.kind)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_socket(
+        &mut self,
+        mut socket: UdpSocket,
+        local: SocketAddr,
+        call: usize,
+        stream: usize,
+        side: usize,
+        rtcp: bool,
+    ) -> Result<usize, String> {
+        let entry = self.sockets.vacant_entry();
+        let slot = entry.key();
+        self.poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+            .map_err(|e| format!("cannot watch socket {local}: {e}"))?;
+        entry.insert(Sock {
+            socket,
+            local,
+            call,
+            stream,
+            side,
+            rtcp,
+            queued: false,
+        });
+        // Packets may already wait (the socket was bound in the control
+        // plane); edge-triggered polling would not report them.
+        self.queue(slot);
+        Ok(slot)
+    }
+
+    fn queue(&mut self, slot: usize) {
+        if let Some(s) = self.sockets.get_mut(slot) {
+            if !s.queued {
+                s.queued = true;
+                self.queued.push_back(slot);
+            }
+        }
+    }
+
+    fn close_socket(&mut self, slot: usize) {
+        let mut s = self.sockets.remove(slot);
+        let _ = self.poll.registry().deregister(&mut s.socket);
+        // Dropping `s` closes the fd: the port can be bound again at once.
+    }
+
+    fn remove(&mut self, key: CallKey) -> Option<CallReport> {
+        let ci = self.by_key.remove(&key)?;
+        let report = self.report(ci, clock::now());
+        let call = self.calls.remove(ci);
+        for ws in &call.streams {
+            for slot in ws.sock.iter().flatten().flatten() {
+                self.close_socket(*slot);
+            }
+        }
+        Some(report)
+    }
+
+    fn report(&self, ci: usize, now: Instant) -> CallReport {
+        let local = |s: Option<usize>| s.map(|slot| self.sockets[slot].local);
+        CallReport {
+            streams: self.calls[ci]
+                .streams
+                .iter()
+                .map(|ws| StreamReport {
+                    kind: ws.relay.sides[0].peer.kind,
+                    sides: [0, 1].map(|i| SideReportWithPorts {
+                        local_rtp: local(ws.sock[i][0]),
+                        local_rtcp: local(ws.sock[i][1]),
+                        side: ws.relay.sides[i].report(now),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let streams: usize = self.calls.iter().map(|(_, c)| c.streams.len()).sum();
+        self.counters.streams.store(streams as u64, Relaxed);
+        self.counters.calls.store(self.calls.len() as u64, Relaxed);
+        let timeout = self.config.media_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let expired: Vec<(CallKey, Arc<str>)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_activity) >= timeout)
+            .map(|(_, c)| (c.key, c.call_id.clone()))
+            .collect();
+        for (key, call_id) in expired {
+            if let Some(report) = self.remove(key) {
+                let _ = self.events.send(WorkerEvent::MediaTimeout {
+                    key,
+                    call_id,
+                    report,
+                });
+            }
+        }
+    }
+}
+
+impl WStream {
+    fn new(kind: StreamKind) -> Self {
+        let side = || Side::new(crate::media::relay::PeerSpec::unknown(kind));
+        WStream {
+            relay: RelayStream {
+                sides: [side(), side()],
+            },
+            sock: [[None; 2]; 2],
+        }
+    }
+}
