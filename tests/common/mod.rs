@@ -1,0 +1,270 @@
+//! Test harness: a real chorus process, driven over real HTTP, with real UDP
+//! peers on loopback.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A chorus daemon owned by one test. Each test passes its own `slot`, so
+/// that tests running in parallel use disjoint media port ranges.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    pub port_min: u16,
+    pub http: reqwest::Client,
+}
+
+pub const PORTS_PER_SLOT: u16 = 40;
+
+impl Daemon {
+    pub async fn start(slot: u16, extra: &[&str]) -> Daemon {
+        Self::start_with_range(slot, PORTS_PER_SLOT, extra).await
+    }
+
+    pub async fn start_with_range(slot: u16, ports: u16, extra: &[&str]) -> Daemon {
+        // Below Linux's ephemeral range (32768+), so test sockets bound to
+        // port 0 never take a port chorus expects to have.
+        let port_min = 20000 + slot * PORTS_PER_SLOT;
+        let http_port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .args(["serve", "--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--port-min", &port_min.to_string()])
+            .args(["--port-max", &(port_min + ports - 1).to_string()])
+            .args(["--workers", "2"])
+            .args(extra)
+            .env("CHORUS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("chorus binary starts");
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{http_port}"),
+            port_min,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = d.http.get(format!("{}/healthz", d.base)).send().await {
+                if r.status().is_success() {
+                    return d;
+                }
+            }
+            assert!(Instant::now() < deadline, "chorus did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Offer from `a`'s socket and answer from `b`'s; returns chorus's ports
+    /// for each: (where A sends, where B sends).
+    pub async fn call(&self, id: &str, a: &Peer, b: &Peer) -> (SocketAddr, SocketAddr) {
+        let (s, offer) = self
+            .post(
+                &format!("/v1/calls/{id}/offer"),
+                json!({"from_tag": "ta", "sdp": a.sdp()}),
+            )
+            .await;
+        assert_eq!(s, 200, "{offer}");
+        let (s, answer) = self
+            .post(
+                &format!("/v1/calls/{id}/answer"),
+                json!({"from_tag": "ta", "to_tag": "tb", "sdp": b.sdp()}),
+            )
+            .await;
+        assert_eq!(s, 200, "{answer}");
+        (
+            sdp_target(answer["sdp"].as_str().unwrap()),
+            sdp_target(offer["sdp"].as_str().unwrap()),
+        )
+    }
+}
+
+/// Counts a metric's value in a Prometheus text exposition.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SIP phone's media socket pair (RTP and RTCP) on a loopback address.
+pub struct Peer {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub ssrc: u32,
+    seq: u16,
+}
+
+impl Peer {
+    pub fn new(ip: &str) -> Peer {
+        // Find an even/odd pair of free ports.
+        for _ in 0..100 {
+            let rtp = UdpSocket::bind(format!("{ip}:0")).unwrap();
+            let port = rtp.local_addr().unwrap().port();
+            if port % 2 != 0 {
+                continue;
+            }
+            if let Ok(rtcp) = UdpSocket::bind(format!("{ip}:{}", port + 1)) {
+                for s in [&rtp, &rtcp] {
+                    s.set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                }
+                return Peer {
+                    rtp,
+                    rtcp,
+                    ssrc: port as u32 * 7919,
+                    seq: 1000,
+                };
+            }
+        }
+        panic!("no free port pair");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.rtp.local_addr().unwrap()
+    }
+
+    /// A plain desk-phone style SDP pointing at this peer.
+    pub fn sdp(&self) -> String {
+        self.sdp_with(&format!("{}", self.addr().ip()), "")
+    }
+
+    pub fn sdp_with(&self, conn_ip: &str, extra_media_lines: &str) -> String {
+        let fam = if conn_ip.contains(':') { "IP6" } else { "IP4" };
+        format!(
+            "v=0\r\no=phone 1000 1000 IN {fam} {conn_ip}\r\ns=call\r\nc=IN {fam} {conn_ip}\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n{extra_media_lines}",
+            self.addr().port()
+        )
+    }
+
+    /// Sends one 20 ms PCMU packet from the RTP socket.
+    pub fn send_rtp(&mut self, to: SocketAddr) {
+        self.send_rtp_from(&self.rtp.try_clone().unwrap(), to);
+    }
+
+    pub fn send_rtp_from(&mut self, from: &UdpSocket, to: SocketAddr) {
+        let mut b = [0u8; 172];
+        chorus::wire::rtp::write_header(&mut b, 0, self.seq, self.seq as u32 * 160, self.ssrc)
+            .unwrap();
+        self.seq = self.seq.wrapping_add(1);
+        from.send_to(&b, to).unwrap();
+    }
+
+    pub fn send_rtcp(&self, from: &UdpSocket, to: SocketAddr) {
+        let rr = rtcp_rr(self.ssrc);
+        from.send_to(&rr, to).unwrap();
+    }
+}
+
+pub fn rtcp_rr(ssrc: u32) -> [u8; 8] {
+    let s = ssrc.to_be_bytes();
+    [0x80, 201, 0, 1, s[0], s[1], s[2], s[3]]
+}
+
+/// Receives datagrams until `n` arrived or the socket times out; returns
+/// them with their source.
+pub fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while out.len() < n {
+        match sock.recv_from(&mut buf) {
+            Ok((len, from)) => out.push((buf[..len].to_vec(), from)),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Drains whatever is queued on a socket; returns how many datagrams.
+pub fn drain(sock: &UdpSocket) -> usize {
+    let t = sock.read_timeout().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let n = recv_n(sock, usize::MAX).len();
+    sock.set_read_timeout(t).unwrap();
+    n
+}
+
+/// The media address a rewritten SDP points to (first stream).
+pub fn sdp_target(sdp: &str) -> SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("c=IN IP4 ")
+                .or_else(|| l.strip_prefix("c=IN IP6 "))
+        })
+        .expect("c= line");
+    let port: u16 = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("m=audio line");
+    SocketAddr::new(ip.trim().parse().unwrap(), port)
+}
+
+/// The `a=rtcp:` port of the first stream, if stated.
+pub fn sdp_rtcp_port(sdp: &str) -> Option<u16> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=rtcp:")?.split(' ').next()?.parse().ok())
+}
