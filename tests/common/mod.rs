@@ -24,6 +24,10 @@ impl Daemon {
     }
 
     pub async fn start_with_range(slot: u16, ports: u16, extra: &[&str]) -> Daemon {
+        Self::start_full(slot, ports, extra, &[]).await
+    }
+
+    pub async fn start_full(slot: u16, ports: u16, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         // Below Linux's ephemeral range (32768+), so test sockets bound to
         // port 0 never take a port chorus expects to have.
         let port_min = 20000 + slot * PORTS_PER_SLOT;
@@ -38,6 +42,7 @@ impl Daemon {
             .args(["--workers", "2"])
             .args(extra)
             .env("CHORUS_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,316 @@
+//! End to end: the control API's errors, port exhaustion, media timeout,
+//! authentication and documentation.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn assert_error(
+    status: u16,
+    body: &serde_json::Value,
+    want_status: u16,
+    code: &str,
+    msg_part: &str,
+) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(msg_part), "message `{msg}` lacks `{msg_part}`");
+}
+
+#[tokio::test]
+async fn every_error_has_its_status_code_and_message() {
+    let d = Daemon::start(20, &[]).await;
+    let a = Peer::new("127.0.0.1");
+    // Malformed JSON and missing fields.
+    let r = d
+        .http
+        .post(format!("{}/v1/calls/x/offer", d.base))
+        .body("{\"from_tag\":")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    assert_error(
+        s,
+        &r.json().await.unwrap(),
+        400,
+        "bad_request",
+        "invalid JSON body",
+    );
+    let (s, b) = d.post("/v1/calls/x/offer", json!({"from_tag": "a"})).await;
+    assert_error(s, &b, 400, "bad_request", "missing field `sdp`");
+    let (s, b) = d
+        .post(
+            "/v1/calls/x/offer",
+            json!({"from_tag": "a", "sdp": a.sdp(), "options": {"icee": "remove"}}),
+        )
+        .await;
+    assert_error(s, &b, 400, "bad_request", "unknown field `icee`");
+    // Malformed SDP: the message names the line.
+    let bad = a.sdp().replace("m=audio ", "m=audio x");
+    let (s, b) = d
+        .post("/v1/calls/x/offer", json!({"from_tag": "a", "sdp": bad}))
+        .await;
+    assert_error(s, &b, 400, "bad_sdp", "SDP line 6 `m=audio x");
+    let (s, b) = d
+        .post(
+            "/v1/calls/x/offer",
+            json!({"from_tag": "a", "sdp": "hello"}),
+        )
+        .await;
+    assert_error(s, &b, 400, "bad_sdp", "SDP line 1");
+    // A failed first offer leaves no call behind.
+    assert_error(
+        d.get("/v1/calls/x").await.0,
+        &d.get("/v1/calls/x").await.1,
+        404,
+        "not_found",
+        "no call `x`",
+    );
+    // Unknown call ids.
+    let (s, b) = d.delete("/v1/calls/nope").await;
+    assert_error(s, &b, 404, "not_found", "no call `nope`");
+    let (s, b) = d.post("/v1/calls/nope/delete", json!({})).await;
+    assert_error(s, &b, 404, "not_found", "no call `nope`");
+    // Answer without offer.
+    let (s, b) = d
+        .post(
+            "/v1/calls/nope/answer",
+            json!({"from_tag": "a", "to_tag": "b", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict", "has no offer");
+    // Answer naming another offerer; answer with a different number of streams.
+    let (s, _) = d
+        .post(
+            "/v1/calls/y/offer",
+            json!({"from_tag": "a", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = d
+        .post(
+            "/v1/calls/y/answer",
+            json!({"from_tag": "zz", "to_tag": "b", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict", "tag `zz`");
+    let two = a.sdp() + "m=video 9000 RTP/AVP 96\r\n";
+    let (s, b) = d
+        .post(
+            "/v1/calls/y/answer",
+            json!({"from_tag": "a", "to_tag": "b", "sdp": two}),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_request",
+        "answer has 2 m= lines but the offer had 1",
+    );
+    // A third party's offer on an existing call.
+    let (s, b) = d
+        .post(
+            "/v1/calls/y/offer",
+            json!({"from_tag": "q", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict", "offer from tag `q`");
+    // Unknown interface; delete naming a tag the call lacks.
+    let (s, b) = d
+        .post(
+            "/v1/calls/y/offer",
+            json!({"from_tag": "a", "sdp": a.sdp(), "options": {"to_interface": "dmz"}}),
+        )
+        .await;
+    assert_error(s, &b, 400, "bad_request", "no interface named `dmz`");
+    let (s, b) = d.delete("/v1/calls/y?from_tag=other").await;
+    assert_error(s, &b, 404, "not_found", "no leg with tag `other`");
+    let (s, _) = d.delete("/v1/calls/y?from_tag=a").await;
+    assert_eq!(s, 200);
+    // Unknown endpoint.
+    let (s, b) = d.get("/v2/whatever").await;
+    assert_error(s, &b, 404, "not_found", "no such endpoint");
+    // Every refusal was counted by endpoint and result.
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "chorus_control_requests_total{endpoint=\"offer\",result=\"bad_sdp\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "chorus_control_requests_total{endpoint=\"answer\",result=\"conflict\"}"
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn exhausted_ports_get_503_while_calls_flow_and_delete_frees_them() {
+    // Four ports: exactly one call without rtcp-mux (a pair on each side).
+    let d = Daemon::start_with_range(21, 4, &[]).await;
+    let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("first", &a, &b).await;
+    let (c, e) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (s, body) = d
+        .post(
+            "/v1/calls/second/offer",
+            json!({"from_tag": "ta", "sdp": c.sdp()}),
+        )
+        .await;
+    assert_error(
+        s,
+        &body,
+        503,
+        "ports_exhausted",
+        "no free media ports on interface `default`",
+    );
+    // The first call keeps flowing.
+    for _ in 0..5 {
+        a.send_rtp(to_a);
+    }
+    assert_eq!(recv_n(&b.rtp, 5).len(), 5);
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_ports_free{interface=\"default\"}"), 0.0);
+    // Delete frees the ports; the next call gets the very same ones.
+    let (s, fin) = d.post("/v1/calls/first/delete", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(fin["legs"][0]["streams"][0]["stats"]["rtp"]["packets"], 5);
+    let (s, _) = d.get("/v1/calls/first").await;
+    assert_eq!(s, 404);
+    let (to_c, to_e) = d.call("second", &c, &e).await;
+    let mut got = [to_c.port(), to_e.port()];
+    let mut had = [to_a.port(), to_b.port()];
+    got.sort();
+    had.sort();
+    assert_eq!(got, had);
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_calls_active"), 1.0);
+}
+
+#[tokio::test]
+async fn media_timeout_ends_the_call_and_posts_the_callback() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let d = Daemon::start(22, &["--media-timeout", "1", "--callback-url", &url]).await;
+    let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, _) = d.call("silent", &a, &b).await;
+    // Media keeps it alive...
+    for _ in 0..6 {
+        a.send_rtp(to_a);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        d.get("/v1/calls/silent").await.0,
+        200,
+        "a call with media does not time out"
+    );
+    // ...and silence ends it.
+    let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("callback within 5 s")
+        .unwrap();
+    assert_eq!(notice["event"], "media_timeout");
+    assert_eq!(notice["call_id"], "silent");
+    assert_eq!(
+        notice["call"]["legs"][0]["streams"][0]["stats"]["rtp"]["packets"],
+        6
+    );
+    assert_eq!(d.get("/v1/calls/silent").await.0, 404);
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_calls_timed_out_total"), 1.0);
+}
+
+#[tokio::test]
+async fn token_is_required_when_configured() {
+    // The token comes from the environment, as the README advises.
+    let d = Daemon::start_full(23, PORTS_PER_SLOT, &[], &[("CHORUS_TOKEN", "s3cret")]).await;
+    let a = Peer::new("127.0.0.1");
+    let (s, b) = d
+        .post(
+            "/v1/calls/t/offer",
+            json!({"from_tag": "a", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthorized", "bearer token");
+    let r = d
+        .http
+        .post(format!("{}/v1/calls/t/offer", d.base))
+        .bearer_auth("s3cret")
+        .json(&json!({"from_tag": "a", "sdp": a.sdp()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(d.get("/healthz").await.0, 200);
+    assert_eq!(d.get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn lists_calls_in_pages_and_serves_its_openapi_document() {
+    let d = Daemon::start(24, &[]).await;
+    let a = Peer::new("127.0.0.1");
+    for id in ["c", "a", "b"] {
+        let (s, _) = d
+            .post(
+                &format!("/v1/calls/{id}/offer"),
+                json!({"from_tag": "t", "sdp": a.sdp()}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (_, p1) = d.get("/v1/calls?limit=2").await;
+    assert_eq!(p1["calls"], json!(["a", "b"]));
+    assert_eq!(p1["total"], 3);
+    assert_eq!(p1["next_offset"], 2);
+    let (_, p2) = d.get("/v1/calls?limit=2&offset=2").await;
+    assert_eq!(p2["calls"], json!(["c"]));
+    assert_eq!(p2["next_offset"], serde_json::Value::Null);
+    let (s, b) = d.get("/v1/calls?limit=0").await;
+    assert_error(s, &b, 400, "bad_request", "limit");
+
+    let (s, doc) = d.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    // Every documented path answers something other than "no such endpoint".
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let path = path.replace("{call_id}", "a");
+        for op in ops.as_object().unwrap().keys() {
+            let r = d
+                .http
+                .request(
+                    op.to_uppercase().parse().unwrap(),
+                    format!("{}{path}", d.base),
+                )
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            assert_ne!(
+                body["error"]["message"], "no such endpoint; see /openapi.json",
+                "{op} {path}"
+            );
+        }
+    }
+}
