@@ -134,3 +134,35 @@ impl Config {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/chorus.toml");
+        let c = Config::load(Some(&path), serde_json::json!({})).unwrap();
+        assert_eq!(c.advertise, Some("192.0.2.10".parse().unwrap()));
+        let names: Vec<String> = c.all_interfaces().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["default", "internal", "public"]);
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_are_explained() {
+        let c = Config::load(
+            None,
+            serde_json::json!({"port_min": 20000, "port_max": 20010}),
+        )
+        .unwrap();
+        assert_eq!((c.port_min, c.port_max, c.dscp), (20000, 20010, 46));
+        let e = Config::load(
+            None,
+            serde_json::json!({"port_min": 20000, "port_max": 100}),
+        )
+        .unwrap_err();
+        assert!(e.contains("port range"), "{e}");
+        let e = Config::load(None, serde_json::json!({"media_bind": "0.0.0.0"})).unwrap_err();
+        assert!(e.contains("needs an `advertise`"), "{e}");
+    }
+}

@@ -224,7 +224,9 @@ impl Session {
                     l
                 }
             };
-            st.sides[r].mux_offered = offer_mux || local.rtcp.is_none();
+            // A lone port can only carry RTCP multiplexed; raw UDP has no RTCP.
+            st.sides[r].mux_offered =
+                st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
             outs.push(stream_out(local, st.sides[r].mux_offered));
         }
         self.offerer = o;
@@ -289,7 +291,10 @@ impl Session {
                     l
                 }
             };
-            outs.push(stream_out(local, accept_mux || local.rtcp.is_none()));
+            outs.push(stream_out(
+                local,
+                st.kind == StreamKind::Rtp && (accept_mux || local.rtcp.is_none()),
+            ));
         }
         self.answered = true;
         let text = self.render(sdp, o, &outs, opts, advertise);

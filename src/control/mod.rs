@@ -29,6 +29,9 @@ pub struct CallEntry {
     pub alive: bool,
 }
 
+/// A call's entry, locked for the length of one command.
+pub type CallHandle = Arc<tokio::sync::Mutex<CallEntry>>;
+
 pub struct State {
     pub config: Config,
     pub interfaces: Vec<Interface>,
@@ -41,7 +44,7 @@ pub struct State {
     next_worker: AtomicUsize,
     next_key: AtomicU64,
     /// call id -> (key, entry). The key tells a call from a later one with the same id.
-    pub calls: Mutex<HashMap<String, (CallKey, Arc<tokio::sync::Mutex<CallEntry>>)>>,
+    pub calls: Mutex<HashMap<String, (CallKey, CallHandle)>>,
     pub metrics: Metrics,
     pub draining: AtomicBool,
     pub http: reqwest::Client,

@@ -153,8 +153,8 @@ impl RtpStats {
             return;
         }
         let first = self.first.unwrap_or(now); // set above
-        let arrival = (now.duration_since(first).as_nanos() as u128 * clock_rate as u128
-            / 1_000_000_000) as i64;
+        let arrival =
+            (now.duration_since(first).as_nanos() * clock_rate as u128 / 1_000_000_000) as i64;
         let transit = arrival.wrapping_sub(ts as i64);
         if let Some(last) = s.last_transit {
             // Timestamps wrap at 2^32; the difference of two transits is small.

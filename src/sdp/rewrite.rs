@@ -61,7 +61,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
     for line in &sdp.session {
         match line.kind() {
             'o' => push(&mut out, &origin(line, plan.origin_version), line.eol),
-            'c' => push(&mut out, &conn, line.eol),
+            'c' if !is_hold(line) => push(&mut out, &conn, line.eol),
             'a' if plan.remove_ice && is_ice(line) => {}
             _ => push(&mut out, &line.text, line.eol),
         }
@@ -101,7 +101,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
                 }
                 _ => {}
             }
-            if line.kind() == 'c' {
+            if line.kind() == 'c' && !is_hold(line) {
                 push(&mut out, &conn, line.eol);
             } else {
                 push(&mut out, &line.text, line.eol);
@@ -112,6 +112,16 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         }
     }
     out
+}
+
+/// `c=IN IP4 0.0.0.0` is RFC 2543 hold: "do not send to me". Kept as is, so
+/// the other party stops sending instead of sending to chorus for nothing.
+fn is_hold(line: &Line) -> bool {
+    line.value()
+        .split(' ')
+        .nth(2)
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .is_some_and(|a| a.is_unspecified())
 }
 
 fn is_ice(line: &Line) -> bool {

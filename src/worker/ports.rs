@@ -36,7 +36,7 @@ impl PortPool {
     pub fn take_pair(&mut self) -> Option<u16> {
         let n = self.used.len() & !1;
         for k in 0..n / 2 {
-            let i = (self.cursor + 2 * k) % n.max(1) & !1;
+            let i = ((self.cursor + 2 * k) % n) & !1;
             if !self.used[i] && !self.used[i + 1] {
                 self.used[i] = true;
                 self.used[i + 1] = true;
