@@ -73,6 +73,24 @@ impl Default for Config {
     }
 }
 
+/// Settings that `CHORUS_<KEY>` may set (lists are for the config file).
+const ENV_KEYS: &[&str] = &[
+    "http_listen",
+    "media_bind",
+    "advertise",
+    "port_min",
+    "port_max",
+    "workers",
+    "socket_recv_buffer",
+    "socket_send_buffer",
+    "dscp",
+    "media_timeout",
+    "callback_url",
+    "token",
+    "log_format",
+    "drain_timeout",
+];
+
 impl Config {
     /// Layers the sources; `overrides` holds only the flags given on the command line.
     pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, String> {
@@ -84,7 +102,9 @@ impl Config {
             f = f.merge(Toml::file(path));
         }
         let config: Config = f
-            .merge(Env::prefixed("CHORUS_").ignore(&["log"]))
+            // Only known keys: Kubernetes injects CHORUS_PORT, CHORUS_SERVICE_HOST...
+            // for a service named chorus, and those must not stop it starting.
+            .merge(Env::prefixed("CHORUS_").only(ENV_KEYS))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| format!("invalid configuration: {e}"))?;
@@ -164,5 +184,28 @@ mod tests {
         assert!(e.contains("port range"), "{e}");
         let e = Config::load(None, serde_json::json!({"media_bind": "0.0.0.0"})).unwrap_err();
         assert!(e.contains("needs an `advertise`"), "{e}");
+    }
+
+    #[test]
+    fn environment_sets_known_keys_and_ignores_others() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHORUS_PORT_MIN", "21000");
+            // What Kubernetes injects for a service named `chorus`.
+            jail.set_env("CHORUS_PORT", "tcp://10.96.0.7:8080");
+            jail.set_env("CHORUS_SERVICE_HOST", "10.96.0.7");
+            let c = Config::load(None, serde_json::json!({})).unwrap();
+            assert_eq!(c.port_min, 21000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_in_the_config_file_are_errors() {
+        let dir = std::env::temp_dir().join(format!("chorus-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "port_mni = 20000\n").unwrap();
+        let e = Config::load(Some(&path), serde_json::json!({})).unwrap_err();
+        assert!(e.contains("port_mni"), "{e}");
     }
 }

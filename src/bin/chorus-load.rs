@@ -1,1 +1,333 @@
-fn main() {}
+//! chorus-load: sets up N relayed calls over a relay's control API (chorus's
+//! HTTP API or rtpengine's ng protocol), sends 20 ms RTP packets both ways
+//! from real sockets, and reports received packets, loss, one-way latency
+//! percentiles and the relay's CPU time per relayed packet (from /proc).
+//!
+//! `--target direct` sends peer to peer without a relay: the latency
+//! baseline that the relay's added latency is measured against.
+
+use chorus::wire::rtp::write_header;
+use clap::{Parser, ValueEnum};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+enum Target {
+    Chorus,
+    Rtpengine,
+    Direct,
+}
+
+#[derive(Parser)]
+#[command(about = "Load generator for RTP relays")]
+struct Args {
+    #[arg(long, value_enum, default_value = "chorus")]
+    target: Target,
+    /// chorus HTTP API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// rtpengine ng address.
+    #[arg(long, default_value = "127.0.0.1:22222")]
+    ng: SocketAddr,
+    /// Concurrent calls; each sends 50 packets/s in each direction.
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// Measured seconds (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Relay process id, for CPU accounting.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Generator sockets per side (calls share them).
+    #[arg(long, default_value_t = 16)]
+    sockets: usize,
+    /// Label for the report line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+const PACKET: usize = 172;
+const LAT_BUCKETS_US: usize = 200_000;
+
+fn main() {
+    let args = Args::parse();
+    let base = Instant::now();
+    let side = |n: usize| -> Vec<std::net::UdpSocket> {
+        (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+                let _ = s.set_recv_buffer_size(4 << 20);
+                let _ = s.set_send_buffer_size(4 << 20);
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+                s.set_nonblocking(true).unwrap();
+                s.into()
+            })
+            .collect()
+    };
+    let (a_socks, b_socks) = (side(args.sockets), side(args.sockets));
+    let addr = |s: &std::net::UdpSocket| s.local_addr().unwrap();
+    // Per call: (A's socket index, where A sends, B's socket index, where B sends).
+    let mut routes: Vec<(usize, SocketAddr, usize, SocketAddr)> = Vec::new();
+    let t_setup = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for i in 0..args.calls {
+        let (ai, bi) = (i % args.sockets, (i * 7 + 3) % args.sockets);
+        let (a, b) = (addr(&a_socks[ai]), addr(&b_socks[bi]));
+        let (to_a, to_b) = match args.target {
+            Target::Direct => (b, a),
+            Target::Chorus => rt.block_on(setup_http(&args.api, &format!("load-{i}"), a, b)),
+            Target::Rtpengine => setup_ng(args.ng, &format!("load-{i}"), a, b),
+        };
+        routes.push((ai, to_a, bi, to_b));
+    }
+    let setup_s = t_setup.elapsed().as_secs_f64();
+
+    let total_sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let clone_all = |v: &Vec<std::net::UdpSocket>| v.iter().map(|s| s.try_clone().unwrap()).collect::<Vec<_>>();
+    let (a_tx, b_tx) = (clone_all(&a_socks), clone_all(&b_socks));
+
+    // Receiver: counts per SSRC what arrived and how late.
+    let recv_stop = stop.clone();
+    let recv_measuring = measuring.clone();
+    let n_calls = args.calls;
+    let receiver = std::thread::spawn(move || {
+        let mut poll = Poll::new().unwrap();
+        let mut socks: Vec<UdpSocket> = a_socks.into_iter().chain(b_socks).map(UdpSocket::from_std).collect();
+        for (i, s) in socks.iter_mut().enumerate() {
+            poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
+        }
+        let mut events = Events::with_capacity(256);
+        let mut buf = [0u8; 2048];
+        let mut received = vec![0u64; 2 * n_calls];
+        let mut lat = vec![0u32; LAT_BUCKETS_US + 1];
+        let mut measured = 0u64;
+        let mut last_rx = Instant::now();
+        loop {
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            for ev in events.iter() {
+                let s = &socks[ev.token().0];
+                while let Ok((n, _)) = s.recv_from(&mut buf) {
+                    if n < 20 {
+                        continue;
+                    }
+                    let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize;
+                    let sent_ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                    if let Some(r) = received.get_mut(ssrc) {
+                        *r += 1;
+                    }
+                    last_rx = Instant::now();
+                    if recv_measuring.load(Relaxed) {
+                        let now_ns = base.elapsed().as_nanos() as u64;
+                        let us = (now_ns.saturating_sub(sent_ns) / 1000) as usize;
+                        lat[us.min(LAT_BUCKETS_US)] += 1;
+                        measured += 1;
+                    }
+                }
+            }
+            if recv_stop.load(Relaxed) && last_rx.elapsed() > Duration::from_millis(500) {
+                return (received, lat, measured);
+            }
+        }
+    });
+
+    // Sender: every millisecond, the calls whose turn it is (spread over 20 ms).
+    let send_stop = stop.clone();
+    let sent = total_sent.clone();
+    let sender = std::thread::spawn(move || {
+        let mut buf = [0u8; PACKET];
+        let start = Instant::now();
+        let mut seq = 0u16;
+        let mut tick = 0u64;
+        let mut late_ms = 0u64;
+        let n = routes.len();
+        while !send_stop.load(Relaxed) {
+            let due = start + Duration::from_millis(tick);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due > Duration::from_millis(5) {
+                late_ms += 1;
+            }
+            let slot = (tick % 20) as usize;
+            if slot == 0 {
+                seq = seq.wrapping_add(1);
+            }
+            for i in (slot..n).step_by(20) {
+                let (ai, to_a, bi, to_b) = routes[i];
+                for (dir, sock, to) in [(0, &a_tx[ai], to_a), (1, &b_tx[bi], to_b)] {
+                    write_header(&mut buf, 0, seq, seq as u32 * 160, (2 * i + dir) as u32);
+                    buf[12..20].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+                    if sock.send_to(&buf, to).is_ok() {
+                        sent.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            tick += 1;
+        }
+        late_ms
+    });
+
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    let cpu0 = args.pid.map(cpu_ticks);
+    let sent0 = total_sent.load(Relaxed);
+    measuring.store(true, Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    measuring.store(false, Relaxed);
+    let window = t0.elapsed().as_secs_f64();
+    let cpu1 = args.pid.map(cpu_ticks);
+    let sent_window = total_sent.load(Relaxed) - sent0;
+    stop.store(true, Relaxed);
+    let late_ms = sender.join().unwrap();
+    let (received, lat, measured) = receiver.join().unwrap();
+    let total_recv: u64 = received.iter().sum();
+    let total = total_sent.load(Relaxed);
+    let pct = |p: f64| -> f64 {
+        let target = (measured as f64 * p).ceil() as u64;
+        let mut acc = 0u64;
+        for (us, &c) in lat.iter().enumerate() {
+            acc += c as u64;
+            if acc >= target.max(1) {
+                return us as f64 / 1000.0;
+            }
+        }
+        f64::NAN
+    };
+    let cpu_us_per_pkt = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if sent_window > 0 => {
+            let ticks_per_s = 100.0; // USER_HZ on Linux
+            Some((b - a) as f64 / ticks_per_s * 1e6 / sent_window as f64)
+        }
+        _ => None,
+    };
+    let cpu_cores = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / 100.0 / window),
+        _ => None,
+    };
+    if args.target == Target::Chorus {
+        for i in 0..args.calls {
+            let _ = rt.block_on(reqwest::Client::new().delete(format!("{}/v1/calls/load-{i}", args.api)).send());
+        }
+    } else if args.target == Target::Rtpengine {
+        for i in 0..args.calls {
+            let _ = ng_request(args.ng, &[("command", "delete"), ("call-id", &format!("load-{i}")), ("from-tag", "ta")]);
+        }
+    }
+    let report = serde_json::json!({
+        "label": args.label,
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "calls": args.calls,
+        "setup_s": (setup_s * 1000.0).round() / 1000.0,
+        "packets_sent": total,
+        "packets_received": total_recv,
+        "loss_pct": if total > 0 { (total.saturating_sub(total_recv)) as f64 * 100.0 / total as f64 } else { 0.0 },
+        "pps": (sent_window as f64 / window).round(),
+        "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0) },
+        "relay_cpu_us_per_packet": cpu_us_per_pkt,
+        "relay_cpu_cores": cpu_cores,
+        "sender_late_ms": late_ms,
+    });
+    println!("{report}");
+}
+
+/// utime + stime of a process and its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("relay process exists");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn sdp(addr: SocketAddr, version: u32) -> String {
+    format!(
+        "v=0\r\no=load {version} {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+fn sdp_target(sdp: &str) -> SocketAddr {
+    let ip = sdp.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).expect("c= line").trim();
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next())
+        .expect("m= line");
+    format!("{ip}:{port}").parse().expect("address")
+}
+
+async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let c = reqwest::Client::new();
+    let offer: serde_json::Value = c
+        .post(format!("{api}/v1/calls/{id}/offer"))
+        .json(&serde_json::json!({"from_tag": "ta", "sdp": sdp(a, 1)}))
+        .send()
+        .await
+        .expect("offer sent")
+        .json()
+        .await
+        .expect("offer reply");
+    let answer: serde_json::Value = c
+        .post(format!("{api}/v1/calls/{id}/answer"))
+        .json(&serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": sdp(b, 1)}))
+        .send()
+        .await
+        .expect("answer sent")
+        .json()
+        .await
+        .expect("answer reply");
+    let o = offer["sdp"].as_str().unwrap_or_else(|| panic!("offer failed: {offer}"));
+    let an = answer["sdp"].as_str().unwrap_or_else(|| panic!("answer failed: {answer}"));
+    (sdp_target(an), sdp_target(o))
+}
+
+fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let (sa, sb) = (sdp(a, 1), sdp(b, 1));
+    let offer = ng_request(ng, &[("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", &sa)]);
+    let answer = ng_request(ng, &[("command", "answer"), ("call-id", id), ("from-tag", "ta"), ("to-tag", "tb"), ("sdp", &sb)]);
+    (sdp_target(&answer), sdp_target(&offer))
+}
+
+/// One ng request with string values; returns the reply's `sdp` (or "").
+fn ng_request(ng: SocketAddr, kv: &[(&str, &str)]) -> String {
+    let mut msg = format!("{:08x} d", rand_cookie()).into_bytes();
+    let mut sorted = kv.to_vec();
+    sorted.sort();
+    for (k, v) in sorted {
+        msg.extend(format!("{}:{}{}:", k.len(), k, v.len()).bytes());
+        msg.extend(v.bytes());
+    }
+    msg.push(b'e');
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&msg, ng).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.recv(&mut buf).expect("ng reply");
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    // Find "3:sdp<len>:<sdp>" in the bencoded reply.
+    match reply.find("3:sdp") {
+        Some(i) => {
+            let rest = &reply[i + 5..];
+            let colon = rest.find(':').unwrap();
+            let len: usize = rest[..colon].parse().unwrap();
+            rest[colon + 1..colon + 1 + len].to_string()
+        }
+        None => {
+            assert!(kv[0].1 == "delete", "ng {} failed: {reply}", kv[0].1);
+            String::new()
+        }
+    }
+}
+
+fn rand_cookie() -> u32 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    (NEXT.fetch_add(1, Relaxed) as u32).wrapping_mul(2654435761)
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Relay load, side by side in one run: chorus vs rtpengine (userspace, ng),
+# plus a direct peer-to-peer baseline for latency. Runs in a private network
+# namespace on its own loopback, so port ranges collide with nothing.
+#
+#   sudo benches/relay_compare.sh [calls...]       (default: 500 1000)
+#   ROUNDS=3 SECONDS_PER_RUN=10 benches/relay_compare.sh 1000
+#
+# Needs root (unshare -n) and rtpengine (apt-get install rtpengine-daemon).
+# Prints one JSON line per run and a markdown table of medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${RELAY_COMPARE_NETNS:-}" ]; then
+  command -v rtpengine >/dev/null || { echo "rtpengine missing: apt-get install rtpengine-daemon" >&2; exit 1; }
+  cargo build --release --bins >&2
+  exec env RELAY_COMPARE_NETNS=1 unshare -n "$0" "$@"
+fi
+ip link set lo up
+CALLS=("${@:-500 1000}")
+[ $# -eq 0 ] && CALLS=(500 1000)
+ROUNDS=${ROUNDS:-3}
+SECS=${SECONDS_PER_RUN:-10}
+OUT=$(mktemp)
+ulimit -n 20000 || true
+
+./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 \
+  --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-bench.log &
+CH=$!
+rtpengine --config-file=none --table=-1 --delete-delay=0 --interface=127.0.0.1 \
+  --listen-ng=127.0.0.1:22222 --port-min=30000 --port-max=39999 --num-threads=2 \
+  -f -E --log-level=3 >/tmp/rtpengine-bench.log 2>&1 &
+RE=$!
+trap 'kill $CH $RE 2>/dev/null || true' EXIT
+sleep 2
+
+for n in "${CALLS[@]}"; do
+  for r in $(seq "$ROUNDS"); do
+    ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" | tee -a "$OUT"
+    ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
+    ./target/release/chorus-load --target rtpengine --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+  done
+done
+
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print()
+print("| calls | relay | packets/s | loss % | CPU µs/packet | relay CPU (cores) | latency p50 ms | p99 ms | p99.9 ms |")
+print("|---|---|---|---|---|---|---|---|---|")
+for n in sorted({r["calls"] for r in runs}):
+    for t in ["direct", "chorus", "rtpengine"]:
+        rs = [r for r in runs if r["calls"] == n and r["target"] == t]
+        if not rs: continue
+        cpu = [r["relay_cpu_us_per_packet"] for r in rs if r["relay_cpu_us_per_packet"] is not None]
+        cores = [r["relay_cpu_cores"] for r in rs if r["relay_cpu_cores"] is not None]
+        f = lambda x: f"{x:.2f}" if x == x else "–"
+        print(f"| {n} | {t} | {med([r['pps'] for r in rs]):.0f} | {med([r['loss_pct'] for r in rs]):.3f} | {f(med(cpu))} | {f(med(cores))} | "
+              f"{med([r['latency_ms']['p50'] for r in rs]):.3f} | {med([r['latency_ms']['p99'] for r in rs]):.3f} | {med([r['latency_ms']['p999'] for r in rs]):.3f} |")
+    c = [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == "chorus"]
+    e = [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == "rtpengine"]
+    if c and e:
+        print(f"\n{n} calls: chorus/rtpengine CPU per packet = {med(c)/med(e):.2f} (median of {len(c)} rounds each)\n")
+PY
