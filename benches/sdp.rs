@@ -5,13 +5,19 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
 fn load(case: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/sdp/{case}/input.sdp", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/sdp/{case}/input.sdp",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
     for case in ["polycom_vvx", "webrtc_chrome", "bria_audio_video"] {
         let text = load(case);
-        c.bench_function(&format!("sdp_parse/{case}"), |b| b.iter(|| Sdp::parse(black_box(&text)).unwrap()));
+        c.bench_function(&format!("sdp_parse/{case}"), |b| {
+            b.iter(|| Sdp::parse(black_box(&text)).unwrap())
+        });
         let sdp = Sdp::parse(&text).unwrap();
         let streams: Vec<StreamOut> = sdp
             .media
@@ -28,7 +34,9 @@ fn bench(c: &mut Criterion) {
             remove_ice: true,
             origin_version: Some(7),
         };
-        c.bench_function(&format!("sdp_rewrite/{case}"), |b| b.iter(|| rewrite(black_box(&sdp), &plan)));
+        c.bench_function(&format!("sdp_rewrite/{case}"), |b| {
+            b.iter(|| rewrite(black_box(&sdp), &plan))
+        });
     }
 }
 

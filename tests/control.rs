@@ -314,3 +314,36 @@ async fn lists_calls_in_pages_and_serves_its_openapi_document() {
         }
     }
 }
+
+#[tokio::test]
+async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
+    let mut d = Daemon::start(25, &["--drain-timeout", "20"]).await;
+    let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, _) = d.call("ongoing", &a, &b).await;
+    let pid = d.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, body) = d.get("/readyz").await;
+    assert_error(s, &body, 503, "draining", "draining");
+    let c = Peer::new("127.0.0.1");
+    let (s, body) = d
+        .post(
+            "/v1/calls/new/offer",
+            json!({"from_tag": "ta", "sdp": c.sdp()}),
+        )
+        .await;
+    assert_error(s, &body, 503, "draining", "takes no new calls");
+    a.send_rtp(to_a);
+    assert_eq!(recv_n(&b.rtp, 1).len(), 1, "the ongoing call still flows");
+    let (s, _) = d.delete("/v1/calls/ongoing").await;
+    assert_eq!(s, 200);
+    // With no calls left, chorus exits well before the drain timeout.
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("chorus exits after the last call");
+    assert!(status.success(), "{status:?}");
+}

@@ -61,10 +61,12 @@ fn main() {
     let side = |n: usize| -> Vec<std::net::UdpSocket> {
         (0..n)
             .map(|_| {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                    .unwrap();
                 let _ = s.set_recv_buffer_size(4 << 20);
                 let _ = s.set_send_buffer_size(4 << 20);
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                    .unwrap();
                 s.set_nonblocking(true).unwrap();
                 s.into()
             })
@@ -75,7 +77,10 @@ fn main() {
     // Per call: (A's socket index, where A sends, B's socket index, where B sends).
     let mut routes: Vec<(usize, SocketAddr, usize, SocketAddr)> = Vec::new();
     let t_setup = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for i in 0..args.calls {
         let (ai, bi) = (i % args.sockets, (i * 7 + 3) % args.sockets);
         let (a, b) = (addr(&a_socks[ai]), addr(&b_socks[bi]));
@@ -91,7 +96,8 @@ fn main() {
     let total_sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
-    let clone_all = |v: &Vec<std::net::UdpSocket>| v.iter().map(|s| s.try_clone().unwrap()).collect::<Vec<_>>();
+    let clone_all =
+        |v: &Vec<std::net::UdpSocket>| v.iter().map(|s| s.try_clone().unwrap()).collect::<Vec<_>>();
     let (a_tx, b_tx) = (clone_all(&a_socks), clone_all(&b_socks));
 
     // Receiver: counts per SSRC what arrived and how late.
@@ -100,9 +106,15 @@ fn main() {
     let n_calls = args.calls;
     let receiver = std::thread::spawn(move || {
         let mut poll = Poll::new().unwrap();
-        let mut socks: Vec<UdpSocket> = a_socks.into_iter().chain(b_socks).map(UdpSocket::from_std).collect();
+        let mut socks: Vec<UdpSocket> = a_socks
+            .into_iter()
+            .chain(b_socks)
+            .map(UdpSocket::from_std)
+            .collect();
         for (i, s) in socks.iter_mut().enumerate() {
-            poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
+            poll.registry()
+                .register(s, Token(i), Interest::READABLE)
+                .unwrap();
         }
         let mut events = Events::with_capacity(256);
         let mut buf = [0u8; 2048];
@@ -111,7 +123,8 @@ fn main() {
         let mut measured = 0u64;
         let mut last_rx = Instant::now();
         loop {
-            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
             for ev in events.iter() {
                 let s = &socks[ev.token().0];
                 while let Ok((n, _)) = s.recv_from(&mut buf) {
@@ -214,11 +227,22 @@ fn main() {
     };
     if args.target == Target::Chorus {
         for i in 0..args.calls {
-            let _ = rt.block_on(reqwest::Client::new().delete(format!("{}/v1/calls/load-{i}", args.api)).send());
+            let _ = rt.block_on(
+                reqwest::Client::new()
+                    .delete(format!("{}/v1/calls/load-{i}", args.api))
+                    .send(),
+            );
         }
     } else if args.target == Target::Rtpengine {
         for i in 0..args.calls {
-            let _ = ng_request(args.ng, &[("command", "delete"), ("call-id", &format!("load-{i}")), ("from-tag", "ta")]);
+            let _ = ng_request(
+                args.ng,
+                &[
+                    ("command", "delete"),
+                    ("call-id", &format!("load-{i}")),
+                    ("from-tag", "ta"),
+                ],
+            );
         }
     }
     let report = serde_json::json!({
@@ -256,7 +280,11 @@ fn sdp(addr: SocketAddr, version: u32) -> String {
 }
 
 fn sdp_target(sdp: &str) -> SocketAddr {
-    let ip = sdp.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).expect("c= line").trim();
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line")
+        .trim();
     let port = sdp
         .lines()
         .find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next())
@@ -284,15 +312,36 @@ async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (Socke
         .json()
         .await
         .expect("answer reply");
-    let o = offer["sdp"].as_str().unwrap_or_else(|| panic!("offer failed: {offer}"));
-    let an = answer["sdp"].as_str().unwrap_or_else(|| panic!("answer failed: {answer}"));
+    let o = offer["sdp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("offer failed: {offer}"));
+    let an = answer["sdp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("answer failed: {answer}"));
     (sdp_target(an), sdp_target(o))
 }
 
 fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     let (sa, sb) = (sdp(a, 1), sdp(b, 1));
-    let offer = ng_request(ng, &[("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", &sa)]);
-    let answer = ng_request(ng, &[("command", "answer"), ("call-id", id), ("from-tag", "ta"), ("to-tag", "tb"), ("sdp", &sb)]);
+    let offer = ng_request(
+        ng,
+        &[
+            ("command", "offer"),
+            ("call-id", id),
+            ("from-tag", "ta"),
+            ("sdp", &sa),
+        ],
+    );
+    let answer = ng_request(
+        ng,
+        &[
+            ("command", "answer"),
+            ("call-id", id),
+            ("from-tag", "ta"),
+            ("to-tag", "tb"),
+            ("sdp", &sb),
+        ],
+    );
     (sdp_target(&answer), sdp_target(&offer))
 }
 
@@ -327,7 +376,14 @@ fn ng_request(ng: SocketAddr, kv: &[(&str, &str)]) -> String {
     }
 }
 
+/// Unique across runs: relays cache replies by cookie (retransmissions), so
+/// a cookie reused by a later run would get an earlier run's reply.
 fn rand_cookie() -> u32 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    (NEXT.fetch_add(1, Relaxed) as u32).wrapping_mul(2654435761)
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    seed.wrapping_add(NEXT.fetch_add(1, Relaxed).wrapping_mul(2654435761)) as u32
 }

@@ -35,6 +35,10 @@ impl Daemon {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        // Each daemon logs to target/test-logs/slot-<n>.log (read it when a test fails).
+        let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = std::fs::File::create(logs.join(format!("slot-{slot}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
             .args(["serve", "--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--port-min", &port_min.to_string()])
@@ -44,7 +48,7 @@ impl Daemon {
             .env("CHORUS_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("chorus binary starts");
         let d = Daemon {
@@ -94,6 +98,22 @@ impl Daemon {
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub async fn metrics(&self) -> String {
