@@ -187,6 +187,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature
     fn environment_sets_known_keys_and_ignores_others() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CHORUS_PORT_MIN", "21000");
