@@ -4,6 +4,7 @@
 //! construction, and malformed input becomes a [`WireError`] that the worker
 //! counts as a drop reason.
 
+pub mod bencode;
 pub mod rtcp;
 pub mod rtp;
 
