@@ -33,6 +33,8 @@ fn bench(c: &mut Criterion) {
             streams: &streams,
             remove_ice: true,
             origin_version: Some(7),
+            replace_origin: false,
+            strip_codecs: &[],
         };
         c.bench_function(&format!("sdp_rewrite/{case}"), |b| {
             b.iter(|| rewrite(black_box(&sdp), &plan))

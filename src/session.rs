@@ -58,14 +58,29 @@ pub struct Options {
     pub to_interface: Option<usize>,
     /// Latch to the first packet from any IP (opt-in; see `media::relay`).
     pub any_source: bool,
+    /// Send media to `received_from` instead of the SDP's address (ng's
+    /// `SIP-source-address`, for phones that put private addresses in SDP).
+    pub sip_source_address: bool,
+    /// Put chorus's address into `o=` too (ng's `replace: origin`).
+    pub replace_origin: bool,
+    /// Address to write into the SDP instead of the interface's.
+    pub media_address: Option<IpAddr>,
+    /// Codecs (encoding names, case-insensitive, or payload type numbers)
+    /// removed from the SDP handed on.
+    pub strip_codecs: Vec<String>,
+    /// A name for the leg that sent this SDP, shown in queries.
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Leg {
     pub tag: Option<String>,
+    pub label: Option<String>,
     pub iface: usize,
     pub signal_ip: Option<IpAddr>,
     pub any_source: bool,
+    /// Media goes to `signal_ip`, not to the SDP's address.
+    pub sip_source: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +178,10 @@ impl Session {
             leg.signal_ip = Some(ip);
         }
         leg.any_source = opts.any_source;
+        leg.sip_source = opts.sip_source_address;
+        if opts.label.is_some() {
+            leg.label = opts.label.clone();
+        }
         Ok(())
     }
 
@@ -176,6 +195,7 @@ impl Session {
         advertise: &[IpAddr],
         ports: &mut dyn PortSource,
     ) -> Result<(String, Change), Error> {
+        check_strip(sdp, opts)?;
         let o = self.offering_leg(from_tag)?;
         let r = 1 - o;
         if sdp.media.len() < self.streams.len() {
@@ -253,6 +273,7 @@ impl Session {
             )));
         }
         let a = 1 - o;
+        check_strip(sdp, opts)?;
         if sdp.media.len() != self.streams.len() {
             return Err(Error::BadRequest(format!(
                 "answer has {} m= lines but the offer had {} (RFC 3264 section 6)",
@@ -310,10 +331,14 @@ impl Session {
         advertise: &[IpAddr],
     ) -> String {
         let mut plan = sdp::Rewrite {
-            address: advertise[self.legs[to_leg].iface],
+            address: opts
+                .media_address
+                .unwrap_or(advertise[self.legs[to_leg].iface]),
             streams: outs,
             remove_ice: opts.remove_ice,
             origin_version: None,
+            replace_origin: opts.replace_origin,
+            strip_codecs: &opts.strip_codecs,
         };
         let text = sdp::rewrite(sdp, &plan);
         plan.origin_version = self.origins[to_leg].next(sdp.origin_version(), &text);
@@ -366,6 +391,23 @@ impl StreamState {
     }
 }
 
+/// Stripping every codec of a live stream would leave an invalid `m=` line.
+fn check_strip(sdp: &Sdp, opts: &Options) -> Result<(), Error> {
+    for (i, m) in sdp.media.iter().enumerate() {
+        if m.port != 0
+            && sdp::stripped_payload_types(m, &opts.strip_codecs).len() == m.formats.len()
+        {
+            return Err(Error::BadRequest(format!(
+                "stripping codecs {:?} would leave stream {} ({}) with none",
+                opts.strip_codecs,
+                i + 1,
+                m.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn disabled() -> StreamOut {
     StreamOut {
         port: 0,
@@ -386,12 +428,19 @@ fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
 fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
     let m = &sdp.media[i];
     // 0.0.0.0 (RFC 2543 hold) or no address: nowhere to send.
-    let ip = sdp.media_address(i).filter(|ip| !ip.is_unspecified());
+    let sdp_ip = sdp.media_address(i).filter(|ip| !ip.is_unspecified());
+    let ip = match (leg.sip_source, leg.signal_ip) {
+        (true, Some(sig)) if sdp_ip.is_some() => Some(sig),
+        _ => sdp_ip,
+    };
     let rtp = ip
         .filter(|_| m.port != 0)
         .map(|ip| SocketAddr::new(ip, m.port));
     let rtcp = match m.rtcp() {
-        Some((port, addr)) => addr.or(ip).map(|ip| SocketAddr::new(ip, port)),
+        Some((port, addr)) => addr
+            .filter(|_| !leg.sip_source)
+            .or(ip)
+            .map(|ip| SocketAddr::new(ip, port)),
         None => rtp.and_then(|a| a.port().checked_add(1).map(|p| SocketAddr::new(a.ip(), p))),
     };
     let mut clock_rates = ClockRates::default();

@@ -129,6 +129,14 @@ struct HttpOptions {
     to_interface: Option<String>,
     #[serde(default)]
     any_source: bool,
+    #[serde(default)]
+    sip_source_address: bool,
+    #[serde(default)]
+    replace_origin: bool,
+    media_address: Option<IpAddr>,
+    #[serde(default)]
+    strip_codecs: Vec<String>,
+    label: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -156,6 +164,11 @@ impl HttpOptions {
             from_interface: iface(self.from_interface)?,
             to_interface: iface(self.to_interface)?,
             any_source: self.any_source,
+            sip_source_address: self.sip_source_address,
+            replace_origin: self.replace_origin,
+            media_address: self.media_address,
+            strip_codecs: self.strip_codecs,
+            label: self.label,
         })
     }
 }

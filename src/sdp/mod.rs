@@ -8,4 +8,5 @@ mod rewrite;
 
 pub use error::SdpError;
 pub use parse::{Connection, Direction, Line, Media, Sdp};
+pub(crate) use rewrite::stripped_payload_types;
 pub use rewrite::{rewrite, MuxOut, Rewrite, StreamOut};

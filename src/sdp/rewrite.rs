@@ -33,6 +33,10 @@ pub struct Rewrite<'a> {
     pub remove_ice: bool,
     /// The `o=` session version to state; `None` keeps the input's.
     pub origin_version: Option<u64>,
+    /// Put `address` into `o=` as well.
+    pub replace_origin: bool,
+    /// Codecs to remove: encoding names (any case) or payload type numbers.
+    pub strip_codecs: &'a [String],
 }
 
 const ICE_ATTRIBUTES: &[&str] = &[
@@ -60,7 +64,14 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
     let conn = format!("c=IN {family} {}", plan.address);
     for line in &sdp.session {
         match line.kind() {
-            'o' => push(&mut out, &origin(line, plan.origin_version), line.eol),
+            'o' => {
+                let replace = plan.replace_origin.then_some((family, plan.address));
+                push(
+                    &mut out,
+                    &origin(line, plan.origin_version, replace),
+                    line.eol,
+                )
+            }
             'c' if !is_hold(line) => push(&mut out, &conn, line.eol),
             'a' if plan.remove_ice && is_ice(line) => {}
             _ => push(&mut out, &line.text, line.eol),
@@ -77,14 +88,33 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             }
             continue;
         }
-        let rest = mline.value().splitn(3, ' ').nth(2).unwrap_or_default();
+        let stripped = stripped_payload_types(m, plan.strip_codecs);
+        let proto_and_formats = if stripped.is_empty() {
+            mline
+                .value()
+                .splitn(3, ' ')
+                .nth(2)
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            let kept: Vec<&str> = m
+                .formats
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !stripped.contains(f))
+                .collect();
+            format!("{} {}", m.proto, kept.join(" "))
+        };
         push(
             &mut out,
-            &format!("m={} {} {rest}", m.kind, s.port),
+            &format!("m={} {} {proto_and_formats}", m.kind, s.port),
             mline.eol,
         );
         let mut has_mux = false;
         for line in &m.lines[1..] {
+            if !stripped.is_empty() && describes_payload_type(line, &stripped) {
+                continue;
+            }
             match line.attribute() {
                 Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
                 Some(("rtcp", _)) => {
@@ -124,14 +154,68 @@ fn is_hold(line: &Line) -> bool {
         .is_some_and(|a| a.is_unspecified())
 }
 
+/// RFC 3551 static payload types, for stripping by name without `a=rtpmap`.
+const STATIC_NAMES: &[(&str, &str)] = &[
+    ("0", "PCMU"),
+    ("3", "GSM"),
+    ("4", "G723"),
+    ("8", "PCMA"),
+    ("9", "G722"),
+    ("13", "CN"),
+    ("18", "G729"),
+];
+
+/// The formats of `m` that `strip` names (by encoding name or number).
+pub(crate) fn stripped_payload_types<'m>(m: &'m super::Media, strip: &[String]) -> Vec<&'m str> {
+    if strip.is_empty() {
+        return Vec::new();
+    }
+    let name_of = |pt: &str| -> Option<String> {
+        m.attributes()
+            .find_map(|(n, v)| {
+                let (p, enc) = v?.split_once(' ')?;
+                (n == "rtpmap" && p == pt).then(|| enc.split('/').next().unwrap_or(enc).to_string())
+            })
+            .or_else(|| {
+                STATIC_NAMES
+                    .iter()
+                    .find(|(p, _)| *p == pt)
+                    .map(|(_, n)| n.to_string())
+            })
+    };
+    m.formats
+        .iter()
+        .map(String::as_str)
+        .filter(|pt| {
+            let name = name_of(pt);
+            strip.iter().any(|c| {
+                c == pt
+                    || c.eq_ignore_ascii_case("all")
+                    || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c))
+            })
+        })
+        .collect()
+}
+
+/// `a=rtpmap:`, `a=fmtp:` and `a=rtcp-fb:` lines of a stripped payload type.
+fn describes_payload_type(line: &Line, stripped: &[&str]) -> bool {
+    match line.attribute() {
+        Some(("rtpmap" | "fmtp" | "rtcp-fb", Some(v))) => {
+            let pt = v.split(' ').next().unwrap_or_default();
+            stripped.contains(&pt)
+        }
+        _ => false,
+    }
+}
+
 fn is_ice(line: &Line) -> bool {
     matches!(line.attribute(), Some((n, _)) if ICE_ATTRIBUTES.contains(&n))
 }
 
-fn origin(line: &Line, version: Option<u64>) -> String {
-    let Some(v) = version else {
+fn origin(line: &Line, version: Option<u64>, address: Option<(&str, IpAddr)>) -> String {
+    if version.is_none() && address.is_none() {
         return line.text.clone();
-    };
+    }
     // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>
     let f: Vec<&str> = line.value().split(' ').collect();
     let mut s = String::from("o=");
@@ -139,10 +223,15 @@ fn origin(line: &Line, version: Option<u64>) -> String {
         if i > 0 {
             s.push(' ');
         }
-        if i == 2 {
-            let _ = write!(s, "{v}");
-        } else {
-            s.push_str(field);
+        match (i, version, address) {
+            (2, Some(v), _) => {
+                let _ = write!(s, "{v}");
+            }
+            (4, _, Some((family, _))) => s.push_str(family),
+            (5, _, Some((_, addr))) => {
+                let _ = write!(s, "{addr}");
+            }
+            _ => s.push_str(field),
         }
     }
     s

@@ -90,12 +90,21 @@ impl fmt::Display for Value {
 
 /// Builds a dict from string keys.
 pub fn dict<'a>(items: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-    Value::Dict(items.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
+    Value::Dict(
+        items
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect(),
+    )
 }
 
 /// Decodes exactly one value filling `input`.
 pub fn decode(input: &[u8]) -> Result<Value, DecodeError> {
-    let mut d = Decoder { input, pos: 0, items: 0 };
+    let mut d = Decoder {
+        input,
+        pos: 0,
+        items: 0,
+    };
     let v = d.value(0)?;
     if d.pos != input.len() {
         return Err(d.err("trailing bytes after the value"));
@@ -111,11 +120,17 @@ struct Decoder<'a> {
 
 impl Decoder<'_> {
     fn err(&self, reason: &'static str) -> DecodeError {
-        DecodeError { offset: self.pos, reason }
+        DecodeError {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn peek(&self) -> Result<u8, DecodeError> {
-        self.input.get(self.pos).copied().ok_or_else(|| self.err("unexpected end of input"))
+        self.input
+            .get(self.pos)
+            .copied()
+            .ok_or_else(|| self.err("unexpected end of input"))
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
@@ -162,8 +177,12 @@ impl Decoder<'_> {
     fn number(&mut self, end: u8) -> Result<i64, DecodeError> {
         let start = self.pos;
         let rest = &self.input[start..];
-        let len = rest.iter().position(|&c| c == end).ok_or_else(|| self.err("unterminated number"))?;
-        let text = std::str::from_utf8(&rest[..len]).map_err(|_| self.err("number is not ASCII"))?;
+        let len = rest
+            .iter()
+            .position(|&c| c == end)
+            .ok_or_else(|| self.err("unterminated number"))?;
+        let text =
+            std::str::from_utf8(&rest[..len]).map_err(|_| self.err("number is not ASCII"))?;
         let digits = text.strip_prefix('-').unwrap_or(text);
         if digits.is_empty()
             || !digits.bytes().all(|c| c.is_ascii_digit())
@@ -215,7 +234,12 @@ mod tests {
             (b"x", 0),
         ] {
             let e = decode(input).unwrap_err();
-            assert_eq!(e.offset, offset, "{:?}: {e}", String::from_utf8_lossy(input));
+            assert_eq!(
+                e.offset,
+                offset,
+                "{:?}: {e}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
