@@ -24,10 +24,7 @@ fn peer(addr: &str) -> PeerSpec {
 
 fn bench(c: &mut Criterion) {
     let mut s = RelayStream {
-        sides: [
-            Side::new(peer("10.0.0.1:4000")),
-            Side::new(peer("10.0.0.2:5000")),
-        ],
+        sides: [Side::new(peer("10.0.0.1:4000")), Side::new(peer("10.0.0.2:5000"))],
     };
     let from: SocketAddr = "10.0.0.1:4000".parse().unwrap();
     let mut pkt = [0u8; 172];
@@ -38,20 +35,12 @@ fn bench(c: &mut Criterion) {
             seq = seq.wrapping_add(1);
             write_header(&mut pkt, 0, seq, seq as u32 * 160, 1234);
             let now = t0 + Duration::from_millis(20 * seq as u64);
-            black_box(
-                s.handle_packet(now, 0, from, black_box(&pkt), false)
-                    .unwrap(),
-            );
+            black_box(s.handle_packet(now, 0, from, black_box(&pkt), false).unwrap());
         })
     });
     let attacker: SocketAddr = "10.9.9.9:4000".parse().unwrap();
     c.bench_function("relay_decision/foreign_dropped", |b| {
-        b.iter(|| {
-            black_box(
-                s.handle_packet(t0, 0, attacker, black_box(&pkt), false)
-                    .unwrap_err(),
-            )
-        })
+        b.iter(|| black_box(s.handle_packet(t0, 0, attacker, black_box(&pkt), false).unwrap_err()))
     });
 }
 

@@ -5,11 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
 fn load(case: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/sdp/{case}/input.sdp",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read_to_string(format!("{}/tests/sdp/{case}/input.sdp", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -23,6 +23,8 @@ pub struct Interface {
 pub struct Config {
     /// HTTP API (and /metrics) listen address.
     pub http_listen: SocketAddr,
+    /// rtpengine ng protocol over UDP; `None` turns it off (it stays on HTTP /ng).
+    pub ng_listen: Option<SocketAddr>,
     /// Address media sockets of the default interface bind to.
     pub media_bind: IpAddr,
     /// Address advertised in SDP for the default interface, if not `media_bind`.
@@ -55,6 +57,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            ng_listen: Some("127.0.0.1:22222".parse().expect("literal address")),
             media_bind: "127.0.0.1".parse().expect("literal address"),
             advertise: None,
             interfaces: Vec::new(),
@@ -76,6 +79,7 @@ impl Default for Config {
 /// Settings that `CHORUS_<KEY>` may set (lists are for the config file).
 const ENV_KEYS: &[&str] = &[
     "http_listen",
+    "ng_listen",
     "media_bind",
     "advertise",
     "port_min",
@@ -123,10 +127,7 @@ impl Config {
             return Err(format!("dscp {} is not a 6-bit value", self.dscp));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!(
-                "log_format `{}` is neither text nor json",
-                self.log_format
-            ));
+            return Err(format!("log_format `{}` is neither text nor json", self.log_format));
         }
         let ifaces = self.all_interfaces();
         for (i, a) in ifaces.iter().enumerate() {
@@ -170,17 +171,9 @@ mod tests {
 
     #[test]
     fn flags_override_and_bad_values_are_explained() {
-        let c = Config::load(
-            None,
-            serde_json::json!({"port_min": 20000, "port_max": 20010}),
-        )
-        .unwrap();
+        let c = Config::load(None, serde_json::json!({"port_min": 20000, "port_max": 20010})).unwrap();
         assert_eq!((c.port_min, c.port_max, c.dscp), (20000, 20010, 46));
-        let e = Config::load(
-            None,
-            serde_json::json!({"port_min": 20000, "port_max": 100}),
-        )
-        .unwrap_err();
+        let e = Config::load(None, serde_json::json!({"port_min": 20000, "port_max": 100})).unwrap_err();
         assert!(e.contains("port range"), "{e}");
         let e = Config::load(None, serde_json::json!({"media_bind": "0.0.0.0"})).unwrap_err();
         assert!(e.contains("needs an `advertise`"), "{e}");

@@ -37,6 +37,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     http_listen: Option<SocketAddr>,
+    /// rtpengine ng protocol over UDP [default: 127.0.0.1:22222]; also on HTTP POST /ng.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ng_listen: Option<SocketAddr>,
     /// Address media sockets bind to [default: 127.0.0.1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +144,11 @@ async fn serve(config: Config) -> std::io::Result<()> {
         }
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    if let Some(ng) = state.config.ng_listen {
+        let socket = tokio::net::UdpSocket::bind(ng).await?;
+        tracing::info!(%ng, "ng protocol listening (UDP)");
+        tokio::spawn(chorus::control::ng::serve_udp(state.clone(), socket));
+    }
     tracing::info!(
         http = %listen,
         workers = state.workers.len(),

@@ -6,8 +6,7 @@ use crate::media::relay::DropReason;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -33,19 +32,11 @@ impl WorkerCounters {
 }
 
 const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
-    (
-        "chorus_packets_received_total",
-        "Media packets received",
-        &[],
-    ),
+    ("chorus_packets_received_total", "Media packets received", &[]),
     ("chorus_bytes_received_total", "Media bytes received", &[]),
     ("chorus_packets_relayed_total", "Media packets relayed", &[]),
     ("chorus_bytes_relayed_total", "Media bytes relayed", &[]),
-    (
-        "chorus_streams_active",
-        "Media streams held by workers",
-        &[],
-    ),
+    ("chorus_streams_active", "Media streams held by workers", &[]),
     ("chorus_worker_calls", "Calls held by workers", &[]),
     (
         "chorus_packets_dropped_total",
@@ -123,11 +114,7 @@ impl Collector for WorkerCollector {
                 "Media streams held by workers",
                 self.sum(|w| &w.streams),
             ),
-            gauge(
-                "chorus_worker_calls",
-                "Calls held by workers",
-                self.sum(|w| &w.calls),
-            ),
+            gauge("chorus_worker_calls", "Calls held by workers", self.sum(|w| &w.calls)),
         ];
         out.extend(drops.collect());
         out
@@ -149,16 +136,9 @@ impl Metrics {
     pub fn new(workers: Vec<Arc<WorkerCounters>>) -> Self {
         let registry = Registry::new();
         let calls_active = IntGauge::new("chorus_calls_active", "Calls being relayed").unwrap();
-        let calls_timed_out = IntCounter::new(
-            "chorus_calls_timed_out_total",
-            "Calls torn down for lack of media",
-        )
-        .unwrap();
-        let ports_free = IntGaugeVec::new(
-            Opts::new("chorus_ports_free", "Free media ports"),
-            &["interface"],
-        )
-        .unwrap();
+        let calls_timed_out =
+            IntCounter::new("chorus_calls_timed_out_total", "Calls torn down for lack of media").unwrap();
+        let ports_free = IntGaugeVec::new(Opts::new("chorus_ports_free", "Free media ports"), &["interface"]).unwrap();
         let requests = IntCounterVec::new(
             Opts::new(
                 "chorus_control_requests_total",
@@ -168,20 +148,16 @@ impl Metrics {
         )
         .unwrap();
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("chorus_control_request_seconds", "Control request latency")
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    1.0,
-                ]),
+            HistogramOpts::new("chorus_control_request_seconds", "Control request latency").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             &["endpoint"],
         )
         .unwrap();
         let call_seconds = prometheus::Histogram::with_opts(
-            HistogramOpts::new("chorus_call_duration_seconds", "Duration of ended calls").buckets(
-                vec![
-                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-                ],
-            ),
+            HistogramOpts::new("chorus_call_duration_seconds", "Duration of ended calls").buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+            ]),
         )
         .unwrap();
         for c in [

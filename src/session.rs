@@ -167,8 +167,7 @@ impl Session {
             let has_ports = self.streams.iter().any(|s| s.sides[leg].local.is_some());
             if has_ports && self.legs[leg].iface != iface {
                 return Err(Error::BadRequest(
-                    "a leg's interface cannot change once it has ports; delete the call first"
-                        .into(),
+                    "a leg's interface cannot change once it has ports; delete the call first".into(),
                 ));
             }
             self.legs[leg].iface = iface;
@@ -245,8 +244,7 @@ impl Session {
                 }
             };
             // A lone port can only carry RTCP multiplexed; raw UDP has no RTCP.
-            st.sides[r].mux_offered =
-                st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
+            st.sides[r].mux_offered = st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
             outs.push(stream_out(local, st.sides[r].mux_offered));
         }
         self.offerer = o;
@@ -304,10 +302,7 @@ impl Session {
             let local = match st.sides[o].local {
                 Some(l) => l,
                 None => {
-                    let l = ports.allocate(
-                        self.legs[o].iface,
-                        st.kind == StreamKind::Rtp && !accept_mux,
-                    )?;
+                    let l = ports.allocate(self.legs[o].iface, st.kind == StreamKind::Rtp && !accept_mux)?;
                     st.sides[o].local = Some(l);
                     l
                 }
@@ -322,18 +317,9 @@ impl Session {
         Ok((text, Change { relearn_leg: a }))
     }
 
-    fn render(
-        &mut self,
-        sdp: &Sdp,
-        to_leg: usize,
-        outs: &[StreamOut],
-        opts: &Options,
-        advertise: &[IpAddr],
-    ) -> String {
+    fn render(&mut self, sdp: &Sdp, to_leg: usize, outs: &[StreamOut], opts: &Options, advertise: &[IpAddr]) -> String {
         let mut plan = sdp::Rewrite {
-            address: opts
-                .media_address
-                .unwrap_or(advertise[self.legs[to_leg].iface]),
+            address: opts.media_address.unwrap_or(advertise[self.legs[to_leg].iface]),
             streams: outs,
             remove_ice: opts.remove_ice,
             origin_version: None,
@@ -350,9 +336,9 @@ impl Session {
 
     /// Every port the call holds, with its interface (for release on delete).
     pub fn all_ports(&self) -> impl Iterator<Item = (usize, LocalPorts)> + '_ {
-        self.streams.iter().flat_map(move |s| {
-            (0..2).filter_map(move |i| s.sides[i].local.map(|l| (self.legs[i].iface, l)))
-        })
+        self.streams
+            .iter()
+            .flat_map(move |s| (0..2).filter_map(move |i| s.sides[i].local.map(|l| (self.legs[i].iface, l))))
     }
 
     /// The leg with this tag, if any.
@@ -371,11 +357,7 @@ impl StreamState {
         };
         StreamState {
             media: media.to_string(),
-            kind: if rtp {
-                StreamKind::Rtp
-            } else {
-                StreamKind::Raw
-            },
+            kind: if rtp { StreamKind::Rtp } else { StreamKind::Raw },
             enabled: false,
             sides: [side.clone(), side],
         }
@@ -394,9 +376,7 @@ impl StreamState {
 /// Stripping every codec of a live stream would leave an invalid `m=` line.
 fn check_strip(sdp: &Sdp, opts: &Options) -> Result<(), Error> {
     for (i, m) in sdp.media.iter().enumerate() {
-        if m.port != 0
-            && sdp::stripped_payload_types(m, &opts.strip_codecs).len() == m.formats.len()
-        {
+        if m.port != 0 && sdp::stripped_payload_types(m, &opts.strip_codecs).len() == m.formats.len() {
             return Err(Error::BadRequest(format!(
                 "stripping codecs {:?} would leave stream {} ({}) with none",
                 opts.strip_codecs,
@@ -433,9 +413,7 @@ fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
         (true, Some(sig)) if sdp_ip.is_some() => Some(sig),
         _ => sdp_ip,
     };
-    let rtp = ip
-        .filter(|_| m.port != 0)
-        .map(|ip| SocketAddr::new(ip, m.port));
+    let rtp = ip.filter(|_| m.port != 0).map(|ip| SocketAddr::new(ip, m.port));
     let rtcp = match m.rtcp() {
         Some((port, addr)) => addr
             .filter(|_| !leg.sip_source)
@@ -448,11 +426,7 @@ fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
         clock_rates.0[pt as usize] = rate;
     }
     PeerSpec {
-        kind: if m.is_rtp() {
-            StreamKind::Rtp
-        } else {
-            StreamKind::Raw
-        },
+        kind: if m.is_rtp() { StreamKind::Rtp } else { StreamKind::Raw },
         rtp,
         rtcp,
         mux: m.has_attribute("rtcp-mux"),

@@ -6,13 +6,7 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn assert_error(
-    status: u16,
-    body: &serde_json::Value,
-    want_status: u16,
-    code: &str,
-    msg_part: &str,
-) {
+fn assert_error(status: u16, body: &serde_json::Value, want_status: u16, code: &str, msg_part: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
@@ -32,13 +26,7 @@ async fn every_error_has_its_status_code_and_message() {
         .await
         .unwrap();
     let s = r.status().as_u16();
-    assert_error(
-        s,
-        &r.json().await.unwrap(),
-        400,
-        "bad_request",
-        "invalid JSON body",
-    );
+    assert_error(s, &r.json().await.unwrap(), 400, "bad_request", "invalid JSON body");
     let (s, b) = d.post("/v1/calls/x/offer", json!({"from_tag": "a"})).await;
     assert_error(s, &b, 400, "bad_request", "missing field `sdp`");
     let (s, b) = d
@@ -50,15 +38,10 @@ async fn every_error_has_its_status_code_and_message() {
     assert_error(s, &b, 400, "bad_request", "unknown field `icee`");
     // Malformed SDP: the message names the line.
     let bad = a.sdp().replace("m=audio ", "m=audio x");
-    let (s, b) = d
-        .post("/v1/calls/x/offer", json!({"from_tag": "a", "sdp": bad}))
-        .await;
+    let (s, b) = d.post("/v1/calls/x/offer", json!({"from_tag": "a", "sdp": bad})).await;
     assert_error(s, &b, 400, "bad_sdp", "SDP line 6 `m=audio x");
     let (s, b) = d
-        .post(
-            "/v1/calls/x/offer",
-            json!({"from_tag": "a", "sdp": "hello"}),
-        )
+        .post("/v1/calls/x/offer", json!({"from_tag": "a", "sdp": "hello"}))
         .await;
     assert_error(s, &b, 400, "bad_sdp", "SDP line 1");
     // A failed first offer leaves no call behind.
@@ -84,10 +67,7 @@ async fn every_error_has_its_status_code_and_message() {
     assert_error(s, &b, 409, "conflict", "has no offer");
     // Answer naming another offerer; answer with a different number of streams.
     let (s, _) = d
-        .post(
-            "/v1/calls/y/offer",
-            json!({"from_tag": "a", "sdp": a.sdp()}),
-        )
+        .post("/v1/calls/y/offer", json!({"from_tag": "a", "sdp": a.sdp()}))
         .await;
     assert_eq!(s, 200);
     let (s, b) = d
@@ -104,19 +84,10 @@ async fn every_error_has_its_status_code_and_message() {
             json!({"from_tag": "a", "to_tag": "b", "sdp": two}),
         )
         .await;
-    assert_error(
-        s,
-        &b,
-        400,
-        "bad_request",
-        "answer has 2 m= lines but the offer had 1",
-    );
+    assert_error(s, &b, 400, "bad_request", "answer has 2 m= lines but the offer had 1");
     // A third party's offer on an existing call.
     let (s, b) = d
-        .post(
-            "/v1/calls/y/offer",
-            json!({"from_tag": "q", "sdp": a.sdp()}),
-        )
+        .post("/v1/calls/y/offer", json!({"from_tag": "q", "sdp": a.sdp()}))
         .await;
     assert_error(s, &b, 409, "conflict", "offer from tag `q`");
     // Unknown interface; delete naming a tag the call lacks.
@@ -160,10 +131,7 @@ async fn exhausted_ports_get_503_while_calls_flow_and_delete_frees_them() {
     let (to_a, to_b) = d.call("first", &a, &b).await;
     let (c, e) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (s, body) = d
-        .post(
-            "/v1/calls/second/offer",
-            json!({"from_tag": "ta", "sdp": c.sdp()}),
-        )
+        .post("/v1/calls/second/offer", json!({"from_tag": "ta", "sdp": c.sdp()}))
         .await;
     assert_error(
         s,
@@ -231,10 +199,7 @@ async fn media_timeout_ends_the_call_and_posts_the_callback() {
         .unwrap();
     assert_eq!(notice["event"], "media_timeout");
     assert_eq!(notice["call_id"], "silent");
-    assert_eq!(
-        notice["call"]["legs"][0]["streams"][0]["stats"]["rtp"]["packets"],
-        6
-    );
+    assert_eq!(notice["call"]["legs"][0]["streams"][0]["stats"]["rtp"]["packets"], 6);
     assert_eq!(d.get("/v1/calls/silent").await.0, 404);
     let m = d.metrics().await;
     assert_eq!(metric(&m, "chorus_calls_timed_out_total"), 1.0);
@@ -246,10 +211,7 @@ async fn token_is_required_when_configured() {
     let d = Daemon::start_full(23, PORTS_PER_SLOT, &[], &[("CHORUS_TOKEN", "s3cret")]).await;
     let a = Peer::new("127.0.0.1");
     let (s, b) = d
-        .post(
-            "/v1/calls/t/offer",
-            json!({"from_tag": "a", "sdp": a.sdp()}),
-        )
+        .post("/v1/calls/t/offer", json!({"from_tag": "a", "sdp": a.sdp()}))
         .await;
     assert_error(s, &b, 401, "unauthorized", "bearer token");
     let r = d
@@ -298,10 +260,7 @@ async fn lists_calls_in_pages_and_serves_its_openapi_document() {
         for op in ops.as_object().unwrap().keys() {
             let r = d
                 .http
-                .request(
-                    op.to_uppercase().parse().unwrap(),
-                    format!("{}{path}", d.base),
-                )
+                .request(op.to_uppercase().parse().unwrap(), format!("{}{path}", d.base))
                 .json(&json!({}))
                 .send()
                 .await
@@ -331,10 +290,7 @@ async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
     assert_error(s, &body, 503, "draining", "draining");
     let c = Peer::new("127.0.0.1");
     let (s, body) = d
-        .post(
-            "/v1/calls/new/offer",
-            json!({"from_tag": "ta", "sdp": c.sdp()}),
-        )
+        .post("/v1/calls/new/offer", json!({"from_tag": "ta", "sdp": c.sdp()}))
         .await;
     assert_error(s, &body, 503, "draining", "takes no new calls");
     a.send_rtp(to_a);

@@ -34,13 +34,9 @@ fn sdp(port: u16) -> String {
 }
 
 fn target(sdp: &str) -> SocketAddr {
-    let port = sdp.lines().find_map(|l| {
-        l.strip_prefix("m=audio ")?
-            .split(' ')
-            .next()?
-            .parse::<u16>()
-            .ok()
-    });
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse::<u16>().ok());
     SocketAddr::from(([127, 0, 0, 1], port.unwrap()))
 }
 
@@ -103,9 +99,5 @@ fn relaying_packets_allocates_nothing() {
         b.recv_from(&mut buf).unwrap();
     }
     let after = ALLOCS.load(SeqCst);
-    assert_eq!(
-        after - before,
-        0,
-        "allocations while relaying 1,000 packets"
-    );
+    assert_eq!(after - before, 0, "allocations while relaying 1,000 packets");
 }

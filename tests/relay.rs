@@ -19,10 +19,7 @@ async fn relays_rtp_and_rtcp_both_ways_and_reports_counts() {
     assert_eq!(got.len(), 10, "B got A's packets");
     // Packets arrive unchanged, from chorus's B-facing port.
     assert_eq!(got[0].1, to_chorus_from_b);
-    assert_eq!(
-        u32::from_be_bytes(got[0].0[8..12].try_into().unwrap()),
-        a.ssrc
-    );
+    assert_eq!(u32::from_be_bytes(got[0].0[8..12].try_into().unwrap()), a.ssrc);
     for _ in 0..7 {
         b.send_rtp(to_chorus_from_b);
     }
@@ -67,20 +64,14 @@ async fn loss_is_counted_from_sequence_gaps() {
     let sock = a.rtp.try_clone().unwrap();
     for i in 0..20 {
         if i % 5 == 4 {
-            a.send_rtp_from(
-                &UdpSocket::bind("127.0.0.1:0").unwrap(),
-                "127.0.0.1:9".parse().unwrap(),
-            );
+            a.send_rtp_from(&UdpSocket::bind("127.0.0.1:0").unwrap(), "127.0.0.1:9".parse().unwrap());
         } else {
             a.send_rtp_from(&sock, to_a);
         }
     }
     assert_eq!(recv_n(&b.rtp, 16).len(), 16);
     let (_, fin) = d.delete("/v1/calls/loss").await;
-    assert_eq!(
-        fin["legs"][0]["streams"][0]["stats"]["rtp"]["lost"], 3,
-        "{fin}"
-    );
+    assert_eq!(fin["legs"][0]["streams"][0]["stats"]["rtp"]["lost"], 3, "{fin}");
 }
 
 #[tokio::test]
@@ -90,17 +81,12 @@ async fn latches_to_a_nat_source_port_and_sends_back_there() {
     let (to_a, to_b) = d.call("nat", &a, &b).await;
     // A's SDP names a.rtp, but its NAT maps media to another port.
     let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
-    nat.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    nat.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     a.send_rtp_from(&nat, to_a);
     assert_eq!(recv_n(&b.rtp, 1).len(), 1);
     let mut b = b;
     b.send_rtp(to_b);
-    assert_eq!(
-        recv_n(&nat, 1).len(),
-        1,
-        "B's media goes to the latched NAT port"
-    );
+    assert_eq!(recv_n(&nat, 1).len(), 1, "B's media goes to the latched NAT port");
     assert_eq!(drain(&a.rtp), 0, "not to the SDP port");
 }
 
@@ -111,9 +97,7 @@ async fn injected_packets_are_dropped_before_and_after_latching() {
     let (to_a, to_b) = d.call("bleed", &a, &b).await;
     // An attacker on another host sprays chorus's port before the phone speaks.
     let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
-    attacker
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    attacker.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     for _ in 0..5 {
         a.send_rtp_from(&attacker, to_a);
     }
@@ -130,24 +114,14 @@ async fn injected_packets_are_dropped_before_and_after_latching() {
     }
     assert_eq!(drain(&b.rtp), 0);
     b.send_rtp(to_b);
-    assert_eq!(
-        recv_n(&a.rtp, 1).len(),
-        1,
-        "media still goes to the latched peer"
-    );
+    assert_eq!(recv_n(&a.rtp, 1).len(), 1, "media still goes to the latched peer");
     let m = d.metrics().await;
     assert_eq!(
-        metric(
-            &m,
-            "chorus_packets_dropped_total{reason=\"unknown_source\"}"
-        ),
+        metric(&m, "chorus_packets_dropped_total{reason=\"unknown_source\"}"),
         5.0
     );
     assert_eq!(
-        metric(
-            &m,
-            "chorus_packets_dropped_total{reason=\"foreign_source\"}"
-        ),
+        metric(&m, "chorus_packets_dropped_total{reason=\"foreign_source\"}"),
         4.0
     );
     let (_, fin) = d.delete("/v1/calls/bleed").await;
@@ -177,11 +151,7 @@ async fn signalling_source_address_lets_a_natted_phone_latch() {
     assert_eq!(s, 200);
     let to_a = sdp_target(answer["sdp"].as_str().unwrap());
     a.send_rtp(to_a);
-    assert_eq!(
-        recv_n(&b.rtp, 1).len(),
-        1,
-        "media from the SIP source IP latches"
-    );
+    assert_eq!(recv_n(&b.rtp, 1).len(), 1, "media from the SIP source IP latches");
     // Without received_from, the same media is refused.
     let (mut c, e) = (Peer::new("127.0.0.3"), Peer::new("127.0.0.1"));
     let (s, _) = d
@@ -201,7 +171,10 @@ async fn signalling_source_address_lets_a_natted_phone_latch() {
     assert_eq!(drain(&e.rtp), 0);
     // any_source relaxes the rule explicitly.
     let (s, _) = d
-        .post("/v1/calls/strict/offer", json!({"from_tag": "ta", "sdp": c.sdp_with("10.20.30.40", ""), "options": {"any_source": true}}))
+        .post(
+            "/v1/calls/strict/offer",
+            json!({"from_tag": "ta", "sdp": c.sdp_with("10.20.30.40", ""), "options": {"any_source": true}}),
+        )
         .await;
     assert_eq!(s, 200);
     c.send_rtp(sdp_target(answer["sdp"].as_str().unwrap()));
@@ -213,10 +186,7 @@ async fn reoffer_holds_and_resumes_on_the_same_ports() {
     let d = Daemon::start(5, &[]).await;
     let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (s, offer1) = d
-        .post(
-            "/v1/calls/hold/offer",
-            json!({"from_tag": "ta", "sdp": a.sdp()}),
-        )
+        .post("/v1/calls/hold/offer", json!({"from_tag": "ta", "sdp": a.sdp()}))
         .await;
     assert_eq!(s, 200);
     let (_, answer1) = d
@@ -234,10 +204,7 @@ async fn reoffer_holds_and_resumes_on_the_same_ports() {
     // Hold: A re-INVITEs with sendonly and a new o= version.
     let hold = a.sdp().replace("1000 1000", "1000 1001") + "a=sendonly\r\n";
     let (s, offer2) = d
-        .post(
-            "/v1/calls/hold/offer",
-            json!({"from_tag": "ta", "sdp": hold}),
-        )
+        .post("/v1/calls/hold/offer", json!({"from_tag": "ta", "sdp": hold}))
         .await;
     assert_eq!(s, 200, "{offer2}");
     let offer2 = offer2["sdp"].as_str().unwrap();
@@ -262,10 +229,7 @@ async fn reoffer_holds_and_resumes_on_the_same_ports() {
     // Resume.
     let resume = a.sdp().replace("1000 1000", "1000 1002");
     let (_, offer3) = d
-        .post(
-            "/v1/calls/hold/offer",
-            json!({"from_tag": "ta", "sdp": resume}),
-        )
+        .post("/v1/calls/hold/offer", json!({"from_tag": "ta", "sdp": resume}))
         .await;
     assert_eq!(sdp_target(offer3["sdp"].as_str().unwrap()), to_b);
     d.post(
@@ -301,10 +265,7 @@ async fn reinvite_from_the_callee_and_a_new_peer_address() {
     // B moves to a new socket and re-INVITEs (from-tag is B's now).
     let mut b2 = Peer::new("127.0.0.1");
     let (s, offer) = d
-        .post(
-            "/v1/calls/callee/offer",
-            json!({"from_tag": "tb", "sdp": b2.sdp()}),
-        )
+        .post("/v1/calls/callee/offer", json!({"from_tag": "tb", "sdp": b2.sdp()}))
         .await;
     assert_eq!(s, 200, "{offer}");
     assert_eq!(
@@ -321,11 +282,7 @@ async fn reinvite_from_the_callee_and_a_new_peer_address() {
     assert_eq!(s, 200, "{answer}");
     assert_eq!(sdp_target(answer["sdp"].as_str().unwrap()), to_b);
     a.send_rtp(to_a);
-    assert_eq!(
-        recv_n(&b2.rtp, 1).len(),
-        1,
-        "A's media reaches B's new address"
-    );
+    assert_eq!(recv_n(&b2.rtp, 1).len(), 1, "A's media reaches B's new address");
     assert_eq!(drain(&b.rtp), 0);
     b2.send_rtp(to_b);
     assert_eq!(recv_n(&a.rtp, 1).len(), 1);
@@ -343,10 +300,7 @@ async fn rtcp_mux_is_demultiplexed_for_a_peer_without_it() {
         )
         .await;
     let offer = offer["sdp"].as_str().unwrap();
-    assert!(
-        !offer.contains("a=rtcp-mux"),
-        "demux: B is not offered rtcp-mux"
-    );
+    assert!(!offer.contains("a=rtcp-mux"), "demux: B is not offered rtcp-mux");
     let (_, answer) = d
         .post(
             "/v1/calls/mux/answer",
@@ -363,19 +317,13 @@ async fn rtcp_mux_is_demultiplexed_for_a_peer_without_it() {
     assert_eq!(recv_n(&b.rtcp, 1)[0].0, rtcp_rr(a.ssrc));
     // B's RTCP goes to chorus's odd port and reaches A's one port.
     b.send_rtp(to_b);
-    b.send_rtcp(
-        &b.rtcp,
-        std::net::SocketAddr::new(to_b.ip(), to_b.port() + 1),
-    );
+    b.send_rtcp(&b.rtcp, std::net::SocketAddr::new(to_b.ip(), to_b.port() + 1));
     let at_a = recv_n(&a.rtp, 2);
     assert_eq!(at_a.len(), 2);
     assert!(at_a.iter().any(|(p, _)| p[..] == rtcp_rr(b.ssrc)));
     // A muxed side needs one port only.
     let (_, q) = d.get("/v1/calls/mux").await;
-    assert_eq!(
-        q["legs"][0]["streams"][0]["local_rtcp"],
-        serde_json::Value::Null
-    );
+    assert_eq!(q["legs"][0]["streams"][0]["local_rtcp"], serde_json::Value::Null);
 }
 
 #[tokio::test]
@@ -387,10 +335,7 @@ async fn ipv6_calls_are_relayed() {
     let d = Daemon::start(8, &["--media-bind", "::1"]).await;
     let (mut a, mut b) = (Peer::new("::1"), Peer::new("::1"));
     let (s, offer) = d
-        .post(
-            "/v1/calls/v6/offer",
-            json!({"from_tag": "ta", "sdp": a.sdp()}),
-        )
+        .post("/v1/calls/v6/offer", json!({"from_tag": "ta", "sdp": a.sdp()}))
         .await;
     assert_eq!(s, 200, "{offer}");
     let offer = offer["sdp"].as_str().unwrap();
@@ -401,10 +346,7 @@ async fn ipv6_calls_are_relayed() {
             json!({"from_tag": "ta", "to_tag": "tb", "sdp": b.sdp()}),
         )
         .await;
-    let (to_a, to_b) = (
-        sdp_target(answer["sdp"].as_str().unwrap()),
-        sdp_target(offer),
-    );
+    let (to_a, to_b) = (sdp_target(answer["sdp"].as_str().unwrap()), sdp_target(offer));
     a.send_rtp(to_a);
     b.send_rtp(to_b);
     assert_eq!(recv_n(&b.rtp, 1).len(), 1);
@@ -448,10 +390,7 @@ async fn non_rtp_streams_are_relayed_as_opaque_udp() {
         )
     };
     let (_, offer) = d
-        .post(
-            "/v1/calls/fax/offer",
-            json!({"from_tag": "ta", "sdp": fax(&a)}),
-        )
+        .post("/v1/calls/fax/offer", json!({"from_tag": "ta", "sdp": fax(&a)}))
         .await;
     let (_, answer) = d
         .post(

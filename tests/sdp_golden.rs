@@ -43,12 +43,7 @@ fn options(dir: &Path) -> Options {
 
 /// Lines chorus may change; all others must survive in order.
 fn touched(line: &str, remove_ice: bool) -> bool {
-    let ice = [
-        "a=ice-",
-        "a=candidate",
-        "a=end-of-candidates",
-        "a=remote-candidates",
-    ];
+    let ice = ["a=ice-", "a=candidate", "a=end-of-candidates", "a=remote-candidates"];
     line.starts_with("o=")
         || line.starts_with("c=")
         || line.starts_with("m=")
@@ -60,16 +55,10 @@ fn touched(line: &str, remove_ice: bool) -> bool {
 #[test]
 fn rewritten_offers_match_their_golden_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdp");
-    let advertise: [IpAddr; 2] = [
-        "203.0.113.1".parse().unwrap(),
-        "2001:db8::1".parse().unwrap(),
-    ];
+    let advertise: [IpAddr; 2] = ["203.0.113.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
     let bless = std::env::var("CHORUS_BLESS").is_ok();
     let mut cases = 0;
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -84,12 +73,8 @@ fn rewritten_offers_match_their_golden_files() {
         if bless {
             std::fs::write(&expected_path, &out).unwrap();
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("{name}: no expected.sdp"));
-        assert_eq!(
-            out, expected,
-            "{name}: rewrite differs from its golden file"
-        );
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("{name}: no expected.sdp"));
+        assert_eq!(out, expected, "{name}: rewrite differs from its golden file");
 
         // Faithfulness, checked independently of the golden file.
         let kept_in: Vec<&str> = input

@@ -61,12 +61,10 @@ fn main() {
     let side = |n: usize| -> Vec<std::net::UdpSocket> {
         (0..n)
             .map(|_| {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-                    .unwrap();
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
                 let _ = s.set_recv_buffer_size(4 << 20);
                 let _ = s.set_send_buffer_size(4 << 20);
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-                    .unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
                 s.set_nonblocking(true).unwrap();
                 s.into()
             })
@@ -96,8 +94,7 @@ fn main() {
     let total_sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
-    let clone_all =
-        |v: &Vec<std::net::UdpSocket>| v.iter().map(|s| s.try_clone().unwrap()).collect::<Vec<_>>();
+    let clone_all = |v: &Vec<std::net::UdpSocket>| v.iter().map(|s| s.try_clone().unwrap()).collect::<Vec<_>>();
     let (a_tx, b_tx) = (clone_all(&a_socks), clone_all(&b_socks));
 
     // Receiver: counts per SSRC what arrived and how late.
@@ -106,15 +103,9 @@ fn main() {
     let n_calls = args.calls;
     let receiver = std::thread::spawn(move || {
         let mut poll = Poll::new().unwrap();
-        let mut socks: Vec<UdpSocket> = a_socks
-            .into_iter()
-            .chain(b_socks)
-            .map(UdpSocket::from_std)
-            .collect();
+        let mut socks: Vec<UdpSocket> = a_socks.into_iter().chain(b_socks).map(UdpSocket::from_std).collect();
         for (i, s) in socks.iter_mut().enumerate() {
-            poll.registry()
-                .register(s, Token(i), Interest::READABLE)
-                .unwrap();
+            poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
         }
         let mut events = Events::with_capacity(256);
         let mut buf = [0u8; 2048];
@@ -123,8 +114,7 @@ fn main() {
         let mut measured = 0u64;
         let mut last_rx = Instant::now();
         loop {
-            poll.poll(&mut events, Some(Duration::from_millis(50)))
-                .unwrap();
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
             for ev in events.iter() {
                 let s = &socks[ev.token().0];
                 while let Ok((n, _)) = s.recv_from(&mut buf) {
@@ -312,9 +302,7 @@ async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (Socke
         .json()
         .await
         .expect("answer reply");
-    let o = offer["sdp"]
-        .as_str()
-        .unwrap_or_else(|| panic!("offer failed: {offer}"));
+    let o = offer["sdp"].as_str().unwrap_or_else(|| panic!("offer failed: {offer}"));
     let an = answer["sdp"]
         .as_str()
         .unwrap_or_else(|| panic!("answer failed: {answer}"));
@@ -325,12 +313,7 @@ fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAd
     let (sa, sb) = (sdp(a, 1), sdp(b, 1));
     let offer = ng_request(
         ng,
-        &[
-            ("command", "offer"),
-            ("call-id", id),
-            ("from-tag", "ta"),
-            ("sdp", &sa),
-        ],
+        &[("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", &sa)],
     );
     let answer = ng_request(
         ng,

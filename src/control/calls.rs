@@ -60,9 +60,7 @@ impl PortSource for Alloc<'_> {
                 }
             }
         }
-        Err(Error::PortsExhausted(
-            self.state.interfaces[iface].name.clone(),
-        ))
+        Err(Error::PortsExhausted(self.state.interfaces[iface].name.clone()))
     }
 
     fn release(&mut self, iface: usize, ports: LocalPorts) {
@@ -96,11 +94,7 @@ fn free_ports(state: &State, iface: usize, p: LocalPorts) {
 }
 
 /// Finds a call's entry; for offers, creates it.
-fn entry(
-    state: &State,
-    call_id: &str,
-    create: bool,
-) -> Result<Arc<tokio::sync::Mutex<CallEntry>>, Error> {
+fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<tokio::sync::Mutex<CallEntry>>, Error> {
     let mut calls = lock(&state.calls);
     if let Some((_, e)) = calls.get(call_id) {
         return Ok(e.clone());
@@ -169,22 +163,13 @@ pub async fn negotiate(
     let backup = e.session.clone();
     let mut alloc = Alloc::new(state);
     let result = match op {
-        Sdpop::Offer => e
+        Sdpop::Offer => e.session.offer(from_tag, &parsed, opts, &state.advertise, &mut alloc),
+        Sdpop::Answer { to_tag } => e
             .session
-            .offer(from_tag, &parsed, opts, &state.advertise, &mut alloc),
-        Sdpop::Answer { to_tag } => e.session.answer(
-            from_tag,
-            to_tag,
-            &parsed,
-            opts,
-            &state.advertise,
-            &mut alloc,
-        ),
+            .answer(from_tag, to_tag, &parsed, opts, &state.advertise, &mut alloc),
     };
     let outcome = match result {
-        Ok((text, change)) => push_to_worker(state, &e, &mut alloc, change)
-            .await
-            .map(|_| text),
+        Ok((text, change)) => push_to_worker(state, &e, &mut alloc, change).await.map(|_| text),
         Err(err) => Err(err),
     };
     match outcome {
@@ -208,10 +193,7 @@ pub async fn negotiate(
 }
 
 fn validate_options(state: &State, opts: &Options) -> Result<(), Error> {
-    for i in [opts.from_interface, opts.to_interface]
-        .into_iter()
-        .flatten()
-    {
+    for i in [opts.from_interface, opts.to_interface].into_iter().flatten() {
         if i >= state.interfaces.len() {
             return Err(Error::BadRequest(format!("no interface number {i}")));
         }
@@ -220,12 +202,7 @@ fn validate_options(state: &State, opts: &Options) -> Result<(), Error> {
 }
 
 /// Sends the session's current shape to its worker.
-async fn push_to_worker(
-    state: &State,
-    e: &CallEntry,
-    alloc: &mut Alloc<'_>,
-    change: Change,
-) -> Result<(), Error> {
+async fn push_to_worker(state: &State, e: &CallEntry, alloc: &mut Alloc<'_>, change: Change) -> Result<(), Error> {
     let s = &e.session;
     let streams = s
         .streams
@@ -237,20 +214,13 @@ async fn push_to_worker(
                 st.sides[i].local.map(|l| SideSpec {
                     rtp: SocketAddr::new(ip, l.rtp),
                     rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
-                    peer: st.sides[i]
-                        .peer
-                        .clone()
-                        .unwrap_or_else(|| PeerSpec::unknown(st.kind)),
+                    peer: st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind)),
                     relearn: i == change.relearn_leg,
                 })
             }),
         })
         .collect();
-    let sockets = alloc
-        .fresh
-        .iter_mut()
-        .flat_map(|(_, _, s)| s.drain(..))
-        .collect();
+    let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();
     let (reply, rx) = oneshot::channel();
     state.workers[e.worker]
         .send(Command::Update {
@@ -268,7 +238,7 @@ async fn push_to_worker(
 
 /// Deletes a call (the whole call: a relay needs both legs). With
 /// `from_tag`, the tag must belong to the call.
-pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Result<Value, Error> {
+pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Result<CallSnapshot, Error> {
     let handle = entry(state, call_id, false)?;
     let mut e = handle.lock().await;
     if !e.alive {
@@ -276,37 +246,33 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
     }
     if let Some(tag) = from_tag {
         if e.session.leg_by_tag(tag).is_none() {
-            return Err(Error::NotFound(format!(
-                "call `{call_id}` has no leg with tag `{tag}`"
-            )));
+            return Err(Error::NotFound(format!("call `{call_id}` has no leg with tag `{tag}`")));
         }
     }
     let (reply, rx) = oneshot::channel();
     state.workers[e.worker]
         .send(Command::Remove { key: e.key, reply })
         .map_err(Error::Internal)?;
-    let report = rx.await.ok().flatten().unwrap_or(CallReport {
-        streams: Vec::new(),
-    });
-    let summary = finish(state, &mut e, &report, "deleted");
+    let report = rx.await.ok().flatten().unwrap_or(CallReport { streams: Vec::new() });
+    let summary = finish(state, &mut e, report, "deleted");
     Ok(summary)
 }
 
 /// Frees a call's ports and registry entry after its worker closed it.
-fn finish(state: &State, e: &mut CallEntry, report: &CallReport, reason: &str) -> Value {
+fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &str) -> CallSnapshot {
     e.alive = false;
     for (iface, p) in e.session.all_ports() {
         free_ports(state, iface, p);
     }
     unregister(state, &e.call_id, e.key);
-    let summary = call_json(e, report);
+    let summary = CallSnapshot::of(e, report);
     let duration = e.created.elapsed().as_secs_f64();
     state.metrics.call_seconds.observe(duration);
     tracing::info!(call_id = %e.call_id, reason, duration_s = duration, "call ended");
     summary
 }
 
-pub async fn query(state: &State, call_id: &str) -> Result<Value, Error> {
+pub async fn query(state: &State, call_id: &str) -> Result<CallSnapshot, Error> {
     let handle = entry(state, call_id, false)?;
     let e = handle.lock().await;
     if !e.alive {
@@ -316,26 +282,61 @@ pub async fn query(state: &State, call_id: &str) -> Result<Value, Error> {
     state.workers[e.worker]
         .send(Command::Query { key: e.key, reply })
         .map_err(Error::Internal)?;
-    let report = rx.await.ok().flatten().unwrap_or(CallReport {
-        streams: Vec::new(),
-    });
-    Ok(call_json(&e, &report))
+    let report = rx.await.ok().flatten().unwrap_or(CallReport { streams: Vec::new() });
+    Ok(CallSnapshot::of(&e, report))
 }
 
 /// Call ids in order, `limit` from `offset`.
-pub fn list(state: &State, offset: usize, limit: usize) -> Value {
+pub fn list_ids(state: &State, offset: usize, limit: usize) -> Vec<String> {
     let mut ids: Vec<String> = lock(&state.calls).keys().cloned().collect();
     ids.sort_unstable();
-    let total = ids.len();
-    let page: Vec<&String> = ids.iter().skip(offset).take(limit).collect();
+    ids.into_iter().skip(offset).take(limit).collect()
+}
+
+/// A page of call ids, for the HTTP API.
+pub fn list(state: &State, offset: usize, limit: usize) -> Value {
+    let total = state.call_count();
+    let page = list_ids(state, offset, limit);
     let next = (offset + page.len() < total).then_some(offset + page.len());
     json!({ "calls": page, "total": total, "offset": offset, "next_offset": next })
 }
 
-/// A call as the API shows it: per leg, per stream, what chorus received from
-/// that leg and where it relays to it.
-fn call_json(e: &CallEntry, report: &CallReport) -> Value {
-    let s = &e.session;
+/// A call's signalling state and its worker's report, taken together.
+pub struct CallSnapshot {
+    pub call_id: Arc<str>,
+    pub session: Session,
+    pub created_wall: SystemTime,
+    pub duration_s: f64,
+    pub report: CallReport,
+}
+
+impl CallSnapshot {
+    fn of(e: &CallEntry, report: CallReport) -> Self {
+        CallSnapshot {
+            call_id: e.call_id.clone(),
+            session: e.session.clone(),
+            created_wall: e.created_wall,
+            duration_s: (e.created.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            report,
+        }
+    }
+
+    pub fn created_unix(&self) -> f64 {
+        self.created_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    }
+
+    /// The call as the HTTP API shows it: per leg, per stream, what chorus
+    /// received from that leg and where it relays to it.
+    pub fn to_json(&self) -> Value {
+        call_json(self)
+    }
+}
+
+fn call_json(snap: &CallSnapshot) -> Value {
+    let (s, report) = (&snap.session, &snap.report);
     let legs: Vec<Value> = (0..2)
         .map(|i| {
             let streams: Vec<Value> = s
@@ -355,18 +356,13 @@ fn call_json(e: &CallEntry, report: &CallReport) -> Value {
                     })
                 })
                 .collect();
-            json!({ "tag": s.legs[i].tag, "streams": streams })
+            json!({ "tag": s.legs[i].tag, "label": s.legs[i].label, "streams": streams })
         })
         .collect();
-    let created = e
-        .created_wall
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
     json!({
-        "call_id": &*e.call_id,
-        "created": created,
-        "duration_s": (e.created.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "call_id": &*snap.call_id,
+        "created": snap.created_unix(),
+        "duration_s": snap.duration_s,
         "answered": s.answered,
         "legs": legs,
     })
@@ -375,11 +371,7 @@ fn call_json(e: &CallEntry, report: &CallReport) -> Value {
 /// Handles what workers report: today, calls they ended for lack of media.
 pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
-        WorkerEvent::MediaTimeout {
-            key,
-            call_id,
-            report,
-        } => {
+        WorkerEvent::MediaTimeout { key, call_id, report } => {
             let handle = match entry(&state, &call_id, false) {
                 Ok(h) => h,
                 Err(_) => return,
@@ -389,11 +381,10 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
                 return;
             }
             state.metrics.calls_timed_out.inc();
-            let summary = finish(&state, &mut e, &report, "media_timeout");
+            let summary = finish(&state, &mut e, report, "media_timeout").to_json();
             drop(e);
             if let Some(url) = state.config.callback_url.clone() {
-                let body =
-                    json!({ "event": "media_timeout", "call_id": &*call_id, "call": summary });
+                let body = json!({ "event": "media_timeout", "call_id": &*call_id, "call": summary });
                 match state.http.post(&url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => {}
                     Ok(r) => {

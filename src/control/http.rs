@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -25,8 +24,7 @@ type Shared = Arc<State>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         (status, Json(body)).into_response()
     }
@@ -43,9 +41,10 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(v1)
         .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
+            "/ng",
+            post(ng_http).route_layer(middleware::from_fn_with_state(state.clone(), auth)),
         )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
@@ -56,12 +55,7 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn auth(
-    AxState(state): AxState<Shared>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn auth(AxState(state): AxState<Shared>, headers: HeaderMap, req: Request, next: Next) -> Response {
     if let Some(token) = &state.config.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -79,35 +73,12 @@ async fn auth(
     next.run(req).await
 }
 
-/// Runs one control request: metrics, one log line, JSON out.
+/// Runs one control request (metrics, one log line) and answers in JSON.
 async fn instrumented<F>(state: &State, endpoint: &'static str, call_id: &str, f: F) -> Response
 where
     F: std::future::Future<Output = Result<Value, Error>>,
 {
-    let t0 = Instant::now();
-    let r = f.await;
-    let secs = t0.elapsed().as_secs_f64();
-    state
-        .metrics
-        .request_seconds
-        .with_label_values(&[endpoint])
-        .observe(secs);
-    let result = match &r {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[endpoint, result])
-        .inc();
-    match &r {
-        Ok(_) => tracing::info!(endpoint, call_id, ms = secs * 1e3, "ok"),
-        Err(e) => {
-            tracing::warn!(endpoint, call_id, ms = secs * 1e3, code = e.code(), error = %e, "refused")
-        }
-    }
-    match r {
+    match super::instrument(state, endpoint, call_id, f).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -192,26 +163,17 @@ struct AnswerBody {
     options: HttpOptions,
 }
 
-async fn offer(
-    AxState(state): AxState<Shared>,
-    Path(call_id): Path<String>,
-    bytes: Bytes,
-) -> Response {
+async fn offer(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "offer", &call_id, async {
         let b: OfferBody = body(&bytes)?;
         let opts = b.options.resolve(&state)?;
-        let sdp =
-            calls::negotiate(&state, &call_id, &b.from_tag, Sdpop::Offer, &b.sdp, &opts).await?;
+        let sdp = calls::negotiate(&state, &call_id, &b.from_tag, Sdpop::Offer, &b.sdp, &opts).await?;
         Ok(json!({ "sdp": sdp }))
     })
     .await
 }
 
-async fn answer(
-    AxState(state): AxState<Shared>,
-    Path(call_id): Path<String>,
-    bytes: Bytes,
-) -> Response {
+async fn answer(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "answer", &call_id, async {
         let b: AnswerBody = body(&bytes)?;
         let opts = b.options.resolve(&state)?;
@@ -233,34 +195,34 @@ async fn delete(
     Path(call_id): Path<String>,
     Query(p): Query<DeleteParams>,
 ) -> Response {
-    instrumented(
-        &state,
-        "delete",
-        &call_id,
-        calls::delete(&state, &call_id, p.from_tag.as_deref()),
-    )
+    instrumented(&state, "delete", &call_id, async {
+        calls::delete(&state, &call_id, p.from_tag.as_deref())
+            .await
+            .map(|c| c.to_json())
+    })
     .await
 }
 
 /// POST alias of DELETE, for HTTP clients in SIP proxies that cannot send DELETE.
-async fn delete_post(
-    AxState(state): AxState<Shared>,
-    Path(call_id): Path<String>,
-    bytes: Bytes,
-) -> Response {
+async fn delete_post(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "delete", &call_id, async {
         let p: DeleteParams = if bytes.iter().all(u8::is_ascii_whitespace) {
             DeleteParams::default()
         } else {
             body(&bytes)?
         };
-        calls::delete(&state, &call_id, p.from_tag.as_deref()).await
+        calls::delete(&state, &call_id, p.from_tag.as_deref())
+            .await
+            .map(|c| c.to_json())
     })
     .await
 }
 
 async fn query(AxState(state): AxState<Shared>, Path(call_id): Path<String>) -> Response {
-    instrumented(&state, "query", &call_id, calls::query(&state, &call_id)).await
+    instrumented(&state, "query", &call_id, async {
+        calls::query(&state, &call_id).await.map(|c| c.to_json())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -300,4 +262,12 @@ async fn metrics(AxState(state): AxState<Shared>) -> Response {
         state.render_metrics(),
     )
         .into_response()
+}
+
+/// rtpengine's ng protocol over HTTP: the body is `<cookie> <bencode>`.
+async fn ng_http(AxState(state): AxState<Shared>, bytes: Bytes) -> Response {
+    match (super::ng::Ng { state: &state }).handle(&bytes, None).await {
+        Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply).into_response(),
+        None => Error::BadRequest("ng message needs `<cookie> <bencoded dictionary>`".into()).into_response(),
+    }
 }

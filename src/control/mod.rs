@@ -3,6 +3,8 @@
 
 pub mod calls;
 pub mod http;
+pub mod ng;
+pub mod ng_cookie;
 
 use crate::config::{Config, Interface};
 use crate::metrics::Metrics;
@@ -48,6 +50,11 @@ pub struct State {
     pub metrics: Metrics,
     pub draining: AtomicBool,
     pub http: reqwest::Client,
+    pub started: Instant,
+    /// Last `statistics` sample, for ng's packet and byte rates.
+    pub ng_rates: Mutex<ng::Rates>,
+    /// Replies by cookie, for ng retransmissions.
+    pub ng_cookies: Mutex<ng::CookieCache>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -61,9 +68,7 @@ impl State {
     /// Starts the media workers and builds the shared state.
     pub fn start(config: Config) -> std::io::Result<Started> {
         let n = if config.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             config.workers
         };
@@ -81,10 +86,7 @@ impl State {
         let interfaces = config.all_interfaces();
         let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect());
         let state = State {
-            advertise: interfaces
-                .iter()
-                .map(|i| i.advertise.unwrap_or(i.bind))
-                .collect(),
+            advertise: interfaces.iter().map(|i| i.advertise.unwrap_or(i.bind)).collect(),
             bind: interfaces.iter().map(|i| i.bind).collect(),
             ports: interfaces
                 .iter()
@@ -106,6 +108,9 @@ impl State {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(std::io::Error::other)?,
+            started: Instant::now(),
+            ng_rates: Mutex::new(ng::Rates::default()),
+            ng_cookies: Mutex::new(ng::CookieCache::default()),
             config,
         };
         Ok(Started {
@@ -141,4 +146,35 @@ impl State {
 /// bug; the data (maps, port bitmaps) stays consistent, so carry on.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs one control command with its metrics and its log line; both front
+/// doors (HTTP and ng) go through here.
+pub async fn instrument<T, F>(
+    state: &State,
+    endpoint: &'static str,
+    call_id: &str,
+    f: F,
+) -> Result<T, crate::error::Error>
+where
+    F: std::future::Future<Output = Result<T, crate::error::Error>>,
+{
+    let t0 = Instant::now();
+    let r = f.await;
+    let secs = t0.elapsed().as_secs_f64();
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[endpoint])
+        .observe(secs);
+    let result = match &r {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    state.metrics.requests.with_label_values(&[endpoint, result]).inc();
+    match &r {
+        Ok(_) => tracing::info!(endpoint, call_id, ms = secs * 1e3, "ok"),
+        Err(e) => tracing::warn!(endpoint, call_id, ms = secs * 1e3, code = e.code(), error = %e, "refused"),
+    }
+    r
 }

@@ -222,14 +222,8 @@ impl Side {
                 // classify() validated it; parse again is 3 bounds checks.
                 if let Ok(v) = RtpView::parse(bytes) {
                     let rate = self.peer.clock_rates.0[v.payload_type() as usize];
-                    self.rtp.on_rtp(
-                        now,
-                        bytes.len(),
-                        v.ssrc(),
-                        v.sequence(),
-                        v.timestamp(),
-                        rate,
-                    );
+                    self.rtp
+                        .on_rtp(now, bytes.len(), v.ssrc(), v.sequence(), v.timestamp(), rate);
                 }
             }
             PacketKind::Raw => self.rtp.on_other(now, bytes.len()),
@@ -363,10 +357,7 @@ mod tests {
 
     fn stream() -> RelayStream {
         RelayStream {
-            sides: [
-                Side::new(peer("10.0.0.1", 4000)),
-                Side::new(peer("10.0.0.2", 5000)),
-            ],
+            sides: [Side::new(peer("10.0.0.1", 4000)), Side::new(peer("10.0.0.2", 5000))],
         }
     }
 
@@ -427,10 +418,7 @@ mod tests {
         let now = Instant::now();
         let mut s = stream();
         let a: SocketAddr = "10.0.0.1:4001".parse().unwrap();
-        assert_eq!(
-            s.handle_packet(now, 0, a, b"hello", false),
-            Err(DropReason::Malformed)
-        );
+        assert_eq!(s.handle_packet(now, 0, a, b"hello", false), Err(DropReason::Malformed));
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 42];
         let f = s.handle_packet(now, 0, a, &rr, true).unwrap();
         assert_eq!((f.kind, f.from_rtcp_socket), (PacketKind::Rtcp, true));
@@ -438,10 +426,7 @@ mod tests {
         // The other leg multiplexes: RTCP goes to its RTP port from the RTP socket.
         s.sides[1].peer.mux = true;
         let f = s.handle_packet(now, 0, a, &rr, true).unwrap();
-        assert_eq!(
-            (f.from_rtcp_socket, f.to),
-            (false, "10.0.0.2:5000".parse().unwrap())
-        );
+        assert_eq!((f.from_rtcp_socket, f.to), (false, "10.0.0.2:5000".parse().unwrap()));
     }
 
     #[test]

@@ -113,15 +113,7 @@ pub struct StatsReport {
 impl RtpStats {
     /// Accounts one RTP packet. `clock_rate` is the payload type's RTP clock
     /// (Hz); 0 when unknown, which skips the jitter estimate.
-    pub fn on_rtp(
-        &mut self,
-        now: Instant,
-        len: usize,
-        ssrc: u32,
-        seq: u16,
-        ts: u32,
-        clock_rate: u32,
-    ) {
+    pub fn on_rtp(&mut self, now: Instant, len: usize, ssrc: u32, seq: u16, ts: u32, clock_rate: u32) {
         self.packets += 1;
         self.bytes += len as u64;
         self.first.get_or_insert(now);
@@ -153,8 +145,7 @@ impl RtpStats {
             return;
         }
         let first = self.first.unwrap_or(now); // set above
-        let arrival =
-            (now.duration_since(first).as_nanos() * clock_rate as u128 / 1_000_000_000) as i64;
+        let arrival = (now.duration_since(first).as_nanos() * clock_rate as u128 / 1_000_000_000) as i64;
         let transit = arrival.wrapping_sub(ts as i64);
         if let Some(last) = s.last_transit {
             // Timestamps wrap at 2^32; the difference of two transits is small.

@@ -81,9 +81,7 @@ impl Sdp {
         while !rest.is_empty() {
             number += 1;
             let (raw, eol, next) = match rest.find('\n') {
-                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => {
-                    (&rest[..i - 1], "\r\n", &rest[i + 1..])
-                }
+                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => (&rest[..i - 1], "\r\n", &rest[i + 1..]),
                 Some(i) => (&rest[..i], "\n", &rest[i + 1..]),
                 None => (rest, "", ""),
             };
@@ -101,15 +99,9 @@ impl Sdp {
                 number,
             });
         }
-        let first = lines
-            .first()
-            .ok_or_else(|| SdpError::new(0, "", "SDP is empty"))?;
+        let first = lines.first().ok_or_else(|| SdpError::new(0, "", "SDP is empty"))?;
         if first.text != "v=0" {
-            return Err(SdpError::new(
-                first.number,
-                &first.text,
-                "SDP must start with `v=0`",
-            ));
+            return Err(SdpError::new(first.number, &first.text, "SDP must start with `v=0`"));
         }
         let mut sdp = Sdp {
             session: Vec::new(),
@@ -135,24 +127,14 @@ impl Sdp {
             .find(|l| l.kind() == 'o')
             .ok_or_else(|| SdpError::new(0, "", "no `o=` line"))?;
         if origin.value().split(' ').count() != 6 {
-            return Err(SdpError::new(
-                origin.number,
-                &origin.text,
-                "`o=` needs 6 fields",
-            ));
+            return Err(SdpError::new(origin.number, &origin.text, "`o=` needs 6 fields"));
         }
-        for line in self
-            .session
-            .iter()
-            .chain(self.media.iter().flat_map(|m| &m.lines))
-        {
+        for line in self.session.iter().chain(self.media.iter().flat_map(|m| &m.lines)) {
             if line.kind() == 'c' {
                 parse_connection(line)?;
             }
             if let Some(("rtcp", Some(v))) = line.attribute() {
-                parse_rtcp(v).ok_or_else(|| {
-                    SdpError::new(line.number, &line.text, "invalid `a=rtcp` port")
-                })?;
+                parse_rtcp(v).ok_or_else(|| SdpError::new(line.number, &line.text, "invalid `a=rtcp` port"))?;
             }
         }
         let session_c = self.session_connection();
@@ -234,10 +216,7 @@ impl Media {
 fn parse_media_line(line: Line) -> Result<Media, SdpError> {
     let mut f = line.value().split(' ').filter(|s| !s.is_empty());
     let err = |r: &str| SdpError::new(line.number, &line.text, r);
-    let kind = f
-        .next()
-        .ok_or_else(|| err("`m=` has no media type"))?
-        .to_string();
+    let kind = f.next().ok_or_else(|| err("`m=` has no media type"))?.to_string();
     let port_field = f.next().ok_or_else(|| err("`m=` has no port"))?;
     let port_str = port_field.split('/').next().unwrap_or(port_field);
     let port = port_str
@@ -331,8 +310,7 @@ mod tests {
         let e = Sdp::parse(&BASIC.replace("m=audio 4000", "m=audio 99999")).unwrap_err();
         assert_eq!(e.line, 6);
         assert!(e.to_string().contains("m=audio 99999"), "{e}");
-        let e = Sdp::parse(&BASIC.replace("c=IN IP4 10.0.0.1", "c=IN IP4 pbx.example.com"))
-            .unwrap_err();
+        let e = Sdp::parse(&BASIC.replace("c=IN IP4 10.0.0.1", "c=IN IP4 pbx.example.com")).unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("hostnames"));
         let e = Sdp::parse(&BASIC.replace("c=IN IP4 10.0.0.1\r\n", "")).unwrap_err();

@@ -55,8 +55,7 @@ const ICE_ATTRIBUTES: &[&str] = &[
 /// have one entry per `m=` section.
 pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
     debug_assert_eq!(sdp.media.len(), plan.streams.len());
-    let mut out =
-        String::with_capacity(sdp.session.iter().map(|l| l.text.len() + 2).sum::<usize>() * 2);
+    let mut out = String::with_capacity(sdp.session.iter().map(|l| l.text.len() + 2).sum::<usize>() * 2);
     let family = match plan.address {
         IpAddr::V4(_) => "IP4",
         IpAddr::V6(_) => "IP6",
@@ -66,11 +65,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         match line.kind() {
             'o' => {
                 let replace = plan.replace_origin.then_some((family, plan.address));
-                push(
-                    &mut out,
-                    &origin(line, plan.origin_version, replace),
-                    line.eol,
-                )
+                push(&mut out, &origin(line, plan.origin_version, replace), line.eol)
             }
             'c' if !is_hold(line) => push(&mut out, &conn, line.eol),
             'a' if plan.remove_ice && is_ice(line) => {}
@@ -90,12 +85,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         }
         let stripped = stripped_payload_types(m, plan.strip_codecs);
         let proto_and_formats = if stripped.is_empty() {
-            mline
-                .value()
-                .splitn(3, ' ')
-                .nth(2)
-                .unwrap_or_default()
-                .to_string()
+            mline.value().splitn(3, ' ').nth(2).unwrap_or_default().to_string()
         } else {
             let kept: Vec<&str> = m
                 .formats
@@ -176,12 +166,7 @@ pub(crate) fn stripped_payload_types<'m>(m: &'m super::Media, strip: &[String]) 
                 let (p, enc) = v?.split_once(' ')?;
                 (n == "rtpmap" && p == pt).then(|| enc.split('/').next().unwrap_or(enc).to_string())
             })
-            .or_else(|| {
-                STATIC_NAMES
-                    .iter()
-                    .find(|(p, _)| *p == pt)
-                    .map(|(_, n)| n.to_string())
-            })
+            .or_else(|| STATIC_NAMES.iter().find(|(p, _)| *p == pt).map(|(_, n)| n.to_string()))
     };
     m.formats
         .iter()
@@ -189,9 +174,7 @@ pub(crate) fn stripped_payload_types<'m>(m: &'m super::Media, strip: &[String]) 
         .filter(|pt| {
             let name = name_of(pt);
             strip.iter().any(|c| {
-                c == pt
-                    || c.eq_ignore_ascii_case("all")
-                    || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c))
+                c == pt || c.eq_ignore_ascii_case("all") || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c))
             })
         })
         .collect()

@@ -90,12 +90,7 @@ impl fmt::Display for Value {
 
 /// Builds a dict from string keys.
 pub fn dict<'a>(items: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-    Value::Dict(
-        items
-            .into_iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v))
-            .collect(),
-    )
+    Value::Dict(items.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
 }
 
 /// Decodes exactly one value filling `input`.
@@ -181,8 +176,7 @@ impl Decoder<'_> {
             .iter()
             .position(|&c| c == end)
             .ok_or_else(|| self.err("unterminated number"))?;
-        let text =
-            std::str::from_utf8(&rest[..len]).map_err(|_| self.err("number is not ASCII"))?;
+        let text = std::str::from_utf8(&rest[..len]).map_err(|_| self.err("number is not ASCII"))?;
         let digits = text.strip_prefix('-').unwrap_or(text);
         if digits.is_empty()
             || !digits.bytes().all(|c| c.is_ascii_digit())
@@ -234,12 +228,7 @@ mod tests {
             (b"x", 0),
         ] {
             let e = decode(input).unwrap_err();
-            assert_eq!(
-                e.offset,
-                offset,
-                "{:?}: {e}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(e.offset, offset, "{:?}: {e}", String::from_utf8_lossy(input));
         }
     }
 

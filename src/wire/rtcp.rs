@@ -50,10 +50,7 @@ mod tests {
             validate_compound(&[0x80, 201, 0, 5, 0, 0, 0, 0]),
             Err(WireError::Truncated)
         );
-        assert_eq!(
-            validate_compound(&[0x80, 96, 0, 0]),
-            Err(WireError::NotRtcp)
-        );
+        assert_eq!(validate_compound(&[0x80, 96, 0, 0]), Err(WireError::NotRtcp));
         assert_eq!(validate_compound(&[0x80, 201]), Err(WireError::TooShort));
     }
 

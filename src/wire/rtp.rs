@@ -101,10 +101,7 @@ mod tests {
     #[test]
     fn rejects_bad_headers() {
         assert_eq!(RtpView::parse(&[0x80; 5]).unwrap_err(), WireError::TooShort);
-        assert_eq!(
-            RtpView::parse(&[0x40; 12]).unwrap_err(),
-            WireError::BadVersion
-        );
+        assert_eq!(RtpView::parse(&[0x40; 12]).unwrap_err(), WireError::BadVersion);
         // 15 CSRCs announced in a 12-byte packet.
         let mut b = [0u8; 12];
         b[0] = 0x8f;

@@ -97,12 +97,8 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Queues a command and wakes the worker. Fails only if the worker died.
     pub fn send(&self, cmd: Command) -> Result<(), String> {
-        self.tx
-            .send(cmd)
-            .map_err(|_| "media worker has stopped".to_string())?;
-        self.waker
-            .wake()
-            .map_err(|e| format!("cannot wake media worker: {e}"))
+        self.tx.send(cmd).map_err(|_| "media worker has stopped".to_string())?;
+        self.waker.wake().map_err(|e| format!("cannot wake media worker: {e}"))
     }
 }
 
@@ -125,12 +121,5 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("chorus-media-{index}"))
         .spawn(move || runner::Runner::new(poll, rx, events, c, config).run())?;
-    Ok((
-        WorkerHandle {
-            tx,
-            waker,
-            counters,
-        },
-        thread,
-    ))
+    Ok((WorkerHandle { tx, waker, counters }, thread))
 }

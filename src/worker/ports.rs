@@ -54,11 +54,7 @@ impl PortPool {
         let pick = (0..n)
             .map(|k| (self.cursor + k) % n)
             .find(|&i| !self.used[i] && i % 2 == 1 && self.used[i - 1])
-            .or_else(|| {
-                (0..n)
-                    .map(|k| (self.cursor + k) % n)
-                    .find(|&i| !self.used[i])
-            })?;
+            .or_else(|| (0..n).map(|k| (self.cursor + k) % n).find(|&i| !self.used[i]))?;
         self.used[pick] = true;
         self.free -= 1;
         Some(self.min + pick as u16)

@@ -6,8 +6,7 @@
 //! others, so a flood on one port cannot starve other ports or commands.
 
 use super::{
-    clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec,
-    WorkerConfig, WorkerEvent,
+    clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerEvent,
 };
 use crate::media::relay::{DropReason, RelayStream, Side, StreamKind};
 use crate::metrics::WorkerCounters;
@@ -379,11 +378,7 @@ impl Runner {
             .collect();
         for (key, call_id) in expired {
             if let Some(report) = self.remove(key) {
-                let _ = self.events.send(WorkerEvent::MediaTimeout {
-                    key,
-                    call_id,
-                    report,
-                });
+                let _ = self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
             }
         }
     }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     child: Child,
     pub base: String,
+    /// The ng protocol's UDP address.
+    pub ng: SocketAddr,
     pub port_min: u16,
     pub http: reqwest::Client,
 }
@@ -39,8 +41,13 @@ impl Daemon {
         let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::File::create(logs.join(format!("slot-{slot}.log"))).unwrap();
+        let ng_port = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
             .args(["serve", "--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--ng-listen", &format!("127.0.0.1:{ng_port}")])
             .args(["--port-min", &port_min.to_string()])
             .args(["--port-max", &(port_min + ports - 1).to_string()])
             .args(["--workers", "2"])
@@ -54,6 +61,7 @@ impl Daemon {
         let d = Daemon {
             child,
             base: format!("http://127.0.0.1:{http_port}"),
+            ng: SocketAddr::from(([127, 0, 0, 1], ng_port)),
             port_min,
             http: reqwest::Client::new(),
         };
@@ -81,22 +89,12 @@ impl Daemon {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .delete(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.delete(format!("{}{path}", self.base)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -154,13 +152,7 @@ impl Daemon {
 /// Counts a metric's value in a Prometheus text exposition.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
@@ -190,8 +182,7 @@ impl Peer {
             }
             if let Ok(rtcp) = UdpSocket::bind(format!("{ip}:{}", port + 1)) {
                 for s in [&rtp, &rtcp] {
-                    s.set_read_timeout(Some(Duration::from_millis(300)))
-                        .unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
                 }
                 return Peer {
                     rtp,
@@ -229,8 +220,7 @@ impl Peer {
 
     pub fn send_rtp_from(&mut self, from: &UdpSocket, to: SocketAddr) {
         let mut b = [0u8; 172];
-        chorus::wire::rtp::write_header(&mut b, 0, self.seq, self.seq as u32 * 160, self.ssrc)
-            .unwrap();
+        chorus::wire::rtp::write_header(&mut b, 0, self.seq, self.seq as u32 * 160, self.ssrc).unwrap();
         self.seq = self.seq.wrapping_add(1);
         from.send_to(&b, to).unwrap();
     }
@@ -263,8 +253,7 @@ pub fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
 /// Drains whatever is queued on a socket; returns how many datagrams.
 pub fn drain(sock: &UdpSocket) -> usize {
     let t = sock.read_timeout().unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let n = recv_n(sock, usize::MAX).len();
     sock.set_read_timeout(t).unwrap();
     n
@@ -274,10 +263,7 @@ pub fn drain(sock: &UdpSocket) -> usize {
 pub fn sdp_target(sdp: &str) -> SocketAddr {
     let ip = sdp
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("c=IN IP4 ")
-                .or_else(|| l.strip_prefix("c=IN IP6 "))
-        })
+        .find_map(|l| l.strip_prefix("c=IN IP4 ").or_else(|| l.strip_prefix("c=IN IP6 ")))
         .expect("c= line");
     let port: u16 = sdp
         .lines()
@@ -292,4 +278,44 @@ pub fn sdp_target(sdp: &str) -> SocketAddr {
 pub fn sdp_rtcp_port(sdp: &str) -> Option<u16> {
     sdp.lines()
         .find_map(|l| l.strip_prefix("a=rtcp:")?.split(' ').next()?.parse().ok())
+}
+
+/// Sends one ng message over UDP and returns the reply's dictionary.
+pub fn ng(d: &Daemon, cookie: &str, msg: &chorus::wire::bencode::Value) -> chorus::wire::bencode::Value {
+    let raw = ng_raw(d, format!("{cookie} {msg}").as_bytes());
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (c, body) = text.split_once(' ').expect("reply has a cookie");
+    assert_eq!(c, cookie);
+    chorus::wire::bencode::decode(body.as_bytes()).expect("reply is bencode")
+}
+
+pub fn ng_raw(d: &Daemon, bytes: &[u8]) -> Vec<u8> {
+    ng_raw_from(&UdpSocket::bind("127.0.0.1:0").unwrap(), d, bytes)
+}
+
+/// As a proxy does: one socket, so retransmissions come from the same address.
+pub fn ng_raw_from(s: &UdpSocket, d: &Daemon, bytes: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(bytes, d.ng).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.recv(&mut buf).expect("ng reply within 2 s");
+    buf.truncate(n);
+    buf
+}
+
+/// An ng dictionary from string pairs; values starting with `[` are lists.
+pub fn ngd(items: &[(&str, &str)]) -> chorus::wire::bencode::Value {
+    use chorus::wire::bencode::Value;
+    Value::Dict(
+        items
+            .iter()
+            .map(|(k, v)| {
+                let v = match v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+                    Some(list) => Value::List(list.split(',').filter(|s| !s.is_empty()).map(Value::str).collect()),
+                    None => Value::str(v),
+                };
+                (k.as_bytes().to_vec(), v)
+            })
+            .collect(),
+    )
 }

@@ -1,0 +1,578 @@
+//! rtpengine's "ng" control protocol, so that Kamailio's and OpenSIPS's
+//! `rtpengine` modules drive chorus unchanged. A message is
+//! `<cookie> <bencoded dictionary>`; the reply carries the same cookie.
+//! Commands translate into the same calls as the HTTP API (`calls`).
+
+use super::calls::{self, CallSnapshot, Sdpop};
+pub use super::ng_cookie::CookieCache;
+use super::ng_cookie::Lookup;
+use super::{lock, State};
+use crate::error::Error;
+use crate::session::{MuxOption, Options};
+use crate::wire::bencode::{self, dict, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Keys chorus reads; anything else gets a `warning`, as rtpengine does.
+const KNOWN_KEYS: &[&str] = &[
+    "command",
+    "call-id",
+    "from-tag",
+    "to-tag",
+    "via-branch",
+    "sdp",
+    "flags",
+    "replace",
+    "ICE",
+    "rtcp-mux",
+    "direction",
+    "received-from",
+    "media-address",
+    "address-family",
+    "label",
+    "transport-protocol",
+    "codec",
+    "record-call",
+    "limit",
+];
+
+/// A reply in the making: the dictionary and the warnings gathered.
+struct Reply {
+    items: Vec<(&'static str, Value)>,
+    warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok() -> Self {
+        Reply {
+            items: vec![("result", Value::str("ok"))],
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The ng front door, over UDP or HTTP.
+pub struct Ng<'a> {
+    pub state: &'a State,
+}
+
+impl Ng<'_> {
+    /// Handles one message from `peer` (`None` over HTTP). Returns the reply
+    /// to send, or `None` to stay silent (a retransmission still running, or
+    /// a message without a cookie, which cannot be answered).
+    pub async fn handle(&self, message: &[u8], peer: Option<SocketAddr>) -> Option<Vec<u8>> {
+        let Some(space) = message.iter().position(|&b| b == b' ') else {
+            tracing::warn!(?peer, "ng message without a cookie dropped");
+            self.state
+                .metrics
+                .requests
+                .with_label_values(&["ng", "no_cookie"])
+                .inc();
+            return None;
+        };
+        let (cookie, body) = (&message[..space], &message[space + 1..]);
+        let mut key = cookie.to_vec();
+        if let Some(p) = peer {
+            key.extend_from_slice(p.to_string().as_bytes());
+        }
+        match lock(&self.state.ng_cookies).begin(&key, Instant::now()) {
+            Lookup::Done(reply) => {
+                self.state
+                    .metrics
+                    .requests
+                    .with_label_values(&["ng", "retransmission"])
+                    .inc();
+                return Some(reply.to_vec());
+            }
+            Lookup::InFlight => return None,
+            Lookup::New => {}
+        }
+        let parsed = match bencode::decode(body) {
+            Ok(v @ Value::Dict(_)) => Ok(v),
+            Ok(_) => Err(Error::BadRequest("ng message is not a dictionary".into())),
+            Err(e) => Err(Error::BadRequest(e.to_string())),
+        };
+        let reply = match parsed {
+            Ok(d) => self.command(&d).await,
+            Err(e) => {
+                self.state.metrics.requests.with_label_values(&["ng", e.code()]).inc();
+                tracing::warn!(?peer, error = %e, "malformed ng message");
+                Err(e)
+            }
+        };
+        let value = match reply {
+            Ok(r) => {
+                let mut items = r.items;
+                if !r.warnings.is_empty() {
+                    items.push(("warning", Value::str(&r.warnings.join("; "))));
+                }
+                dict_of(items)
+            }
+            Err(e) => dict([
+                ("result", Value::str("error")),
+                ("error-reason", Value::str(&e.to_string())),
+            ]),
+        };
+        let mut out = cookie.to_vec();
+        out.push(b' ');
+        value.encode(&mut out);
+        let out = Arc::new(out);
+        lock(&self.state.ng_cookies).finish(&key, Instant::now(), out.clone());
+        Some(out.to_vec())
+    }
+
+    async fn command(&self, d: &Value) -> Result<Reply, Error> {
+        let command = str_of(d, "command")?.ok_or_else(|| Error::BadRequest("no `command`".into()))?;
+        let call_id = str_of(d, "call-id")?.unwrap_or("");
+        let endpoint = match command {
+            "ping" => "ng:ping",
+            "offer" => "ng:offer",
+            "answer" => "ng:answer",
+            "delete" => "ng:delete",
+            "query" => "ng:query",
+            "list" => "ng:list",
+            "statistics" => "ng:statistics",
+            _ => {
+                self.state
+                    .metrics
+                    .requests
+                    .with_label_values(&["ng", "unknown_command"])
+                    .inc();
+                return Err(Error::NotImplemented(format!(
+                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics)"
+                )));
+            }
+        };
+        super::instrument(self.state, endpoint, call_id, async {
+            let mut reply = Reply::ok();
+            reply.warnings.extend(unknown_keys(d));
+            match command {
+                "ping" => reply.items = vec![("result", Value::str("pong"))],
+                "offer" | "answer" => {
+                    let call_id = required(d, "call-id")?;
+                    let from_tag = required(d, "from-tag")?;
+                    let sdp = required(d, "sdp")?;
+                    let opts = self.options(d, &mut reply.warnings)?;
+                    let op = match command {
+                        "offer" => Sdpop::Offer,
+                        _ => Sdpop::Answer {
+                            to_tag: required(d, "to-tag")?,
+                        },
+                    };
+                    let out = calls::negotiate(self.state, call_id, from_tag, op, sdp, &opts).await?;
+                    reply.items.push(("sdp", Value::str(&out)));
+                }
+                "delete" => {
+                    let call_id = required(d, "call-id")?;
+                    let snap = calls::delete(self.state, call_id, str_of(d, "from-tag")?).await?;
+                    reply.items.extend(call_items(&snap));
+                }
+                "query" => {
+                    let snap = calls::query(self.state, required(d, "call-id")?).await?;
+                    reply.items.extend(call_items(&snap));
+                }
+                "list" => {
+                    let limit = match d.get("limit") {
+                        Some(Value::Int(n)) if *n > 0 => *n as usize,
+                        Some(Value::Bytes(b)) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(32),
+                        _ => 32,
+                    };
+                    let ids = calls::list_ids(self.state, 0, limit);
+                    reply
+                        .items
+                        .push(("calls", Value::List(ids.iter().map(|i| Value::str(i)).collect())));
+                }
+                "statistics" => reply.items.push(("statistics", self.statistics())),
+                _ => unreachable!("filtered above"),
+            }
+            Ok(reply)
+        })
+        .await
+    }
+
+    /// Translates ng keys and flags into offer/answer options.
+    fn options(&self, d: &Value, warnings: &mut Vec<String>) -> Result<Options, Error> {
+        let state = self.state;
+        let mut o = Options::default();
+        for flag in strings(d, "flags")? {
+            match flag.to_ascii_lowercase().as_str() {
+                // chorus's behaviour already: trusts SDP addresses, latches
+                // symmetrically to the exact source, drops other sources.
+                "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
+                "sip-source-address" => o.sip_source_address = true,
+                "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
+                "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),
+                other => warnings.push(format!("unknown flag `{other}` ignored")),
+            }
+        }
+        for r in strings(d, "replace")? {
+            match r.as_str() {
+                "origin" => o.replace_origin = true,
+                "session-connection" | "session connection" => {} // always done
+                other => warnings.push(format!("unknown replace `{other}` ignored")),
+            }
+        }
+        match str_of(d, "ICE")? {
+            None | Some("default") => {}
+            Some("remove") => o.remove_ice = true,
+            Some(other) => {
+                return Err(Error::NotImplemented(format!(
+                    "ICE={other} is not supported: chorus is not an ICE agent (use ICE=remove)"
+                )))
+            }
+        }
+        for m in strings(d, "rtcp-mux")? {
+            o.rtcp_mux = Some(match m.as_str() {
+                "offer" => MuxOption::Offer,
+                "demux" => MuxOption::Demux,
+                "accept" => MuxOption::Accept,
+                "reject" => MuxOption::Reject,
+                other => return Err(Error::BadRequest(format!("unknown rtcp-mux value `{other}`"))),
+            });
+        }
+        let dir = strings(d, "direction")?;
+        let iface = |name: &str| {
+            state
+                .interface_index(name)
+                .ok_or_else(|| Error::BadRequest(format!("no interface named `{name}` in direction")))
+        };
+        if let Some(n) = dir.first() {
+            o.from_interface = Some(iface(n)?);
+        }
+        if let Some(n) = dir.get(1) {
+            o.to_interface = Some(iface(n)?);
+        }
+        o.received_from = match d.get("received-from") {
+            None => None,
+            Some(v) => {
+                let parts = list_of_strings(v, "received-from")?;
+                let addr = parts
+                    .last()
+                    .ok_or_else(|| Error::BadRequest("empty received-from".into()))?;
+                Some(
+                    addr.parse()
+                        .map_err(|_| Error::BadRequest(format!("received-from `{addr}` is not an IP")))?,
+                )
+            }
+        };
+        if let Some(a) = str_of(d, "media-address")? {
+            let ip: IpAddr = a
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("media-address `{a}` is not an IP")))?;
+            o.media_address = Some(ip);
+        }
+        if let Some(family) = str_of(d, "address-family")? {
+            let want_v6 = match family {
+                "IP4" => false,
+                "IP6" => true,
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "address-family `{other}` is neither IP4 nor IP6"
+                    )))
+                }
+            };
+            let idx = o.to_interface.unwrap_or(0);
+            if state.advertise[idx].is_ipv6() != want_v6 {
+                return Err(Error::BadRequest(format!(
+                    "address-family {family} asked, but interface `{}` is {}",
+                    state.interfaces[idx].name,
+                    if want_v6 { "IPv4" } else { "IPv6" }
+                )));
+            }
+        }
+        o.label = str_of(d, "label")?.map(str::to_string);
+        if let Some(tp) = str_of(d, "transport-protocol")? {
+            let sdp = required(d, "sdp")?;
+            let offered: Vec<&str> = sdp
+                .lines()
+                .filter_map(|l| l.strip_prefix("m=")?.split(' ').nth(2))
+                .collect();
+            if offered.iter().any(|p| *p != tp) {
+                return Err(Error::NotImplemented(format!(
+                    "transport-protocol {tp} is not supported yet: chorus relays media in the protocol offered ({})",
+                    offered.join(", ")
+                )));
+            }
+        }
+        if let Some(codec) = d.get("codec") {
+            for key in ["strip", "mask"] {
+                if let Some(v) = codec.get(key) {
+                    o.strip_codecs.extend(list_of_strings(v, key)?);
+                }
+            }
+            for key in ["offer", "transcode", "accept", "consume"] {
+                if codec.get(key).is_some() {
+                    return Err(Error::NotImplemented(format!(
+                        "codec-{key} needs transcoding, which chorus does not do yet"
+                    )));
+                }
+            }
+        }
+        if let Some(r) = str_of(d, "record-call")? {
+            if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
+                warnings.push("record-call is not supported: the call is not recorded".into());
+            }
+        }
+        Ok(o)
+    }
+
+    /// rtpengine's `statistics` reply, the parts chorus can fill truthfully.
+    fn statistics(&self) -> Value {
+        let s = self.state;
+        let sum = |f: fn(&crate::metrics::WorkerCounters) -> &std::sync::atomic::AtomicU64| -> i64 {
+            s.workers.iter().map(|w| f(&w.counters).load(Relaxed)).sum::<u64>() as i64
+        };
+        let packets = sum(|c| &c.packets_relayed);
+        let bytes = sum(|c| &c.bytes_relayed);
+        let errors: i64 = s
+            .workers
+            .iter()
+            .map(|w| w.counters.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>())
+            .sum::<u64>() as i64;
+        let (pr, br, er) = lock(&s.ng_rates).sample(Instant::now(), packets, bytes, errors);
+        let calls = s.call_count() as i64;
+        dict([
+            (
+                "currentstatistics",
+                dict([
+                    ("sessionsown", Value::Int(calls)),
+                    ("sessionsforeign", Value::Int(0)),
+                    ("sessionstotal", Value::Int(calls)),
+                    ("transcodedmedia", Value::Int(0)),
+                    ("packetrate", Value::Int(pr)),
+                    ("byterate", Value::Int(br)),
+                    ("errorrate", Value::Int(er)),
+                ]),
+            ),
+            (
+                "totalstatistics",
+                dict([
+                    ("uptime", Value::str(&s.started.elapsed().as_secs().to_string())),
+                    (
+                        "managedsessions",
+                        Value::Int(s.metrics.call_seconds.get_sample_count() as i64 + calls),
+                    ),
+                    ("timeoutsessions", Value::Int(s.metrics.calls_timed_out.get() as i64)),
+                    ("relayedpackets", Value::Int(packets)),
+                    ("relayedbytes", Value::Int(bytes)),
+                    ("relayedpacketerrors", Value::Int(errors)),
+                ]),
+            ),
+        ])
+    }
+}
+
+/// Rates between two `statistics` requests (per second).
+#[derive(Default)]
+pub struct Rates {
+    last: Option<(Instant, i64, i64, i64)>,
+}
+
+impl Rates {
+    fn sample(&mut self, now: Instant, p: i64, b: i64, e: i64) -> (i64, i64, i64) {
+        let r = match self.last {
+            Some((t, p0, b0, e0)) if now > t => {
+                let dt = now.duration_since(t).as_secs_f64();
+                let rate = |x: i64, x0: i64| ((x - x0) as f64 / dt).round() as i64;
+                (rate(p, p0), rate(b, b0), rate(e, e0))
+            }
+            _ => (0, 0, 0),
+        };
+        self.last = Some((now, p, b, e));
+        r
+    }
+}
+
+fn dict_of(items: Vec<(&'static str, Value)>) -> Value {
+    dict(items)
+}
+
+fn unknown_keys(d: &Value) -> Option<String> {
+    let Value::Dict(items) = d else { return None };
+    let unknown: Vec<String> = items
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).to_string())
+        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+        .collect();
+    (!unknown.is_empty()).then(|| format!("unknown keys ignored: {}", unknown.join(", ")))
+}
+
+fn str_of<'a>(d: &'a Value, key: &str) -> Result<Option<&'a str>, Error> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| Error::BadRequest(format!("`{key}` must be a UTF-8 string"))),
+    }
+}
+
+fn required<'a>(d: &'a Value, key: &str) -> Result<&'a str, Error> {
+    str_of(d, key)?.ok_or_else(|| Error::BadRequest(format!("missing `{key}`")))
+}
+
+/// A key whose value is a list of strings (or one string).
+fn strings(d: &Value, key: &str) -> Result<Vec<String>, Error> {
+    match d.get(key) {
+        None => Ok(Vec::new()),
+        Some(v) => list_of_strings(v, key),
+    }
+}
+
+fn list_of_strings(v: &Value, key: &str) -> Result<Vec<String>, Error> {
+    let bad = || Error::BadRequest(format!("`{key}` must be a list of strings"));
+    match v {
+        Value::Bytes(_) => Ok(vec![v.as_str().ok_or_else(bad)?.to_string()]),
+        Value::List(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+/// rtpengine's shape of a call in `query` and `delete` replies: per tag,
+/// medias and streams with `stats`, and `totals`, which Kamailio's
+/// `$rtpstat` reads.
+fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let created = snap.created_unix();
+    let mut totals = [[0i64; 3]; 2]; // [RTP, RTCP] x [packets, bytes, errors]
+    let mut tags = Vec::new();
+    for (i, leg) in snap.session.legs.iter().enumerate() {
+        let Some(tag) = &leg.tag else { continue };
+        let mut medias = Vec::new();
+        for (si, st) in snap.session.streams.iter().enumerate() {
+            let Some(side) = snap.report.streams.get(si).map(|r| &r.sides[i]) else {
+                continue;
+            };
+            let stats = &side.side;
+            totals[0][0] += stats.rtp.packets as i64;
+            totals[0][1] += stats.rtp.bytes as i64;
+            totals[0][2] += stats.dropped as i64;
+            totals[1][0] += stats.rtcp_packets as i64;
+            totals[1][1] += stats.rtcp_bytes as i64;
+            let last = stats.rtp.idle_s.map(|idle| now_unix - idle as i64).unwrap_or(0);
+            let endpoint = |a: Option<SocketAddr>| match a {
+                Some(a) => dict([
+                    ("family", Value::str(if a.is_ipv6() { "IPv6" } else { "IPv4" })),
+                    ("address", Value::str(&a.ip().to_string())),
+                    ("port", Value::Int(a.port() as i64)),
+                ]),
+                None => dict([]),
+            };
+            let stream = |local: Option<SocketAddr>, peer: Option<SocketAddr>, rtcp: bool, packets: u64, bytes: u64| {
+                let mut flags = vec![Value::str(if rtcp { "RTCP" } else { "RTP" })];
+                if peer.is_some() {
+                    flags.push(Value::str("filled"));
+                }
+                if stats.latched && !rtcp {
+                    flags.push(Value::str("confirmed"));
+                }
+                dict([
+                    ("local port", Value::Int(local.map(|a| a.port() as i64).unwrap_or(0))),
+                    (
+                        "local address",
+                        Value::str(&local.map(|a| a.ip().to_string()).unwrap_or_default()),
+                    ),
+                    (
+                        "family",
+                        Value::str(if local.is_some_and(|a| a.is_ipv6()) {
+                            "IPv6"
+                        } else {
+                            "IPv4"
+                        }),
+                    ),
+                    ("endpoint", endpoint(peer)),
+                    ("advertised endpoint", endpoint(peer)),
+                    ("last packet", Value::Int(last)),
+                    ("flags", Value::List(flags)),
+                    (
+                        "stats",
+                        dict([
+                            ("packets", Value::Int(packets as i64)),
+                            ("bytes", Value::Int(bytes as i64)),
+                            ("errors", Value::Int(if rtcp { 0 } else { stats.dropped as i64 })),
+                        ]),
+                    ),
+                ])
+            };
+            let mut streams = vec![stream(
+                side.local_rtp,
+                stats.peer_rtp,
+                false,
+                stats.rtp.packets,
+                stats.rtp.bytes,
+            )];
+            if side.local_rtcp.is_some() {
+                streams.push(stream(
+                    side.local_rtcp,
+                    stats.peer_rtcp,
+                    true,
+                    stats.rtcp_packets,
+                    stats.rtcp_bytes,
+                ));
+            }
+            medias.push(dict([
+                ("index", Value::Int(si as i64 + 1)),
+                ("type", Value::str(&st.media)),
+                ("streams", Value::List(streams)),
+                ("stats", dict([("lost", Value::Int(stats.rtp.lost as i64))])),
+            ]));
+        }
+        let mut t = vec![
+            ("tag", Value::str(tag)),
+            ("created", Value::Int(created as i64)),
+            ("medias", Value::List(medias)),
+        ];
+        if let Some(l) = &leg.label {
+            t.push(("label", Value::str(l)));
+        }
+        tags.push((tag.as_bytes().to_vec(), dict(t)));
+    }
+    let block = |t: [i64; 3]| {
+        dict([
+            ("packets", Value::Int(t[0])),
+            ("bytes", Value::Int(t[1])),
+            ("errors", Value::Int(t[2])),
+        ])
+    };
+    vec![
+        ("created", Value::Int(created as i64)),
+        ("created_us", Value::Int(((created.fract()) * 1e6) as i64)),
+        ("last signal", Value::Int(now_unix)),
+        ("tags", Value::Dict(tags)),
+        ("totals", dict([("RTP", block(totals[0])), ("RTCP", block(totals[1]))])),
+    ]
+}
+
+/// Serves ng over UDP until the socket fails. Each message runs in its own
+/// task, so a slow command never holds up others (the proxy waits 1 s).
+pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
+    let socket = Arc::new(socket);
+    // Largest UDP datagram: an ng offer with a big SDP still fits.
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "ng socket receive failed");
+                continue;
+            }
+        };
+        let message = buf[..n].to_vec();
+        let (state, socket) = (state.clone(), socket.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = (Ng { state: &state }).handle(&message, Some(peer)).await {
+                if let Err(e) = socket.send_to(&reply, peer).await {
+                    tracing::warn!(%peer, error = %e, "ng reply not sent");
+                }
+            }
+        });
+    }
+}

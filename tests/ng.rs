@@ -1,0 +1,353 @@
+//! rtpengine's ng protocol over UDP and HTTP: commands, flags, retransmissions,
+//! malformed input.
+
+mod common;
+use chorus::wire::bencode::{self, Value};
+use common::*;
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no `{key}` in {v}"))
+}
+
+fn int(v: &Value, path: &[&str]) -> i64 {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k).unwrap_or_else(|| panic!("no `{k}` in {v}"));
+    }
+    match cur {
+        Value::Int(i) => *i,
+        other => panic!("{other} is not an integer"),
+    }
+}
+
+#[tokio::test]
+async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
+    let d = Daemon::start(30, &[]).await;
+    assert_eq!(s(&ng(&d, "c1", &ngd(&[("command", "ping")])), "result"), "pong");
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let offer = ng(
+        &d,
+        "c2",
+        &ngd(&[
+            ("command", "offer"),
+            ("call-id", "k1"),
+            ("from-tag", "fa"),
+            ("sdp", &a.sdp()),
+            ("label", "caller"),
+        ]),
+    );
+    assert_eq!(s(&offer, "result"), "ok", "{offer}");
+    let answer = ng(
+        &d,
+        "c3",
+        &ngd(&[
+            ("command", "answer"),
+            ("call-id", "k1"),
+            ("from-tag", "fa"),
+            ("to-tag", "tb"),
+            ("sdp", &b.sdp()),
+        ]),
+    );
+    assert_eq!(s(&answer, "result"), "ok", "{answer}");
+    let (to_a, to_b) = (sdp_target(s(&answer, "sdp")), sdp_target(s(&offer, "sdp")));
+    for _ in 0..5 {
+        a.send_rtp(to_a);
+    }
+    b.send_rtp(to_b);
+    assert_eq!(recv_n(&b.rtp, 5).len(), 5);
+    assert_eq!(recv_n(&a.rtp, 1).len(), 1);
+
+    let q = ng(&d, "c4", &ngd(&[("command", "query"), ("call-id", "k1")]));
+    assert_eq!(s(&q, "result"), "ok");
+    assert_eq!(int(&q, &["totals", "RTP", "packets"]), 6, "{q}");
+    let fa = q.get("tags").unwrap().get("fa").unwrap();
+    assert_eq!(s(fa, "label"), "caller");
+    let Some(Value::List(medias)) = fa.get("medias") else {
+        panic!("{q}")
+    };
+    let Some(Value::List(streams)) = medias[0].get("streams") else {
+        panic!("{q}")
+    };
+    assert_eq!(int(&streams[0], &["local port"]), to_a.port() as i64);
+    assert_eq!(int(&streams[0], &["stats", "packets"]), 5);
+    assert_eq!(int(&streams[0], &["endpoint", "port"]), a.addr().port() as i64);
+
+    let list = ng(&d, "c5", &ngd(&[("command", "list")]));
+    assert_eq!(list.get("calls"), Some(&Value::List(vec![Value::str("k1")])));
+    // Both front doors see the same call.
+    let (status, http) = d.get("/v1/calls/k1").await;
+    assert_eq!(status, 200);
+    assert_eq!(http["legs"][0]["streams"][0]["stats"]["rtp"]["packets"], 5);
+
+    let stats = ng(&d, "c6", &ngd(&[("command", "statistics")]));
+    assert_eq!(int(&stats, &["statistics", "currentstatistics", "sessionsown"]), 1);
+    assert_eq!(int(&stats, &["statistics", "totalstatistics", "relayedpackets"]), 6);
+
+    let del = ng(
+        &d,
+        "c7",
+        &ngd(&[("command", "delete"), ("call-id", "k1"), ("from-tag", "fa")]),
+    );
+    assert_eq!(s(&del, "result"), "ok");
+    assert_eq!(int(&del, &["totals", "RTP", "packets"]), 6);
+    let gone = ng(&d, "c8", &ngd(&[("command", "query"), ("call-id", "k1")]));
+    assert_eq!(s(&gone, "result"), "error");
+    assert_eq!(s(&gone, "error-reason"), "no call `k1`");
+}
+
+#[tokio::test]
+async fn retransmitted_commands_get_the_cached_reply_and_run_once() {
+    let d = Daemon::start(31, &[]).await;
+    let a = Peer::new("127.0.0.1");
+    let msg = ngd(&[
+        ("command", "offer"),
+        ("call-id", "r1"),
+        ("from-tag", "fa"),
+        ("sdp", &a.sdp()),
+    ]);
+    let proxy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let first = ng_raw_from(&proxy, &d, format!("same {msg}").as_bytes());
+    let again = ng_raw_from(&proxy, &d, format!("same {msg}").as_bytes());
+    assert_eq!(first, again, "byte-identical reply");
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(&m, "chorus_control_requests_total{endpoint=\"ng:offer\",result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "chorus_control_requests_total{endpoint=\"ng\",result=\"retransmission\"}"
+        ),
+        1.0
+    );
+    // One offer took one port pair (facing the callee), not two.
+    assert_eq!(
+        metric(&m, "chorus_ports_free{interface=\"default\"}"),
+        (PORTS_PER_SLOT - 2) as f64
+    );
+    // A new cookie is a new command.
+    let other = ng(&d, "other", &msg);
+    assert_eq!(s(&other, "result"), "ok");
+}
+
+#[tokio::test]
+async fn malformed_messages_get_precise_errors_and_nothing_breaks() {
+    let d = Daemon::start(32, &[]).await;
+    let reply = |raw: &[u8]| String::from_utf8_lossy(&ng_raw(&d, raw)).to_string();
+    let r = reply(b"x1 d7:command4:pinge");
+    assert!(r.starts_with("x1 "), "{r}");
+    let r = reply(b"x2 d7:command");
+    assert!(
+        r.contains("error-reason") && r.contains("malformed bencode at byte 10"),
+        "{r}"
+    );
+    let r = reply(b"x3 li1ee");
+    assert!(r.contains("not a dictionary"), "{r}");
+    // 32,000 nested lists in one datagram (crashes rtpengine 10.5).
+    let mut bomb = b"x4 ".to_vec();
+    bomb.extend(std::iter::repeat_n(b'l', 32_000));
+    bomb.extend(std::iter::repeat_n(b'e', 32_000));
+    let r = reply(&bomb);
+    assert!(r.contains("nested deeper than 16 levels"), "{r}");
+    let e = ng(&d, "x5", &ngd(&[("command", "bogus")]));
+    assert!(s(&e, "error-reason").contains("unknown or unsupported command `bogus`"));
+    let e = ng(
+        &d,
+        "x6",
+        &ngd(&[("command", "offer"), ("from-tag", "a"), ("sdp", "v=0")]),
+    );
+    assert_eq!(s(&e, "error-reason"), "missing `call-id`");
+    let e = ng(
+        &d,
+        "x7",
+        &ngd(&[
+            ("command", "offer"),
+            ("call-id", "m"),
+            ("from-tag", "a"),
+            ("sdp", "v=0\r\nhello\r\n"),
+        ]),
+    );
+    assert!(s(&e, "error-reason").starts_with("SDP line 2 `hello`"), "{e}");
+    let e = ng(
+        &d,
+        "x8",
+        &ngd(&[
+            ("command", "answer"),
+            ("call-id", "none"),
+            ("from-tag", "a"),
+            ("to-tag", "b"),
+            ("sdp", "v=0"),
+        ]),
+    );
+    assert_eq!(s(&e, "result"), "error");
+    let e = ng(&d, "x9", &ngd(&[("command", "delete"), ("call-id", "none")]));
+    assert_eq!(s(&e, "error-reason"), "no call `none`");
+    // Still serving, over both doors.
+    assert_eq!(s(&ng(&d, "x10", &ngd(&[("command", "ping")])), "result"), "pong");
+    assert_eq!(d.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn flags_and_keys_shape_the_rewritten_sdp() {
+    let d = Daemon::start(33, &[]).await;
+    let a = Peer::new("127.0.0.1");
+    let base = a
+        .sdp_with(
+            "127.0.0.1",
+            "a=rtpmap:8 PCMA/8000\r\na=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 10.0.0.1 4000 typ host\r\n",
+        )
+        .replace("RTP/AVP 0 101", "RTP/AVP 0 8 101");
+    let offer = |cookie: &str, id: &str, extra: &[(&str, &str)]| {
+        let mut items = vec![
+            ("command", "offer"),
+            ("call-id", id),
+            ("from-tag", "fa"),
+            ("sdp", base.as_str()),
+        ];
+        items.extend_from_slice(extra);
+        ng(&d, cookie, &ngd(&items))
+    };
+    // ICE removal, codec strip, origin replacement, rtcp-mux offer.
+    let r = offer(
+        "f1",
+        "f1",
+        &[
+            ("ICE", "remove"),
+            ("replace", "[origin]"),
+            ("rtcp-mux", "[offer]"),
+            ("flags", "[trust-address,symmetric]"),
+        ],
+    );
+    let sdp = s(&r, "sdp");
+    assert!(!sdp.contains("a=ice-ufrag") && !sdp.contains("a=candidate"), "{sdp}");
+    assert!(sdp.contains("o=phone 1000 1000 IN IP4 127.0.0.1\r\n"), "{sdp}");
+    assert!(sdp.contains("a=rtcp-mux\r\n"));
+    assert!(r.get("warning").is_none(), "{r}");
+    let mut codec = ngd(&[
+        ("command", "offer"),
+        ("call-id", "f2"),
+        ("from-tag", "fa"),
+        ("sdp", &base),
+    ]);
+    if let Value::Dict(items) = &mut codec {
+        items.push((b"codec".to_vec(), ngd(&[("strip", "[PCMA,101]")])));
+    }
+    let r = ng(&d, "f2", &codec);
+    let sdp = s(&r, "sdp");
+    assert!(sdp.contains(" RTP/AVP 0\r\n"), "{sdp}");
+    assert!(!sdp.contains("PCMA") && !sdp.contains("telephone-event"), "{sdp}");
+    // Unknown keys and flags and record-call: warnings, not errors.
+    let r = offer(
+        "f3",
+        "f3",
+        &[("flags", "[fancy-flag]"), ("no-such-key", "1"), ("record-call", "yes")],
+    );
+    assert_eq!(s(&r, "result"), "ok");
+    let w = s(&r, "warning");
+    assert!(
+        w.contains("no-such-key") && w.contains("fancy-flag") && w.contains("record-call is not supported"),
+        "{w}"
+    );
+    // What chorus cannot do is an error that says so.
+    let r = offer("f4", "f4", &[("ICE", "force")]);
+    assert!(s(&r, "error-reason").contains("not an ICE agent"), "{r}");
+    let r = offer("f5", "f5", &[("transport-protocol", "RTP/SAVPF")]);
+    assert!(
+        s(&r, "error-reason").contains("transport-protocol RTP/SAVPF is not supported yet"),
+        "{r}"
+    );
+    let r = offer("f6", "f6", &[("direction", "[default,dmz]")]);
+    assert!(s(&r, "error-reason").contains("no interface named `dmz`"), "{r}");
+    let r = offer("f7", "f7", &[("address-family", "IP6")]);
+    assert!(s(&r, "error-reason").contains("address-family IP6"), "{r}");
+    let r = offer("f8", "f8", &[("media-address", "198.51.100.9")]);
+    assert!(s(&r, "sdp").contains("c=IN IP4 198.51.100.9\r\n"));
+    let r = offer(
+        "f9",
+        "f9",
+        &[("transport-protocol", "RTP/AVP"), ("direction", "[default,default]")],
+    );
+    assert_eq!(s(&r, "result"), "ok", "{r}");
+}
+
+#[tokio::test]
+async fn received_from_and_sip_source_address_serve_natted_phones() {
+    let d = Daemon::start(34, &[]).await;
+    let (mut a, b) = (Peer::new("127.0.0.3"), Peer::new("127.0.0.1"));
+    // The phone's SDP shows its private address; the SIP source is 127.0.0.3.
+    let sdp = a.sdp_with("10.1.2.3", "");
+    let mut msg = ngd(&[
+        ("command", "offer"),
+        ("call-id", "n"),
+        ("from-tag", "fa"),
+        ("sdp", &sdp),
+        ("flags", "[SIP-source-address]"),
+    ]);
+    if let Value::Dict(items) = &mut msg {
+        items.push((
+            b"received-from".to_vec(),
+            Value::List(vec![Value::str("IP4"), Value::str("127.0.0.3")]),
+        ));
+    }
+    let offer = ng(&d, "n1", &msg);
+    assert_eq!(s(&offer, "result"), "ok", "{offer}");
+    let answer = ng(
+        &d,
+        "n2",
+        &ngd(&[
+            ("command", "answer"),
+            ("call-id", "n"),
+            ("from-tag", "fa"),
+            ("to-tag", "tb"),
+            ("sdp", &b.sdp()),
+        ]),
+    );
+    let (to_a, to_b) = (sdp_target(s(&answer, "sdp")), sdp_target(s(&offer, "sdp")));
+    // B's media goes to the SIP source address before A has sent anything.
+    let mut b = b;
+    b.send_rtp(to_b);
+    assert_eq!(
+        recv_n(&a.rtp, 1).len(),
+        1,
+        "media reaches the phone at its public address"
+    );
+    a.send_rtp(to_a);
+    assert_eq!(recv_n(&b.rtp, 1).len(), 1);
+}
+
+#[tokio::test]
+async fn ng_over_http_behaves_like_udp() {
+    let d = Daemon::start(35, &[]).await;
+    let a = Peer::new("127.0.0.1");
+    let msg = ngd(&[
+        ("command", "offer"),
+        ("call-id", "h"),
+        ("from-tag", "fa"),
+        ("sdp", &a.sdp()),
+    ]);
+    let r = d
+        .http
+        .post(format!("{}/ng", d.base))
+        .body(format!("hc1 {msg}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.bytes().await.unwrap();
+    let (cookie, rest) = body.split_at(4);
+    assert_eq!(cookie, b"hc1 ");
+    let v = bencode::decode(rest).unwrap();
+    assert_eq!(s(&v, "result"), "ok");
+    assert!(s(&v, "sdp").contains("m=audio "));
+    let r = d
+        .http
+        .post(format!("{}/ng", d.base))
+        .body("no-space")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
