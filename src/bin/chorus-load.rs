@@ -50,6 +50,21 @@ struct Args {
     /// Label for the report line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Control-plane mode: run this many offer+answer+delete set-ups, no media.
+    #[arg(long)]
+    setups: Option<usize>,
+    /// Control protocol towards chorus in set-up mode (rtpengine: always ng).
+    #[arg(long, value_enum, default_value = "ng")]
+    proto: Proto,
+    /// Set-ups in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+enum Proto {
+    Ng,
+    Http,
 }
 
 const PACKET: usize = 172;
@@ -57,6 +72,9 @@ const LAT_BUCKETS_US: usize = 200_000;
 
 fn main() {
     let args = Args::parse();
+    if let Some(n) = args.setups {
+        return setup_rate(&args, n);
+    }
     let base = Instant::now();
     let side = |n: usize| -> Vec<std::net::UdpSocket> {
         (0..n)
@@ -330,7 +348,13 @@ fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAd
 
 /// One ng request with string values; returns the reply's `sdp` (or "").
 fn ng_request(ng: SocketAddr, kv: &[(&str, &str)]) -> String {
-    let mut msg = format!("{:08x} d", rand_cookie()).into_bytes();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    ng_request_on(&s, ng, kv)
+}
+
+/// One ng request on `s`; returns the reply's `sdp` (or "").
+fn ng_request_on(s: &std::net::UdpSocket, ng: SocketAddr, kv: &[(&str, &str)]) -> String {
+    let mut msg = format!("{} d", next_cookie()).into_bytes();
     let mut sorted = kv.to_vec();
     sorted.sort();
     for (k, v) in sorted {
@@ -338,7 +362,6 @@ fn ng_request(ng: SocketAddr, kv: &[(&str, &str)]) -> String {
         msg.extend(v.bytes());
     }
     msg.push(b'e');
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.send_to(&msg, ng).unwrap();
     let mut buf = vec![0u8; 65536];
@@ -359,14 +382,121 @@ fn ng_request(ng: SocketAddr, kv: &[(&str, &str)]) -> String {
     }
 }
 
-/// Unique across runs: relays cache replies by cookie (retransmissions), so
-/// a cookie reused by a later run would get an earlier run's reply.
-fn rand_cookie() -> u32 {
+/// Unique within and across runs: relays cache replies by cookie (for
+/// retransmissions), so a reused cookie would get an earlier reply.
+fn next_cookie() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-    seed.wrapping_add(NEXT.fetch_add(1, Relaxed).wrapping_mul(2654435761)) as u32
+            .map(|d| d.as_nanos() as u64);
+        nanos.unwrap_or(0) ^ ((std::process::id() as u64) << 32)
+    });
+    format!("{run:x}-{}", NEXT.fetch_add(1, Relaxed))
+}
+
+/// Set-up rate: `n` offer+answer+delete round trips with `concurrency` in
+/// flight, over ng (UDP) or HTTP; reports set-ups per second and latency.
+fn setup_rate(args: &Args, n: usize) {
+    let c = args.concurrency.max(1);
+    let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    let t0 = Instant::now();
+    let mut latencies: Vec<f64> = match (args.target, args.proto) {
+        (Target::Chorus, Proto::Http) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = reqwest::Client::new();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..c)
+                    .map(|t| {
+                        let (client, api) = (client.clone(), args.api.clone());
+                        tokio::spawn(async move {
+                            let mut lat = Vec::new();
+                            for i in (t..n).step_by(c) {
+                                let id = format!("setup-{i}");
+                                let s = Instant::now();
+                                let ok = |r: reqwest::Response| assert!(r.status().is_success(), "{}", r.status());
+                                let offer = serde_json::json!({"from_tag": "ta", "sdp": sdp(a, 1)});
+                                ok(client
+                                    .post(format!("{api}/v1/calls/{id}/offer"))
+                                    .json(&offer)
+                                    .send()
+                                    .await
+                                    .unwrap());
+                                let answer = serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": sdp(b, 1)});
+                                ok(client
+                                    .post(format!("{api}/v1/calls/{id}/answer"))
+                                    .json(&answer)
+                                    .send()
+                                    .await
+                                    .unwrap());
+                                ok(client.delete(format!("{api}/v1/calls/{id}")).send().await.unwrap());
+                                lat.push(s.elapsed().as_secs_f64() * 1e3);
+                            }
+                            lat
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for t in tasks {
+                    all.extend(t.await.unwrap());
+                }
+                all
+            })
+        }
+        (Target::Direct, _) => panic!("set-up mode needs a relay target"),
+        _ => {
+            let ng = args.ng;
+            let threads: Vec<_> = (0..c)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                        let (sa, sb) = (sdp(a, 1), sdp(b, 1));
+                        let mut lat = Vec::new();
+                        for i in (t..n).step_by(c) {
+                            let id = format!("setup-{i}");
+                            let st = Instant::now();
+                            let o = ng_request_on(
+                                &s,
+                                ng,
+                                &[("command", "offer"), ("call-id", &id), ("from-tag", "ta"), ("sdp", &sa)],
+                            );
+                            assert!(!o.is_empty());
+                            let kv = [
+                                ("command", "answer"),
+                                ("call-id", &id),
+                                ("from-tag", "ta"),
+                                ("to-tag", "tb"),
+                                ("sdp", &sb),
+                            ];
+                            assert!(!ng_request_on(&s, ng, &kv).is_empty());
+                            ng_request_on(&s, ng, &[("command", "delete"), ("call-id", &id), ("from-tag", "ta")]);
+                            lat.push(st.elapsed().as_secs_f64() * 1e3);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        }
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    latencies.sort_by(|x, y| x.total_cmp(y));
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let report = serde_json::json!({
+        "label": args.label,
+        "mode": "setup",
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "proto": if args.target == Target::Rtpengine { "ng".to_string() } else { format!("{:?}", args.proto).to_lowercase() },
+        "setups": n,
+        "concurrency": c,
+        "setups_per_s": (n as f64 / wall).round(),
+        "setup_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
+    });
+    println!("{report}");
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Control-plane rate, side by side in one run: offer+answer+delete round
+# trips per second over ng (UDP) and HTTP against chorus, and over ng against
+# rtpengine; then the same over ng while chorus relays 1,000 calls of media,
+# to show that control stays well inside the proxy's 1 s timeout under load.
+# Runs in a private network namespace (root; rtpengine-daemon installed).
+#
+#   benches/control_rate.sh            ROUNDS=3 SETUPS=20000 CONCURRENCY=4
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${CONTROL_RATE_NETNS:-}" ]; then
+  command -v rtpengine >/dev/null || { echo "rtpengine missing: apt-get install rtpengine-daemon" >&2; exit 1; }
+  cargo build --release --bins >&2
+  exec env CONTROL_RATE_NETNS=1 unshare -n "$0" "$@"
+fi
+ip link set lo up
+ulimit -n 20000 || true
+ROUNDS=${ROUNDS:-3}
+SETUPS=${SETUPS:-20000}
+C=${CONCURRENCY:-4}
+OUT=$(mktemp)
+./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 \
+  --http-listen 127.0.0.1:8080 --ng-listen 127.0.0.1:22222 --workers 2 2>/dev/null &
+CH=$!
+rtpengine --config-file=none --table=-1 --delete-delay=0 --interface=127.0.0.1 \
+  --listen-ng=127.0.0.1:22223 --port-min=30000 --port-max=39999 --num-threads=2 \
+  -f -E --log-level=3 >/dev/null 2>&1 &
+RE=$!
+trap 'kill $CH $RE 2>/dev/null || true' EXIT
+sleep 2
+L=./target/release/chorus-load
+for r in $(seq "$ROUNDS"); do
+  $L --setups "$SETUPS" --concurrency "$C" --proto ng --label "chorus ng" | tee -a "$OUT"
+  $L --setups "$SETUPS" --concurrency "$C" --proto http --label "chorus http" | tee -a "$OUT"
+  $L --target rtpengine --ng 127.0.0.1:22223 --setups "$SETUPS" --concurrency "$C" --label "rtpengine ng" | tee -a "$OUT"
+done
+# Under media load: 1,000 relayed calls (100,000 packets/s) while set-ups run.
+$L --target chorus --calls 1000 --seconds 15 --warmup 2 --label "media during set-ups" > "$OUT.media" &
+MEDIA=$!
+sleep 4
+$L --setups 5000 --concurrency "$C" --proto ng --label "chorus ng under 1,000-call media load" | tee -a "$OUT"
+wait $MEDIA
+cat "$OUT.media"
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print()
+print("| control path | set-ups/s (median) | set-up p50 ms | p99 ms | max ms | rounds |")
+print("|---|---|---|---|---|---|")
+for label in dict.fromkeys(r["label"] for r in runs):
+    rs = [r for r in runs if r["label"] == label]
+    m = lambda f: statistics.median(f(r) for r in rs)
+    print(f"| {label} | {m(lambda r: r['setups_per_s']):.0f} | {m(lambda r: r['setup_ms']['p50']):.2f} | "
+          f"{m(lambda r: r['setup_ms']['p99']):.2f} | {max(r['setup_ms']['max'] for r in rs):.2f} | {len(rs)} |")
+PY
