@@ -79,6 +79,7 @@ fn write_pcap(path: &Path) {
 fn require(tool: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
         .status()
         .unwrap()
         .success();
