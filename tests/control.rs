@@ -250,6 +250,10 @@ async fn lists_calls_in_pages_and_serves_its_openapi_document() {
     assert_eq!(p2["next_offset"], serde_json::Value::Null);
     let (s, b) = d.get("/v1/calls?limit=0").await;
     assert_error(s, &b, 400, "bad_request", "limit");
+    let (s, b) = d.get("/v1/calls?limit=many").await;
+    assert_error(s, &b, 400, "bad_request", "invalid query string");
+    let (s, b) = d.delete("/v1/calls/a?form_tag=x").await;
+    assert_error(s, &b, 400, "bad_request", "unknown field `form_tag`");
 
     let (s, doc) = d.get("/openapi.json").await;
     assert_eq!(s, 200);

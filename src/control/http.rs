@@ -5,6 +5,7 @@ use super::State;
 use crate::error::Error;
 use crate::session::{MuxOption, Options};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -82,6 +83,11 @@ where
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Query-string errors in the API's JSON shape, not axum's plain text.
+fn bad_query(e: QueryRejection) -> Error {
+    Error::BadRequest(format!("invalid query string: {}", e.body_text()))
 }
 
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
@@ -193,9 +199,10 @@ struct DeleteParams {
 async fn delete(
     AxState(state): AxState<Shared>,
     Path(call_id): Path<String>,
-    Query(p): Query<DeleteParams>,
+    q: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Response {
     instrumented(&state, "delete", &call_id, async {
+        let Query(p) = q.map_err(bad_query)?;
         calls::delete(&state, &call_id, p.from_tag.as_deref())
             .await
             .map(|c| c.to_json())
@@ -238,8 +245,9 @@ fn default_limit() -> usize {
     100
 }
 
-async fn list(AxState(state): AxState<Shared>, Query(p): Query<ListParams>) -> Response {
+async fn list(AxState(state): AxState<Shared>, q: Result<Query<ListParams>, QueryRejection>) -> Response {
     instrumented(&state, "list", "", async {
+        let Query(p) = q.map_err(bad_query)?;
         if p.limit == 0 || p.limit > 1000 {
             return Err(Error::BadRequest("limit must be 1..=1000".into()));
         }
