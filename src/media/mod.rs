@@ -3,5 +3,6 @@
 //! Workers own these values and feed them packets; nothing here touches a
 //! socket or reads a clock.
 
+pub mod codec;
 pub mod relay;
 pub mod stats;
