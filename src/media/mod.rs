@@ -4,5 +4,6 @@
 //! socket or reads a clock.
 
 pub mod codec;
+pub mod jitter;
 pub mod relay;
 pub mod stats;

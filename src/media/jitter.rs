@@ -1,0 +1,380 @@
+//! A per-participant jitter buffer for the conference mixer. Pure: the
+//! caller passes arrival times and asks for packets on its own schedule.
+//!
+//! Packets are keyed by extended sequence number and played at
+//! `due = base_time + (ts - base_ts) / rate + target`, where the base maps
+//! RTP time to local time from the earliest-arriving packet seen (so the
+//! buffer never adds more than `target` to the fastest path). The target
+//! follows the measured interarrival jitter (RFC 3550 A.8) between bounds.
+//! A missing packet is declared lost only once a later one is due, so
+//! reordering within the target costs nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Packets held at most; more means the sender is far ahead (or hostile).
+pub const MAX_PACKETS: usize = 64;
+pub const MIN_TARGET: Duration = Duration::from_millis(20);
+pub const MAX_TARGET: Duration = Duration::from_millis(200);
+/// A timestamp jump beyond this (in seconds) re-bases the clock mapping.
+const REBASE_SECONDS: f64 = 2.0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub seq: u64,
+    pub ts: u32,
+    pub payload: Vec<u8>,
+}
+
+/// What the buffer hands the decoder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pop {
+    /// The next packet, in order.
+    Packet(Packet),
+    /// The next packet is missing and a later one is due: conceal one packet.
+    Lost,
+    /// Nothing is due yet (start-up, silence, DTX, or waiting on jitter).
+    Empty,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JitterStats {
+    pub received: u64,
+    pub played: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    /// Dropped to bring the delay down, or because the buffer was full.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+pub struct JitterBuffer {
+    rate: f64,
+    /// Nominal packet spacing, from the timestamps seen (defaults to 20 ms).
+    spacing: Duration,
+    queue: BTreeMap<u64, (Packet, Instant)>,
+    /// Highest extended sequence seen, for unwrapping.
+    max_seq: Option<u64>,
+    /// The next sequence number to play.
+    next: Option<u64>,
+    base: Option<(Instant, u32)>,
+    last_ts: Option<u32>,
+    /// Interarrival jitter in seconds (A.8 estimator).
+    jitter: f64,
+    last_transit: Option<f64>,
+    target: Duration,
+    pub stats: JitterStats,
+}
+
+impl JitterBuffer {
+    pub fn new(clock_rate: u32) -> Self {
+        JitterBuffer {
+            rate: clock_rate.max(1) as f64,
+            spacing: Duration::from_millis(20),
+            queue: BTreeMap::new(),
+            max_seq: None,
+            next: None,
+            base: None,
+            last_ts: None,
+            jitter: 0.0,
+            last_transit: None,
+            target: MIN_TARGET,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// The current playout delay target.
+    pub fn target(&self) -> Duration {
+        self.target
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn extend(&mut self, seq: u16) -> u64 {
+        let Some(max) = self.max_seq else {
+            let e = (1u64 << 16) + seq as u64; // room to go back below the first
+            self.max_seq = Some(e);
+            return e;
+        };
+        let delta = seq.wrapping_sub(max as u16) as i16 as i64;
+        let e = (max as i64 + delta).max(0) as u64;
+        if e > max {
+            self.max_seq = Some(e);
+        }
+        e
+    }
+
+    /// Offset of `ts` from the base in seconds (wrap-aware, signed).
+    fn since_base(&self, ts: u32) -> Option<f64> {
+        let (_, bts) = self.base?;
+        Some(ts.wrapping_sub(bts) as i32 as f64 / self.rate)
+    }
+
+    fn due(&self, ts: u32) -> Option<Instant> {
+        let (bt, _) = self.base?;
+        let off = self.since_base(ts)?;
+        let nominal = if off >= 0.0 {
+            bt + Duration::from_secs_f64(off)
+        } else {
+            bt.checked_sub(Duration::from_secs_f64(-off))?
+        };
+        Some(nominal + self.target)
+    }
+
+    /// Accepts a received packet.
+    pub fn push(&mut self, now: Instant, seq: u16, ts: u32, payload: &[u8]) {
+        self.stats.received += 1;
+        let e = self.extend(seq);
+        if self.next.is_some_and(|n| e < n) {
+            self.stats.late += 1;
+            return;
+        }
+        if self.queue.contains_key(&e) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.update_clock(now, ts);
+        if let Some(last) = self.last_ts {
+            let step = ts.wrapping_sub(last) as i32;
+            if step > 0 && (step as f64 / self.rate) < 0.2 && self.max_seq == Some(e) {
+                self.spacing = Duration::from_secs_f64(step as f64 / self.rate);
+            }
+        }
+        if self.max_seq == Some(e) {
+            self.last_ts = Some(ts);
+        }
+        if self.queue.len() >= MAX_PACKETS {
+            // Full: the sender is far ahead; drop the oldest.
+            self.queue.pop_first();
+            self.stats.dropped += 1;
+        }
+        self.queue.insert(
+            e,
+            (
+                Packet {
+                    seq: e,
+                    ts,
+                    payload: payload.to_vec(),
+                },
+                now,
+            ),
+        );
+        if self.next.is_none() {
+            self.next = Some(e);
+        }
+    }
+
+    fn update_clock(&mut self, now: Instant, ts: u32) {
+        let Some((bt, _)) = self.base else {
+            self.base = Some((now, ts));
+            return;
+        };
+        let off = self.since_base(ts).unwrap_or(0.0);
+        if off.abs() > REBASE_SECONDS + now.saturating_duration_since(bt).as_secs_f64() {
+            // The sender's clock jumped (new SSRC, restart): map afresh.
+            self.base = Some((now, ts));
+            self.last_transit = None;
+            return;
+        }
+        // transit = arrival - nominal; a packet earlier than the base path
+        // moves the base so that `due` keeps at most `target` of delay.
+        let transit = now.saturating_duration_since(bt).as_secs_f64() - off;
+        if transit < 0.0 {
+            let shift = Duration::from_secs_f64(-transit);
+            self.base = Some((
+                bt.checked_sub(shift).unwrap_or(bt),
+                self.base.map(|b| b.1).unwrap_or(ts),
+            ));
+        }
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            self.jitter += (d - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit.max(0.0));
+        // Three times the jitter covers nearly all arrivals of a Gaussian-ish path.
+        let want = Duration::from_secs_f64(self.jitter * 3.0) + self.spacing / 2;
+        self.target = want.clamp(MIN_TARGET, MAX_TARGET);
+    }
+
+    /// The next thing to decode at `now`.
+    pub fn pop(&mut self, now: Instant) -> Pop {
+        let Some(next) = self.next else { return Pop::Empty };
+        // More queued than the target needs: drop one to bring delay down.
+        let excess = self.target.as_secs_f64() / self.spacing.as_secs_f64().max(1e-3) + 3.0;
+        if self.queue.len() as f64 > excess {
+            if let Some((seq, _)) = self.queue.pop_first() {
+                self.stats.dropped += 1;
+                self.next = Some(seq + 1);
+                return self.pop(now);
+            }
+        }
+        if let Some((p, _)) = self.queue.get(&next) {
+            if self.due(p.ts).is_some_and(|d| d <= now) {
+                let (p, _) = self.queue.remove(&next).expect("present: checked above");
+                self.next = Some(next + 1);
+                self.stats.played += 1;
+                return Pop::Packet(p);
+            }
+            return Pop::Empty;
+        }
+        // `next` is missing: lost once a later packet is due.
+        match self.queue.first_key_value() {
+            Some((_, (p, _))) if self.due(p.ts).is_some_and(|d| d <= now) => {
+                self.next = Some(next + 1);
+                self.stats.lost += 1;
+                Pop::Lost
+            }
+            _ => Pop::Empty,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS20: Duration = Duration::from_millis(20);
+
+    /// Feeds packets (seq, arrival offset ms) and pops every 20 ms from t0
+    /// for `ticks` ticks; returns the sequence of pops (seq, 'L' lost, '.' empty).
+    fn run(arrivals: &[(u16, u64)], ticks: usize) -> (Vec<String>, JitterBuffer) {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(8000);
+        let mut events: Vec<(u64, Option<u16>)> = arrivals.iter().map(|&(s, at)| (at, Some(s))).collect();
+        events.extend((0..ticks).map(|i| (i as u64 * 20 + 1, None)));
+        events.sort_by_key(|e| (e.0, e.1.is_none()));
+        let first = arrivals.first().map(|a| a.0).unwrap_or(0);
+        let mut out = Vec::new();
+        for (at, ev) in events {
+            let now = t0 + Duration::from_millis(at);
+            match ev {
+                // Timestamps advance 160 per packet from the first, across seq wrap.
+                Some(seq) => jb.push(now, seq, seq.wrapping_sub(first) as u32 * 160, &[seq as u8]),
+                None => out.push(match jb.pop(now) {
+                    Pop::Packet(p) => ((p.seq - (1 << 16)) as u16).to_string(),
+                    Pop::Lost => "L".into(),
+                    Pop::Empty => ".".into(),
+                }),
+            }
+        }
+        (out, jb)
+    }
+
+    fn played(out: &[String]) -> Vec<String> {
+        out.iter().filter(|s| *s != ".").cloned().collect()
+    }
+
+    #[test]
+    fn in_order_packets_play_in_order_after_the_target_delay() {
+        let arrivals: Vec<(u16, u64)> = (0..50).map(|i| (i, i as u64 * 20)).collect();
+        let (out, jb) = run(&arrivals, 60);
+        let want: Vec<String> = (0..50).map(|i: u16| i.to_string()).collect();
+        assert_eq!(played(&out), want);
+        assert_eq!(out.iter().take_while(|s| *s == ".").count(), 1, "{out:?}");
+        assert_eq!(jb.stats.lost, 0);
+        assert_eq!(jb.target(), MIN_TARGET);
+    }
+
+    #[test]
+    fn swapped_neighbours_cost_nothing() {
+        let mut arrivals: Vec<(u16, u64)> = (0..40).map(|i| (i, i as u64 * 20)).collect();
+        for i in (1..40).step_by(4) {
+            let (a, b) = (arrivals[i].1, arrivals[i + 1].1);
+            arrivals[i].1 = b;
+            arrivals[i + 1].1 = a;
+        }
+        let (out, jb) = run(&arrivals, 50);
+        let want: Vec<String> = (0..40).map(|i: u16| i.to_string()).collect();
+        assert_eq!(played(&out), want);
+        assert_eq!((jb.stats.lost, jb.stats.late), (0, 0));
+    }
+
+    #[test]
+    fn lost_packets_are_reported_once_each_and_duplicates_dropped() {
+        let arrivals: Vec<(u16, u64)> = (0..40)
+            .filter(|i| i % 10 != 5)
+            .map(|i| (i, i as u64 * 20))
+            .chain([(7, 150), (8, 161)])
+            .collect();
+        let (out, jb) = run(&arrivals, 50);
+        let p = played(&out);
+        assert_eq!(p.len(), 40, "{p:?}");
+        for i in [5usize, 15, 25, 35] {
+            assert_eq!(p[i], "L", "{p:?}");
+        }
+        assert_eq!(jb.stats.lost, 4);
+        assert_eq!(jb.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn late_packets_are_dropped_and_counted() {
+        let mut arrivals: Vec<(u16, u64)> = (0..20).filter(|&i| i != 3).map(|i| (i, i as u64 * 20)).collect();
+        arrivals.push((3, 400));
+        let (out, jb) = run(&arrivals, 30);
+        assert_eq!(played(&out)[3], "L");
+        assert_eq!(jb.stats.late, 1);
+    }
+
+    #[test]
+    fn the_target_grows_with_jitter_and_stays_bounded() {
+        // ±30 ms of arrival jitter.
+        let arrivals: Vec<(u16, u64)> = (0..200)
+            .map(|i| (i, i as u64 * 20 + [0, 30, 10, 25, 5][i as usize % 5]))
+            .collect();
+        let (out, jb) = run(&arrivals, 230);
+        assert!(jb.target() > Duration::from_millis(40), "{:?}", jb.target());
+        assert!(jb.target() <= MAX_TARGET);
+        let p = played(&out);
+        let lost = p.iter().filter(|s| *s == "L").count();
+        assert!(lost <= 4, "{lost} lost while the target adapted: {p:?}");
+    }
+
+    #[test]
+    fn sequence_wrap_is_seamless() {
+        let arrivals: Vec<(u16, u64)> = (0..20u16).map(|i| (65530u16.wrapping_add(i), i as u64 * 20)).collect();
+        let (out, jb) = run(&arrivals, 25);
+        assert_eq!(played(&out).len(), 20);
+        assert_eq!(jb.stats.lost, 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_arrival_pattern_plays_in_order_without_panicking(
+            ops in proptest::collection::vec((proptest::prelude::any::<u16>(), 0u32..100_000, 0u64..2_000, proptest::prelude::any::<bool>()), 0..300)
+        ) {
+            let t0 = Instant::now();
+            let mut jb = JitterBuffer::new(8000);
+            let mut last_played = None;
+            for (seq, ts, at, is_pop) in ops {
+                let now = t0 + Duration::from_millis(at);
+                if is_pop {
+                    if let Pop::Packet(p) = jb.pop(now) {
+                        proptest::prop_assert!(last_played.is_none_or(|l| p.seq > l));
+                        last_played = Some(p.seq);
+                    }
+                } else {
+                    jb.push(now, seq, ts, &[1, 2, 3]);
+                }
+                proptest::prop_assert!(jb.len() <= MAX_PACKETS);
+            }
+        }
+    }
+
+    #[test]
+    fn a_flood_is_bounded() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(8000);
+        for i in 0..10_000u32 {
+            jb.push(t0, i as u16, i * 160, &[0; 160]);
+        }
+        assert!(jb.len() <= MAX_PACKETS);
+        let _ = MS20;
+    }
+}
