@@ -5,5 +5,6 @@
 
 pub mod codec;
 pub mod jitter;
+pub mod mixer;
 pub mod relay;
 pub mod stats;
