@@ -7,4 +7,5 @@ pub mod codec;
 pub mod jitter;
 pub mod mixer;
 pub mod relay;
+pub mod resample;
 pub mod stats;

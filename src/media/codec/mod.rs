@@ -1,4 +1,292 @@
-//! Audio codecs for conferences. Each codec converts between its payload and
-//! 16-bit linear PCM at its own rate; resampling to the mix rate is separate.
+//! Audio codecs for conferences: which codec a participant's offer gets,
+//! and decoders/encoders between RTP payloads and mono f32 PCM (full scale
+//! 1.0) at the codec's own rate. Resampling to the mix rate is separate.
 
 pub mod g711;
+
+use crate::sdp::Media;
+
+/// Codecs chorus mixes. G.722 is not implemented yet (an offer with only
+/// G.722 is refused with a message that says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodecKind {
+    Opus,
+    Pcmu,
+    Pcma,
+}
+
+/// A negotiated codec: what to send and expect on one participant's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodecSpec {
+    pub kind: CodecKind,
+    pub pt: u8,
+    /// The PCM rate the codec runs at (Opus: 48000; G.711: 8000).
+    pub rate: u32,
+    /// RTP clock rate (Opus: 48000; G.711: 8000).
+    pub clock_rate: u32,
+    /// Channels in the SDP (Opus always says 2; chorus sends mono).
+    pub channels: u8,
+    /// Frame duration in ms (the mixer's tick is 20 ms).
+    pub ptime_ms: u32,
+    /// RFC 4733 telephone-event payload type, if offered.
+    pub dtmf_pt: Option<u8>,
+}
+
+impl CodecSpec {
+    /// Samples per frame at the codec's rate.
+    pub fn frame_samples(&self) -> usize {
+        (self.rate * self.ptime_ms / 1000) as usize
+    }
+
+    /// RTP timestamp units per frame.
+    pub fn frame_ts(&self) -> u32 {
+        self.clock_rate * self.ptime_ms / 1000
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            CodecKind::Opus => "opus",
+            CodecKind::Pcmu => "PCMU",
+            CodecKind::Pcma => "PCMA",
+        }
+    }
+
+    /// `a=rtpmap` (and `a=fmtp`) lines for an SDP answer.
+    pub fn sdp_lines(&self) -> String {
+        let mut s = match self.kind {
+            CodecKind::Opus => format!(
+                "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n",
+                pt = self.pt
+            ),
+            CodecKind::Pcmu => format!("a=rtpmap:{} PCMU/8000\r\n", self.pt),
+            CodecKind::Pcma => format!("a=rtpmap:{} PCMA/8000\r\n", self.pt),
+        };
+        if let Some(te) = self.dtmf_pt {
+            s += &format!(
+                "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-15\r\n",
+                self.clock_rate
+            );
+        }
+        s
+    }
+}
+
+/// Picks the first codec of the offer that chorus mixes (RFC 3264: the
+/// offerer's order is its preference).
+pub fn negotiate(m: &Media) -> Result<CodecSpec, String> {
+    let rtpmap = |pt: &str| -> Option<(String, u32, u8)> {
+        m.attributes().find_map(|(n, v)| {
+            let (p, enc) = v?.split_once(' ')?;
+            if n != "rtpmap" || p != pt {
+                return None;
+            }
+            let mut f = enc.split('/');
+            let name = f.next()?.to_ascii_lowercase();
+            let rate = f.next()?.parse().ok()?;
+            let ch = f.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+            Some((name, rate, ch))
+        })
+    };
+    let ptime = m
+        .attributes()
+        .find_map(|(n, v)| (n == "ptime").then(|| v?.trim().parse::<u32>().ok()).flatten())
+        .unwrap_or(20);
+    let mut offered = Vec::new();
+    for f in &m.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        let (name, rate, channels) = match (pt, rtpmap(f)) {
+            (_, Some(x)) => x,
+            (0, None) => ("pcmu".into(), 8000, 1),
+            (8, None) => ("pcma".into(), 8000, 1),
+            (9, None) => ("g722".into(), 8000, 1),
+            _ => continue,
+        };
+        offered.push(name.clone());
+        let kind = match (name.as_str(), rate) {
+            ("opus", 48000) => CodecKind::Opus,
+            ("pcmu", 8000) => CodecKind::Pcmu,
+            ("pcma", 8000) => CodecKind::Pcma,
+            _ => continue,
+        };
+        let (pcm_rate, clock) = if kind == CodecKind::Opus {
+            (48000, 48000)
+        } else {
+            (8000, 8000)
+        };
+        let dtmf_pt = m
+            .formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .find(|p| rtpmap(&p.to_string()).is_some_and(|(n, r, _)| n == "telephone-event" && r == clock));
+        if ptime != 20 {
+            return Err(format!(
+                "a=ptime:{ptime} is not supported yet: chorus mixes 20 ms frames (offer ptime 20 or omit it)"
+            ));
+        }
+        return Ok(CodecSpec {
+            kind,
+            pt,
+            rate: pcm_rate,
+            clock_rate: clock,
+            channels,
+            ptime_ms: 20,
+            dtmf_pt,
+        });
+    }
+    Err(format!(
+        "no codec chorus can mix in the offer ({}); supported: opus/48000, PCMU/8000, PCMA/8000",
+        offered.join(", ")
+    ))
+}
+
+/// Turns payloads into PCM, with concealment of lost packets.
+pub enum Decoder {
+    G711(g711::Law, Vec<i16>),
+    Opus(Box<opus::Decoder>, Vec<i16>),
+}
+
+/// Turns PCM into payloads.
+pub enum Encoder {
+    G711(g711::Law, Vec<i16>),
+    Opus(Box<opus::Encoder>, Vec<i16>),
+}
+
+/// Largest encoded frame we produce (Opus at 20 ms stays far below).
+pub const MAX_PAYLOAD: usize = 1275;
+
+impl Decoder {
+    pub fn new(spec: &CodecSpec) -> Result<Self, String> {
+        Ok(match spec.kind {
+            CodecKind::Pcmu => Decoder::G711(g711::Law::Ulaw, vec![0; spec.frame_samples()]),
+            CodecKind::Pcma => Decoder::G711(g711::Law::Alaw, vec![0; spec.frame_samples()]),
+            CodecKind::Opus => Decoder::Opus(
+                Box::new(opus::Decoder::new(48000, opus::Channels::Mono).map_err(|e| e.to_string())?),
+                vec![0; 5760],
+            ),
+        })
+    }
+
+    /// Decodes one payload (or conceals one frame when `payload` is `None`)
+    /// into `out` as f32; returns the samples written.
+    pub fn decode(&mut self, payload: Option<&[u8]>, frame_samples: usize, out: &mut Vec<f32>) -> usize {
+        out.clear();
+        match self {
+            Decoder::G711(law, buf) => match payload {
+                Some(p) => {
+                    let n = law.decode(p, buf);
+                    out.extend(buf[..n].iter().map(|&s| s as f32 / 32768.0));
+                }
+                // G.711 concealment: a faded repeat would be better; silence is safe.
+                None => out.resize(frame_samples, 0.0),
+            },
+            Decoder::Opus(d, buf) => {
+                let r = match payload {
+                    Some(p) => d.decode(p, buf, false),
+                    None => d.decode(&[], &mut buf[..frame_samples], false),
+                };
+                match r {
+                    Ok(n) => out.extend(buf[..n].iter().map(|&s| s as f32 / 32768.0)),
+                    Err(_) => out.resize(frame_samples, 0.0),
+                }
+            }
+        }
+        out.len()
+    }
+}
+
+impl Encoder {
+    pub fn new(spec: &CodecSpec) -> Result<Self, String> {
+        Ok(match spec.kind {
+            CodecKind::Pcmu => Encoder::G711(g711::Law::Ulaw, Vec::with_capacity(spec.frame_samples())),
+            CodecKind::Pcma => Encoder::G711(g711::Law::Alaw, Vec::with_capacity(spec.frame_samples())),
+            CodecKind::Opus => {
+                let mut e = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)
+                    .map_err(|e| e.to_string())?;
+                // Complexity 5: ~40% cheaper than 10 (DEPENDENCIES.md), fine for speech.
+                let _ = e.set_complexity(5);
+                let _ = e.set_bitrate(opus::Bitrate::Bits(32000));
+                Encoder::Opus(Box::new(e), Vec::with_capacity(960))
+            }
+        })
+    }
+
+    /// Encodes one frame of f32 PCM; returns the payload length in `out`.
+    pub fn encode(&mut self, pcm: &[f32], out: &mut [u8]) -> usize {
+        let to_i16 = |buf: &mut Vec<i16>| {
+            buf.clear();
+            buf.extend(pcm.iter().map(|&x| (x * 32767.0).clamp(-32768.0, 32767.0) as i16));
+        };
+        match self {
+            Encoder::G711(law, buf) => {
+                to_i16(buf);
+                law.encode(buf, out)
+            }
+            Encoder::Opus(e, buf) => {
+                to_i16(buf);
+                e.encode(buf, out).unwrap_or(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::mixer::tests::tone_level;
+    use crate::sdp::Sdp;
+
+    fn media(m: &str) -> Media {
+        let s = format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}");
+        Sdp::parse(&s).unwrap().media.remove(0)
+    }
+
+    #[test]
+    fn negotiation_takes_the_first_supported_codec_and_telephone_event() {
+        let m = media(
+            "m=audio 4000 RTP/AVP 9 111 0 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n",
+        );
+        let c = negotiate(&m).unwrap();
+        assert_eq!(
+            (c.kind, c.pt, c.dtmf_pt, c.channels),
+            (CodecKind::Opus, 111, Some(101), 2)
+        );
+        let m = media("m=audio 4000 RTP/AVP 18 8 0\r\n");
+        assert_eq!(negotiate(&m).unwrap().kind, CodecKind::Pcma);
+        let e = negotiate(&media("m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:18 G729/8000\r\n")).unwrap_err();
+        assert!(e.contains("g722, g729") && e.contains("supported"), "{e}");
+        let e = negotiate(&media("m=audio 4000 RTP/AVP 0\r\na=ptime:30\r\n")).unwrap_err();
+        assert!(e.contains("ptime:30"), "{e}");
+    }
+
+    #[test]
+    fn opus_and_g711_carry_a_tone() {
+        for kind in [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma] {
+            let m = match kind {
+                CodecKind::Opus => "m=audio 1 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n",
+                CodecKind::Pcmu => "m=audio 1 RTP/AVP 0\r\n",
+                CodecKind::Pcma => "m=audio 1 RTP/AVP 8\r\n",
+            };
+            let spec = negotiate(&media(m)).unwrap();
+            let (mut enc, mut dec) = (Encoder::new(&spec).unwrap(), Decoder::new(&spec).unwrap());
+            let n = spec.frame_samples();
+            let rate = spec.rate as f32;
+            let mut pcm = Vec::new();
+            let mut payload = [0u8; MAX_PAYLOAD];
+            for k in 0..10 {
+                let frame: Vec<f32> = (0..n)
+                    .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 440.0 * (k * n + i) as f32 / rate).sin())
+                    .collect();
+                let len = enc.encode(&frame, &mut payload);
+                assert!(len > 0);
+                dec.decode(Some(&payload[..len]), n, &mut pcm);
+            }
+            assert!(
+                tone_level(&pcm, rate, 440.0) > 0.25,
+                "{kind:?}: {}",
+                tone_level(&pcm, rate, 440.0)
+            );
+            // Concealment yields a full frame.
+            assert_eq!(dec.decode(None, n, &mut pcm), n);
+        }
+    }
+}
