@@ -4,6 +4,7 @@
 //! socket or reads a clock.
 
 pub mod codec;
+pub mod conference;
 pub mod jitter;
 pub mod mixer;
 pub mod relay;

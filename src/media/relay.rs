@@ -179,7 +179,7 @@ impl Side {
 
     /// Validates a packet from this leg and checks its source. Latches on the
     /// first valid RTP (or raw) packet from an allowed IP.
-    fn receive(
+    pub fn receive(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -233,12 +233,12 @@ impl Side {
     }
 
     /// Where RTP (or raw datagrams) for this leg go.
-    fn rtp_destination(&self) -> Option<SocketAddr> {
+    pub fn rtp_destination(&self) -> Option<SocketAddr> {
         self.latched_rtp.or(self.peer.rtp)
     }
 
     /// Where RTCP for this leg goes, and whether it leaves from the RTCP socket.
-    fn rtcp_destination(&self) -> Option<(bool, SocketAddr)> {
+    pub fn rtcp_destination(&self) -> Option<(bool, SocketAddr)> {
         if self.peer.mux {
             return self.rtp_destination().map(|a| (false, a));
         }

@@ -1,0 +1,480 @@
+//! One conference's media: per participant a jitter buffer, a decoder and a
+//! resampler to the mix rate; per tick, active-speaker selection, the shared
+//! mix and the mix-minus of each speaker; each distinct (mix, codec) is
+//! encoded once and packetized per participant (own SSRC, sequence,
+//! timestamp). Pure: the worker passes packets and `now`, and sends what
+//! `tick` hands back.
+
+use super::codec::{CodecKind, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
+use super::jitter::{JitterBuffer, Pop};
+use super::mixer::level::{dbov, SILENCE_DBOV};
+use super::mixer::speakers::{SpeakerConfig, SpeakerEvent, Speakers};
+use super::mixer::{MixId, MixMinus, ParticipantId};
+use super::resample::Resampler;
+use super::stats::{RtpStats, StatsReport};
+use crate::wire::rtp::{write_header, RtpView, RTP_HEADER_LEN};
+use serde::Serialize;
+use std::time::Instant;
+
+/// The mixer's tick and frame length.
+pub const TICK_MS: u32 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ConfEvent {
+    StartedSpeaking { participant: ParticipantId },
+    StoppedSpeaking { participant: ParticipantId },
+    Dtmf { participant: ParticipantId, digit: char },
+}
+
+struct Participant {
+    id: ParticipantId,
+    spec: CodecSpec,
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    up: Resampler,
+    decoded: Vec<f32>,
+    /// This tick's frame at the mix rate.
+    frame: Vec<f32>,
+    muted: bool,
+    deaf: bool,
+    gain: f32,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    rx: RtpStats,
+    sent: u64,
+    concealed: u64,
+    /// Timestamp of the last DTMF event reported (RFC 4733 repeats the end).
+    last_dtmf: Option<u32>,
+}
+
+/// An encoder shared by every participant that hears `mix` in `kind`.
+struct SharedEncoder {
+    mix: MixId,
+    kind: CodecKind,
+    encoder: Encoder,
+    down: Resampler,
+    payload: [u8; MAX_PAYLOAD],
+    len: usize,
+    encoded_at: u64,
+}
+
+/// What the API shows of a participant.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantReport {
+    pub id: ParticipantId,
+    pub codec: &'static str,
+    pub payload_type: u8,
+    pub muted: bool,
+    pub deaf: bool,
+    pub gain: f32,
+    pub speaking: bool,
+    pub mixed: bool,
+    pub level_dbov: f32,
+    pub received: StatsReport,
+    pub jitter_buffer_ms: u64,
+    pub concealed_frames: u64,
+    pub late_packets: u64,
+    pub sent_packets: u64,
+}
+
+pub struct Conference {
+    mix_rate: u32,
+    participants: Vec<Participant>,
+    speakers: Speakers,
+    mixer: MixMinus,
+    encoders: Vec<SharedEncoder>,
+    tick_no: u64,
+    pub events: Vec<ConfEvent>,
+    /// Encodes done in the last tick (one per distinct mix and codec).
+    pub last_encodes: usize,
+}
+
+/// Per-participant settings from the API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Controls {
+    pub muted: Option<bool>,
+    pub deaf: Option<bool>,
+    pub gain: Option<f32>,
+}
+
+impl Conference {
+    pub fn new(speakers: SpeakerConfig) -> Self {
+        Conference {
+            mix_rate: 48000,
+            participants: Vec::new(),
+            speakers: Speakers::new(speakers),
+            mixer: MixMinus::default(),
+            encoders: Vec::new(),
+            tick_no: 0,
+            events: Vec::new(),
+            last_encodes: 0,
+        }
+    }
+
+    fn frame_len(&self) -> usize {
+        (self.mix_rate * TICK_MS / 1000) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    pub fn join(&mut self, id: ParticipantId, spec: CodecSpec, ssrc: u32) -> Result<(), String> {
+        let up = Resampler::new(spec.rate, self.mix_rate, spec.frame_samples())?;
+        self.participants.push(Participant {
+            id,
+            spec,
+            jitter: JitterBuffer::new(spec.clock_rate),
+            decoder: Decoder::new(&spec)?,
+            up,
+            decoded: Vec::with_capacity(self.frame_len()),
+            frame: vec![0.0; self.frame_len()],
+            muted: false,
+            deaf: false,
+            gain: 1.0,
+            ssrc,
+            seq: (ssrc >> 16) as u16,
+            ts: ssrc.rotate_left(7),
+            rx: RtpStats::default(),
+            sent: 0,
+            concealed: 0,
+            last_dtmf: None,
+        });
+        Ok(())
+    }
+
+    pub fn leave(&mut self, id: ParticipantId) -> bool {
+        let before = self.participants.len();
+        self.participants.retain(|p| p.id != id);
+        self.speakers.remove(id);
+        self.encoders.retain(|e| e.mix != MixId::Minus(id));
+        before != self.participants.len()
+    }
+
+    pub fn control(&mut self, id: ParticipantId, c: Controls) -> bool {
+        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+            return false;
+        };
+        if let Some(m) = c.muted {
+            p.muted = m;
+        }
+        if let Some(d) = c.deaf {
+            p.deaf = d;
+        }
+        if let Some(g) = c.gain {
+            p.gain = g.clamp(0.0, 4.0);
+        }
+        true
+    }
+
+    /// An RTP packet from participant `id` (source already checked).
+    pub fn handle_rtp(&mut self, now: Instant, id: ParticipantId, bytes: &[u8]) {
+        let Ok(v) = RtpView::parse(bytes) else { return };
+        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        p.rx.on_rtp(
+            now,
+            bytes.len(),
+            v.ssrc(),
+            v.sequence(),
+            v.timestamp(),
+            p.spec.clock_rate,
+        );
+        if Some(v.payload_type()) == p.spec.dtmf_pt {
+            // RFC 4733: event, E|R|volume, duration. Report once, at the end.
+            let pl = v.payload();
+            if pl.len() >= 4 && pl[1] & 0x80 != 0 && p.last_dtmf != Some(v.timestamp()) {
+                p.last_dtmf = Some(v.timestamp());
+                if let Some(digit) = dtmf_digit(pl[0]) {
+                    self.events.push(ConfEvent::Dtmf { participant: id, digit });
+                }
+            }
+            return; // never mixed into audio
+        }
+        if v.payload_type() == p.spec.pt {
+            p.jitter.push(now, v.sequence(), v.timestamp(), v.payload());
+        }
+    }
+
+    /// One 20 ms tick: decode, select speakers, mix, encode once per mix and
+    /// codec, and hand each participant's packet to `send`.
+    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(ParticipantId, &[u8])) {
+        self.tick_no += 1;
+        let frame_len = self.frame_len();
+        let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
+        for p in &mut self.participants {
+            let payload = match p.jitter.pop(now) {
+                Pop::Packet(pk) => Some(pk.payload),
+                Pop::Lost => {
+                    p.concealed += 1;
+                    None
+                }
+                Pop::Empty => {
+                    // Nothing to play: silence, nothing decoded.
+                    p.frame.iter_mut().for_each(|x| *x = 0.0);
+                    levels.push((p.id, SILENCE_DBOV));
+                    continue;
+                }
+            };
+            p.decoder
+                .decode(payload.as_deref(), p.spec.frame_samples(), &mut p.decoded);
+            let hi = p.up.process(&p.decoded);
+            p.frame.clear();
+            p.frame.extend_from_slice(&hi[..hi.len().min(frame_len)]);
+            p.frame.resize(frame_len, 0.0);
+            levels.push((p.id, if p.muted { SILENCE_DBOV } else { dbov(&p.frame) }));
+        }
+        let mut sp_events = Vec::new();
+        self.speakers.update(&levels, &mut sp_events);
+        for e in sp_events {
+            self.events.push(match e {
+                SpeakerEvent::Started(id) => ConfEvent::StartedSpeaking { participant: id },
+                SpeakerEvent::Stopped(id) => ConfEvent::StoppedSpeaking { participant: id },
+            });
+        }
+        let speakers: Vec<(ParticipantId, &[f32], f32)> = self
+            .participants
+            .iter()
+            .filter(|p| !p.muted && self.speakers.is_active(p.id))
+            .map(|p| (p.id, p.frame.as_slice(), p.gain))
+            .collect();
+        let active: Vec<ParticipantId> = speakers.iter().map(|s| s.0).collect();
+        let mixes = self.mixer.mix(&speakers, frame_len);
+        let mut encodes = 0;
+        let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
+        for p in &mut self.participants {
+            let mix = if active.contains(&p.id) {
+                MixId::Minus(p.id)
+            } else {
+                MixId::Shared
+            };
+            let idx = match self.encoders.iter().position(|e| e.mix == mix && e.kind == p.spec.kind) {
+                Some(i) => i,
+                None => {
+                    let (Ok(encoder), Ok(down)) = (
+                        Encoder::new(&p.spec),
+                        Resampler::new(self.mix_rate, p.spec.rate, frame_len),
+                    ) else {
+                        continue;
+                    };
+                    self.encoders.push(SharedEncoder {
+                        mix,
+                        kind: p.spec.kind,
+                        encoder,
+                        down,
+                        payload: [0; MAX_PAYLOAD],
+                        len: 0,
+                        encoded_at: 0,
+                    });
+                    self.encoders.len() - 1
+                }
+            };
+            let enc = &mut self.encoders[idx];
+            if enc.encoded_at != self.tick_no {
+                let pcm = enc.down.process(mixes.get(mix));
+                enc.len = enc.encoder.encode(pcm, &mut enc.payload);
+                enc.encoded_at = self.tick_no;
+                encodes += 1;
+            }
+            // Sequence and timestamp run on through silence and deafness.
+            let (seq, ts) = (p.seq, p.ts);
+            p.seq = p.seq.wrapping_add(1);
+            p.ts = p.ts.wrapping_add(p.spec.frame_ts());
+            if p.deaf || enc.len == 0 {
+                continue;
+            }
+            write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
+            packet[RTP_HEADER_LEN..RTP_HEADER_LEN + enc.len].copy_from_slice(&enc.payload[..enc.len]);
+            send(p.id, &packet[..RTP_HEADER_LEN + enc.len]);
+            p.sent += 1;
+        }
+        // Encoders nobody used this tick (a speaker went quiet) are dropped.
+        let tick = self.tick_no;
+        self.encoders.retain(|e| e.encoded_at == tick);
+        self.last_encodes = encodes;
+    }
+
+    pub fn report(&self, now: Instant) -> Vec<ParticipantReport> {
+        self.participants
+            .iter()
+            .map(|p| ParticipantReport {
+                id: p.id,
+                codec: p.spec.name(),
+                payload_type: p.spec.pt,
+                muted: p.muted,
+                deaf: p.deaf,
+                gain: p.gain,
+                speaking: self.speakers.is_speaking(p.id),
+                mixed: self.speakers.is_active(p.id),
+                level_dbov: (self.speakers.level(p.id).unwrap_or(SILENCE_DBOV) * 10.0).round() / 10.0,
+                received: p.rx.report(now),
+                jitter_buffer_ms: p.jitter.target().as_millis() as u64,
+                concealed_frames: p.concealed,
+                late_packets: p.jitter.stats.late,
+                sent_packets: p.sent,
+            })
+            .collect()
+    }
+}
+
+fn dtmf_digit(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::negotiate;
+    use crate::media::mixer::tests::tone_level;
+    use crate::sdp::Sdp;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn spec(m: &str) -> CodecSpec {
+        let s = format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}");
+        negotiate(&Sdp::parse(&s).unwrap().media[0]).unwrap()
+    }
+
+    const PCMU: &str = "m=audio 1 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    const OPUS: &str = "m=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    /// Runs a conference in virtual time: participant i sends a tone at
+    /// `freqs[i]` (0 = silence) with codec `codecs[i]`; returns what each
+    /// one heard in the last second, decoded, at the codec's rate.
+    fn run(
+        codecs: &[&str],
+        freqs: &[f32],
+        seconds: u32,
+        mute: Option<u32>,
+    ) -> (Vec<Vec<f32>>, Conference, Vec<CodecSpec>) {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let specs: Vec<CodecSpec> = codecs.iter().map(|c| spec(c)).collect();
+        let mut encoders: Vec<Encoder> = specs.iter().map(|s| Encoder::new(s).unwrap()).collect();
+        let mut decoders: Vec<Decoder> = specs.iter().map(|s| Decoder::new(s).unwrap()).collect();
+        for (i, s) in specs.iter().enumerate() {
+            conf.join(i as u32, *s, 1000 + i as u32).unwrap();
+        }
+        if let Some(m) = mute {
+            conf.control(
+                m,
+                Controls {
+                    muted: Some(true),
+                    ..Default::default()
+                },
+            );
+        }
+        let mut heard: Vec<Vec<f32>> = vec![Vec::new(); specs.len()];
+        let ticks = seconds * 50;
+        let mut last_seq: HashMap<u32, (u16, u32)> = HashMap::new();
+        for k in 0..ticks {
+            let now = t0 + Duration::from_millis(k as u64 * 20);
+            for (i, s) in specs.iter().enumerate() {
+                let n = s.frame_samples();
+                let f = freqs[i];
+                let pcm: Vec<f32> = (0..n)
+                    .map(|j| 0.3 * (2.0 * std::f32::consts::PI * f * (k as usize * n + j) as f32 / s.rate as f32).sin())
+                    .collect();
+                let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+                let len = encoders[i].encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 77 + i as u32);
+                conf.handle_rtp(now, i as u32, &pkt[..12 + len]);
+            }
+            let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
+            conf.tick(now + Duration::from_millis(1), &mut |id, bytes| {
+                out.push((id, bytes.to_vec()))
+            });
+            for (id, bytes) in out {
+                let v = RtpView::parse(&bytes).unwrap();
+                let s = &specs[id as usize];
+                if let Some((seq, ts)) = last_seq.insert(id, (v.sequence(), v.timestamp())) {
+                    assert_eq!(v.sequence(), seq.wrapping_add(1), "sequence runs on");
+                    assert_eq!(v.timestamp(), ts.wrapping_add(s.frame_ts()), "timestamp runs on");
+                }
+                let mut pcm = Vec::new();
+                decoders[id as usize].decode(Some(v.payload()), s.frame_samples(), &mut pcm);
+                if k >= ticks - 50 {
+                    heard[id as usize].extend(pcm);
+                }
+            }
+        }
+        (heard, conf, specs)
+    }
+
+    fn lvl(heard: &[f32], spec: &CodecSpec, f: f32) -> f32 {
+        tone_level(heard, spec.rate as f32, f)
+    }
+
+    #[test]
+    fn everyone_hears_the_others_and_nobody_hears_themselves() {
+        let (heard, conf, specs) = run(&[PCMU, PCMU, PCMU, PCMU], &[440.0, 1000.0, 0.0, 0.0], 3, None);
+        for i in [2, 3] {
+            assert!(lvl(&heard[i], &specs[i], 440.0) > 0.1, "listener {i} hears A");
+            assert!(lvl(&heard[i], &specs[i], 1000.0) > 0.1, "listener {i} hears B");
+        }
+        assert!(
+            lvl(&heard[0], &specs[0], 440.0) < 0.01 && lvl(&heard[0], &specs[0], 1000.0) > 0.1,
+            "A hears only B"
+        );
+        assert!(
+            lvl(&heard[1], &specs[1], 1000.0) < 0.01 && lvl(&heard[1], &specs[1], 440.0) > 0.1,
+            "B hears only A"
+        );
+        // Two mix-minus plus one shared mix, all PCMU: three encodes for four listeners.
+        assert_eq!(conf.last_encodes, 3);
+    }
+
+    #[test]
+    fn mixed_codecs_share_nothing_but_the_mix() {
+        let (heard, conf, specs) = run(&[OPUS, PCMU, PCMU, OPUS], &[440.0, 1000.0, 0.0, 0.0], 3, None);
+        for i in [2, 3] {
+            assert!(
+                lvl(&heard[i], &specs[i], 440.0) > 0.1 && lvl(&heard[i], &specs[i], 1000.0) > 0.1,
+                "listener {i}"
+            );
+        }
+        assert!(lvl(&heard[0], &specs[0], 440.0) < 0.02 && lvl(&heard[0], &specs[0], 1000.0) > 0.1);
+        assert!(lvl(&heard[1], &specs[1], 1000.0) < 0.02 && lvl(&heard[1], &specs[1], 440.0) > 0.1);
+        // minus(A) in Opus, minus(B) in PCMU, shared in PCMU and Opus.
+        assert_eq!(conf.last_encodes, 4);
+    }
+
+    #[test]
+    fn a_muted_participant_is_not_heard() {
+        let (heard, _, specs) = run(&[PCMU, PCMU, PCMU], &[440.0, 1000.0, 0.0], 2, Some(0));
+        assert!(lvl(&heard[2], &specs[2], 440.0) < 0.01, "muted A is not heard");
+        assert!(lvl(&heard[2], &specs[2], 1000.0) > 0.1);
+    }
+
+    #[test]
+    fn dtmf_is_an_event_not_audio() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        conf.join(1, spec(PCMU), 5).unwrap();
+        let mut pkt = [0u8; 16];
+        write_header(&mut pkt, 101, 1, 8000, 9);
+        pkt[12..16].copy_from_slice(&[5, 0x80 | 10, 0, 160]);
+        conf.handle_rtp(t0, 1, &pkt);
+        conf.handle_rtp(t0, 1, &pkt); // end packets are repeated
+        assert_eq!(
+            conf.events,
+            [ConfEvent::Dtmf {
+                participant: 1,
+                digit: '5'
+            }]
+        );
+    }
+}
