@@ -17,10 +17,10 @@ use tokio::sync::oneshot;
 /// Binds ports for one command. New sockets go to the worker with the
 /// update; released ports return to the pool only after the worker has
 /// closed their sockets, so a port is never bound twice.
-struct Alloc<'a> {
+pub(super) struct Alloc<'a> {
     state: &'a State,
-    fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
-    released: Vec<(usize, LocalPorts)>,
+    pub(super) fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
+    pub(super) released: Vec<(usize, LocalPorts)>,
 }
 
 /// Bind attempts before giving up on a range whose ports others hold.
@@ -69,7 +69,7 @@ impl PortSource for Alloc<'_> {
 }
 
 impl Alloc<'_> {
-    fn new(state: &State) -> Alloc<'_> {
+    pub(super) fn new(state: &State) -> Alloc<'_> {
         Alloc {
             state,
             fresh: Vec::new(),
@@ -78,14 +78,14 @@ impl Alloc<'_> {
     }
 
     /// The command failed: return what it took (its sockets close on drop).
-    fn rollback(self) {
+    pub(super) fn rollback(self) {
         for (iface, p, _) in self.fresh {
             free_ports(self.state, iface, p);
         }
     }
 }
 
-fn free_ports(state: &State, iface: usize, p: LocalPorts) {
+pub(super) fn free_ports(state: &State, iface: usize, p: LocalPorts) {
     let mut pool = lock(&state.ports[iface]);
     pool.put(p.rtp);
     if let Some(r) = p.rtcp {
@@ -371,6 +371,7 @@ fn call_json(snap: &CallSnapshot) -> Value {
 /// Handles what workers report: today, calls they ended for lack of media.
 pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
+        WorkerEvent::Conference { key, events } => super::conferences::on_events(&state, key, events).await,
         WorkerEvent::MediaTimeout { key, call_id, report } => {
             let handle = match entry(&state, &call_id, false) {
                 Ok(h) => h,

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -38,6 +38,13 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/calls/{call_id}/offer", post(offer))
         .route("/v1/calls/{call_id}/answer", post(answer))
         .route("/v1/calls/{call_id}/delete", post(delete_post))
+        .route("/v1/conferences", post(conf_create))
+        .route("/v1/conferences/{conf_id}", get(conf_query).delete(conf_delete))
+        .route("/v1/conferences/{conf_id}/participants", post(conf_join))
+        .route(
+            "/v1/conferences/{conf_id}/participants/{pid}",
+            patch(conf_control).delete(conf_leave),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)
@@ -278,4 +285,77 @@ async fn ng_http(AxState(state): AxState<Shared>, bytes: Bytes) -> Response {
         Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply).into_response(),
         None => Error::BadRequest("ng message needs `<cookie> <bencoded dictionary>`".into()).into_response(),
     }
+}
+
+async fn conf_create(AxState(state): AxState<Shared>, bytes: Bytes) -> Response {
+    instrumented(&state, "conference_create", "", async {
+        let opts = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Default::default()
+        } else {
+            body(&bytes)?
+        };
+        super::conferences::create(&state, opts).await
+    })
+    .await
+}
+
+async fn conf_query(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(&state, "conference_query", &id, super::conferences::query(&state, &id)).await
+}
+
+async fn conf_delete(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(
+        &state,
+        "conference_delete",
+        &id,
+        super::conferences::delete(&state, &id),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    sdp: String,
+    #[serde(default)]
+    options: super::conferences::JoinOptions,
+}
+
+async fn conf_join(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "conference_join", &id, async {
+        let b: JoinBody = body(&bytes)?;
+        super::conferences::join(&state, &id, &b.sdp, b.options).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    muted: Option<bool>,
+    deaf: Option<bool>,
+    gain: Option<f32>,
+}
+
+async fn conf_control(AxState(state): AxState<Shared>, Path((id, pid)): Path<(String, u32)>, bytes: Bytes) -> Response {
+    instrumented(&state, "conference_control", &id, async {
+        let b: ControlBody = body(&bytes)?;
+        let c = crate::media::conference::Controls {
+            muted: b.muted,
+            deaf: b.deaf,
+            gain: b.gain,
+        };
+        super::conferences::control(&state, &id, pid, c).await
+    })
+    .await
+}
+
+async fn conf_leave(AxState(state): AxState<Shared>, Path((id, pid)): Path<(String, u32)>) -> Response {
+    instrumented(
+        &state,
+        "conference_leave",
+        &id,
+        super::conferences::leave(&state, &id, pid),
+    )
+    .await
 }

@@ -2,6 +2,7 @@
 //! and the HTTP API.
 
 pub mod calls;
+pub mod conferences;
 pub mod http;
 pub mod ng;
 pub mod ng_cookie;
@@ -43,8 +44,8 @@ pub struct State {
     pub ports: Vec<Mutex<PortPool>>,
     pub socket_options: SocketOptions,
     pub workers: Vec<WorkerHandle>,
-    next_worker: AtomicUsize,
-    next_key: AtomicU64,
+    pub(crate) next_worker: AtomicUsize,
+    pub(crate) next_key: AtomicU64,
     /// call id -> (key, entry). The key tells a call from a later one with the same id.
     pub calls: Mutex<HashMap<String, (CallKey, CallHandle)>>,
     pub metrics: Metrics,
@@ -55,6 +56,8 @@ pub struct State {
     pub ng_rates: Mutex<ng::Rates>,
     /// Replies by cookie, for ng retransmissions.
     pub ng_cookies: Mutex<ng::CookieCache>,
+    /// conference id -> (key, entry).
+    pub conferences: Mutex<HashMap<String, (CallKey, conferences::ConfHandle)>>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -111,6 +114,7 @@ impl State {
             started: Instant::now(),
             ng_rates: Mutex::new(ng::Rates::default()),
             ng_cookies: Mutex::new(ng::CookieCache::default()),
+            conferences: Mutex::new(HashMap::new()),
             config,
         };
         Ok(Started {

@@ -54,11 +54,65 @@ pub enum Command {
         key: CallKey,
         reply: oneshot::Sender<Option<CallReport>>,
     },
+    Conference(ConfCommand),
     Shutdown,
+}
+
+/// Commands for conferences hosted by a worker.
+pub enum ConfCommand {
+    Create {
+        key: CallKey,
+        conf_id: Arc<str>,
+        speakers: crate::media::mixer::speakers::SpeakerConfig,
+        reply: oneshot::Sender<()>,
+    },
+    Join {
+        key: CallKey,
+        pid: u32,
+        spec: crate::media::codec::CodecSpec,
+        /// Boxed: its clock-rate table is 512 bytes.
+        peer: Box<PeerSpec>,
+        rtp: SocketAddr,
+        rtcp: Option<SocketAddr>,
+        sockets: Vec<UdpSocket>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Leave {
+        key: CallKey,
+        pid: u32,
+        reply: oneshot::Sender<bool>,
+    },
+    Control {
+        key: CallKey,
+        pid: u32,
+        controls: crate::media::conference::Controls,
+        reply: oneshot::Sender<bool>,
+    },
+    Query {
+        key: CallKey,
+        reply: oneshot::Sender<Option<ConfReport>>,
+    },
+    Delete {
+        key: CallKey,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// A conference as its worker sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfReport {
+    pub participants: Vec<crate::media::conference::ParticipantReport>,
+    pub encodes_last_tick: usize,
+    pub late_ticks: u64,
 }
 
 #[derive(Debug)]
 pub enum WorkerEvent {
+    /// Speaking changes and DTMF digits from a conference's last tick.
+    Conference {
+        key: CallKey,
+        events: Vec<crate::media::conference::ConfEvent>,
+    },
     /// No media for the configured time: the worker has closed the call.
     MediaTimeout {
         key: CallKey,

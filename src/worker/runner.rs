@@ -29,12 +29,19 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Large enough for any UDP datagram: nothing is ever truncated.
 const BUF_BYTES: usize = 65536;
 
+/// Whom a socket's packets belong to.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// One side of one stream of a relayed call.
+    Call { call: usize, stream: usize, side: usize },
+    /// A conference participant.
+    Member { conf: usize, pid: u32 },
+}
+
 struct Sock {
     socket: UdpSocket,
     local: SocketAddr,
-    call: usize,
-    stream: usize,
-    side: usize,
+    owner: Owner,
     rtcp: bool,
     queued: bool,
 }
@@ -64,7 +71,13 @@ pub(super) struct Runner {
     /// Sockets that still had data when their budget ran out.
     queued: VecDeque<usize>,
     buf: Box<[u8]>,
+    conferences: Slab<conferences::WConference>,
+    conf_by_key: HashMap<CallKey, usize>,
+    /// When the conferences' next 20 ms tick is due (none without conferences).
+    next_tick: Option<Instant>,
 }
+
+mod conferences;
 
 impl Runner {
     pub(super) fn new(
@@ -84,6 +97,9 @@ impl Runner {
             calls: Slab::new(),
             by_key: HashMap::new(),
             queued: VecDeque::new(),
+            conferences: Slab::new(),
+            conf_by_key: HashMap::new(),
+            next_tick: None,
             buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
         }
     }
@@ -93,7 +109,11 @@ impl Runner {
         let mut next_housekeeping = clock::now() + HOUSEKEEPING;
         loop {
             let timeout = if self.queued.is_empty() {
-                next_housekeeping.saturating_duration_since(clock::now())
+                let next = match self.next_tick {
+                    Some(t) => t.min(next_housekeeping),
+                    None => next_housekeeping,
+                };
+                next.saturating_duration_since(clock::now())
             } else {
                 Duration::ZERO
             };
@@ -123,6 +143,9 @@ impl Runner {
                 }
             }
             let now = clock::now();
+            if self.next_tick.is_some_and(|t| now >= t) {
+                self.tick_conferences(now);
+            }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
@@ -161,11 +184,15 @@ impl Runner {
         WorkerCounters::add(&c.packets_in, 1);
         WorkerCounters::add(&c.bytes_in, n as u64);
         let s = &self.sockets[slot];
-        let (side, rtcp) = (s.side, s.rtcp);
-        let Some(call) = self.calls.get_mut(s.call) else {
+        let rtcp = s.rtcp;
+        let (call, stream, side) = match s.owner {
+            Owner::Call { call, stream, side } => (call, stream, side),
+            Owner::Member { conf, pid } => return self.member_packet(now, conf, pid, rtcp, n, from),
+        };
+        let Some(call) = self.calls.get_mut(call) else {
             return;
         };
-        let Some(ws) = call.streams.get_mut(s.stream) else {
+        let Some(ws) = call.streams.get_mut(stream) else {
             return;
         };
         let packet = &self.buf[..n];
@@ -222,6 +249,7 @@ impl Runner {
                     let report = self.by_key.get(&key).map(|&i| self.report(i, now));
                     let _ = reply.send(report);
                 }
+                Command::Conference(c) => self.conference_command(c),
                 Command::Shutdown => return false,
             }
         }
@@ -272,7 +300,12 @@ impl Runner {
                         let socket = fresh
                             .remove(&addr)
                             .ok_or_else(|| format!("no socket bound for {addr}"))?;
-                        let slot = self.open_socket(socket, addr, ci, si, side, which == 1)?;
+                        let owner = Owner::Call {
+                            call: ci,
+                            stream: si,
+                            side,
+                        };
+                        let slot = self.open_socket(socket, addr, owner, which == 1)?;
                         self.calls[ci].streams[si].sock[side][which] = Some(slot);
                     }
                 }
@@ -291,9 +324,7 @@ impl Runner {
         &mut self,
         mut socket: UdpSocket,
         local: SocketAddr,
-        call: usize,
-        stream: usize,
-        side: usize,
+        owner: Owner,
         rtcp: bool,
     ) -> Result<usize, String> {
         let entry = self.sockets.vacant_entry();
@@ -305,9 +336,7 @@ impl Runner {
         entry.insert(Sock {
             socket,
             local,
-            call,
-            stream,
-            side,
+            owner,
             rtcp,
             queued: false,
         });

@@ -1,0 +1,346 @@
+//! Conference commands: create, join with an SDP offer, control, leave,
+//! query, delete. The mixing itself runs on the worker that owns the
+//! conference (`worker::runner::conferences`, `media::conference`).
+
+use super::calls::{free_ports, Alloc};
+use super::{lock, State};
+use crate::error::Error;
+use crate::media::codec;
+use crate::media::conference::{ConfEvent, Controls};
+use crate::media::mixer::speakers::SpeakerConfig;
+use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
+use crate::sdp::Sdp;
+use crate::session::{LocalPorts, PortSource};
+use crate::worker::{CallKey, Command, ConfCommand, ConfReport};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::oneshot;
+
+/// Events kept per conference for `GET` (most recent last).
+const EVENTS_KEPT: usize = 100;
+
+pub type ConfHandle = Arc<tokio::sync::Mutex<ConfEntry>>;
+
+pub struct ConfEntry {
+    pub id: Arc<str>,
+    pub key: CallKey,
+    pub worker: usize,
+    pub created: Instant,
+    pub max_participants: usize,
+    pub max_speakers: usize,
+    next_pid: u32,
+    participants: HashMap<u32, (usize, LocalPorts, &'static str)>,
+    events: VecDeque<Value>,
+    alive: bool,
+}
+
+/// Options of `POST /v1/conferences`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOptions {
+    pub id: Option<String>,
+    pub sample_rate: Option<u32>,
+    pub max_speakers: Option<usize>,
+    pub max_participants: Option<usize>,
+}
+
+/// Options of a join.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinOptions {
+    pub received_from: Option<IpAddr>,
+    pub interface: Option<String>,
+}
+
+async fn ask<T>(
+    state: &State,
+    worker: usize,
+    make: impl FnOnce(oneshot::Sender<T>) -> ConfCommand,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    state.workers[worker]
+        .send(Command::Conference(make(tx)))
+        .map_err(Error::Internal)?;
+    rx.await
+        .map_err(|_| Error::Internal("media worker dropped the command".into()))
+}
+
+fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {
+    lock(&state.conferences)
+        .get(id)
+        .map(|(_, h)| h.clone())
+        .ok_or_else(|| Error::NotFound(format!("no conference `{id}`")))
+}
+
+pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> {
+    if state.draining.load(Relaxed) {
+        return Err(Error::Draining);
+    }
+    if let Some(r) = opts.sample_rate.filter(|&r| r != 48000) {
+        return Err(Error::NotImplemented(format!(
+            "mix sample rate {r} is not supported yet; chorus mixes at 48000"
+        )));
+    }
+    let max_speakers = opts.max_speakers.unwrap_or(3);
+    if !(1..=16).contains(&max_speakers) {
+        return Err(Error::BadRequest("max_speakers must be 1..=16".into()));
+    }
+    let max_participants = opts.max_participants.unwrap_or(1000);
+    let key = state.next_key.fetch_add(1, Relaxed);
+    let id: Arc<str> = opts.id.unwrap_or_else(|| format!("conf-{key}")).into();
+    if id.is_empty() || id.len() > 128 {
+        return Err(Error::BadRequest("conference id must be 1..=128 characters".into()));
+    }
+    let worker = state.next_worker.fetch_add(1, Relaxed) % state.workers.len();
+    let entry = Arc::new(tokio::sync::Mutex::new(ConfEntry {
+        id: id.clone(),
+        key,
+        worker,
+        created: Instant::now(),
+        max_participants,
+        max_speakers,
+        next_pid: 1,
+        participants: HashMap::new(),
+        events: VecDeque::new(),
+        alive: true,
+    }));
+    {
+        let mut confs = lock(&state.conferences);
+        if confs.contains_key(&*id) {
+            return Err(Error::Conflict(format!("conference `{id}` exists")));
+        }
+        confs.insert(id.to_string(), (key, entry));
+    }
+    let speakers = SpeakerConfig {
+        max_active: max_speakers,
+        ..SpeakerConfig::default()
+    };
+    ask(state, worker, |reply| ConfCommand::Create {
+        key,
+        conf_id: id.clone(),
+        speakers,
+        reply,
+    })
+    .await?;
+    tracing::info!(conference = %id, worker, "conference created");
+    Ok(json!({ "id": &*id, "sample_rate": 48000, "max_speakers": max_speakers, "max_participants": max_participants }))
+}
+
+/// Joins a participant from its SDP offer; returns chorus's SDP answer.
+pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) -> Result<Value, Error> {
+    let offer = Sdp::parse(sdp)?;
+    let handle = handle(state, conf_id)?;
+    let mut e = handle.lock().await;
+    if !e.alive {
+        return Err(Error::NotFound(format!("no conference `{conf_id}`")));
+    }
+    let (mi, m) = offer
+        .media
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.kind == "audio" && m.port != 0)
+        .ok_or_else(|| Error::BadRequest("the offer has no active audio stream".into()))?;
+    if m.proto != "RTP/AVP" && m.proto != "RTP/AVPF" {
+        return Err(Error::NotImplemented(format!(
+            "transport {} is not supported in conferences yet (RTP/AVP only)",
+            m.proto
+        )));
+    }
+    let spec = codec::negotiate(m).map_err(Error::BadRequest)?;
+    if e.participants.len() >= e.max_participants {
+        return Err(Error::Conflict(format!(
+            "conference `{conf_id}` is full ({} participants)",
+            e.max_participants
+        )));
+    }
+    let iface = match &opts.interface {
+        Some(n) => state
+            .interface_index(n)
+            .ok_or_else(|| Error::BadRequest(format!("no interface named `{n}`")))?,
+        None => 0,
+    };
+    let mux = m.has_attribute("rtcp-mux");
+    let mut alloc = Alloc::new(state);
+    let ports = alloc.allocate(iface, !mux)?;
+    let ip = offer.media_address(mi).filter(|a| !a.is_unspecified());
+    let peer = PeerSpec {
+        kind: StreamKind::Rtp,
+        rtp: ip.map(|ip| SocketAddr::new(ip, m.port)),
+        rtcp: ip.map(|ip| SocketAddr::new(ip, m.rtcp().map(|r| r.0).unwrap_or(m.port.wrapping_add(1)))),
+        mux,
+        sdp_ip: ip,
+        signal_ip: opts.received_from,
+        any_source: false,
+        clock_rates: ClockRates::default(),
+    };
+    let bind = state.bind[iface];
+    let pid = e.next_pid;
+    let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();
+    let joined = ask(state, e.worker, |reply| ConfCommand::Join {
+        key: e.key,
+        pid,
+        spec,
+        peer: Box::new(peer),
+        rtp: SocketAddr::new(bind, ports.rtp),
+        rtcp: ports.rtcp.map(|p| SocketAddr::new(bind, p)),
+        sockets,
+        reply,
+    })
+    .await
+    .and_then(|r| r.map_err(Error::Internal));
+    if let Err(err) = joined {
+        alloc.rollback();
+        return Err(err);
+    }
+    e.next_pid += 1;
+    e.participants.insert(pid, (iface, ports, spec.name()));
+    let answer = answer_sdp(&offer, mi, &spec, state.advertise[iface], ports, mux, e.key, pid);
+    tracing::info!(
+        conference = conf_id,
+        participant = pid,
+        codec = spec.name(),
+        "participant joined"
+    );
+    push_event(
+        &mut e,
+        json!({ "event": "joined", "participant": pid, "codec": spec.name() }),
+    );
+    Ok(json!({ "participant_id": pid, "codec": spec.name(), "sdp": answer }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn answer_sdp(
+    offer: &Sdp,
+    mi: usize,
+    spec: &codec::CodecSpec,
+    addr: IpAddr,
+    ports: LocalPorts,
+    mux: bool,
+    key: CallKey,
+    pid: u32,
+) -> String {
+    let fam = if addr.is_ipv6() { "IP6" } else { "IP4" };
+    let mut s =
+        format!("v=0\r\no=chorus {key} {pid} IN {fam} {addr}\r\ns=chorus conference\r\nc=IN {fam} {addr}\r\nt=0 0\r\n");
+    for (i, m) in offer.media.iter().enumerate() {
+        if i != mi {
+            // RFC 3264: every offered stream gets an answer; these are refused.
+            s += &format!("m={} 0 {} {}\r\n", m.kind, m.proto, m.formats.join(" "));
+            continue;
+        }
+        let fmts = match spec.dtmf_pt {
+            Some(te) => format!("{} {te}", spec.pt),
+            None => spec.pt.to_string(),
+        };
+        s += &format!("m=audio {} {} {fmts}\r\n", ports.rtp, m.proto);
+        s += &spec.sdp_lines();
+        s += "a=ptime:20\r\na=sendrecv\r\n";
+        if mux {
+            s += "a=rtcp-mux\r\n";
+        } else if let Some(r) = ports.rtcp {
+            s += &format!("a=rtcp:{r}\r\n");
+        }
+    }
+    s
+}
+
+fn push_event(e: &mut ConfEntry, mut v: Value) {
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    v["at"] = json!(at);
+    if e.events.len() == EVENTS_KEPT {
+        e.events.pop_front();
+    }
+    e.events.push_back(v);
+}
+
+pub async fn control(state: &State, conf_id: &str, pid: u32, c: Controls) -> Result<Value, Error> {
+    let handle = handle(state, conf_id)?;
+    let e = handle.lock().await;
+    if !e.participants.contains_key(&pid) {
+        return Err(Error::NotFound(format!(
+            "conference `{conf_id}` has no participant {pid}"
+        )));
+    }
+    let key = e.key;
+    ask(state, e.worker, |reply| ConfCommand::Control {
+        key,
+        pid,
+        controls: c,
+        reply,
+    })
+    .await?;
+    Ok(json!({ "participant_id": pid, "muted": c.muted, "deaf": c.deaf, "gain": c.gain }))
+}
+
+pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Error> {
+    let handle = handle(state, conf_id)?;
+    let mut e = handle.lock().await;
+    let Some((iface, ports, _)) = e.participants.get(&pid).copied() else {
+        return Err(Error::NotFound(format!(
+            "conference `{conf_id}` has no participant {pid}"
+        )));
+    };
+    let key = e.key;
+    ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
+    e.participants.remove(&pid);
+    free_ports(state, iface, ports);
+    push_event(&mut e, json!({ "event": "left", "participant": pid }));
+    tracing::info!(conference = conf_id, participant = pid, "participant left");
+    Ok(json!({ "participant_id": pid, "left": true }))
+}
+
+pub async fn query(state: &State, conf_id: &str) -> Result<Value, Error> {
+    let handle = handle(state, conf_id)?;
+    let e = handle.lock().await;
+    let key = e.key;
+    let report: Option<ConfReport> = ask(state, e.worker, |reply| ConfCommand::Query { key, reply }).await?;
+    let report = report.ok_or_else(|| Error::NotFound(format!("no conference `{conf_id}`")))?;
+    Ok(json!({
+        "id": &*e.id,
+        "duration_s": (e.created.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "max_speakers": e.max_speakers,
+        "max_participants": e.max_participants,
+        "participants": report.participants,
+        "encodes_last_tick": report.encodes_last_tick,
+        "late_ticks": report.late_ticks,
+        "events": e.events,
+    }))
+}
+
+pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
+    let handle = handle(state, conf_id)?;
+    let mut e = handle.lock().await;
+    let key = e.key;
+    ask(state, e.worker, |reply| ConfCommand::Delete { key, reply }).await?;
+    for (_, (iface, ports, _)) in e.participants.drain() {
+        free_ports(state, iface, ports);
+    }
+    e.alive = false;
+    let mut confs = lock(&state.conferences);
+    if confs.get(conf_id).is_some_and(|(k, _)| *k == key) {
+        confs.remove(conf_id);
+    }
+    tracing::info!(conference = conf_id, "conference deleted");
+    Ok(json!({ "id": conf_id, "deleted": true }))
+}
+
+/// Speaking changes and DTMF from the worker, kept for `GET` and logged.
+pub async fn on_events(state: &State, key: CallKey, events: Vec<ConfEvent>) {
+    let handle = lock(&state.conferences)
+        .values()
+        .find(|(k, _)| *k == key)
+        .map(|(_, h)| h.clone());
+    let Some(handle) = handle else { return };
+    let mut e = handle.lock().await;
+    for ev in events {
+        tracing::info!(conference = %e.id, event = ?ev, "conference event");
+        push_event(&mut e, serde_json::to_value(&ev).unwrap_or_default());
+    }
+}

@@ -1,0 +1,223 @@
+//! Conferences on a worker: participants' sockets, source checks, and the
+//! 20 ms tick that runs each conference's mixer.
+
+use super::{clock, CallKey, Owner, Runner};
+use crate::media::conference::{Conference, TICK_MS};
+use crate::media::relay::{PacketKind, PeerSpec, Side};
+use crate::metrics::WorkerCounters;
+use crate::worker::{ConfCommand, ConfReport, WorkerEvent};
+use mio::net::UdpSocket;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(TICK_MS as u64);
+
+pub(super) struct Member {
+    /// Source checks and latching, as for a relayed leg.
+    side: Side,
+    rtp: usize,
+    rtcp: Option<usize>,
+}
+
+pub(in crate::worker) struct WConference {
+    key: CallKey,
+    conf_id: Arc<str>,
+    core: Conference,
+    members: HashMap<u32, Member>,
+    late_ticks: u64,
+}
+
+impl Runner {
+    pub(super) fn conference_command(&mut self, cmd: ConfCommand) {
+        match cmd {
+            ConfCommand::Create {
+                key,
+                conf_id,
+                speakers,
+                reply,
+            } => {
+                let ci = self.conferences.insert(WConference {
+                    key,
+                    conf_id,
+                    core: Conference::new(speakers),
+                    members: HashMap::new(),
+                    late_ticks: 0,
+                });
+                self.conf_by_key.insert(key, ci);
+                if self.next_tick.is_none() {
+                    self.next_tick = Some(clock::now() + TICK);
+                }
+                let _ = reply.send(());
+            }
+            ConfCommand::Join {
+                key,
+                pid,
+                spec,
+                peer,
+                rtp,
+                rtcp,
+                sockets,
+                reply,
+            } => {
+                let _ = reply.send(self.join(key, pid, spec, *peer, rtp, rtcp, sockets));
+            }
+            ConfCommand::Leave { key, pid, reply } => {
+                let _ = reply.send(self.leave(key, pid));
+            }
+            ConfCommand::Control {
+                key,
+                pid,
+                controls,
+                reply,
+            } => {
+                let ok = match self.conf_by_key.get(&key) {
+                    Some(&ci) => self.conferences[ci].core.control(pid, controls),
+                    None => false,
+                };
+                let _ = reply.send(ok);
+            }
+            ConfCommand::Query { key, reply } => {
+                let now = clock::now();
+                let report = self.conf_by_key.get(&key).map(|&ci| {
+                    let c = &self.conferences[ci];
+                    ConfReport {
+                        participants: c.core.report(now),
+                        encodes_last_tick: c.core.last_encodes,
+                        late_ticks: c.late_ticks,
+                    }
+                });
+                let _ = reply.send(report);
+            }
+            ConfCommand::Delete { key, reply } => {
+                let Some(ci) = self.conf_by_key.remove(&key) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                let conf = self.conferences.remove(ci);
+                for m in conf.members.values() {
+                    self.close_member_sockets(m);
+                }
+                if self.conferences.is_empty() {
+                    self.next_tick = None;
+                }
+                let _ = reply.send(true);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one command's fields
+    fn join(
+        &mut self,
+        key: CallKey,
+        pid: u32,
+        spec: crate::media::codec::CodecSpec,
+        peer: PeerSpec,
+        rtp: SocketAddr,
+        rtcp: Option<SocketAddr>,
+        sockets: Vec<std::net::UdpSocket>,
+    ) -> Result<(), String> {
+        let ci = *self.conf_by_key.get(&key).ok_or("no such conference on this worker")?;
+        let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+        for s in sockets {
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            fresh.insert(local, UdpSocket::from_std(s));
+        }
+        let owner = Owner::Member { conf: ci, pid };
+        let mut open = |runner: &mut Runner, addr: SocketAddr, is_rtcp: bool| -> Result<usize, String> {
+            let s = fresh
+                .remove(&addr)
+                .ok_or_else(|| format!("no socket bound for {addr}"))?;
+            runner.open_socket(s, addr, owner, is_rtcp)
+        };
+        let rtp_slot = open(self, rtp, false)?;
+        let rtcp_slot = match rtcp {
+            Some(a) => Some(open(self, a, true)?),
+            None => None,
+        };
+        let ssrc = (key as u32).wrapping_mul(2654435761) ^ pid.wrapping_mul(40503);
+        let conf = &mut self.conferences[ci];
+        conf.core.join(pid, spec, ssrc)?;
+        conf.members.insert(
+            pid,
+            Member {
+                side: Side::new(peer),
+                rtp: rtp_slot,
+                rtcp: rtcp_slot,
+            },
+        );
+        Ok(())
+    }
+
+    fn leave(&mut self, key: CallKey, pid: u32) -> bool {
+        let Some(&ci) = self.conf_by_key.get(&key) else {
+            return false;
+        };
+        let conf = &mut self.conferences[ci];
+        conf.core.leave(pid);
+        let Some(m) = conf.members.remove(&pid) else {
+            return false;
+        };
+        self.close_member_sockets(&m);
+        true
+    }
+
+    fn close_member_sockets(&mut self, m: &Member) {
+        self.close_socket(m.rtp);
+        if let Some(r) = m.rtcp {
+            self.close_socket(r);
+        }
+    }
+
+    /// A packet on a participant's socket: source check, then the mixer.
+    pub(super) fn member_packet(&mut self, now: Instant, ci: usize, pid: u32, rtcp: bool, n: usize, from: SocketAddr) {
+        let Some(conf) = self.conferences.get_mut(ci) else {
+            return;
+        };
+        let Some(m) = conf.members.get_mut(&pid) else { return };
+        let packet = &self.buf[..n];
+        match m.side.receive(now, from, packet, rtcp) {
+            Ok(PacketKind::Rtp) => conf.core.handle_rtp(now, pid, packet),
+            // RTCP from participants is accepted and counted; reports are future work.
+            Ok(_) => {}
+            Err(reason) => {
+                m.side.count_drop(reason);
+                WorkerCounters::add(&self.counters.drops[reason as usize], 1);
+            }
+        }
+    }
+
+    /// Runs every conference's mixer once, on the 20 ms grid.
+    pub(super) fn tick_conferences(&mut self, now: Instant) {
+        let Some(due) = self.next_tick else { return };
+        let late = now.saturating_duration_since(due) > TICK;
+        for (_, conf) in self.conferences.iter_mut() {
+            if late {
+                conf.late_ticks += 1;
+            }
+            let (core, members, sockets) = (&mut conf.core, &conf.members, &self.sockets);
+            let counters = &*self.counters;
+            core.tick(now, &mut |pid, bytes| {
+                let Some(m) = members.get(&pid) else { return };
+                let (Some(to), Some(s)) = (m.side.rtp_destination(), sockets.get(m.rtp)) else {
+                    return;
+                };
+                if s.socket.send_to(bytes, to).is_ok() {
+                    WorkerCounters::add(&counters.packets_relayed, 1);
+                    WorkerCounters::add(&counters.bytes_relayed, bytes.len() as u64);
+                }
+            });
+            if !conf.core.events.is_empty() {
+                let events = std::mem::take(&mut conf.core.events);
+                for e in &events {
+                    tracing::debug!(conference = %conf.conf_id, event = ?e, "conference event");
+                }
+                let _ = self.events.send(WorkerEvent::Conference { key: conf.key, events });
+            }
+        }
+        // Keep the grid; if the worker fell far behind, start a new one.
+        let next = due + TICK;
+        self.next_tick = Some(if now > next + TICK * 5 { now + TICK } else { next });
+    }
+}

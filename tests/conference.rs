@@ -1,0 +1,266 @@
+//! End to end: conferences over real HTTP and UDP with real codecs (libopus,
+//! G.711). Participants send tones; what each hears is decoded and checked by
+//! spectrum: listeners hear every speaker, speakers never hear themselves.
+
+mod common;
+use chorus::media::codec::{negotiate, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
+use chorus::sdp::Sdp;
+use chorus::wire::rtp::{write_header, RtpView};
+use common::*;
+use serde_json::json;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PCMU: &str = "RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+const OPUS: &str = "RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n";
+
+struct Member {
+    sock: UdpSocket,
+    to: SocketAddr,
+    spec: CodecSpec,
+    pid: u64,
+    freq: f32,
+}
+
+fn offer(sock: &UdpSocket, codec: &str) -> String {
+    let port = sock.local_addr().unwrap().port();
+    format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {codec}a=rtcp-mux\r\n"
+    )
+}
+
+async fn join(d: &Daemon, conf: &str, codec: &str, freq: f32) -> Member {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (s, r) = d
+        .post(
+            &format!("/v1/conferences/{conf}/participants"),
+            json!({"sdp": offer(&sock, codec)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let answer = r["sdp"].as_str().unwrap();
+    let parsed = Sdp::parse(answer).expect("chorus's answer parses");
+    let spec = negotiate(&parsed.media[0]).unwrap();
+    assert!(answer.contains("a=rtcp-mux\r\n"), "{answer}");
+    Member {
+        to: sdp_target(answer),
+        sock,
+        spec,
+        pid: r["participant_id"].as_u64().unwrap(),
+        freq,
+    }
+}
+
+/// Sends each member's tone for `ticks` × 20 ms in real time; returns what
+/// each heard in the last `keep` ticks, decoded at its codec's rate, and
+/// checks that sequence numbers and timestamps ran on without a break.
+fn talk(members: &[Member], ticks: usize, keep: usize) -> Vec<Vec<f32>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let receivers: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let sock = m.sock.try_clone().unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let (spec, stop) = (m.spec, stop.clone());
+            std::thread::spawn(move || {
+                let mut dec = Decoder::new(&spec).unwrap();
+                let mut frames: Vec<Vec<f32>> = Vec::new();
+                let mut last: Option<(u16, u32)> = None;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = sock.recv(&mut buf) else { continue };
+                    let v = RtpView::parse(&buf[..n]).expect("chorus sends valid RTP");
+                    assert_eq!(v.payload_type(), spec.pt);
+                    if let Some((seq, ts)) = last {
+                        assert_eq!(v.sequence(), seq.wrapping_add(1), "sequence runs on");
+                        assert_eq!(v.timestamp(), ts.wrapping_add(spec.frame_ts()), "timestamp runs on");
+                    }
+                    last = Some((v.sequence(), v.timestamp()));
+                    let mut pcm = Vec::new();
+                    dec.decode(Some(v.payload()), spec.frame_samples(), &mut pcm);
+                    frames.push(pcm);
+                }
+                frames
+            })
+        })
+        .collect();
+    let mut encoders: Vec<Encoder> = members.iter().map(|m| Encoder::new(&m.spec).unwrap()).collect();
+    let t0 = Instant::now();
+    let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+    for k in 0..ticks {
+        for (i, m) in members.iter().enumerate() {
+            let n = m.spec.frame_samples();
+            let pcm: Vec<f32> = (0..n)
+                .map(|j| 0.3 * (2.0 * std::f32::consts::PI * m.freq * (k * n + j) as f32 / m.spec.rate as f32).sin())
+                .collect();
+            let len = encoders[i].encode(&pcm, &mut pkt[12..]);
+            write_header(
+                &mut pkt,
+                m.spec.pt,
+                k as u16,
+                k as u32 * m.spec.frame_ts(),
+                0x1000 + i as u32,
+            );
+            m.sock.send_to(&pkt[..12 + len], m.to).unwrap();
+        }
+        let next = t0 + Duration::from_millis(20 * (k as u64 + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    receivers
+        .into_iter()
+        .map(|r| {
+            let frames = r.join().unwrap();
+            assert!(
+                frames.len() >= ticks - 10,
+                "received {} of ~{ticks} frames",
+                frames.len()
+            );
+            frames[frames.len() - keep..].concat()
+        })
+        .collect()
+}
+
+fn level(x: &[f32], rate: u32, freq: f32) -> f32 {
+    let w = 2.0 * std::f32::consts::PI * freq / rate as f32;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for &v in x {
+        let s0 = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0).sqrt() / x.len() as f32
+}
+
+fn check_mix_minus(members: &[Member], heard: &[Vec<f32>]) {
+    let (a, b) = (members[0].freq, members[1].freq);
+    for (i, m) in members.iter().enumerate() {
+        let (la, lb) = (level(&heard[i], m.spec.rate, a), level(&heard[i], m.spec.rate, b));
+        match i {
+            0 => assert!(la < 0.02 && lb > 0.1, "A hears only B: {la} {lb}"),
+            1 => assert!(lb < 0.02 && la > 0.1, "B hears only A: {la} {lb}"),
+            _ => assert!(la > 0.1 && lb > 0.1, "listener {i} hears both: {la} {lb}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_pcmu_participants_hear_everyone_but_themselves() {
+    let d = Daemon::start(60, &[]).await;
+    let (s, c) = d.post("/v1/conferences", json!({"id": "room1"})).await;
+    assert_eq!(s, 200, "{c}");
+    let mut members = Vec::new();
+    for f in [440.0, 1000.0, 0.0, 0.0] {
+        members.push(join(&d, "room1", PCMU, f).await);
+    }
+    let heard = tokio::task::spawn_blocking(move || {
+        let h = talk(&members, 80, 30);
+        (h, members)
+    })
+    .await
+    .unwrap();
+    let (heard, members) = heard;
+    check_mix_minus(&members, &heard);
+    let (s, q) = d.get("/v1/conferences/room1").await;
+    assert_eq!(s, 200);
+    assert_eq!(q["participants"].as_array().unwrap().len(), 4);
+    assert_eq!(q["participants"][0]["codec"], "PCMU");
+    assert!(
+        q["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "started_speaking"),
+        "{q}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opus_and_pcmu_participants_in_one_conference() {
+    let d = Daemon::start(61, &[]).await;
+    d.post("/v1/conferences", json!({"id": "mixed"})).await;
+    let mut members = Vec::new();
+    for (codec, f) in [(OPUS, 440.0), (PCMU, 1000.0), (PCMU, 0.0), (OPUS, 0.0)] {
+        members.push(join(&d, "mixed", codec, f).await);
+    }
+    assert_eq!(members[0].spec.rate, 48000);
+    let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 80, 30), members))
+        .await
+        .unwrap();
+    let _ = &members;
+    check_mix_minus(&members, &heard);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mute_leave_delete_and_errors() {
+    let d = Daemon::start(62, &[]).await;
+    let (s, _) = d
+        .post("/v1/conferences", json!({"id": "m", "max_participants": 3}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = d.post("/v1/conferences", json!({"id": "m"})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("conflict")));
+    let mut members = Vec::new();
+    for f in [440.0, 1000.0, 0.0] {
+        members.push(join(&d, "m", PCMU, f).await);
+    }
+    // Full.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (s, b) = d
+        .post("/v1/conferences/m/participants", json!({"sdp": offer(&sock, PCMU)}))
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("is full"));
+    // Mute A: the listener hears only B.
+    let r = d
+        .http
+        .patch(format!("{}/v1/conferences/m/participants/{}", d.base, members[0].pid))
+        .json(&json!({"muted": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 60, 25), members))
+        .await
+        .unwrap();
+    assert!(level(&heard[2], 8000, 440.0) < 0.02, "muted A is not heard");
+    assert!(level(&heard[2], 8000, 1000.0) > 0.1);
+    let (_, q) = d.get("/v1/conferences/m").await;
+    assert_eq!(q["participants"][0]["muted"], true);
+    // Errors say what was wrong.
+    let (s, b) = d
+        .post("/v1/conferences/nope/participants", json!({"sdp": offer(&sock, PCMU)}))
+        .await;
+    assert_eq!((s, b["error"]["message"].as_str()), (404, Some("no conference `nope`")));
+    let g729 = offer(&sock, "RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n");
+    let (s, b) = d.post("/v1/conferences/m/participants", json!({"sdp": g729})).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no codec chorus can mix"),
+        "{b}"
+    );
+    // Leave frees the seat; delete frees everything.
+    let (s, _) = d
+        .delete(&format!("/v1/conferences/m/participants/{}", members[2].pid))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = d
+        .delete(&format!("/v1/conferences/m/participants/{}", members[2].pid))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = d.delete("/v1/conferences/m").await;
+    assert_eq!(s, 200);
+    assert_eq!(d.get("/v1/conferences/m").await.0, 404);
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(&m, "chorus_ports_free{interface=\"default\"}"),
+        PORTS_PER_SLOT as f64
+    );
+}
