@@ -97,6 +97,12 @@ impl JitterBuffer {
         self.queue.is_empty()
     }
 
+    /// The packet that will play next, if it has arrived (for Opus in-band
+    /// FEC: after a `Lost`, the next packet carries the lost one's redundancy).
+    pub fn peek_next(&self) -> Option<&Packet> {
+        self.queue.get(&self.next?).map(|(p, _)| p)
+    }
+
     fn extend(&mut self, seq: u16) -> u64 {
         let Some(max) = self.max_seq else {
             let e = (1u64 << 16) + seq as u64; // room to go back below the first

@@ -141,9 +141,16 @@ pub fn negotiate(m: &Media) -> Result<CodecSpec, String> {
 
 /// Turns payloads into PCM, with concealment of lost packets.
 pub enum Decoder {
-    G711(g711::Law, Vec<i16>),
+    /// The law, a sample buffer, the last good frame and how many frames
+    /// have been concealed since it.
+    G711(g711::Law, Vec<i16>, Vec<f32>, u32),
     Opus(Box<opus::Decoder>, Vec<i16>),
 }
+
+/// G.711 concealment: each concealed frame repeats the last good one at
+/// this fraction of the previous level, so short losses bridge smoothly
+/// and long ones fade to silence.
+const G711_PLC_FADE: f32 = 0.7;
 
 /// Turns PCM into payloads.
 pub enum Encoder {
@@ -157,8 +164,8 @@ pub const MAX_PAYLOAD: usize = 1275;
 impl Decoder {
     pub fn new(spec: &CodecSpec) -> Result<Self, String> {
         Ok(match spec.kind {
-            CodecKind::Pcmu => Decoder::G711(g711::Law::Ulaw, vec![0; spec.frame_samples()]),
-            CodecKind::Pcma => Decoder::G711(g711::Law::Alaw, vec![0; spec.frame_samples()]),
+            CodecKind::Pcmu => Decoder::G711(g711::Law::Ulaw, vec![0; spec.frame_samples()], Vec::new(), 0),
+            CodecKind::Pcma => Decoder::G711(g711::Law::Alaw, vec![0; spec.frame_samples()], Vec::new(), 0),
             CodecKind::Opus => Decoder::Opus(
                 Box::new(opus::Decoder::new(48000, opus::Channels::Mono).map_err(|e| e.to_string())?),
                 vec![0; 5760],
@@ -171,13 +178,20 @@ impl Decoder {
     pub fn decode(&mut self, payload: Option<&[u8]>, frame_samples: usize, out: &mut Vec<f32>) -> usize {
         out.clear();
         match self {
-            Decoder::G711(law, buf) => match payload {
+            Decoder::G711(law, buf, last, lost) => match payload {
                 Some(p) => {
                     let n = law.decode(p, buf);
                     out.extend(buf[..n].iter().map(|&s| s as f32 / 32768.0));
+                    last.clear();
+                    last.extend_from_slice(out);
+                    *lost = 0;
                 }
-                // G.711 concealment: a faded repeat would be better; silence is safe.
-                None => out.resize(frame_samples, 0.0),
+                None => {
+                    *lost += 1;
+                    let g = G711_PLC_FADE.powi(*lost as i32);
+                    out.extend(last.iter().map(|x| x * g));
+                    out.resize(frame_samples, 0.0);
+                }
             },
             Decoder::Opus(d, buf) => {
                 let r = match payload {
@@ -194,6 +208,22 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// Recovers a lost frame from the in-band FEC of the packet after it
+    /// (Opus only). False when there is nothing to recover.
+    pub fn decode_fec(&mut self, next_payload: &[u8], frame_samples: usize, out: &mut Vec<f32>) -> bool {
+        let Decoder::Opus(d, buf) = self else { return false };
+        out.clear();
+        match d.decode(next_payload, &mut buf[..frame_samples], true) {
+            Ok(n) if n > 0 => {
+                out.extend(buf[..n].iter().map(|&s| s as f32 / 32768.0));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Encoder {
     pub fn new(spec: &CodecSpec) -> Result<Self, String> {
         Ok(match spec.kind {
@@ -205,6 +235,11 @@ impl Encoder {
                 // Complexity 5: ~40% cheaper than 10 (DEPENDENCIES.md), fine for speech.
                 let _ = e.set_complexity(5);
                 let _ = e.set_bitrate(opus::Bitrate::Bits(32000));
+                // In-band FEC lets receivers recover a lost packet from the next.
+                let _ = e.set_inband_fec(true);
+                // Speech mode (SILK or hybrid) is where in-band FEC exists.
+                let _ = e.set_signal(opus::Signal::Voice);
+                let _ = e.set_packet_loss_perc(5);
                 Encoder::Opus(Box::new(e), Vec::with_capacity(960))
             }
         })
