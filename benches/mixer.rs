@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let now = t0 + Duration::from_millis(20 * k as u64);
                     let senders = if listeners_send { n } else { 3 };
+                    #[allow(clippy::needless_range_loop)] // i is also the participant id
                     for i in 0..senders {
                         let payload = if i < 3 {
                             &tones[i][k as usize % 50]
