@@ -21,6 +21,10 @@ pub struct WorkerCounters {
     pub bytes_relayed: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     pub streams: AtomicU64,
+    pub participants: AtomicU64,
+    pub late_ticks: AtomicU64,
+    pub concealed_frames: AtomicU64,
+    pub encodes: AtomicU64,
     pub calls: AtomicU64,
 }
 
@@ -38,6 +42,22 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
     ("chorus_bytes_relayed_total", "Media bytes relayed", &[]),
     ("chorus_streams_active", "Media streams held by workers", &[]),
     ("chorus_worker_calls", "Calls held by workers", &[]),
+    ("chorus_conference_participants", "Conference participants", &[]),
+    (
+        "chorus_mixer_late_ticks_total",
+        "Mixer ticks that ran more than one tick late",
+        &[],
+    ),
+    (
+        "chorus_mixer_concealed_frames_total",
+        "Frames concealed for lost packets",
+        &[],
+    ),
+    (
+        "chorus_mixer_encodes_total",
+        "Encodes by the mixer (one per distinct mix and codec per tick)",
+        &[],
+    ),
     (
         "chorus_packets_dropped_total",
         "Packets received and not relayed, by reason",
@@ -115,6 +135,26 @@ impl Collector for WorkerCollector {
                 self.sum(|w| &w.streams),
             ),
             gauge("chorus_worker_calls", "Calls held by workers", self.sum(|w| &w.calls)),
+            gauge(
+                "chorus_conference_participants",
+                "Conference participants",
+                self.sum(|w| &w.participants),
+            ),
+            counter(
+                "chorus_mixer_late_ticks_total",
+                "Mixer ticks that ran more than one tick late",
+                self.sum(|w| &w.late_ticks),
+            ),
+            counter(
+                "chorus_mixer_concealed_frames_total",
+                "Frames concealed for lost packets",
+                self.sum(|w| &w.concealed_frames),
+            ),
+            counter(
+                "chorus_mixer_encodes_total",
+                "Encodes by the mixer (one per distinct mix and codec per tick)",
+                self.sum(|w| &w.encodes),
+            ),
         ];
         out.extend(drops.collect());
         out
@@ -130,6 +170,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub call_seconds: prometheus::Histogram,
+    pub conferences_active: IntGauge,
+    pub mixer_tick_seconds: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -160,8 +202,19 @@ impl Metrics {
             ]),
         )
         .unwrap();
+        let conferences_active = IntGauge::new("chorus_conferences_active", "Conferences being mixed").unwrap();
+        let mixer_tick_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "chorus_mixer_tick_seconds",
+                "Time a worker spends on one 20 ms tick of its conferences",
+            )
+            .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05]),
+        )
+        .unwrap();
         for c in [
-            Box::new(calls_active.clone()) as Box<dyn Collector>,
+            Box::new(conferences_active.clone()) as Box<dyn Collector>,
+            Box::new(mixer_tick_seconds.clone()),
+            Box::new(calls_active.clone()),
             Box::new(calls_timed_out.clone()),
             Box::new(ports_free.clone()),
             Box::new(requests.clone()),
@@ -194,6 +247,8 @@ impl Metrics {
             requests,
             request_seconds,
             call_seconds,
+            conferences_active,
+            mixer_tick_seconds,
         }
     }
 

@@ -372,6 +372,7 @@ fn call_json(snap: &CallSnapshot) -> Value {
 pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
         WorkerEvent::Conference { key, events } => super::conferences::on_events(&state, key, events).await,
+        WorkerEvent::TickDurations(d) => d.into_iter().for_each(|s| state.metrics.mixer_tick_seconds.observe(s)),
         WorkerEvent::MediaTimeout { key, call_id, report } => {
             let handle = match entry(&state, &call_id, false) {
                 Ok(h) => h,

@@ -135,6 +135,9 @@ impl State {
     /// Refreshes gauges that are cheaper to read on scrape than to keep.
     pub fn render_metrics(&self) -> String {
         self.metrics.calls_active.set(self.call_count() as i64);
+        self.metrics
+            .conferences_active
+            .set(lock(&self.conferences).len() as i64);
         for (i, iface) in self.interfaces.iter().enumerate() {
             let free = lock(&self.ports[i]).free();
             self.metrics

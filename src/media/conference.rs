@@ -89,6 +89,8 @@ pub struct Conference {
     pub events: Vec<ConfEvent>,
     /// Encodes done in the last tick (one per distinct mix and codec).
     pub last_encodes: usize,
+    /// Frames concealed since the conference started.
+    pub concealed_total: u64,
 }
 
 /// Per-participant settings from the API.
@@ -110,6 +112,7 @@ impl Conference {
             tick_no: 0,
             events: Vec::new(),
             last_encodes: 0,
+            concealed_total: 0,
         }
     }
 
@@ -214,6 +217,7 @@ impl Conference {
                 Pop::Packet(pk) => Some(pk.payload),
                 Pop::Lost => {
                     p.concealed += 1;
+                    self.concealed_total += 1;
                     // Opus in-band FEC: the next packet may carry this one.
                     if let Some(next) = p.jitter.peek_next() {
                         if p.decoder

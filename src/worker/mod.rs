@@ -108,6 +108,8 @@ pub struct ConfReport {
 
 #[derive(Debug)]
 pub enum WorkerEvent {
+    /// Durations (seconds) of the worker's recent mixer ticks, for the histogram.
+    TickDurations(Vec<f64>),
     /// Speaking changes and DTMF digits from a conference's last tick.
     Conference {
         key: CallKey,

@@ -75,6 +75,8 @@ pub(super) struct Runner {
     conf_by_key: HashMap<CallKey, usize>,
     /// When the conferences' next 20 ms tick is due (none without conferences).
     next_tick: Option<Instant>,
+    /// Tick durations not yet reported to the control plane's histogram.
+    tick_durations: Vec<f64>,
 }
 
 mod conferences;
@@ -100,6 +102,7 @@ impl Runner {
             conferences: Slab::new(),
             conf_by_key: HashMap::new(),
             next_tick: None,
+            tick_durations: Vec::with_capacity(50),
             buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
         }
     }

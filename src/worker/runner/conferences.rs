@@ -101,6 +101,9 @@ impl Runner {
                 }
                 if self.conferences.is_empty() {
                     self.next_tick = None;
+                    self.counters
+                        .participants
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
                 }
                 let _ = reply.send(true);
             }
@@ -192,10 +195,16 @@ impl Runner {
     pub(super) fn tick_conferences(&mut self, now: Instant) {
         let Some(due) = self.next_tick else { return };
         let late = now.saturating_duration_since(due) > TICK;
+        if late {
+            WorkerCounters::add(&self.counters.late_ticks, 1);
+        }
+        let mut participants = 0;
         for (_, conf) in self.conferences.iter_mut() {
             if late {
                 conf.late_ticks += 1;
             }
+            participants += conf.members.len() as u64;
+            let concealed_before = conf.core.concealed_total;
             let (core, members, sockets) = (&mut conf.core, &conf.members, &self.sockets);
             let counters = &*self.counters;
             core.tick(now, &mut |pid, bytes| {
@@ -208,6 +217,11 @@ impl Runner {
                     WorkerCounters::add(&counters.bytes_relayed, bytes.len() as u64);
                 }
             });
+            WorkerCounters::add(&self.counters.encodes, conf.core.last_encodes as u64);
+            WorkerCounters::add(
+                &self.counters.concealed_frames,
+                conf.core.concealed_total - concealed_before,
+            );
             if !conf.core.events.is_empty() {
                 let events = std::mem::take(&mut conf.core.events);
                 for e in &events {
@@ -215,6 +229,15 @@ impl Runner {
                 }
                 let _ = self.events.send(WorkerEvent::Conference { key: conf.key, events });
             }
+        }
+        self.counters
+            .participants
+            .store(participants, std::sync::atomic::Ordering::Relaxed);
+        self.tick_durations
+            .push(clock::now().saturating_duration_since(now).as_secs_f64());
+        if self.tick_durations.len() >= 50 {
+            let d = std::mem::take(&mut self.tick_durations);
+            let _ = self.events.send(WorkerEvent::TickDurations(d));
         }
         // Keep the grid; if the worker fell far behind, start a new one.
         let next = due + TICK;
