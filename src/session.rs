@@ -81,6 +81,8 @@ pub struct Leg {
     pub any_source: bool,
     /// Media goes to `signal_ip`, not to the SDP's address.
     pub sip_source: bool,
+    /// The leg's last SDP, as it sent it (its codecs, for moving it into a conference).
+    pub sdp: Option<Sdp>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +207,7 @@ impl Session {
             )));
         }
         self.apply_interfaces(o, opts)?;
+        self.legs[o].sdp = Some(sdp.clone());
         let mut outs = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             if i == self.streams.len() {
@@ -282,6 +285,7 @@ impl Session {
         // A second answer with another to-tag is another fork; the latest wins.
         self.legs[a].tag = Some(to_tag.to_string());
         self.apply_interfaces(a, opts)?;
+        self.legs[a].sdp = Some(sdp.clone());
         let mut outs = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             let mut peer = peer_spec(sdp, i, &self.legs[a]);

@@ -264,3 +264,65 @@ async fn mute_leave_delete_and_errors() {
         PORTS_PER_SLOT as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
+    let d = Daemon::start(63, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("c2c", &a, &b).await;
+    d.post("/v1/conferences", json!({"id": "grow"})).await;
+    let mut pids = Vec::new();
+    for tag in ["ta", "tb"] {
+        let (s, r) = d
+            .post(
+                "/v1/conferences/grow/participants",
+                json!({"call_id": "c2c", "from_tag": tag}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["codec"], "PCMU");
+        pids.push(r["participant_id"].as_u64().unwrap());
+    }
+    let (s, r) = d
+        .post(
+            "/v1/conferences/grow/participants",
+            json!({"call_id": "c2c", "from_tag": "nope"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{r}");
+    let pcmu = |sock: &UdpSocket, to: SocketAddr, pid: u64, freq: f32| {
+        let sdp = format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 1 {PCMU}");
+        Member {
+            sock: sock.try_clone().unwrap(),
+            to,
+            spec: negotiate(&Sdp::parse(&sdp).unwrap().media[0]).unwrap(),
+            pid,
+            freq,
+        }
+    };
+    // The phones keep sending to the same chorus ports as in the call.
+    let mut members = vec![pcmu(&a.rtp, to_a, pids[0], 440.0), pcmu(&b.rtp, to_b, pids[1], 1000.0)];
+    members.push(join(&d, "grow", PCMU, 1500.0).await);
+    let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 80, 30), members))
+        .await
+        .unwrap();
+    let freqs = [440.0, 1000.0, 1500.0];
+    for (i, m) in members.iter().enumerate() {
+        for (j, f) in freqs.iter().enumerate() {
+            let l = level(&heard[i], m.spec.rate, *f);
+            if i == j {
+                assert!(l < 0.02, "participant {i} hears itself ({l})");
+            } else {
+                assert!(l > 0.08, "participant {i} hears {j} ({l})");
+            }
+        }
+    }
+    // The call's own delete no longer frees the moved ports; the conference does.
+    d.delete("/v1/calls/c2c").await;
+    d.delete("/v1/conferences/grow").await;
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(&m, "chorus_ports_free{interface=\"default\"}"),
+        PORTS_PER_SLOT as f64
+    );
+}

@@ -260,7 +260,10 @@ async fn lists_calls_in_pages_and_serves_its_openapi_document() {
     assert_eq!(doc["openapi"], "3.0.3");
     // Every documented path answers something other than "no such endpoint".
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        let path = path.replace("{call_id}", "a").replace("{conf_id}", "c").replace("{pid}", "1");
+        let path = path
+            .replace("{call_id}", "a")
+            .replace("{conf_id}", "c")
+            .replace("{pid}", "1");
         for op in ops.as_object().unwrap().keys() {
             let r = d
                 .http

@@ -188,6 +188,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         rtp: SocketAddr::new(bind, ports.rtp),
         rtcp: ports.rtcp.map(|p| SocketAddr::new(bind, p)),
         sockets,
+        latched: None,
         reply,
     })
     .await
@@ -210,6 +211,109 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         json!({ "event": "joined", "participant": pid, "codec": spec.name() }),
     );
     Ok(json!({ "participant_id": pid, "codec": spec.name(), "sdp": answer }))
+}
+
+/// Moves leg `from_tag` of relayed call `call_id` into the conference: its
+/// sockets (so its ports), its codec and its latched address go along, so
+/// the phone needs no re-INVITE. The rest of the call stays as it was.
+pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag: &str) -> Result<Value, Error> {
+    let conf = handle(state, conf_id)?;
+    let mut e = conf.lock().await;
+    if !e.alive {
+        return Err(Error::NotFound(format!("no conference `{conf_id}`")));
+    }
+    let call = lock(&state.calls)
+        .get(call_id)
+        .map(|(_, h)| h.clone())
+        .ok_or_else(|| Error::NotFound(format!("no call `{call_id}`")))?;
+    let mut c = call.lock().await;
+    if !c.alive {
+        return Err(Error::NotFound(format!("no call `{call_id}`")));
+    }
+    let leg = c
+        .session
+        .leg_by_tag(from_tag)
+        .ok_or_else(|| Error::NotFound(format!("call `{call_id}` has no leg with tag `{from_tag}`")))?;
+    let si = c
+        .session
+        .streams
+        .iter()
+        .position(|st| st.enabled && st.media == "audio" && st.sides[leg].local.is_some())
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "leg `{from_tag}` of call `{call_id}` has no active audio stream"
+            ))
+        })?;
+    let answerer = 1 - c.session.offerer;
+    let media_of = |l: usize| c.session.legs[l].sdp.as_ref().and_then(|s| s.media.get(si).cloned());
+    let (Some(mine), Some(answer)) = (media_of(leg), media_of(answerer)) else {
+        return Err(Error::Conflict(format!("call `{call_id}` is not answered yet")));
+    };
+    let agreed = codec::negotiate(&answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
+    let spec = codec::negotiate_preferring(&mine, Some(agreed.kind)).map_err(Error::BadRequest)?;
+    if e.participants.len() >= e.max_participants {
+        return Err(Error::Conflict(format!(
+            "conference `{conf_id}` is full ({} participants)",
+            e.max_participants
+        )));
+    }
+    let ports = c.session.streams[si].sides[leg].local.expect("checked above");
+    let iface = c.session.legs[leg].iface;
+    let detached = ask_worker(state, c.worker, |reply| Command::Detach {
+        key: c.key,
+        stream: si,
+        side: leg,
+        reply,
+    })
+    .await?
+    .ok_or_else(|| Error::Internal("the call's worker no longer has the leg".into()))?;
+    // From here the ports belong to the conference.
+    c.session.streams[si].sides[leg].local = None;
+    let bind = state.bind[iface];
+    let pid = e.next_pid;
+    let key = e.key;
+    let joined = ask(state, e.worker, |reply| ConfCommand::Join {
+        key,
+        pid,
+        spec,
+        peer: detached.peer,
+        rtp: SocketAddr::new(bind, ports.rtp),
+        rtcp: ports.rtcp.map(|p| SocketAddr::new(bind, p)),
+        sockets: detached.sockets,
+        latched: detached.latched,
+        reply,
+    })
+    .await
+    .and_then(|r| r.map_err(Error::Internal));
+    if let Err(err) = joined {
+        free_ports(state, iface, ports);
+        return Err(err);
+    }
+    e.next_pid += 1;
+    e.participants.insert(pid, (iface, ports, spec.name()));
+    push_event(
+        &mut e,
+        json!({ "event": "joined", "participant": pid, "codec": spec.name(), "call_id": call_id, "from_tag": from_tag }),
+    );
+    tracing::info!(
+        conference = conf_id,
+        participant = pid,
+        call_id,
+        from_tag,
+        "call leg moved into conference"
+    );
+    Ok(json!({ "participant_id": pid, "codec": spec.name(), "moved": { "call_id": call_id, "from_tag": from_tag } }))
+}
+
+async fn ask_worker<T>(
+    state: &State,
+    worker: usize,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    state.workers[worker].send(make(tx)).map_err(Error::Internal)?;
+    rx.await
+        .map_err(|_| Error::Internal("media worker dropped the command".into()))
 }
 
 #[allow(clippy::too_many_arguments)]

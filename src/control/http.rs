@@ -313,10 +313,13 @@ async fn conf_delete(AxState(state): AxState<Shared>, Path(id): Path<String>) ->
     .await
 }
 
+/// Either an SDP offer, or a leg of a relayed call to move in.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
-    sdp: String,
+    sdp: Option<String>,
+    call_id: Option<String>,
+    from_tag: Option<String>,
     #[serde(default)]
     options: super::conferences::JoinOptions,
 }
@@ -324,7 +327,13 @@ struct JoinBody {
 async fn conf_join(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "conference_join", &id, async {
         let b: JoinBody = body(&bytes)?;
-        super::conferences::join(&state, &id, &b.sdp, b.options).await
+        match (b.sdp, b.call_id, b.from_tag) {
+            (Some(sdp), None, None) => super::conferences::join(&state, &id, &sdp, b.options).await,
+            (None, Some(call), Some(tag)) => super::conferences::join_call_leg(&state, &id, &call, &tag).await,
+            _ => Err(Error::BadRequest(
+                "give either `sdp`, or `call_id` and `from_tag`".into(),
+            )),
+        }
     })
     .await
 }

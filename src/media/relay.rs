@@ -173,6 +173,11 @@ impl Side {
         self.latched_rtp
     }
 
+    /// Keeps a latch learnt elsewhere (a leg moved from a call to a conference).
+    pub fn set_latched(&mut self, rtp: Option<SocketAddr>) {
+        self.latched_rtp = rtp;
+    }
+
     fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.peer.any_source || Some(ip) == self.peer.sdp_ip || Some(ip) == self.peer.signal_ip
     }

@@ -54,8 +54,24 @@ pub enum Command {
         key: CallKey,
         reply: oneshot::Sender<Option<CallReport>>,
     },
+    /// Takes one side of one stream out of a call (to move it into a
+    /// conference): its sockets, what its leg said, and where it latched.
+    Detach {
+        key: CallKey,
+        stream: usize,
+        side: usize,
+        reply: oneshot::Sender<Option<Detached>>,
+    },
     Conference(ConfCommand),
     Shutdown,
+}
+
+/// A call's side, taken out of its worker.
+#[derive(Debug)]
+pub struct Detached {
+    pub sockets: Vec<UdpSocket>,
+    pub peer: Box<PeerSpec>,
+    pub latched: Option<SocketAddr>,
 }
 
 /// Commands for conferences hosted by a worker.
@@ -75,6 +91,8 @@ pub enum ConfCommand {
         rtp: SocketAddr,
         rtcp: Option<SocketAddr>,
         sockets: Vec<UdpSocket>,
+        /// Where the participant already latched (moved from a call).
+        latched: Option<SocketAddr>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Leave {

@@ -252,6 +252,14 @@ impl Runner {
                     let report = self.by_key.get(&key).map(|&i| self.report(i, now));
                     let _ = reply.send(report);
                 }
+                Command::Detach {
+                    key,
+                    stream,
+                    side,
+                    reply,
+                } => {
+                    let _ = reply.send(self.detach(key, stream, side));
+                }
                 Command::Conference(c) => self.conference_command(c),
                 Command::Shutdown => return false,
             }
@@ -362,6 +370,25 @@ impl Runner {
         let mut s = self.sockets.remove(slot);
         let _ = self.poll.registry().deregister(&mut s.socket);
         // Dropping `s` closes the fd: the port can be bound again at once.
+    }
+
+    fn detach(&mut self, key: CallKey, stream: usize, side: usize) -> Option<super::Detached> {
+        let ci = *self.by_key.get(&key)?;
+        let ws = self.calls[ci].streams.get_mut(stream)?;
+        let slots: Vec<usize> = ws.sock.get_mut(side)?.iter_mut().filter_map(Option::take).collect();
+        let s = &mut ws.relay.sides[side];
+        let peer = Box::new(s.peer.clone());
+        let latched = s.latched();
+        s.update(crate::media::relay::PeerSpec::unknown(peer.kind));
+        let sockets = slots
+            .into_iter()
+            .map(|slot| {
+                let mut s = self.sockets.remove(slot);
+                let _ = self.poll.registry().deregister(&mut s.socket);
+                std::net::UdpSocket::from(s.socket)
+            })
+            .collect();
+        Some(super::Detached { sockets, peer, latched })
     }
 
     fn remove(&mut self, key: CallKey) -> Option<CallReport> {

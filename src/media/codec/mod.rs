@@ -74,6 +74,24 @@ impl CodecSpec {
 /// Picks the first codec of the offer that chorus mixes (RFC 3264: the
 /// offerer's order is its preference).
 pub fn negotiate(m: &Media) -> Result<CodecSpec, String> {
+    negotiate_preferring(m, None)
+}
+
+/// As [`negotiate`], but takes codec `prefer` (e.g. what the answer chose in
+/// a relayed call) when the stream offers it.
+pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<CodecSpec, String> {
+    if let Some(want) = prefer {
+        for f in &m.formats {
+            let mut one = m.clone();
+            one.formats = vec![f.clone()];
+            if let Ok(mut c) = negotiate_preferring(&one, None) {
+                if c.kind == want {
+                    c.dtmf_pt = dtmf_pt(m, c.clock_rate);
+                    return Ok(c);
+                }
+            }
+        }
+    }
     let rtpmap = |pt: &str| -> Option<(String, u32, u8)> {
         m.attributes().find_map(|(n, v)| {
             let (p, enc) = v?.split_once(' ')?;
@@ -137,6 +155,18 @@ pub fn negotiate(m: &Media) -> Result<CodecSpec, String> {
         "no codec chorus can mix in the offer ({}); supported: opus/48000, PCMU/8000, PCMA/8000",
         offered.join(", ")
     ))
+}
+
+/// The stream's RFC 4733 telephone-event payload type at `clock`, if offered.
+fn dtmf_pt(m: &Media, clock: u32) -> Option<u8> {
+    m.attributes().find_map(|(n, v)| {
+        let (pt, enc) = v?.split_once(' ')?;
+        let ok = n == "rtpmap"
+            && enc.to_ascii_lowercase().starts_with("telephone-event/")
+            && enc.split('/').nth(1).and_then(|r| r.trim().parse::<u32>().ok()) == Some(clock)
+            && m.formats.iter().any(|f| f == pt);
+        ok.then(|| pt.parse().ok()).flatten()
+    })
 }
 
 /// Turns payloads into PCM, with concealment of lost packets.

@@ -59,9 +59,10 @@ impl Runner {
                 rtp,
                 rtcp,
                 sockets,
+                latched,
                 reply,
             } => {
-                let _ = reply.send(self.join(key, pid, spec, *peer, rtp, rtcp, sockets));
+                let _ = reply.send(self.join(key, pid, spec, *peer, rtp, rtcp, sockets, latched));
             }
             ConfCommand::Leave { key, pid, reply } => {
                 let _ = reply.send(self.leave(key, pid));
@@ -120,6 +121,7 @@ impl Runner {
         rtp: SocketAddr,
         rtcp: Option<SocketAddr>,
         sockets: Vec<std::net::UdpSocket>,
+        latched: Option<SocketAddr>,
     ) -> Result<(), String> {
         let ci = *self.conf_by_key.get(&key).ok_or("no such conference on this worker")?;
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
@@ -142,10 +144,12 @@ impl Runner {
         let ssrc = (key as u32).wrapping_mul(2654435761) ^ pid.wrapping_mul(40503);
         let conf = &mut self.conferences[ci];
         conf.core.join(pid, spec, ssrc)?;
+        let mut side = Side::new(peer);
+        side.set_latched(latched);
         conf.members.insert(
             pid,
             Member {
-                side: Side::new(peer),
+                side,
                 rtp: rtp_slot,
                 rtcp: rtcp_slot,
             },
