@@ -326,3 +326,59 @@ async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
         PORTS_PER_SLOT as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_stream_as_server_sent_events_and_reach_the_callback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut callbacks) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let d = Daemon::start(64, &["--callback-url", &url]).await;
+    d.post("/v1/conferences", json!({"id": "ev"})).await;
+    let addr = d.base.strip_prefix("http://").unwrap().to_string();
+    let mut sse = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sse.write_all(b"GET /v1/conferences/ev/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let speaker = join(&d, "ev", PCMU, 440.0).await;
+    let pid = speaker.pid;
+    // Speak for half a second, then leave.
+    tokio::task::spawn_blocking(move || {
+        talk(&[speaker], 25, 5);
+    })
+    .await
+    .unwrap();
+    d.delete(&format!("/v1/conferences/ev/participants/{pid}")).await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while !text.contains("event: left") && Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sse.read(&mut buf)).await {
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(text.contains("text/event-stream"), "{text}");
+    for e in ["event: joined", "event: started_speaking", "event: left"] {
+        assert!(text.contains(e), "no `{e}` in the stream:\n{text}");
+    }
+    let mut got = Vec::new();
+    while let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(500), callbacks.recv()).await {
+        got.push(v["event"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(
+        got.contains(&"joined".to_string()) && got.contains(&"left".to_string()),
+        "{got:?}"
+    );
+}

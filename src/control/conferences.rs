@@ -35,6 +35,8 @@ pub struct ConfEntry {
     next_pid: u32,
     participants: HashMap<u32, (usize, LocalPorts, &'static str)>,
     events: VecDeque<Value>,
+    /// Live events for `GET .../events` (server-sent events); dropped on delete.
+    live: Option<tokio::sync::broadcast::Sender<Value>>,
     alive: bool,
 }
 
@@ -106,6 +108,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
         next_pid: 1,
         participants: HashMap::new(),
         events: VecDeque::new(),
+        live: Some(tokio::sync::broadcast::channel(256).0),
         alive: true,
     }));
     {
@@ -207,6 +210,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         "participant joined"
     );
     push_event(
+        state,
         &mut e,
         json!({ "event": "joined", "participant": pid, "codec": spec.name() }),
     );
@@ -292,6 +296,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     e.next_pid += 1;
     e.participants.insert(pid, (iface, ports, spec.name()));
     push_event(
+        state,
         &mut e,
         json!({ "event": "joined", "participant": pid, "codec": spec.name(), "call_id": call_id, "from_tag": from_tag }),
     );
@@ -352,16 +357,40 @@ fn answer_sdp(
     s
 }
 
-fn push_event(e: &mut ConfEntry, mut v: Value) {
+/// Records an event: kept for `GET`, sent to live subscribers, and POSTed
+/// to the callback URL when one is configured.
+fn push_event(state: &State, e: &mut ConfEntry, mut v: Value) {
     let at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     v["at"] = json!(at);
+    v["conference"] = json!(&*e.id);
     if e.events.len() == EVENTS_KEPT {
         e.events.pop_front();
     }
+    if let Some(tx) = &e.live {
+        let _ = tx.send(v.clone());
+    }
+    if let Some(url) = state.config.callback_url.clone() {
+        let (client, body) = (state.http.clone(), v.clone());
+        tokio::spawn(async move {
+            if let Err(err) = client.post(&url).json(&body).send().await {
+                tracing::warn!(error = %err, "conference event callback failed");
+            }
+        });
+    }
     e.events.push_back(v);
+}
+
+/// A live stream of the conference's events (ends when it is deleted).
+pub async fn subscribe(state: &State, conf_id: &str) -> Result<tokio::sync::broadcast::Receiver<Value>, Error> {
+    let handle = handle(state, conf_id)?;
+    let e = handle.lock().await;
+    e.live
+        .as_ref()
+        .map(|tx| tx.subscribe())
+        .ok_or_else(|| Error::NotFound(format!("no conference `{conf_id}`")))
 }
 
 pub async fn control(state: &State, conf_id: &str, pid: u32, c: Controls) -> Result<Value, Error> {
@@ -395,7 +424,7 @@ pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Erro
     ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
     e.participants.remove(&pid);
     free_ports(state, iface, ports);
-    push_event(&mut e, json!({ "event": "left", "participant": pid }));
+    push_event(state, &mut e, json!({ "event": "left", "participant": pid }));
     tracing::info!(conference = conf_id, participant = pid, "participant left");
     Ok(json!({ "participant_id": pid, "left": true }))
 }
@@ -427,6 +456,7 @@ pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
         free_ports(state, iface, ports);
     }
     e.alive = false;
+    e.live = None;
     let mut confs = lock(&state.conferences);
     if confs.get(conf_id).is_some_and(|(k, _)| *k == key) {
         confs.remove(conf_id);
@@ -445,6 +475,6 @@ pub async fn on_events(state: &State, key: CallKey, events: Vec<ConfEvent>) {
     let mut e = handle.lock().await;
     for ev in events {
         tracing::info!(conference = %e.id, event = ?ev, "conference event");
-        push_event(&mut e, serde_json::to_value(&ev).unwrap_or_default());
+        push_event(state, &mut e, serde_json::to_value(&ev).unwrap_or_default());
     }
 }

@@ -41,6 +41,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/conferences", post(conf_create))
         .route("/v1/conferences/{conf_id}", get(conf_query).delete(conf_delete))
         .route("/v1/conferences/{conf_id}/participants", post(conf_join))
+        .route("/v1/conferences/{conf_id}/events", get(conf_events))
         .route(
             "/v1/conferences/{conf_id}/participants/{pid}",
             patch(conf_control).delete(conf_leave),
@@ -367,4 +368,29 @@ async fn conf_leave(AxState(state): AxState<Shared>, Path((id, pid)): Path<(Stri
         super::conferences::leave(&state, &id, pid),
     )
     .await
+}
+
+/// Server-sent events: joined, left, started/stopped speaking, DTMF digits.
+async fn conf_events(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = match super::conferences::subscribe(&state, &id).await {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => {
+                    let name = v["event"].as_str().unwrap_or("event").to_string();
+                    let ev = Event::default().event(name).data(v.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+                }
+                // A slow reader missed some; carry on with the newest.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
