@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::{Duration, Instant};
 
 fn bench(c: &mut Criterion) {
-    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
     let spec = negotiate(&Sdp::parse(sdp).unwrap().media[0]).unwrap();
     let mut enc = Encoder::new(&spec).unwrap();
     let frame = |f: f32, k: usize| -> Vec<f32> {
@@ -37,19 +37,18 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     for n in [10usize, 100, 1000] {
-        for listeners_send in [false, true] {
-            let label = if listeners_send {
-                "listeners_send_silence"
-            } else {
-                "listeners_dtx"
-            };
+        for (label, listeners_send, marked) in [
+            ("listeners_dtx", false, false),
+            ("listeners_send_silence", true, false),
+            ("listeners_send_silence_marked_rfc6464", true, true),
+        ] {
             let mut conf = Conference::new(SpeakerConfig::default());
             for i in 0..n {
                 conf.join(i as u32, spec, i as u32 + 1).unwrap();
             }
             let t0 = Instant::now();
             let mut k = 0u32;
-            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+            let mut pkt = [0u8; 20 + MAX_PAYLOAD];
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, &n| {
                 b.iter(|| {
                     let now = t0 + Duration::from_millis(20 * k as u64);
@@ -62,8 +61,16 @@ fn bench(c: &mut Criterion) {
                             &silence[k as usize % 50]
                         };
                         write_header(&mut pkt, spec.pt, k as u16, k * 960, 100 + i as u32);
-                        pkt[12..12 + payload.len()].copy_from_slice(payload);
-                        conf.handle_rtp(now, i as u32, &pkt[..12 + payload.len()]);
+                        let mut at = 12;
+                        if marked {
+                            // RFC 6464 level: 20 -dBov for speakers, 127 (silence) for listeners.
+                            pkt[0] |= 0x10;
+                            let level = if i < 3 { 20 } else { 127 };
+                            pkt[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+                            at = 20;
+                        }
+                        pkt[at..at + payload.len()].copy_from_slice(payload);
+                        conf.handle_rtp(now, i as u32, &pkt[..at + payload.len()]);
                     }
                     let mut sent = 0usize;
                     conf.tick(now + Duration::from_millis(1), &mut |_, bytes| sent += bytes.len());

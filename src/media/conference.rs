@@ -18,6 +18,9 @@ use std::time::Instant;
 
 /// The mixer's tick and frame length.
 pub const TICK_MS: u32 = 20;
+/// RFC 6464 levels (in -dBov) at or below which a packet counts as silence:
+/// quieter than the speaker detector's off threshold (-52 dBov).
+const SILENT_LEVEL: u8 = 55;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -45,6 +48,8 @@ struct Participant {
     rx: RtpStats,
     sent: u64,
     concealed: u64,
+    /// Packets not decoded because their audio level said silence.
+    skipped: u64,
     /// Timestamp of the last DTMF event reported (RFC 4733 repeats the end).
     last_dtmf: Option<u32>,
 }
@@ -75,6 +80,7 @@ pub struct ParticipantReport {
     pub received: StatsReport,
     pub jitter_buffer_ms: u64,
     pub concealed_frames: u64,
+    pub silent_packets_skipped: u64,
     pub late_packets: u64,
     pub sent_packets: u64,
 }
@@ -147,6 +153,7 @@ impl Conference {
             rx: RtpStats::default(),
             sent: 0,
             concealed: 0,
+            skipped: 0,
             last_dtmf: None,
         });
         Ok(())
@@ -202,7 +209,20 @@ impl Conference {
             return; // never mixed into audio
         }
         if v.payload_type() == p.spec.pt {
-            p.jitter.push(now, v.sequence(), v.timestamp(), v.payload());
+            // RFC 6464: a packet the sender marks as silence is not decoded
+            // (unless the participant is speaking: let its voice fade out).
+            // An empty payload keeps its place in the jitter buffer.
+            let quiet = p
+                .spec
+                .audio_level_id
+                .and_then(|id| v.audio_level(id))
+                .is_some_and(|l| l >= SILENT_LEVEL);
+            if quiet && !self.speakers.is_speaking(id) {
+                p.skipped += 1;
+                p.jitter.push(now, v.sequence(), v.timestamp(), &[]);
+            } else {
+                p.jitter.push(now, v.sequence(), v.timestamp(), v.payload());
+            }
         }
     }
 
@@ -214,6 +234,12 @@ impl Conference {
         let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
         for p in &mut self.participants {
             let payload = match p.jitter.pop(now) {
+                // Known silence (RFC 6464): nothing to decode.
+                Pop::Packet(pk) if pk.payload.is_empty() => {
+                    p.frame.iter_mut().for_each(|x| *x = 0.0);
+                    levels.push((p.id, SILENCE_DBOV));
+                    continue;
+                }
                 Pop::Packet(pk) => Some(pk.payload),
                 Pop::Lost => {
                     p.concealed += 1;
@@ -334,6 +360,7 @@ impl Conference {
                 received: p.rx.report(now),
                 jitter_buffer_ms: p.jitter.target().as_millis() as u64,
                 concealed_frames: p.concealed,
+                silent_packets_skipped: p.skipped,
                 late_packets: p.jitter.stats.late,
                 sent_packets: p.sent,
             })
@@ -539,6 +566,56 @@ mod tests {
         // Opus concealment dips (to about -20 dB on this pure tone) but never
         // drops out.
         lossy(OPUS, 0.02);
+    }
+
+    /// An RTP packet carrying an RFC 6464 audio level (extension id 1).
+    fn with_level(pt: u8, seq: u16, ts: u32, ssrc: u32, level: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 12];
+        write_header(&mut b, pt, seq, ts, ssrc);
+        b[0] |= 0x10;
+        b.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn packets_marked_silent_are_not_decoded() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let s = spec("m=audio 1 RTP/AVP 0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n");
+        assert_eq!(s.audio_level_id, Some(1));
+        assert!(s
+            .sdp_lines()
+            .contains("a=extmap:1/recvonly urn:ietf:params:rtp-hdrext:ssrc-audio-level"));
+        conf.join(1, s, 1).unwrap();
+        conf.join(2, s, 2).unwrap();
+        let mut enc = Encoder::new(&s).unwrap();
+        let mut heard = Vec::new();
+        let mut dec = Decoder::new(&s).unwrap();
+        for k in 0..100u32 {
+            let now = t0 + Duration::from_millis(20 * k as u64);
+            let tone: Vec<f32> = (0..160)
+                .map(|j| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * (k * 160 + j) as f32 / 8000.0).sin())
+                .collect();
+            let mut payload = [0u8; 160];
+            enc.encode(&tone, &mut payload);
+            conf.handle_rtp(now, 1, &with_level(0, k as u16, k * 160, 11, 20, &payload));
+            conf.handle_rtp(now, 2, &with_level(0, k as u16, k * 160, 22, 127, &[0xFF; 160]));
+            conf.tick(now + Duration::from_millis(1), &mut |id, bytes| {
+                if id == 2 && k >= 50 {
+                    let mut pcm = Vec::new();
+                    dec.decode(Some(RtpView::parse(bytes).unwrap().payload()), 160, &mut pcm);
+                    heard.extend(pcm);
+                }
+            });
+        }
+        let r = conf.report(t0);
+        assert_eq!(
+            r[1].silent_packets_skipped, 100,
+            "the silent listener's packets are skipped"
+        );
+        assert_eq!(r[0].silent_packets_skipped, 0);
+        assert!(tone_level(&heard, 8000.0, 440.0) > 0.1, "the speaker is still heard");
     }
 
     #[test]

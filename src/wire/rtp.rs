@@ -61,6 +61,57 @@ impl<'a> RtpView<'a> {
     pub fn ssrc(&self) -> u32 {
         u32::from_be_bytes([self.bytes[8], self.bytes[9], self.bytes[10], self.bytes[11]])
     }
+    /// The header extension's profile and data, if the X bit is set.
+    pub fn extension(&self) -> Option<(u16, &'a [u8])> {
+        if self.bytes[0] & 0x10 == 0 {
+            return None;
+        }
+        let start = RTP_HEADER_LEN + 4 * (self.bytes[0] & 0x0f) as usize;
+        // parse() checked that the extension fits before the payload.
+        let h = &self.bytes[start..start + 4];
+        Some((
+            u16::from_be_bytes([h[0], h[1]]),
+            &self.bytes[start + 4..self.payload_offset],
+        ))
+    }
+
+    /// The RFC 6464 audio level (0 = loudest .. 127 = silence, in -dBov)
+    /// carried in extension element `id` (RFC 8285 one- or two-byte form).
+    pub fn audio_level(&self, id: u8) -> Option<u8> {
+        let (profile, data) = self.extension()?;
+        let two_byte = match profile {
+            0xBEDE => false,
+            p if p & 0xfff0 == 0x1000 => true,
+            _ => return None,
+        };
+        let mut i = 0;
+        while i < data.len() {
+            let (eid, len, hdr) = if two_byte {
+                if data[i] == 0 {
+                    i += 1; // padding
+                    continue;
+                }
+                (data[i], *data.get(i + 1)? as usize, 2)
+            } else {
+                if data[i] == 0 {
+                    i += 1;
+                    continue;
+                }
+                let b = data[i];
+                if b >> 4 == 15 {
+                    return None; // reserved: stop parsing (RFC 8285)
+                }
+                (b >> 4, (b & 0x0f) as usize + 1, 1)
+            };
+            let value = data.get(i + hdr..i + hdr + len)?;
+            if eid == id {
+                return value.first().map(|v| v & 0x7f);
+            }
+            i += hdr + len;
+        }
+        None
+    }
+
     /// Payload bytes, padding included (the relay forwards packets unchanged).
     pub fn payload(&self) -> &'a [u8] {
         &self.bytes[self.payload_offset..]
@@ -116,12 +167,44 @@ mod tests {
         assert_eq!(RtpView::parse(&p).unwrap_err(), WireError::Truncated);
     }
 
+    #[test]
+    fn reads_the_audio_level_extension() {
+        // X bit, one-byte header extension: id 1, len 1, level 90 with V bit; padding.
+        let mut b = vec![
+            0x90,
+            111,
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            9,
+            0xBE,
+            0xDE,
+            0,
+            1,
+            0x10,
+            0x80 | 90,
+            0,
+            0,
+        ];
+        b.extend_from_slice(&[7; 20]);
+        let v = RtpView::parse(&b).unwrap();
+        assert_eq!(v.audio_level(1), Some(90));
+        assert_eq!(v.audio_level(2), None);
+        assert_eq!(v.payload(), &[7; 20]);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(v) = RtpView::parse(&bytes) {
                 prop_assert!(v.payload().len() <= bytes.len() - RTP_HEADER_LEN);
-                let _ = (v.sequence(), v.timestamp(), v.ssrc(), v.payload_type());
+                let _ = (v.sequence(), v.timestamp(), v.ssrc(), v.payload_type(), v.audio_level(1), v.audio_level(14));
             }
         }
     }

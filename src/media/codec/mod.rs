@@ -30,6 +30,8 @@ pub struct CodecSpec {
     pub ptime_ms: u32,
     /// RFC 4733 telephone-event payload type, if offered.
     pub dtmf_pt: Option<u8>,
+    /// RFC 6464 audio-level header extension id, if offered.
+    pub audio_level_id: Option<u8>,
 }
 
 impl CodecSpec {
@@ -67,8 +69,24 @@ impl CodecSpec {
                 self.clock_rate
             );
         }
+        if let Some(id) = self.audio_level_id {
+            // chorus reads the senders' levels; it does not send its own.
+            s += &format!("a=extmap:{id}/recvonly {AUDIO_LEVEL_URI}\r\n");
+        }
         s
     }
+}
+
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The id the offer gives the RFC 6464 audio-level extension, if any.
+fn audio_level_id(m: &Media) -> Option<u8> {
+    m.attributes().find_map(|(n, v)| {
+        let (id, rest) = v?.split_once(' ')?;
+        let uri = rest.split_whitespace().next()?;
+        let id = id.split('/').next()?.parse().ok()?;
+        (n == "extmap" && uri == AUDIO_LEVEL_URI).then_some(id)
+    })
 }
 
 /// Picks the first codec of the offer that chorus mixes (RFC 3264: the
@@ -149,6 +167,7 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
             channels,
             ptime_ms: 20,
             dtmf_pt,
+            audio_level_id: audio_level_id(m),
         });
     }
     Err(format!(
