@@ -73,7 +73,9 @@ fn bench(c: &mut Criterion) {
                         conf.handle_rtp(now, i as u32, &pkt[..at + payload.len()]);
                     }
                     let mut sent = 0usize;
-                    conf.tick(now + Duration::from_millis(1), &mut |_, bytes| sent += bytes.len());
+                    conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, bytes| {
+                        sent += bytes.len()
+                    });
                     k += 1;
                     sent
                 })

@@ -12,15 +12,20 @@ use super::mixer::speakers::{SpeakerConfig, SpeakerEvent, Speakers};
 use super::mixer::{MixId, MixMinus, ParticipantId};
 use super::resample::Resampler;
 use super::stats::{RtpStats, StatsReport};
+use crate::wire::rtcp::{self, ReportBlock, SenderInfo};
 use crate::wire::rtp::{write_header, RtpView, RTP_HEADER_LEN};
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The mixer's tick and frame length.
 pub const TICK_MS: u32 = 20;
 /// RFC 6464 levels (in -dBov) at or below which a packet counts as silence:
 /// quieter than the speaker detector's off threshold (-52 dBov).
 const SILENT_LEVEL: u8 = 55;
+/// RFC 3550's minimum RTCP interval; each report is sent at 0.5..1.5 times it.
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// CNAME in chorus's SDES items.
+const CNAME: &str = "chorus";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -50,6 +55,14 @@ struct Participant {
     concealed: u64,
     /// Packets not decoded because their audio level said silence.
     skipped: u64,
+    sent_octets: u64,
+    /// Middle 32 bits of the NTP time of the participant's last SR, and when it came.
+    last_sr: Option<(u32, Instant)>,
+    next_rtcp: Option<Instant>,
+    rtcp_sent: u32,
+    /// From the participant's reports about what chorus sends it.
+    rtt_ms: Option<f64>,
+    remote: Option<ReportBlock>,
     /// Timestamp of the last DTMF event reported (RFC 4733 repeats the end).
     last_dtmf: Option<u32>,
 }
@@ -81,6 +94,12 @@ pub struct ParticipantReport {
     pub jitter_buffer_ms: u64,
     pub concealed_frames: u64,
     pub silent_packets_skipped: u64,
+    /// Round-trip time from the participant's reception reports (RFC 3550 6.4.1).
+    pub rtt_ms: Option<f64>,
+    /// What the participant reports about chorus's stream to it.
+    pub remote_fraction_lost: Option<f64>,
+    pub remote_cumulative_lost: Option<i32>,
+    pub remote_jitter_ms: Option<f64>,
     pub late_packets: u64,
     pub sent_packets: u64,
 }
@@ -154,6 +173,12 @@ impl Conference {
             sent: 0,
             concealed: 0,
             skipped: 0,
+            sent_octets: 0,
+            last_sr: None,
+            next_rtcp: None,
+            rtcp_sent: 0,
+            rtt_ms: None,
+            remote: None,
             last_dtmf: None,
         });
         Ok(())
@@ -226,9 +251,77 @@ impl Conference {
         }
     }
 
+    /// An RTCP compound from participant `id`: remember its SR for our
+    /// reports, and take RTT and loss from its blocks about our stream.
+    /// `ntp_now` is the wall clock as a 64-bit NTP timestamp.
+    pub fn handle_rtcp(&mut self, now: Instant, ntp_now: u64, id: ParticipantId, bytes: &[u8]) {
+        let Ok(r) = rtcp::read_reports(bytes) else { return };
+        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        if let Some(ntp) = r.sr_ntp {
+            p.last_sr = Some(((ntp >> 16) as u32, now));
+        }
+        for b in r.blocks.iter().filter(|b| b.ssrc == p.ssrc) {
+            p.remote = Some(*b);
+            if b.lsr != 0 {
+                let rtt = ((ntp_now >> 16) as u32).wrapping_sub(b.lsr).wrapping_sub(b.dlsr);
+                // More than a minute is a clock mix-up, not a path.
+                if rtt < 60 << 16 {
+                    p.rtt_ms = Some(rtt as f64 * 1000.0 / 65536.0);
+                }
+            }
+        }
+    }
+
+    /// Sends due RTCP reports: an SR about what chorus sends each participant,
+    /// with a reception block about what it receives, and an SDES CNAME.
+    fn send_reports(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
+        let mut buf = Vec::with_capacity(128);
+        for p in &mut self.participants {
+            let due = *p.next_rtcp.get_or_insert(now + RTCP_INTERVAL / 2);
+            if now < due {
+                continue;
+            }
+            // 0.5..1.5 of the interval, varied per participant and report (RFC 3550 6.3.1).
+            let spread = ((p.ssrc ^ p.rtcp_sent.wrapping_mul(2654435761)) % 1000) as u32;
+            p.next_rtcp = Some(now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * spread / 1000);
+            p.rtcp_sent += 1;
+            let blocks: Vec<ReportBlock> = p
+                .rx
+                .reception()
+                .map(|r| {
+                    let (lsr, dlsr) = match p.last_sr {
+                        Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+                        None => (0, 0),
+                    };
+                    ReportBlock {
+                        ssrc: r.ssrc,
+                        fraction_lost: r.fraction_lost,
+                        cumulative_lost: r.cumulative_lost,
+                        highest_seq: r.extended_max_seq,
+                        jitter: r.jitter,
+                        lsr,
+                        dlsr,
+                    }
+                })
+                .into_iter()
+                .collect();
+            let info = SenderInfo {
+                ntp: ntp_now,
+                rtp_ts: p.ts,
+                packets: p.sent as u32,
+                octets: p.sent_octets as u32,
+            };
+            buf.clear();
+            rtcp::write_report(&mut buf, p.ssrc, Some(info), &blocks, CNAME);
+            send(p.id, true, &buf);
+        }
+    }
+
     /// One 20 ms tick: decode, select speakers, mix, encode once per mix and
-    /// codec, and hand each participant's packet to `send`.
-    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(ParticipantId, &[u8])) {
+    /// codec, and hand each participant's packet to `send` (`true`: RTCP).
+    pub fn tick(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
         self.tick_no += 1;
         let frame_len = self.frame_len();
         let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
@@ -335,13 +428,15 @@ impl Conference {
             }
             write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
             packet[RTP_HEADER_LEN..RTP_HEADER_LEN + enc.len].copy_from_slice(&enc.payload[..enc.len]);
-            send(p.id, &packet[..RTP_HEADER_LEN + enc.len]);
+            send(p.id, false, &packet[..RTP_HEADER_LEN + enc.len]);
             p.sent += 1;
+            p.sent_octets += enc.len as u64;
         }
         // Encoders nobody used this tick (a speaker went quiet) are dropped.
         let tick = self.tick_no;
         self.encoders.retain(|e| e.encoded_at == tick);
         self.last_encodes = encodes;
+        self.send_reports(now, ntp_now, send);
     }
 
     pub fn report(&self, now: Instant) -> Vec<ParticipantReport> {
@@ -361,6 +456,10 @@ impl Conference {
                 jitter_buffer_ms: p.jitter.target().as_millis() as u64,
                 concealed_frames: p.concealed,
                 silent_packets_skipped: p.skipped,
+                rtt_ms: p.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
+                remote_fraction_lost: p.remote.map(|b| b.fraction_lost as f64 / 256.0),
+                remote_cumulative_lost: p.remote.map(|b| b.cumulative_lost),
+                remote_jitter_ms: p.remote.map(|b| b.jitter as f64 * 1000.0 / p.spec.clock_rate as f64),
                 late_packets: p.jitter.stats.late,
                 sent_packets: p.sent,
             })
@@ -438,8 +537,10 @@ mod tests {
                 conf.handle_rtp(now, i as u32, &pkt[..12 + len]);
             }
             let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
-            conf.tick(now + Duration::from_millis(1), &mut |id, bytes| {
-                out.push((id, bytes.to_vec()))
+            conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+                if !rtcp {
+                    out.push((id, bytes.to_vec()))
+                }
             });
             for (id, bytes) in out {
                 let v = RtpView::parse(&bytes).unwrap();
@@ -536,8 +637,8 @@ mod tests {
         for (i, (_, pkt)) in packets.iter().enumerate() {
             let now = t0 + Duration::from_millis(20 * i as u64);
             conf.handle_rtp(now, 0, pkt);
-            conf.tick(now + Duration::from_millis(1), &mut |id, bytes| {
-                if id == 1 {
+            conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+                if id == 1 && !rtcp {
                     let v = RtpView::parse(bytes).unwrap();
                     let mut pcm = Vec::new();
                     dec.decode(Some(v.payload()), n, &mut pcm);
@@ -601,8 +702,8 @@ mod tests {
             enc.encode(&tone, &mut payload);
             conf.handle_rtp(now, 1, &with_level(0, k as u16, k * 160, 11, 20, &payload));
             conf.handle_rtp(now, 2, &with_level(0, k as u16, k * 160, 22, 127, &[0xFF; 160]));
-            conf.tick(now + Duration::from_millis(1), &mut |id, bytes| {
-                if id == 2 && k >= 50 {
+            conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+                if id == 2 && k >= 50 && !rtcp {
                     let mut pcm = Vec::new();
                     dec.decode(Some(RtpView::parse(bytes).unwrap().payload()), 160, &mut pcm);
                     heard.extend(pcm);
@@ -616,6 +717,61 @@ mod tests {
         );
         assert_eq!(r[0].silent_packets_skipped, 0);
         assert!(tone_level(&heard, 8000.0, 440.0) > 0.1, "the speaker is still heard");
+    }
+
+    #[test]
+    fn sender_reports_go_out_and_reception_reports_give_rtt_and_loss() {
+        let t0 = Instant::now();
+        let ntp0: u64 = 3_900_000_000 << 32;
+        let ntp_at = |ms: u64| ntp0 + (ms << 32) / 1000;
+        let mut conf = Conference::new(SpeakerConfig::default());
+        conf.join(1, spec(PCMU), 42).unwrap();
+        let mut reports = Vec::new();
+        for k in 0..400u64 {
+            let now = t0 + Duration::from_millis(20 * k);
+            let mut pkt = [0u8; 172];
+            write_header(&mut pkt, 0, k as u16 * 2, k as u32 * 320, 777); // every other packet lost
+            conf.handle_rtp(now, 1, &pkt);
+            conf.tick(now, ntp_at(20 * k), &mut |_, rtcp, bytes| {
+                if rtcp {
+                    reports.push((20 * k, rtcp::read_reports(bytes).unwrap()));
+                }
+            });
+        }
+        assert!(
+            (1..=3).contains(&reports.len()),
+            "one report every 2.5-7.5 s over 8 s: {}",
+            reports.len()
+        );
+        let (at_ms, sr) = &reports[0];
+        assert_eq!(sr.sender_ssrc, 42);
+        let ntp = sr.sr_ntp.unwrap();
+        assert_eq!(ntp, ntp_at(*at_ms));
+        let block = sr.blocks[0];
+        assert_eq!(block.ssrc, 777);
+        assert!(
+            (120..=136).contains(&block.fraction_lost),
+            "about half lost: {}",
+            block.fraction_lost
+        );
+        // The participant answers 60 ms later, having held our SR for 10 ms.
+        let mut rr = Vec::new();
+        let ours = ReportBlock {
+            ssrc: 42,
+            fraction_lost: 13,
+            cumulative_lost: 5,
+            highest_seq: 100,
+            jitter: 80,
+            lsr: (ntp >> 16) as u32,
+            dlsr: 655,
+        };
+        rtcp::write_report(&mut rr, 777, None, &[ours], "phone");
+        conf.handle_rtcp(t0, ntp_at(at_ms + 60), 1, &rr);
+        let r = &conf.report(t0)[0];
+        let rtt = r.rtt_ms.unwrap();
+        assert!((49.0..=51.0).contains(&rtt), "rtt {rtt}");
+        assert_eq!(r.remote_cumulative_lost, Some(5));
+        assert_eq!(r.remote_jitter_ms, Some(10.0));
     }
 
     #[test]

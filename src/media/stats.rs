@@ -94,6 +94,20 @@ pub struct RtpStats {
     seq: Option<SeqState>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Expected and received at the last reception report (A.3).
+    expected_prior: u64,
+    received_prior: u64,
+}
+
+/// The numbers of an RFC 3550 reception report block about one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reception {
+    pub ssrc: u32,
+    pub fraction_lost: u8,
+    pub cumulative_lost: i32,
+    pub extended_max_seq: u32,
+    /// Interarrival jitter in timestamp units.
+    pub jitter: u32,
 }
 
 /// What the API shows of an [`RtpStats`].
@@ -166,6 +180,30 @@ impl RtpStats {
         self.last = Some(now);
     }
 
+    /// A reception report about the current source, with the fraction lost
+    /// since the previous report (RFC 3550 A.3). `None` before any RTP.
+    pub fn reception(&mut self) -> Option<Reception> {
+        let s = self.seq.as_ref()?;
+        let expected = s.expected();
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = s.received.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = s.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 {
+            0
+        } else {
+            ((lost_interval << 8) / expected_interval).min(255) as u8
+        };
+        Some(Reception {
+            ssrc: s.ssrc,
+            fraction_lost,
+            cumulative_lost: s.lost().min(0x7f_ffff) as i32,
+            extended_max_seq: s.extended_max() as u32,
+            jitter: (s.jitter_q4 >> 4) as u32,
+        })
+    }
+
     pub fn last_packet(&self) -> Option<Instant> {
         self.last
     }
@@ -225,6 +263,18 @@ mod tests {
         let mut s = RtpStats::default();
         feed(&mut s, t0, &[1, 3, 2, 4, 4, 5]);
         assert_eq!(s.report(t0).lost, 0);
+    }
+
+    #[test]
+    fn reception_reports_give_the_fraction_lost_per_interval() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[1, 2, 3, 4]);
+        let r = s.reception().unwrap();
+        assert_eq!((r.fraction_lost, r.cumulative_lost, r.extended_max_seq), (0, 0, 4));
+        feed(&mut s, t0, &[5, 7, 9]); // 2 of 5 lost in this interval
+        let r = s.reception().unwrap();
+        assert_eq!((r.fraction_lost, r.cumulative_lost), ((2 * 256 / 5) as u8, 2));
     }
 
     #[test]

@@ -186,8 +186,8 @@ impl Runner {
         let packet = &self.buf[..n];
         match m.side.receive(now, from, packet, rtcp) {
             Ok(PacketKind::Rtp) => conf.core.handle_rtp(now, pid, packet),
-            // RTCP from participants is accepted and counted; reports are future work.
-            Ok(_) => {}
+            Ok(PacketKind::Rtcp) => conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet),
+            Ok(PacketKind::Raw) => {}
             Err(reason) => {
                 m.side.count_drop(reason);
                 WorkerCounters::add(&self.counters.drops[reason as usize], 1);
@@ -203,6 +203,7 @@ impl Runner {
             WorkerCounters::add(&self.counters.late_ticks, 1);
         }
         let mut participants = 0;
+        let ntp = clock::ntp_now();
         for (_, conf) in self.conferences.iter_mut() {
             if late {
                 conf.late_ticks += 1;
@@ -211,9 +212,19 @@ impl Runner {
             let concealed_before = conf.core.concealed_total;
             let (core, members, sockets) = (&mut conf.core, &conf.members, &self.sockets);
             let counters = &*self.counters;
-            core.tick(now, &mut |pid, bytes| {
+            core.tick(now, ntp, &mut |pid, is_rtcp, bytes| {
                 let Some(m) = members.get(&pid) else { return };
-                let (Some(to), Some(s)) = (m.side.rtp_destination(), sockets.get(m.rtp)) else {
+                // RTCP leaves from the RTCP socket unless the participant multiplexes.
+                let (to, slot) = if is_rtcp {
+                    match m.side.rtcp_destination() {
+                        Some((true, to)) => (Some(to), m.rtcp.unwrap_or(m.rtp)),
+                        Some((false, to)) => (Some(to), m.rtp),
+                        None => (None, m.rtp),
+                    }
+                } else {
+                    (m.side.rtp_destination(), m.rtp)
+                };
+                let (Some(to), Some(s)) = (to, sockets.get(slot)) else {
                     return;
                 };
                 if s.socket.send_to(bytes, to).is_ok() {
