@@ -284,7 +284,7 @@ impl Conference {
                 continue;
             }
             // 0.5..1.5 of the interval, varied per participant and report (RFC 3550 6.3.1).
-            let spread = ((p.ssrc ^ p.rtcp_sent.wrapping_mul(2654435761)) % 1000) as u32;
+            let spread = (p.ssrc ^ p.rtcp_sent.wrapping_mul(2654435761)) % 1000;
             p.next_rtcp = Some(now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * spread / 1000);
             p.rtcp_sent += 1;
             let blocks: Vec<ReportBlock> = p

@@ -190,11 +190,9 @@ impl RtpStats {
         self.expected_prior = expected;
         self.received_prior = s.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
         Some(Reception {
             ssrc: s.ssrc,
             fraction_lost,
