@@ -23,6 +23,8 @@ pub enum Error {
     #[error("chorus is draining for shutdown and takes no new calls")]
     Draining,
     #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
     NotImplemented(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,7 +38,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
             Error::NotImplemented(_) => 501,
-            Error::PortsExhausted(_) | Error::Draining => 503,
+            Error::PortsExhausted(_) | Error::Draining | Error::Overloaded(_) => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -50,6 +52,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::PortsExhausted(_) => "ports_exhausted",
             Error::Draining => "draining",
+            Error::Overloaded(_) => "overloaded",
             Error::NotImplemented(_) => "not_implemented",
             Error::Internal(_) => "internal",
         }

@@ -25,6 +25,8 @@ pub struct WorkerCounters {
     pub late_ticks: AtomicU64,
     pub concealed_frames: AtomicU64,
     pub encodes: AtomicU64,
+    /// 1 while the worker's mixer is degraded for overload.
+    pub overloaded: AtomicU64,
     pub calls: AtomicU64,
 }
 
@@ -149,6 +151,11 @@ impl Collector for WorkerCollector {
                 "chorus_mixer_concealed_frames_total",
                 "Frames concealed for lost packets",
                 self.sum(|w| &w.concealed_frames),
+            ),
+            gauge(
+                "chorus_mixer_overloaded_workers",
+                "Workers whose mixer is degraded for overload",
+                self.sum(|w| &w.overloaded),
             ),
             counter(
                 "chorus_mixer_encodes_total",

@@ -154,6 +154,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         )));
     }
     let spec = codec::negotiate(m).map_err(Error::BadRequest)?;
+    refuse_if_overloaded(state, &e)?;
     if e.participants.len() >= e.max_participants {
         return Err(Error::Conflict(format!(
             "conference `{conf_id}` is full ({} participants)",
@@ -255,6 +256,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     };
     let agreed = codec::negotiate(&answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
     let spec = codec::negotiate_preferring(&mine, Some(agreed.kind)).map_err(Error::BadRequest)?;
+    refuse_if_overloaded(state, &e)?;
     if e.participants.len() >= e.max_participants {
         return Err(Error::Conflict(format!(
             "conference `{conf_id}` is full ({} participants)",
@@ -308,6 +310,18 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
         "call leg moved into conference"
     );
     Ok(json!({ "participant_id": pid, "codec": spec.name(), "moved": { "call_id": call_id, "from_tag": from_tag } }))
+}
+
+/// New participants are refused while the conference's worker is degraded
+/// for overload, so that the ones already in keep their audio.
+fn refuse_if_overloaded(state: &State, e: &ConfEntry) -> Result<(), Error> {
+    if state.workers[e.worker].counters.overloaded.load(Relaxed) != 0 {
+        return Err(Error::Overloaded(format!(
+            "conference `{}` is on an overloaded media worker; try again later or use another chorus instance",
+            e.id
+        )));
+    }
+    Ok(())
 }
 
 async fn ask_worker<T>(

@@ -116,6 +116,8 @@ pub struct Conference {
     pub last_encodes: usize,
     /// Frames concealed since the conference started.
     pub concealed_total: u64,
+    /// `max_active` as configured, while overload lowers it.
+    configured_speakers: Option<usize>,
 }
 
 /// Per-participant settings from the API.
@@ -138,6 +140,7 @@ impl Conference {
             events: Vec::new(),
             last_encodes: 0,
             concealed_total: 0,
+            configured_speakers: None,
         }
     }
 
@@ -190,6 +193,12 @@ impl Conference {
         self.speakers.remove(id);
         self.encoders.retain(|e| e.mix != MixId::Minus(id));
         before != self.participants.len()
+    }
+
+    /// Under overload, mix at most `n` speakers (`None`: the configured number).
+    pub fn limit_speakers(&mut self, n: Option<usize>) {
+        let configured = *self.configured_speakers.get_or_insert(self.speakers.config.max_active);
+        self.speakers.config.max_active = n.unwrap_or(configured).min(configured);
     }
 
     pub fn control(&mut self, id: ParticipantId, c: Controls) -> bool {
@@ -772,6 +781,21 @@ mod tests {
         assert!((49.0..=51.0).contains(&rtt), "rtt {rtt}");
         assert_eq!(r.remote_cumulative_lost, Some(5));
         assert_eq!(r.remote_jitter_ms, Some(10.0));
+    }
+
+    #[test]
+    fn overload_mixes_one_speaker_then_recovers() {
+        let (_, mut conf, _) = run(&[PCMU, PCMU, PCMU, PCMU], &[440.0, 700.0, 1000.0, 0.0], 1, None);
+        let mixed = |c: &Conference| c.report(Instant::now()).iter().filter(|p| p.mixed).count();
+        assert_eq!(mixed(&conf), 3);
+        conf.limit_speakers(Some(1));
+        let t = Instant::now();
+        conf.tick(t, 0, &mut |_, _, _| {});
+        assert_eq!(mixed(&conf), 1, "one speaker under overload");
+        assert_eq!(conf.last_encodes, 2, "one minus mix and the shared mix");
+        conf.limit_speakers(None);
+        conf.tick(t, 0, &mut |_, _, _| {});
+        assert_eq!(mixed(&conf), 3);
     }
 
     #[test]

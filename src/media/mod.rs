@@ -7,6 +7,7 @@ pub mod codec;
 pub mod conference;
 pub mod jitter;
 pub mod mixer;
+pub mod overload;
 pub mod relay;
 pub mod resample;
 pub mod stats;

@@ -77,6 +77,7 @@ pub(super) struct Runner {
     next_tick: Option<Instant>,
     /// Tick durations not yet reported to the control plane's histogram.
     tick_durations: Vec<f64>,
+    overload: crate::media::overload::OverloadGuard,
 }
 
 mod conferences;
@@ -103,6 +104,7 @@ impl Runner {
             conf_by_key: HashMap::new(),
             next_tick: None,
             tick_durations: Vec::with_capacity(50),
+            overload: Default::default(),
             buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
         }
     }

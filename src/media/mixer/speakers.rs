@@ -122,6 +122,16 @@ impl Speakers {
                 s.active = false;
             }
         }
+        // A lowered limit (overload) drops the quietest first.
+        while self.states.iter().filter(|s| s.active).count() > self.config.max_active {
+            let quietest = self
+                .states
+                .iter_mut()
+                .filter(|s| s.active)
+                .min_by(|a, b| a.level.total_cmp(&b.level))
+                .expect("more active than the limit, so at least one");
+            quietest.active = false;
+        }
         // Fill free slots with the loudest speakers, then let a much louder
         // newcomer replace the quietest incumbent.
         loop {

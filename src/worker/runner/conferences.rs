@@ -3,6 +3,7 @@
 
 use super::{clock, CallKey, Owner, Runner};
 use crate::media::conference::{Conference, TICK_MS};
+use crate::media::overload::Change;
 use crate::media::relay::{PacketKind, PeerSpec, Side};
 use crate::metrics::WorkerCounters;
 use crate::worker::{ConfCommand, ConfReport, WorkerEvent};
@@ -38,10 +39,14 @@ impl Runner {
                 speakers,
                 reply,
             } => {
+                let mut core = Conference::new(speakers);
+                if self.overload.degraded() {
+                    core.limit_speakers(Some(1));
+                }
                 let ci = self.conferences.insert(WConference {
                     key,
                     conf_id,
-                    core: Conference::new(speakers),
+                    core,
                     members: HashMap::new(),
                     late_ticks: 0,
                 });
@@ -248,8 +253,26 @@ impl Runner {
         self.counters
             .participants
             .store(participants, std::sync::atomic::Ordering::Relaxed);
-        self.tick_durations
-            .push(clock::now().saturating_duration_since(now).as_secs_f64());
+        let took = clock::now().saturating_duration_since(now);
+        self.tick_durations.push(took.as_secs_f64());
+        if let Some(change) = self.overload.observe(took) {
+            let limit = match change {
+                Change::Degrade => Some(1),
+                Change::Recover => None,
+            };
+            for (_, conf) in self.conferences.iter_mut() {
+                conf.core.limit_speakers(limit);
+            }
+            let flag = u64::from(change == Change::Degrade);
+            self.counters
+                .overloaded
+                .store(flag, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                ?change,
+                tick_ms = took.as_secs_f64() * 1e3,
+                "mixer overload state changed"
+            );
+        }
         if self.tick_durations.len() >= 50 {
             let d = std::mem::take(&mut self.tick_durations);
             let _ = self.events.send(WorkerEvent::TickDurations(d));
