@@ -59,7 +59,16 @@ struct Args {
     /// Set-ups in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Conference mode: this many Opus participants join one chorus conference.
+    #[arg(long)]
+    conference: Option<usize>,
+    /// Conference mode: every participant sends audio (otherwise 3 speak and
+    /// the rest send silence marked with the RFC 6464 audio level).
+    #[arg(long)]
+    all_talk: bool,
 }
+
+mod conference;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -74,6 +83,17 @@ fn main() {
     let args = Args::parse();
     if let Some(n) = args.setups {
         return setup_rate(&args, n);
+    }
+    if let Some(n) = args.conference {
+        return conference::run(
+            &args.api,
+            n,
+            args.all_talk,
+            args.seconds,
+            args.warmup,
+            args.pid,
+            &args.label,
+        );
     }
     let base = Instant::now();
     let side = |n: usize| -> Vec<std::net::UdpSocket> {
@@ -271,7 +291,7 @@ fn main() {
 }
 
 /// utime + stime of a process and its threads, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("relay process exists");
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
