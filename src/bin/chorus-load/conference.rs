@@ -32,17 +32,22 @@ fn goertzel(x: &[f32], freq: f32) -> f32 {
     2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0).sqrt() / x.len() as f32
 }
 
-pub fn run(api: &str, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: Option<u32>, label: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// Which mixer the participants join.
+pub enum Mixer<'a> {
+    /// chorus's HTTP API base URL.
+    Chorus(&'a str),
+    /// Janus's HTTP API base URL (AudioBridge with plain-RTP participants).
+    Janus(&'a str),
+}
+
+/// Creates the conference and joins `socks`; returns where each sends.
+fn chorus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> (Vec<SocketAddr>, String) {
     let client = reqwest::Client::new();
     let conf = format!("load-{}", std::process::id());
     rt.block_on(async {
         let r = client
             .post(format!("{api}/v1/conferences"))
-            .json(&serde_json::json!({"id": conf, "max_participants": n + 10}))
+            .json(&serde_json::json!({"id": conf, "max_participants": socks.len() + 10}))
             .send()
             .await
             .expect("create conference");
@@ -52,12 +57,8 @@ pub fn run(api: &str, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: 
             r.text().await.unwrap_or_default()
         );
     });
-    let mut socks = Vec::new();
     let mut targets = Vec::new();
-    let mut spec = None;
-    let t_setup = Instant::now();
-    for _ in 0..n {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in socks {
         let port = s.local_addr().unwrap().port();
         let offer = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {OPUS_OFFER}a=rtcp-mux\r\n");
         let v: serde_json::Value = rt.block_on(async {
@@ -71,14 +72,117 @@ pub fn run(api: &str, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: 
         });
         let answer = v["sdp"].as_str().unwrap_or_else(|| panic!("join failed: {v}"));
         let parsed = Sdp::parse(answer).unwrap();
-        spec.get_or_insert(negotiate(&parsed.media[0]).unwrap());
-        let ip = parsed.media_address(0).unwrap();
-        targets.push(SocketAddr::new(ip, parsed.media[0].port));
-        s.set_nonblocking(true).unwrap();
-        socks.push(s);
+        let spec = negotiate(&parsed.media[0]).unwrap();
+        assert_eq!(spec.pt, 111);
+        targets.push(SocketAddr::new(parsed.media_address(0).unwrap(), parsed.media[0].port));
     }
+    (targets, format!("{api}/v1/conferences/{conf}"))
+}
+
+/// The same with Janus AudioBridge: a session, one handle per participant,
+/// a room that allows plain-RTP participants, and a join per handle whose
+/// event says where Janus listens. Returns the targets and the session URL.
+fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> (Vec<SocketAddr>, String) {
+    let client = reqwest::Client::new();
+    let post = |url: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let v: serde_json::Value = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("janus")
+                .json()
+                .await
+                .expect("json");
+            v
+        }
+    };
+    rt.block_on(async {
+        let tx = |i: usize| format!("t{i}");
+        let s = post(
+            format!("{api}/janus"),
+            serde_json::json!({"janus": "create", "transaction": "c"}),
+        )
+        .await;
+        let session = s["data"]["id"].as_u64().expect("session id");
+        let surl = format!("{api}/janus/{session}");
+        let room = 4321 + std::process::id() as u64 % 1000;
+        let mut handles = Vec::new();
+        for i in 0..socks.len() {
+            let h = post(
+                surl.clone(),
+                serde_json::json!({"janus": "attach", "plugin": "janus.plugin.audiobridge", "transaction": tx(i)}),
+            )
+            .await;
+            handles.push(h["data"]["id"].as_u64().expect("handle id"));
+        }
+        let create = serde_json::json!({"janus": "message", "transaction": "room", "body": {
+            "request": "create", "room": room, "sampling_rate": 48000, "allow_rtp_participants": true}});
+        let r = post(format!("{surl}/{}", handles[0]), create).await;
+        assert_eq!(r["plugindata"]["data"]["audiobridge"], "created", "{r}");
+        let mut targets: Vec<Option<SocketAddr>> = vec![None; socks.len()];
+        for (i, (h, sock)) in handles.iter().zip(socks).enumerate() {
+            let port = sock.local_addr().unwrap().port();
+            let join = serde_json::json!({"janus": "message", "transaction": tx(i), "body": {
+                "request": "join", "room": room, "display": format!("p{i}"),
+                "rtp": {"ip": "127.0.0.1", "port": port, "payload_type": 111, "audiolevel_ext": 1, "fec": true}}});
+            post(format!("{surl}/{h}"), join).await;
+        }
+        // Join results arrive as events on the session's long poll.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while targets.iter().any(Option::is_none) && Instant::now() < deadline {
+            let evs: serde_json::Value = client
+                .get(format!("{surl}?maxev=100"))
+                .send()
+                .await
+                .expect("poll")
+                .json()
+                .await
+                .expect("json");
+            let list = match evs {
+                serde_json::Value::Array(a) => a,
+                one => vec![one],
+            };
+            for ev in list {
+                let Some(i) = handles.iter().position(|h| Some(*h) == ev["sender"].as_u64()) else {
+                    continue;
+                };
+                let rtp = &ev["plugindata"]["data"]["rtp"];
+                if let (Some(ip), Some(port)) = (rtp["ip"].as_str(), rtp["port"].as_u64()) {
+                    targets[i] = Some(SocketAddr::new(ip.parse().expect("ip"), port as u16));
+                }
+            }
+        }
+        let targets: Vec<SocketAddr> = targets
+            .into_iter()
+            .map(|t| t.expect("Janus answered every join"))
+            .collect();
+        (targets, surl)
+    })
+}
+
+pub fn run(mixer: Mixer<'_>, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: Option<u32>, label: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let t_setup = Instant::now();
+    let (targets, teardown) = match mixer {
+        Mixer::Chorus(api) => chorus_setup(&rt, api, &socks),
+        Mixer::Janus(api) => janus_setup(&rt, api, &socks),
+    };
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    let sdp =
+        format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 1 {OPUS_OFFER}");
+    let spec = negotiate(&Sdp::parse(&sdp).unwrap().media[0]).unwrap();
     let setup_s = t_setup.elapsed().as_secs_f64();
-    let spec = spec.expect("at least one participant");
+
     // Real Opus frames, encoded once: three speakers' tones, speaker 0's
     // marker tone, and silence.
     let mut enc = Encoder::new(&spec).unwrap();
@@ -107,6 +211,8 @@ pub fn run(api: &str, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: 
         let mut buf = [0u8; 2048];
         let mut delay_ms = None;
         let listener = recv_socks.len() - 1;
+        // Janus AudioBridge sends audio without the mix's 3-speaker limit; the
+        // same marker works for both.
         while !stop_r.load(Relaxed) {
             let mut got = false;
             for (i, s) in recv_socks.iter().enumerate() {
@@ -187,11 +293,18 @@ pub fn run(api: &str, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: 
         _ => None,
     };
     rt.block_on(async {
-        let _ = client.delete(format!("{api}/v1/conferences/{conf}")).send().await;
+        match mixer {
+            Mixer::Chorus(_) => drop(client.delete(&teardown).send().await),
+            Mixer::Janus(_) => {
+                let destroy = serde_json::json!({"janus": "destroy", "transaction": "d"});
+                drop(client.post(&teardown).json(&destroy).send().await)
+            }
+        }
     });
     let report = serde_json::json!({
         "label": label,
         "mode": "conference",
+        "mixer": match mixer { Mixer::Chorus(_) => "chorus", Mixer::Janus(_) => "janus" },
         "participants": n,
         "all_talk": all_talk,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,

@@ -66,6 +66,10 @@ struct Args {
     /// the rest send silence marked with the RFC 6464 audio level).
     #[arg(long)]
     all_talk: bool,
+    /// Conference mode against Janus AudioBridge at this HTTP API URL
+    /// (e.g. http://127.0.0.1:8088) instead of chorus.
+    #[arg(long)]
+    janus: Option<String>,
 }
 
 mod conference;
@@ -85,8 +89,12 @@ fn main() {
         return setup_rate(&args, n);
     }
     if let Some(n) = args.conference {
+        let mixer = match &args.janus {
+            Some(url) => conference::Mixer::Janus(url),
+            None => conference::Mixer::Chorus(&args.api),
+        };
         return conference::run(
-            &args.api,
+            mixer,
             n,
             args.all_talk,
             args.seconds,
