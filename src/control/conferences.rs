@@ -361,7 +361,7 @@ fn answer_sdp(
         };
         s += &format!("m=audio {} {} {fmts}\r\n", ports.rtp, m.proto);
         s += &spec.sdp_lines();
-        s += "a=ptime:20\r\na=sendrecv\r\n";
+        s += &format!("a=ptime:{}\r\na=sendrecv\r\n", spec.ptime_ms);
         if mux {
             s += "a=rtcp-mux\r\n";
         } else if let Some(r) = ports.rtcp {

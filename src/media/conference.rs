@@ -42,6 +42,10 @@ struct Participant {
     decoder: Decoder,
     up: Resampler,
     decoded: Vec<f32>,
+    /// Decoded audio at the mix rate not yet mixed (ptime other than 20 ms).
+    fifo: Vec<f32>,
+    /// The FIFO holds decoded audio (not only known silence).
+    fifo_audio: bool,
     /// This tick's frame at the mix rate.
     frame: Vec<f32>,
     muted: bool,
@@ -71,10 +75,15 @@ struct Participant {
 struct SharedEncoder {
     mix: MixId,
     kind: CodecKind,
+    ptime_ms: u32,
     encoder: Encoder,
     down: Resampler,
-    payload: [u8; MAX_PAYLOAD],
-    len: usize,
+    /// Mixed audio at the codec's rate waiting for a whole packet.
+    pcm: Vec<f32>,
+    /// This tick's payloads, back to back, and their lengths (a 10 ms
+    /// ptime gives two per tick, 40 ms one every other tick).
+    payloads: Vec<u8>,
+    lens: Vec<usize>,
     encoded_at: u64,
 }
 
@@ -165,6 +174,8 @@ impl Conference {
             decoder: Decoder::new(&spec)?,
             up,
             decoded: Vec::with_capacity(self.frame_len()),
+            fifo: Vec::with_capacity(4 * self.frame_len()),
+            fifo_audio: false,
             frame: vec![0.0; self.frame_len()],
             muted: false,
             deaf: false,
@@ -335,46 +346,15 @@ impl Conference {
         let frame_len = self.frame_len();
         let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
         for p in &mut self.participants {
-            let payload = match p.jitter.pop(now) {
-                // Known silence (RFC 6464): nothing to decode.
-                Pop::Packet(pk) if pk.payload.is_empty() => {
-                    p.frame.iter_mut().for_each(|x| *x = 0.0);
-                    levels.push((p.id, SILENCE_DBOV));
-                    continue;
-                }
-                Pop::Packet(pk) => Some(pk.payload),
-                Pop::Lost => {
-                    p.concealed += 1;
-                    self.concealed_total += 1;
-                    // Opus in-band FEC: the next packet may carry this one.
-                    if let Some(next) = p.jitter.peek_next() {
-                        if p.decoder
-                            .decode_fec(&next.payload, p.spec.frame_samples(), &mut p.decoded)
-                        {
-                            let hi = p.up.process(&p.decoded);
-                            p.frame.clear();
-                            p.frame.extend_from_slice(&hi[..hi.len().min(frame_len)]);
-                            p.frame.resize(frame_len, 0.0);
-                            levels.push((p.id, if p.muted { SILENCE_DBOV } else { dbov(&p.frame) }));
-                            continue;
-                        }
-                    }
-                    None
-                }
-                Pop::Empty => {
-                    // Nothing to play: silence, nothing decoded.
-                    p.frame.iter_mut().for_each(|x| *x = 0.0);
-                    levels.push((p.id, SILENCE_DBOV));
-                    continue;
-                }
-            };
-            p.decoder
-                .decode(payload.as_deref(), p.spec.frame_samples(), &mut p.decoded);
-            let hi = p.up.process(&p.decoded);
-            p.frame.clear();
-            p.frame.extend_from_slice(&hi[..hi.len().min(frame_len)]);
-            p.frame.resize(frame_len, 0.0);
-            levels.push((p.id, if p.muted { SILENCE_DBOV } else { dbov(&p.frame) }));
+            let heard = p.fill_frame(now, frame_len, &mut self.concealed_total);
+            levels.push((
+                p.id,
+                if heard && !p.muted {
+                    dbov(&p.frame)
+                } else {
+                    SILENCE_DBOV
+                },
+            ));
         }
         let mut sp_events = Vec::new();
         self.speakers.update(&levels, &mut sp_events);
@@ -400,7 +380,12 @@ impl Conference {
             } else {
                 MixId::Shared
             };
-            let idx = match self.encoders.iter().position(|e| e.mix == mix && e.kind == p.spec.kind) {
+            let (kind, ptime) = (p.spec.kind, p.spec.ptime_ms);
+            let idx = match self
+                .encoders
+                .iter()
+                .position(|e| e.mix == mix && e.kind == kind && e.ptime_ms == ptime)
+            {
                 Some(i) => i,
                 None => {
                     let (Ok(encoder), Ok(down)) = (
@@ -411,11 +396,13 @@ impl Conference {
                     };
                     self.encoders.push(SharedEncoder {
                         mix,
-                        kind: p.spec.kind,
+                        kind,
+                        ptime_ms: ptime,
                         encoder,
                         down,
-                        payload: [0; MAX_PAYLOAD],
-                        len: 0,
+                        pcm: Vec::new(),
+                        payloads: Vec::new(),
+                        lens: Vec::new(),
                         encoded_at: 0,
                     });
                     self.encoders.len() - 1
@@ -423,23 +410,38 @@ impl Conference {
             };
             let enc = &mut self.encoders[idx];
             if enc.encoded_at != self.tick_no {
-                let pcm = enc.down.process(mixes.get(mix));
-                enc.len = enc.encoder.encode(pcm, &mut enc.payload);
                 enc.encoded_at = self.tick_no;
-                encodes += 1;
+                enc.payloads.clear();
+                enc.lens.clear();
+                let chunk = enc.down.process(mixes.get(mix));
+                enc.pcm.extend_from_slice(chunk);
+                let n = p.spec.frame_samples();
+                while enc.pcm.len() >= n {
+                    let mut buf = [0u8; MAX_PAYLOAD];
+                    let len = enc.encoder.encode(&enc.pcm[..n], &mut buf);
+                    enc.payloads.extend_from_slice(&buf[..len]);
+                    enc.lens.push(len);
+                    enc.pcm.drain(..n);
+                    encodes += 1;
+                }
             }
-            // Sequence and timestamp run on through silence and deafness.
-            let (seq, ts) = (p.seq, p.ts);
-            p.seq = p.seq.wrapping_add(1);
-            p.ts = p.ts.wrapping_add(p.spec.frame_ts());
-            if p.deaf || enc.len == 0 {
-                continue;
+            let mut at = 0;
+            for &len in &enc.lens {
+                // Sequence and timestamp run on through silence and deafness.
+                let (seq, ts) = (p.seq, p.ts);
+                p.seq = p.seq.wrapping_add(1);
+                p.ts = p.ts.wrapping_add(p.spec.frame_ts());
+                let payload = &enc.payloads[at..at + len];
+                at += len;
+                if p.deaf || len == 0 {
+                    continue;
+                }
+                write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
+                packet[RTP_HEADER_LEN..RTP_HEADER_LEN + len].copy_from_slice(payload);
+                send(p.id, false, &packet[..RTP_HEADER_LEN + len]);
+                p.sent += 1;
+                p.sent_octets += len as u64;
             }
-            write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
-            packet[RTP_HEADER_LEN..RTP_HEADER_LEN + enc.len].copy_from_slice(&enc.payload[..enc.len]);
-            send(p.id, false, &packet[..RTP_HEADER_LEN + enc.len]);
-            p.sent += 1;
-            p.sent_octets += enc.len as u64;
         }
         // Encoders nobody used this tick (a speaker went quiet) are dropped.
         let tick = self.tick_no;
@@ -473,6 +475,55 @@ impl Conference {
                 sent_packets: p.sent,
             })
             .collect()
+    }
+}
+
+impl Participant {
+    /// Fills `frame` with this tick's audio at the mix rate, decoding as many
+    /// packets as its ptime needs (two of 10 ms, half of one of 40 ms...).
+    /// Returns false when there was nothing to hear (silence, DTX, start-up).
+    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64) -> bool {
+        // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
+        let mut heard = self.fifo_audio;
+        while self.fifo.len() < frame_len {
+            let n = self.spec.frame_samples();
+            let payload = match self.jitter.pop(now) {
+                // Known silence (RFC 6464): keep the time, decode nothing.
+                Pop::Packet(pk) if pk.payload.is_empty() => {
+                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    continue;
+                }
+                Pop::Packet(pk) => Some(pk.payload),
+                Pop::Lost => {
+                    self.concealed += 1;
+                    *concealed_total += 1;
+                    // Opus in-band FEC: the next packet may carry this one.
+                    let recovered = match self.jitter.peek_next() {
+                        Some(next) => self.decoder.decode_fec(&next.payload, n, &mut self.decoded),
+                        None => false,
+                    };
+                    if recovered {
+                        let hi = self.up.process(&self.decoded);
+                        self.fifo.extend_from_slice(hi);
+                        heard = true;
+                        continue;
+                    }
+                    None
+                }
+                Pop::Empty => break,
+            };
+            self.decoder.decode(payload.as_deref(), n, &mut self.decoded);
+            let hi = self.up.process(&self.decoded);
+            self.fifo.extend_from_slice(hi);
+            heard = true;
+        }
+        let take = self.fifo.len().min(frame_len);
+        self.frame.clear();
+        self.frame.extend(self.fifo.drain(..take));
+        self.frame.resize(frame_len, 0.0);
+        self.fifo_audio = heard && !self.fifo.is_empty();
+        heard
     }
 }
 
@@ -796,6 +847,96 @@ mod tests {
         conf.limit_speakers(None);
         conf.tick(t, 0, &mut |_, _, _| {});
         assert_eq!(mixed(&conf), 3);
+    }
+
+    #[test]
+    fn participants_with_different_ptimes_mix_and_packetize_correctly() {
+        let codecs = [
+            ("m=audio 1 RTP/AVP 0\r\na=ptime:10\r\n", 440.0),
+            (
+                "m=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=ptime:40\r\n",
+                1000.0,
+            ),
+            ("m=audio 1 RTP/AVP 0\r\na=ptime:60\r\n", 0.0),
+            ("m=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n", 0.0),
+        ];
+        let specs: Vec<CodecSpec> = codecs.iter().map(|(m, _)| spec(m)).collect();
+        assert_eq!(specs.iter().map(|s| s.ptime_ms).collect::<Vec<_>>(), [10, 40, 60, 20]);
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let mut enc: Vec<Encoder> = specs.iter().map(|s| Encoder::new(s).unwrap()).collect();
+        let mut dec: Vec<Decoder> = specs.iter().map(|s| Decoder::new(s).unwrap()).collect();
+        for (i, s) in specs.iter().enumerate() {
+            conf.join(i as u32, *s, 10 + i as u32).unwrap();
+        }
+        let mut heard: Vec<Vec<f32>> = vec![Vec::new(); 4];
+        let mut last: Vec<Option<(u16, u32)>> = vec![None; 4];
+        let mut sent = [0u32; 4];
+        for ms in (0..3000u32).step_by(10) {
+            let now = t0 + Duration::from_millis(ms as u64);
+            for (i, s) in specs.iter().enumerate() {
+                if ms % s.ptime_ms != 0 {
+                    continue;
+                }
+                let n = s.frame_samples();
+                let k = sent[i] as usize;
+                let f = codecs[i].1;
+                let pcm: Vec<f32> = (0..n)
+                    .map(|j| 0.3 * (2.0 * std::f32::consts::PI * f * (k * n + j) as f32 / s.rate as f32).sin())
+                    .collect();
+                let mut pkt = vec![0u8; 12 + MAX_PAYLOAD];
+                let len = enc[i].encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k as u32 * s.frame_ts(), 50 + i as u32);
+                conf.handle_rtp(now, i as u32, &pkt[..12 + len]);
+                sent[i] += 1;
+            }
+            if ms % 20 == 10 {
+                conf.tick(now, 0, &mut |id, rtcp, bytes| {
+                    if rtcp {
+                        return;
+                    }
+                    let i = id as usize;
+                    let v = RtpView::parse(bytes).unwrap();
+                    if let Some((seq, ts)) = last[i] {
+                        assert_eq!(v.sequence(), seq.wrapping_add(1));
+                        assert_eq!(v.timestamp(), ts.wrapping_add(specs[i].frame_ts()), "participant {i}");
+                    }
+                    last[i] = Some((v.sequence(), v.timestamp()));
+                    let mut pcm = Vec::new();
+                    dec[i].decode(Some(v.payload()), specs[i].frame_samples(), &mut pcm);
+                    assert_eq!(
+                        pcm.len(),
+                        specs[i].frame_samples(),
+                        "a whole {} ms frame",
+                        specs[i].ptime_ms
+                    );
+                    if ms >= 2000 {
+                        heard[i].extend(pcm);
+                    }
+                });
+            }
+        }
+        let lvl = |i: usize, f: f32| tone_level(&heard[i], specs[i].rate as f32, f);
+        assert!(
+            lvl(0, 440.0) < 0.02 && lvl(0, 1000.0) > 0.1,
+            "A: {} {}",
+            lvl(0, 440.0),
+            lvl(0, 1000.0)
+        );
+        assert!(
+            lvl(1, 1000.0) < 0.02 && lvl(1, 440.0) > 0.1,
+            "B: {} {}",
+            lvl(1, 1000.0),
+            lvl(1, 440.0)
+        );
+        for i in [2, 3] {
+            assert!(
+                lvl(i, 440.0) > 0.1 && lvl(i, 1000.0) > 0.1,
+                "listener {i}: {} {}",
+                lvl(i, 440.0),
+                lvl(i, 1000.0)
+            );
+        }
     }
 
     #[test]

@@ -154,9 +154,16 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
             .iter()
             .filter_map(|f| f.parse::<u8>().ok())
             .find(|p| rtpmap(&p.to_string()).is_some_and(|(n, r, _)| n == "telephone-event" && r == clock));
-        if ptime != 20 {
+        // Opus frames are 2.5..60 ms in fixed steps; G.711 takes any
+        // multiple of 10 ms. The mixer's tick is 20 ms; packets are split or
+        // gathered around it.
+        let ok = match kind {
+            CodecKind::Opus => matches!(ptime, 10 | 20 | 40 | 60),
+            _ => ptime % 10 == 0 && (10..=60).contains(&ptime),
+        };
+        if !ok {
             return Err(format!(
-                "a=ptime:{ptime} is not supported yet: chorus mixes 20 ms frames (offer ptime 20 or omit it)"
+                "a=ptime:{ptime} is not supported for {name}: use 10, 20, 40 or 60 ms (G.711 also 30 and 50)"
             ));
         }
         return Ok(CodecSpec {
@@ -165,7 +172,7 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
             rate: pcm_rate,
             clock_rate: clock,
             channels,
-            ptime_ms: 20,
+            ptime_ms: ptime,
             dtmf_pt,
             audio_level_id: audio_level_id(m),
         });
@@ -338,8 +345,14 @@ mod tests {
         assert_eq!(negotiate(&m).unwrap().kind, CodecKind::Pcma);
         let e = negotiate(&media("m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:18 G729/8000\r\n")).unwrap_err();
         assert!(e.contains("g722, g729") && e.contains("supported"), "{e}");
-        let e = negotiate(&media("m=audio 4000 RTP/AVP 0\r\na=ptime:30\r\n")).unwrap_err();
-        assert!(e.contains("ptime:30"), "{e}");
+        assert_eq!(
+            negotiate(&media("m=audio 4000 RTP/AVP 0\r\na=ptime:30\r\n"))
+                .unwrap()
+                .ptime_ms,
+            30
+        );
+        let e = negotiate(&media("m=audio 4000 RTP/AVP 0\r\na=ptime:25\r\n")).unwrap_err();
+        assert!(e.contains("ptime:25"), "{e}");
     }
 
     #[test]
