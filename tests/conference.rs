@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 const PCMU: &str = "RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 const OPUS: &str = "RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n";
+const G722: &str = "RTP/AVP 9 0\r\na=rtpmap:9 G722/8000\r\n";
 
 struct Member {
     sock: UdpSocket,
@@ -180,14 +181,17 @@ async fn four_pcmu_participants_hear_everyone_but_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn opus_and_pcmu_participants_in_one_conference() {
+async fn opus_g722_and_pcmu_participants_in_one_conference() {
     let d = Daemon::start(61, &[]).await;
     d.post("/v1/conferences", json!({"id": "mixed"})).await;
     let mut members = Vec::new();
-    for (codec, f) in [(OPUS, 440.0), (PCMU, 1000.0), (PCMU, 0.0), (OPUS, 0.0)] {
+    for (codec, f) in [(OPUS, 440.0), (G722, 1000.0), (PCMU, 0.0), (OPUS, 0.0)] {
         members.push(join(&d, "mixed", codec, f).await);
     }
-    assert_eq!(members[0].spec.rate, 48000);
+    assert_eq!(
+        (members[0].spec.rate, members[1].spec.rate, members[2].spec.rate),
+        (48000, 16000, 8000)
+    );
     let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 80, 30), members))
         .await
         .unwrap();

@@ -553,6 +553,7 @@ mod tests {
 
     const PCMU: &str = "m=audio 1 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
     const OPUS: &str = "m=audio 1 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    const G722: &str = "m=audio 1 RTP/AVP 9\r\n";
 
     /// Runs a conference in virtual time: participant i sends a tone at
     /// `freqs[i]` (0 = silence) with codec `codecs[i]`; returns what each
@@ -644,7 +645,7 @@ mod tests {
 
     #[test]
     fn mixed_codecs_share_nothing_but_the_mix() {
-        let (heard, conf, specs) = run(&[OPUS, PCMU, PCMU, OPUS], &[440.0, 1000.0, 0.0, 0.0], 3, None);
+        let (heard, conf, specs) = run(&[OPUS, G722, PCMU, OPUS], &[440.0, 1000.0, 0.0, 0.0], 3, None);
         for i in [2, 3] {
             assert!(
                 lvl(&heard[i], &specs[i], 440.0) > 0.1 && lvl(&heard[i], &specs[i], 1000.0) > 0.1,
@@ -653,7 +654,7 @@ mod tests {
         }
         assert!(lvl(&heard[0], &specs[0], 440.0) < 0.02 && lvl(&heard[0], &specs[0], 1000.0) > 0.1);
         assert!(lvl(&heard[1], &specs[1], 1000.0) < 0.02 && lvl(&heard[1], &specs[1], 440.0) > 0.1);
-        // minus(A) in Opus, minus(B) in PCMU, shared in PCMU and Opus.
+        // minus(A) in Opus, minus(B) in G.722, shared in PCMU and Opus.
         assert_eq!(conf.last_encodes, 4);
     }
 

@@ -3,14 +3,15 @@
 //! 1.0) at the codec's own rate. Resampling to the mix rate is separate.
 
 pub mod g711;
+pub mod g722;
 
 use crate::sdp::Media;
 
-/// Codecs chorus mixes. G.722 is not implemented yet (an offer with only
-/// G.722 is refused with a message that says so).
+/// Codecs chorus mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodecKind {
     Opus,
+    G722,
     Pcmu,
     Pcma,
 }
@@ -20,9 +21,9 @@ pub enum CodecKind {
 pub struct CodecSpec {
     pub kind: CodecKind,
     pub pt: u8,
-    /// The PCM rate the codec runs at (Opus: 48000; G.711: 8000).
+    /// The PCM rate the codec runs at (Opus: 48000; G.722: 16000; G.711: 8000).
     pub rate: u32,
-    /// RTP clock rate (Opus: 48000; G.711: 8000).
+    /// RTP clock rate (Opus: 48000; G.722 and G.711: 8000, RFC 3551).
     pub clock_rate: u32,
     /// Channels in the SDP (Opus always says 2; chorus sends mono).
     pub channels: u8,
@@ -48,6 +49,7 @@ impl CodecSpec {
     pub fn name(&self) -> &'static str {
         match self.kind {
             CodecKind::Opus => "opus",
+            CodecKind::G722 => "G722",
             CodecKind::Pcmu => "PCMU",
             CodecKind::Pcma => "PCMA",
         }
@@ -60,6 +62,7 @@ impl CodecSpec {
                 "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n",
                 pt = self.pt
             ),
+            CodecKind::G722 => format!("a=rtpmap:{} G722/8000\r\n", self.pt),
             CodecKind::Pcmu => format!("a=rtpmap:{} PCMU/8000\r\n", self.pt),
             CodecKind::Pcma => format!("a=rtpmap:{} PCMA/8000\r\n", self.pt),
         };
@@ -140,20 +143,18 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
         offered.push(name.clone());
         let kind = match (name.as_str(), rate) {
             ("opus", 48000) => CodecKind::Opus,
+            ("g722", 8000) => CodecKind::G722,
             ("pcmu", 8000) => CodecKind::Pcmu,
             ("pcma", 8000) => CodecKind::Pcma,
             _ => continue,
         };
-        let (pcm_rate, clock) = if kind == CodecKind::Opus {
-            (48000, 48000)
-        } else {
-            (8000, 8000)
+        let (pcm_rate, clock) = match kind {
+            CodecKind::Opus => (48000, 48000),
+            // G.722 samples at 16 kHz but its RTP clock says 8000 (RFC 3551).
+            CodecKind::G722 => (16000, 8000),
+            CodecKind::Pcmu | CodecKind::Pcma => (8000, 8000),
         };
-        let dtmf_pt = m
-            .formats
-            .iter()
-            .filter_map(|f| f.parse::<u8>().ok())
-            .find(|p| rtpmap(&p.to_string()).is_some_and(|(n, r, _)| n == "telephone-event" && r == clock));
+        let dtmf_pt = dtmf_pt(m, clock);
         // Opus frames are 2.5..60 ms in fixed steps; G.711 takes any
         // multiple of 10 ms. The mixer's tick is 20 ms; packets are split or
         // gathered around it.
@@ -178,7 +179,7 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
         });
     }
     Err(format!(
-        "no codec chorus can mix in the offer ({}); supported: opus/48000, PCMU/8000, PCMA/8000",
+        "no codec chorus can mix in the offer ({}); supported: opus/48000, G722/8000, PCMU/8000, PCMA/8000",
         offered.join(", ")
     ))
 }
@@ -200,10 +201,12 @@ pub enum Decoder {
     /// The law, a sample buffer, the last good frame and how many frames
     /// have been concealed since it.
     G711(g711::Law, Vec<i16>, Vec<f32>, u32),
+    /// As G.711: the decoder, a buffer, the last good frame, frames concealed.
+    G722(Box<g722::G722Decoder>, Vec<i16>, Vec<f32>, u32),
     Opus(Box<opus::Decoder>, Vec<i16>),
 }
 
-/// G.711 concealment: each concealed frame repeats the last good one at
+/// G.711 and G.722 concealment: each concealed frame repeats the last good one at
 /// this fraction of the previous level, so short losses bridge smoothly
 /// and long ones fade to silence.
 const G711_PLC_FADE: f32 = 0.7;
@@ -211,6 +214,7 @@ const G711_PLC_FADE: f32 = 0.7;
 /// Turns PCM into payloads.
 pub enum Encoder {
     G711(g711::Law, Vec<i16>),
+    G722(Box<g722::G722Encoder>, Vec<i16>),
     Opus(Box<opus::Encoder>, Vec<i16>),
 }
 
@@ -222,6 +226,7 @@ impl Decoder {
         Ok(match spec.kind {
             CodecKind::Pcmu => Decoder::G711(g711::Law::Ulaw, vec![0; spec.frame_samples()], Vec::new(), 0),
             CodecKind::Pcma => Decoder::G711(g711::Law::Alaw, vec![0; spec.frame_samples()], Vec::new(), 0),
+            CodecKind::G722 => Decoder::G722(Box::default(), vec![0; 2 * 480], Vec::new(), 0),
             CodecKind::Opus => Decoder::Opus(
                 Box::new(opus::Decoder::new(48000, opus::Channels::Mono).map_err(|e| e.to_string())?),
                 vec![0; 5760],
@@ -237,17 +242,16 @@ impl Decoder {
             Decoder::G711(law, buf, last, lost) => match payload {
                 Some(p) => {
                     let n = law.decode(p, buf);
-                    out.extend(buf[..n].iter().map(|&s| s as f32 / 32768.0));
-                    last.clear();
-                    last.extend_from_slice(out);
-                    *lost = 0;
+                    good_frame(&buf[..n], last, lost, out);
                 }
-                None => {
-                    *lost += 1;
-                    let g = G711_PLC_FADE.powi(*lost as i32);
-                    out.extend(last.iter().map(|x| x * g));
-                    out.resize(frame_samples, 0.0);
+                None => faded_repeat(last, lost, frame_samples, out),
+            },
+            Decoder::G722(dec, buf, last, lost) => match payload {
+                Some(p) => {
+                    let n = dec.decode(p, buf);
+                    good_frame(&buf[..n], last, lost, out);
                 }
+                None => faded_repeat(last, lost, frame_samples, out),
             },
             Decoder::Opus(d, buf) => {
                 let r = match payload {
@@ -262,6 +266,23 @@ impl Decoder {
         }
         out.len()
     }
+}
+
+/// A decoded frame: to f32, and kept for concealment.
+fn good_frame(pcm: &[i16], last: &mut Vec<f32>, lost: &mut u32, out: &mut Vec<f32>) {
+    out.extend(pcm.iter().map(|&s| s as f32 / 32768.0));
+    last.clear();
+    last.extend_from_slice(out);
+    *lost = 0;
+}
+
+/// Concealment for codecs without their own: the last good frame again, a
+/// little quieter each time.
+fn faded_repeat(last: &[f32], lost: &mut u32, frame_samples: usize, out: &mut Vec<f32>) {
+    *lost += 1;
+    let g = G711_PLC_FADE.powi(*lost as i32);
+    out.extend(last.iter().map(|x| x * g));
+    out.resize(frame_samples, 0.0);
 }
 
 impl Decoder {
@@ -285,6 +306,7 @@ impl Encoder {
         Ok(match spec.kind {
             CodecKind::Pcmu => Encoder::G711(g711::Law::Ulaw, Vec::with_capacity(spec.frame_samples())),
             CodecKind::Pcma => Encoder::G711(g711::Law::Alaw, Vec::with_capacity(spec.frame_samples())),
+            CodecKind::G722 => Encoder::G722(Box::default(), Vec::with_capacity(spec.frame_samples())),
             CodecKind::Opus => {
                 let mut e = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)
                     .map_err(|e| e.to_string())?;
@@ -312,6 +334,10 @@ impl Encoder {
                 to_i16(buf);
                 law.encode(buf, out)
             }
+            Encoder::G722(e, buf) => {
+                to_i16(buf);
+                e.encode(buf, out)
+            }
             Encoder::Opus(e, buf) => {
                 to_i16(buf);
                 e.encode(buf, out).unwrap_or(0)
@@ -334,7 +360,7 @@ mod tests {
     #[test]
     fn negotiation_takes_the_first_supported_codec_and_telephone_event() {
         let m = media(
-            "m=audio 4000 RTP/AVP 9 111 0 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n",
+            "m=audio 4000 RTP/AVP 111 9 0 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n",
         );
         let c = negotiate(&m).unwrap();
         assert_eq!(
@@ -343,8 +369,13 @@ mod tests {
         );
         let m = media("m=audio 4000 RTP/AVP 18 8 0\r\n");
         assert_eq!(negotiate(&m).unwrap().kind, CodecKind::Pcma);
-        let e = negotiate(&media("m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:18 G729/8000\r\n")).unwrap_err();
-        assert!(e.contains("g722, g729") && e.contains("supported"), "{e}");
+        let g = negotiate(&media("m=audio 4000 RTP/AVP 9 0\r\n")).unwrap();
+        assert_eq!(
+            (g.kind, g.rate, g.clock_rate, g.frame_samples(), g.frame_ts()),
+            (CodecKind::G722, 16000, 8000, 320, 160)
+        );
+        let e = negotiate(&media("m=audio 4000 RTP/AVP 4 18\r\na=rtpmap:18 G729/8000\r\n")).unwrap_err();
+        assert!(e.contains("g729") && e.contains("supported"), "{e}");
         assert_eq!(
             negotiate(&media("m=audio 4000 RTP/AVP 0\r\na=ptime:30\r\n"))
                 .unwrap()
@@ -356,10 +387,11 @@ mod tests {
     }
 
     #[test]
-    fn opus_and_g711_carry_a_tone() {
-        for kind in [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma] {
+    fn every_codec_carries_a_tone() {
+        for kind in [CodecKind::Opus, CodecKind::G722, CodecKind::Pcmu, CodecKind::Pcma] {
             let m = match kind {
                 CodecKind::Opus => "m=audio 1 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n",
+                CodecKind::G722 => "m=audio 1 RTP/AVP 9\r\n",
                 CodecKind::Pcmu => "m=audio 1 RTP/AVP 0\r\n",
                 CodecKind::Pcma => "m=audio 1 RTP/AVP 8\r\n",
             };
