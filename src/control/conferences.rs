@@ -6,7 +6,7 @@ use super::calls::{free_ports, Alloc};
 use super::{lock, State};
 use crate::error::Error;
 use crate::media::codec;
-use crate::media::conference::{ConfEvent, Controls};
+use crate::media::conference::{ConfEvent, Conference, Controls};
 use crate::media::mixer::speakers::SpeakerConfig;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::Sdp;
@@ -82,9 +82,11 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     if state.draining.load(Relaxed) {
         return Err(Error::Draining);
     }
-    if let Some(r) = opts.sample_rate.filter(|&r| r != 48000) {
-        return Err(Error::NotImplemented(format!(
-            "mix sample rate {r} is not supported yet; chorus mixes at 48000"
+    let mix_rate = opts.sample_rate.unwrap_or(48000);
+    if !Conference::RATES.contains(&mix_rate) {
+        return Err(Error::BadRequest(format!(
+            "sample_rate {mix_rate} is not one of {:?}",
+            Conference::RATES
         )));
     }
     let max_speakers = opts.max_speakers.unwrap_or(3);
@@ -126,11 +128,14 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
         key,
         conf_id: id.clone(),
         speakers,
+        mix_rate,
         reply,
     })
     .await?;
     tracing::info!(conference = %id, worker, "conference created");
-    Ok(json!({ "id": &*id, "sample_rate": 48000, "max_speakers": max_speakers, "max_participants": max_participants }))
+    Ok(
+        json!({ "id": &*id, "sample_rate": mix_rate, "max_speakers": max_speakers, "max_participants": max_participants }),
+    )
 }
 
 /// Joins a participant from its SDP offer; returns chorus's SDP answer.

@@ -138,9 +138,16 @@ pub struct Controls {
 }
 
 impl Conference {
+    /// A conference mixing at 48 kHz.
     pub fn new(speakers: SpeakerConfig) -> Self {
+        Self::with_rate(speakers, 48000)
+    }
+
+    /// A conference mixing at `mix_rate` Hz (8000, 16000, 24000 or 48000):
+    /// a lower rate costs less when every participant is narrowband.
+    pub fn with_rate(speakers: SpeakerConfig, mix_rate: u32) -> Self {
         Conference {
-            mix_rate: 48000,
+            mix_rate,
             participants: Vec::new(),
             speakers: Speakers::new(speakers),
             mixer: MixMinus::default(),
@@ -152,6 +159,8 @@ impl Conference {
             configured_speakers: None,
         }
     }
+
+    pub const RATES: [u32; 4] = [8000, 16000, 24000, 48000];
 
     fn frame_len(&self) -> usize {
         (self.mix_rate * TICK_MS / 1000) as usize
@@ -938,6 +947,40 @@ mod tests {
                 lvl(i, 1000.0)
             );
         }
+    }
+
+    #[test]
+    fn a_wideband_mix_rate_works_for_g711_and_g722() {
+        let t0 = Instant::now();
+        let mut conf = Conference::with_rate(SpeakerConfig::default(), 16000);
+        let specs = [spec(PCMU), spec(G722), spec(PCMU)];
+        for (i, s) in specs.iter().enumerate() {
+            conf.join(i as u32, *s, 5 + i as u32).unwrap();
+        }
+        let mut enc: Vec<Encoder> = specs.iter().map(|s| Encoder::new(s).unwrap()).collect();
+        let mut dec = Decoder::new(&specs[2]).unwrap();
+        let mut heard = Vec::new();
+        for k in 0..100u32 {
+            let now = t0 + Duration::from_millis(20 * k as u64);
+            for (i, (s, f)) in specs.iter().zip([440.0f32, 1000.0]).enumerate() {
+                let n = s.frame_samples();
+                let pcm: Vec<f32> = (0..n)
+                    .map(|j| 0.3 * (2.0 * std::f32::consts::PI * f * (k as usize * n + j) as f32 / s.rate as f32).sin())
+                    .collect();
+                let mut pkt = vec![0u8; 12 + MAX_PAYLOAD];
+                let len = enc[i].encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 60 + i as u32);
+                conf.handle_rtp(now, i as u32, &pkt[..12 + len]);
+            }
+            conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+                if id == 2 && !rtcp && k >= 50 {
+                    let mut pcm = Vec::new();
+                    dec.decode(Some(RtpView::parse(bytes).unwrap().payload()), 160, &mut pcm);
+                    heard.extend(pcm);
+                }
+            });
+        }
+        assert!(tone_level(&heard, 8000.0, 440.0) > 0.1 && tone_level(&heard, 8000.0, 1000.0) > 0.1);
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub enum ConfCommand {
         key: CallKey,
         conf_id: Arc<str>,
         speakers: crate::media::mixer::speakers::SpeakerConfig,
+        mix_rate: u32,
         reply: oneshot::Sender<()>,
     },
     Join {

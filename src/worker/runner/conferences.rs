@@ -37,9 +37,10 @@ impl Runner {
                 key,
                 conf_id,
                 speakers,
+                mix_rate,
                 reply,
             } => {
-                let mut core = Conference::new(speakers);
+                let mut core = Conference::with_rate(speakers, mix_rate);
                 if self.overload.degraded() {
                     core.limit_speakers(Some(1));
                 }
