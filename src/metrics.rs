@@ -179,6 +179,8 @@ pub struct Metrics {
     pub call_seconds: prometheus::Histogram,
     pub conferences_active: IntGauge,
     pub mixer_tick_seconds: prometheus::Histogram,
+    pub conference_rtt_seconds: prometheus::Histogram,
+    pub conference_reported_loss: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -218,8 +220,26 @@ impl Metrics {
             .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05]),
         )
         .unwrap();
+        let conference_rtt_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "chorus_conference_rtt_seconds",
+                "Round-trip times from participants' RTCP reports",
+            )
+            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]),
+        )
+        .unwrap();
+        let conference_reported_loss = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "chorus_conference_reported_loss_ratio",
+                "Fraction of chorus's packets lost, as participants report it",
+            )
+            .buckets(vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+        )
+        .unwrap();
         for c in [
-            Box::new(conferences_active.clone()) as Box<dyn Collector>,
+            Box::new(conference_rtt_seconds.clone()) as Box<dyn Collector>,
+            Box::new(conference_reported_loss.clone()),
+            Box::new(conferences_active.clone()),
             Box::new(mixer_tick_seconds.clone()),
             Box::new(calls_active.clone()),
             Box::new(calls_timed_out.clone()),
@@ -256,6 +276,8 @@ impl Metrics {
             call_seconds,
             conferences_active,
             mixer_tick_seconds,
+            conference_rtt_seconds,
+            conference_reported_loss,
         }
     }
 

@@ -72,6 +72,9 @@ fn talk(members: &[Member], ticks: usize, keep: usize) -> Vec<Vec<f32>> {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(n) = sock.recv(&mut buf) else { continue };
+                    if chorus::wire::is_rtcp(&buf[..n]) {
+                        continue; // sender reports: see rtcp_reports_flow_and_give_round_trip_time
+                    }
                     let v = RtpView::parse(&buf[..n]).expect("chorus sends valid RTP");
                     assert_eq!(v.payload_type(), spec.pt);
                     if let Some((seq, ts)) = last {
@@ -385,4 +388,64 @@ async fn events_stream_as_server_sent_events_and_reach_the_callback() {
         got.contains(&"joined".to_string()) && got.contains(&"left".to_string()),
         "{got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtcp_reports_flow_and_give_round_trip_time() {
+    use chorus::wire::rtcp::{read_reports, write_report, ReportBlock};
+    let d = Daemon::start(65, &[]).await;
+    d.post("/v1/conferences", json!({"id": "rtcp", "sample_rate": 16000}))
+        .await;
+    let m = join(&d, "rtcp", PCMU, 440.0).await;
+    let pid = m.pid;
+    // Send until chorus's first sender report arrives (2.5 s after joining
+    // at the earliest), then answer it at once with a receiver report.
+    let (sock, to, spec) = (m.sock, m.to, m.spec);
+    let sock = tokio::task::spawn_blocking(move || {
+        sock.set_nonblocking(true).unwrap();
+        let mut enc = Encoder::new(&spec).unwrap();
+        let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+        let mut buf = [0u8; 2048];
+        for k in 0..400usize {
+            let len = enc.encode(&[0.0; 160], &mut pkt[12..]);
+            write_header(&mut pkt, spec.pt, k as u16, k as u32 * 160, 0x1000);
+            sock.send_to(&pkt[..12 + len], to).unwrap();
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                if !chorus::wire::is_rtcp(&buf[..n]) {
+                    continue;
+                }
+                let sr = read_reports(&buf[..n]).unwrap();
+                let ntp = sr.sr_ntp.expect("a sender report");
+                assert_eq!(sr.blocks[0].ssrc, 0x1000, "it reports on what we sent");
+                let block = ReportBlock {
+                    ssrc: sr.sender_ssrc,
+                    lsr: (ntp >> 16) as u32,
+                    ..Default::default()
+                };
+                let mut rr = Vec::new();
+                write_report(&mut rr, 0x1000, None, &[block], "test");
+                sock.send_to(&rr, from).unwrap();
+                return sock;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no sender report from chorus within 8 s");
+    })
+    .await
+    .unwrap();
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, q) = d.get("/v1/conferences/rtcp").await;
+    let p = q["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pid)
+        .unwrap()
+        .clone();
+    let rtt = p["rtt_ms"].as_f64().unwrap_or_else(|| panic!("rtt_ms is known: {p}"));
+    assert!((0.0..200.0).contains(&rtt), "{rtt}");
+    assert_eq!(p["remote_fraction_lost"], 0.0);
+    let metrics = d.metrics().await;
+    assert_eq!(metric(&metrics, "chorus_conference_rtt_seconds_count"), 1.0);
 }

@@ -373,6 +373,12 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
         WorkerEvent::Conference { key, events } => super::conferences::on_events(&state, key, events).await,
         WorkerEvent::TickDurations(d) => d.into_iter().for_each(|s| state.metrics.mixer_tick_seconds.observe(s)),
+        WorkerEvent::RtcpSamples { rtt, loss } => {
+            rtt.into_iter()
+                .for_each(|s| state.metrics.conference_rtt_seconds.observe(s));
+            loss.into_iter()
+                .for_each(|f| state.metrics.conference_reported_loss.observe(f));
+        }
         WorkerEvent::MediaTimeout { key, call_id, report } => {
             let handle = match entry(&state, &call_id, false) {
                 Ok(h) => h,

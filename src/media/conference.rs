@@ -127,6 +127,10 @@ pub struct Conference {
     pub concealed_total: u64,
     /// `max_active` as configured, while overload lowers it.
     configured_speakers: Option<usize>,
+    /// RTTs (s) and loss fractions from participants' reports, for metrics;
+    /// the worker drains them.
+    pub rtt_seconds: Vec<f64>,
+    pub reported_loss: Vec<f64>,
 }
 
 /// Per-participant settings from the API.
@@ -157,6 +161,8 @@ impl Conference {
             last_encodes: 0,
             concealed_total: 0,
             configured_speakers: None,
+            rtt_seconds: Vec::new(),
+            reported_loss: Vec::new(),
         }
     }
 
@@ -293,11 +299,13 @@ impl Conference {
         }
         for b in r.blocks.iter().filter(|b| b.ssrc == p.ssrc) {
             p.remote = Some(*b);
+            self.reported_loss.push(b.fraction_lost as f64 / 256.0);
             if b.lsr != 0 {
                 let rtt = ((ntp_now >> 16) as u32).wrapping_sub(b.lsr).wrapping_sub(b.dlsr);
                 // More than a minute is a clock mix-up, not a path.
                 if rtt < 60 << 16 {
                     p.rtt_ms = Some(rtt as f64 * 1000.0 / 65536.0);
+                    self.rtt_seconds.push(rtt as f64 / 65536.0);
                 }
             }
         }

@@ -129,6 +129,8 @@ pub struct ConfReport {
 pub enum WorkerEvent {
     /// Durations (seconds) of the worker's recent mixer ticks, for the histogram.
     TickDurations(Vec<f64>),
+    /// Round-trip times (s) and loss fractions from conference participants' RTCP.
+    RtcpSamples { rtt: Vec<f64>, loss: Vec<f64> },
     /// Speaking changes and DTMF digits from a conference's last tick.
     Conference {
         key: CallKey,

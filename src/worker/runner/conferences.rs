@@ -192,7 +192,14 @@ impl Runner {
         let packet = &self.buf[..n];
         match m.side.receive(now, from, packet, rtcp) {
             Ok(PacketKind::Rtp) => conf.core.handle_rtp(now, pid, packet),
-            Ok(PacketKind::Rtcp) => conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet),
+            Ok(PacketKind::Rtcp) => {
+                conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet);
+                if !conf.core.rtt_seconds.is_empty() || !conf.core.reported_loss.is_empty() {
+                    let rtt = std::mem::take(&mut conf.core.rtt_seconds);
+                    let loss = std::mem::take(&mut conf.core.reported_loss);
+                    let _ = self.events.send(WorkerEvent::RtcpSamples { rtt, loss });
+                }
+            }
             Ok(PacketKind::Raw) => {}
             Err(reason) => {
                 m.side.count_drop(reason);
