@@ -361,12 +361,24 @@ async fn events_stream_as_server_sent_events_and_reach_the_callback() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let speaker = join(&d, "ev", PCMU, 440.0).await;
     let pid = speaker.pid;
-    // Speak for half a second, then leave.
+    let (keypad, to, pt) = (
+        speaker.sock.try_clone().unwrap(),
+        speaker.to,
+        speaker.spec.dtmf_pt.unwrap(),
+    );
+    // Speak for half a second, press 5 (RFC 4733 end packets, sent 3 times), then leave.
     tokio::task::spawn_blocking(move || {
         talk(&[speaker], 25, 5);
     })
     .await
     .unwrap();
+    for _ in 0..3 {
+        let mut pkt = [0u8; 16];
+        write_header(&mut pkt, pt, 500, 80_000, 0x1000);
+        pkt[12..].copy_from_slice(&[5, 0x80 | 10, 0x03, 0x20]);
+        keypad.send_to(&pkt, to).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     d.delete(&format!("/v1/conferences/ev/participants/{pid}")).await;
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -377,7 +389,13 @@ async fn events_stream_as_server_sent_events_and_reach_the_callback() {
         }
     }
     assert!(text.contains("text/event-stream"), "{text}");
-    for e in ["event: joined", "event: started_speaking", "event: left"] {
+    for e in [
+        "event: joined",
+        "event: started_speaking",
+        "event: dtmf",
+        "\"digit\":\"5\"",
+        "event: left",
+    ] {
         assert!(text.contains(e), "no `{e}` in the stream:\n{text}");
     }
     let mut got = Vec::new();
