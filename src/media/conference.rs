@@ -59,6 +59,9 @@ struct Participant {
     concealed: u64,
     /// Packets not decoded because their audio level said silence.
     skipped: u64,
+    /// Packets not decoded because the participant was not mixed (its
+    /// header's audio level stood in for the decoded level).
+    undecoded: u64,
     sent_octets: u64,
     /// Middle 32 bits of the NTP time of the participant's last SR, and when it came.
     last_sr: Option<(u32, Instant)>,
@@ -103,6 +106,8 @@ pub struct ParticipantReport {
     pub jitter_buffer_ms: u64,
     pub concealed_frames: u64,
     pub silent_packets_skipped: u64,
+    /// Packets not decoded while the participant was not among the mixed speakers.
+    pub unmixed_packets_not_decoded: u64,
     /// Round-trip time from the participant's reception reports (RFC 3550 6.4.1).
     pub rtt_ms: Option<f64>,
     /// What the participant reports about chorus's stream to it.
@@ -202,6 +207,7 @@ impl Conference {
             sent: 0,
             concealed: 0,
             skipped: 0,
+            undecoded: 0,
             sent_octets: 0,
             last_sr: None,
             next_rtcp: None,
@@ -272,16 +278,14 @@ impl Conference {
             // RFC 6464: a packet the sender marks as silence is not decoded
             // (unless the participant is speaking: let its voice fade out).
             // An empty payload keeps its place in the jitter buffer.
-            let quiet = p
-                .spec
-                .audio_level_id
-                .and_then(|id| v.audio_level(id))
-                .is_some_and(|l| l >= SILENT_LEVEL);
+            let level = p.spec.audio_level_id.and_then(|id| v.audio_level(id));
+            let quiet = level.is_some_and(|l| l >= SILENT_LEVEL);
             if quiet && !self.speakers.is_speaking(id) {
                 p.skipped += 1;
-                p.jitter.push(now, v.sequence(), v.timestamp(), &[]);
+                p.jitter.push_with_level(now, v.sequence(), v.timestamp(), &[], level);
             } else {
-                p.jitter.push(now, v.sequence(), v.timestamp(), v.payload());
+                p.jitter
+                    .push_with_level(now, v.sequence(), v.timestamp(), v.payload(), level);
             }
         }
     }
@@ -363,15 +367,14 @@ impl Conference {
         let frame_len = self.frame_len();
         let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
         for p in &mut self.participants {
-            let heard = p.fill_frame(now, frame_len, &mut self.concealed_total);
-            levels.push((
-                p.id,
-                if heard && !p.muted {
-                    dbov(&p.frame)
-                } else {
-                    SILENCE_DBOV
-                },
-            ));
+            let mixed = self.speakers.is_active(p.id);
+            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, mixed) {
+                _ if p.muted => SILENCE_DBOV,
+                Heard::Decoded => dbov(&p.frame),
+                Heard::Level(l) => -(l as f32),
+                Heard::Nothing => SILENCE_DBOV,
+            };
+            levels.push((p.id, level));
         }
         let mut sp_events = Vec::new();
         self.speakers.update(&levels, &mut sp_events);
@@ -484,6 +487,7 @@ impl Conference {
                 jitter_buffer_ms: p.jitter.target().as_millis() as u64,
                 concealed_frames: p.concealed,
                 silent_packets_skipped: p.skipped,
+                unmixed_packets_not_decoded: p.undecoded,
                 rtt_ms: p.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
                 remote_fraction_lost: p.remote.map(|b| b.fraction_lost as f64 / 256.0),
                 remote_cumulative_lost: p.remote.map(|b| b.cumulative_lost),
@@ -495,18 +499,39 @@ impl Conference {
     }
 }
 
+/// What a participant's frame holds this tick.
+enum Heard {
+    /// Decoded audio: measure its level.
+    Decoded,
+    /// Not decoded; the packets' RFC 6464 level (-dBov) stands for it.
+    Level(u8),
+    /// Nothing (silence, DTX, start-up).
+    Nothing,
+}
+
 impl Participant {
     /// Fills `frame` with this tick's audio at the mix rate, decoding as many
     /// packets as its ptime needs (two of 10 ms, half of one of 40 ms...).
     /// Returns false when there was nothing to hear (silence, DTX, start-up).
-    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64) -> bool {
+    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, mixed: bool) -> Heard {
         // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
         let mut heard = self.fifo_audio;
+        let mut header_level: Option<u8> = None;
         while self.fifo.len() < frame_len {
             let n = self.spec.frame_samples();
             let payload = match self.jitter.pop(now) {
                 // Known silence (RFC 6464): keep the time, decode nothing.
                 Pop::Packet(pk) if pk.payload.is_empty() => {
+                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    continue;
+                }
+                // Not mixed, and the header says how loud: that is all the
+                // speaker selection needs. Decode only those who are mixed.
+                Pop::Packet(pk) if !mixed && pk.level.is_some() => {
+                    let l = pk.level.unwrap_or(127);
+                    header_level = Some(header_level.map_or(l, |h: u8| h.min(l)));
+                    self.undecoded += 1;
                     let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
                     self.fifo.resize(self.fifo.len() + hi_len, 0.0);
                     continue;
@@ -540,7 +565,11 @@ impl Participant {
         self.frame.extend(self.fifo.drain(..take));
         self.frame.resize(frame_len, 0.0);
         self.fifo_audio = heard && !self.fifo.is_empty();
-        heard
+        match (heard, header_level) {
+            (true, _) => Heard::Decoded,
+            (false, Some(l)) => Heard::Level(l),
+            (false, None) => Heard::Nothing,
+        }
     }
 }
 
@@ -989,6 +1018,68 @@ mod tests {
             });
         }
         assert!(tone_level(&heard, 8000.0, 440.0) > 0.1 && tone_level(&heard, 8000.0, 1000.0) > 0.1);
+    }
+
+    #[test]
+    fn only_mixed_speakers_are_decoded_when_levels_are_in_the_header() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let s = spec("m=audio 1 RTP/AVP 0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n");
+        let freqs = [300.0f32, 500.0, 700.0, 900.0, 1100.0, 0.0];
+        for i in 0..freqs.len() {
+            conf.join(i as u32, s, 1 + i as u32).unwrap();
+        }
+        let mut enc: Vec<Encoder> = freqs.iter().map(|_| Encoder::new(&s).unwrap()).collect();
+        let mut dec = Decoder::new(&s).unwrap();
+        let mut heard = Vec::new();
+        for k in 0..100u32 {
+            let now = t0 + Duration::from_millis(20 * k as u64);
+            for (i, f) in freqs.iter().enumerate() {
+                let pcm: Vec<f32> = (0..160)
+                    .map(|j| 0.3 * (2.0 * std::f32::consts::PI * f * (k * 160 + j) as f32 / 8000.0).sin())
+                    .collect();
+                let mut payload = [0u8; 160];
+                enc[i].encode(&pcm, &mut payload);
+                // Five talkers at -20 dBov (the first three a little louder), one listener silent.
+                let level = if *f == 0.0 {
+                    127
+                } else if i < 3 {
+                    18
+                } else {
+                    22
+                };
+                conf.handle_rtp(
+                    now,
+                    i as u32,
+                    &with_level(0, k as u16, k * 160, 40 + i as u32, level, &payload),
+                );
+            }
+            conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+                if id == 5 && !rtcp && k >= 50 {
+                    let mut pcm = Vec::new();
+                    dec.decode(Some(RtpView::parse(bytes).unwrap().payload()), 160, &mut pcm);
+                    heard.extend(pcm);
+                }
+            });
+        }
+        let r = conf.report(t0);
+        let mixed: Vec<u32> = r.iter().filter(|p| p.mixed).map(|p| p.id).collect();
+        assert_eq!(mixed, [0, 1, 2]);
+        for p in &r[3..5] {
+            assert!(
+                p.unmixed_packets_not_decoded >= 95,
+                "talker {} not mixed, not decoded: {}",
+                p.id,
+                p.unmixed_packets_not_decoded
+            );
+        }
+        for p in &r[..3] {
+            assert!(p.unmixed_packets_not_decoded <= 5, "mixed talker {} decoded", p.id);
+        }
+        for f in [300.0, 500.0, 700.0] {
+            assert!(tone_level(&heard, 8000.0, f) > 0.1, "the listener hears {f} Hz");
+        }
+        assert!(tone_level(&heard, 8000.0, 900.0) < 0.02);
     }
 
     #[test]

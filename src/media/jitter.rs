@@ -24,6 +24,8 @@ pub struct Packet {
     pub seq: u64,
     pub ts: u32,
     pub payload: Vec<u8>,
+    /// RFC 6464 audio level (-dBov, 127 = silence) from the header, if sent.
+    pub level: Option<u8>,
 }
 
 /// What the buffer hands the decoder.
@@ -136,6 +138,11 @@ impl JitterBuffer {
 
     /// Accepts a received packet.
     pub fn push(&mut self, now: Instant, seq: u16, ts: u32, payload: &[u8]) {
+        self.push_with_level(now, seq, ts, payload, None)
+    }
+
+    /// As [`push`](Self::push), with the packet's RFC 6464 audio level.
+    pub fn push_with_level(&mut self, now: Instant, seq: u16, ts: u32, payload: &[u8], level: Option<u8>) {
         self.stats.received += 1;
         let e = self.extend(seq);
         if self.next.is_some_and(|n| e < n) {
@@ -168,6 +175,7 @@ impl JitterBuffer {
                     seq: e,
                     ts,
                     payload: payload.to_vec(),
+                    level,
                 },
                 now,
             ),
