@@ -31,12 +31,14 @@ JA=$!
 trap 'kill $CH $JA 2>/dev/null || true' EXIT
 sleep 3
 L=./target/release/chorus-load
-run() { # label participants [--all-talk]
-  $L --conference "$2" ${3:-} --seconds "$SECS" --pid $CH --label "chorus, $1"
-  $L --conference "$2" ${3:-} --seconds "$SECS" --pid $JA --janus http://127.0.0.1:8088 --label "janus, $1"
+run() { # label participants [flags...]
+  local label=$1 n=$2; shift 2
+  $L --conference "$n" "$@" --seconds "$SECS" --pid $CH --label "chorus, $label"
+  $L --conference "$n" "$@" --seconds "$SECS" --pid $JA --janus http://127.0.0.1:8088 --label "janus, $label"
 }
 run "3 speakers, 100" 100
-run "all talk, 100" 100 --all-talk
+run "all talk, levels in header, 100" 100 --all-talk
+run "all talk, no levels, 100" 100 --all-talk --no-levels
 # chorus alone at sizes Janus cannot mix on this machine.
 $L --conference 1000 --seconds "$SECS" --pid $CH --label "chorus, 3 speakers, 1000"
-$L --conference 400 --all-talk --seconds "$SECS" --pid $CH --label "chorus, all talk, 400"
+$L --conference 400 --all-talk --no-levels --seconds "$SECS" --pid $CH --label "chorus, all talk, no levels, 400"

@@ -163,7 +163,17 @@ fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> 
     })
 }
 
-pub fn run(mixer: Mixer<'_>, n: usize, all_talk: bool, seconds: u64, warmup: u64, pid: Option<u32>, label: &str) {
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    mixer: Mixer<'_>,
+    n: usize,
+    all_talk: bool,
+    levels: bool,
+    seconds: u64,
+    warmup: u64,
+    pid: Option<u32>,
+    label: &str,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -267,11 +277,15 @@ pub fn run(mixer: Mixer<'_>, n: usize, all_talk: bool, seconds: u64, warmup: u64
                     (_, false) => &silence[k % 50],
                 };
                 write_header(&mut pkt, spec.pt, k as u16, (k * 960) as u32, 0x5000 + i as u32);
-                pkt[0] |= 0x10;
-                let level = if speaking { 20 } else { 127 };
-                pkt[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
-                pkt[20..20 + payload.len()].copy_from_slice(payload);
-                let _ = s.send_to(&pkt[..20 + payload.len()], targets[i]);
+                let mut at = 12;
+                if levels {
+                    pkt[0] |= 0x10;
+                    let level = if speaking { 20 } else { 127 };
+                    pkt[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+                    at = 20;
+                }
+                pkt[at..at + payload.len()].copy_from_slice(payload);
+                let _ = s.send_to(&pkt[..at + payload.len()], targets[i]);
             }
             k += 1;
         }
@@ -307,6 +321,7 @@ pub fn run(mixer: Mixer<'_>, n: usize, all_talk: bool, seconds: u64, warmup: u64
         "mixer": match mixer { Mixer::Chorus(_) => "chorus", Mixer::Janus(_) => "janus" },
         "participants": n,
         "all_talk": all_talk,
+        "audio_levels": levels,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "relay_cpu_cores": cores,
         "participants_per_core": cores.map(|c| if c > 0.0 { (n as f64 / c).round() } else { f64::INFINITY }),

@@ -66,6 +66,10 @@ struct Args {
     /// the rest send silence marked with the RFC 6464 audio level).
     #[arg(long)]
     all_talk: bool,
+    /// Conference mode: send no RFC 6464 audio level in the packets (the
+    /// mixer must decode everything to know who speaks).
+    #[arg(long)]
+    no_levels: bool,
     /// Conference mode against Janus AudioBridge at this HTTP API URL
     /// (e.g. http://127.0.0.1:8088) instead of chorus.
     #[arg(long)]
@@ -97,6 +101,7 @@ fn main() {
             mixer,
             n,
             args.all_talk,
+            !args.no_levels,
             args.seconds,
             args.warmup,
             args.pid,
