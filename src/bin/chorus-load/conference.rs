@@ -306,6 +306,21 @@ pub fn run(
         (Some(a), Some(b)) => Some((b - a) as f64 / 100.0 / window),
         _ => None,
     };
+    // The mixer's tick duration percentile, from chorus's own histogram.
+    let tick_p99_ms = match mixer {
+        Mixer::Chorus(api) => rt.block_on(async {
+            let text = client
+                .get(format!("{api}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            histogram_quantile(&text, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0)
+        }),
+        Mixer::Janus(_) => None,
+    };
     rt.block_on(async {
         match mixer {
             Mixer::Chorus(_) => drop(client.delete(&teardown).send().await),
@@ -328,8 +343,29 @@ pub fn run(
         "received_per_s": (received_window as f64 / window).round(),
         "expected_per_s": n as f64 * 50.0,
         "mixer_added_delay_ms": delay,
+        "mixer_tick_p99_ms_at_most": tick_p99_ms,
         "sender_ticks": ticks,
         "sender_late_ticks": late,
     });
     println!("{report}");
+}
+
+/// The upper bound of the histogram bucket that holds quantile `q` (a
+/// Prometheus histogram only says which bucket; this is its ceiling).
+fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
 }
