@@ -129,15 +129,7 @@ fn talk(members: &[Member], ticks: usize, keep: usize) -> Vec<Vec<f32>> {
 }
 
 fn level(x: &[f32], rate: u32, freq: f32) -> f32 {
-    let w = 2.0 * std::f32::consts::PI * freq / rate as f32;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for &v in x {
-        let s0 = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0).sqrt() / x.len() as f32
+    chorus::media::mixer::level::tone_level(x, rate as f32, freq)
 }
 
 fn check_mix_minus(members: &[Member], heard: &[Vec<f32>]) {
@@ -337,20 +329,7 @@ async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_stream_as_server_sent_events_and_reach_the_callback() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut callbacks) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
-    let app = axum::Router::new().route(
-        "/cb",
-        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/cb", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, mut callbacks) = callback_server().await;
     let d = Daemon::start(64, &["--callback-url", &url]).await;
     d.post("/v1/conferences", json!({"id": "ev"})).await;
     let addr = d.base.strip_prefix("http://").unwrap().to_string();

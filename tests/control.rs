@@ -165,20 +165,7 @@ async fn exhausted_ports_get_503_while_calls_flow_and_delete_frees_them() {
 
 #[tokio::test]
 async fn media_timeout_ends_the_call_and_posts_the_callback() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
-    let app = axum::Router::new().route(
-        "/cb",
-        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/cb", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, mut rx) = callback_server().await;
     let d = Daemon::start(22, &["--media-timeout", "1", "--callback-url", &url]).await;
     let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (to_a, _) = d.call("silent", &a, &b).await;

@@ -319,3 +319,23 @@ pub fn ngd(items: &[(&str, &str)]) -> chorus::wire::bencode::Value {
             .collect(),
     )
 }
+
+/// An HTTP server standing in for the proxy's callback endpoint: returns its
+/// URL and the JSON bodies POSTed to it.
+pub async fn callback_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}

@@ -21,17 +21,6 @@ fn tone(freq: f32, k: usize) -> Vec<f32> {
         .collect()
 }
 
-fn goertzel(x: &[f32], freq: f32) -> f32 {
-    let c = 2.0 * (2.0 * std::f32::consts::PI * freq / 48000.0).cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for &v in x {
-        let s0 = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0).sqrt() / x.len() as f32
-}
-
 /// Which mixer the participants join.
 pub enum Mixer<'a> {
     /// chorus's HTTP API base URL.
@@ -235,7 +224,7 @@ pub fn run(
                             continue;
                         }
                         dec.decode(Some(v.payload()), 960, &mut pcm);
-                        if goertzel(&pcm, 2000.0) > 0.05 {
+                        if chorus::media::mixer::level::tone_level(&pcm, 48000.0, 2000.0) > 0.05 {
                             let now = t0.elapsed().as_micros() as u64;
                             delay_ms = Some((now - marker_r.load(Relaxed)) as f64 / 1000.0);
                         }

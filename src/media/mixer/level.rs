@@ -15,6 +15,22 @@ pub fn dbov(frame: &[f32]) -> f32 {
     (10.0 * ms.log10()).max(SILENCE_DBOV)
 }
 
+/// Amplitude of the `freq` component of `x` (Goertzel), relative to full
+/// scale: a sine of amplitude 0.3 at that frequency measures about 0.3.
+pub fn tone_level(x: &[f32], rate: f32, freq: f32) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let c = 2.0 * (2.0 * std::f32::consts::PI * freq / rate).cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for &v in x {
+        let s0 = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0).sqrt() / x.len() as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

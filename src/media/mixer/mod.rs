@@ -100,19 +100,7 @@ impl MixMinus {
 pub(crate) mod tests {
     use super::*;
 
-    /// Tone amplitude at `freq` in `x` (Goertzel), relative to full scale.
-    pub fn tone_level(x: &[f32], rate: f32, freq: f32) -> f32 {
-        let w = 2.0 * std::f32::consts::PI * freq / rate;
-        let c = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f32, 0.0f32);
-        for &v in x {
-            let s0 = v + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        let power = s1 * s1 + s2 * s2 - c * s1 * s2;
-        2.0 * power.sqrt() / x.len() as f32
-    }
+    pub use super::level::tone_level;
 
     pub fn tone(freq: f32, amp: f32, n: usize, start: usize) -> Vec<f32> {
         (0..n)
