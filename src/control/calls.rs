@@ -407,10 +407,10 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     }
 }
 
-/// Stops taking new calls; returns once all calls ended or `deadline` passed.
+/// Stops taking new calls and conferences; returns once all ended or `deadline` passed.
 pub async fn drain(state: &State, deadline: Instant) {
     state.draining.store(true, SeqCst);
-    while state.call_count() > 0 && Instant::now() < deadline {
+    while state.call_count() + lock(&state.conferences).len() > 0 && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
