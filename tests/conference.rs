@@ -203,6 +203,10 @@ async fn mute_leave_delete_and_errors() {
     assert_eq!(s, 200);
     let (s, b) = d.post("/v1/conferences", json!({"id": "m"})).await;
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("conflict")));
+    let (s, b) = d.post("/v1/conferences", json!({"sample_rate": 44100})).await;
+    assert_eq!(s, 400, "{b}");
+    let (_, list) = d.get("/v1/conferences").await;
+    assert_eq!(list["conferences"], json!(["m"]));
     let mut members = Vec::new();
     for f in [440.0, 1000.0, 0.0] {
         members.push(join(&d, "m", PCMU, f).await);

@@ -484,6 +484,16 @@ pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
     Ok(json!({ "id": conf_id, "deleted": true }))
 }
 
+/// Conference ids in order, `limit` from `offset`.
+pub fn list(state: &State, offset: usize, limit: usize) -> Value {
+    let mut ids: Vec<String> = lock(&state.conferences).keys().cloned().collect();
+    ids.sort_unstable();
+    let total = ids.len();
+    let page: Vec<&String> = ids.iter().skip(offset).take(limit).collect();
+    let next = (offset + page.len() < total).then_some(offset + page.len());
+    json!({ "conferences": page, "total": total, "offset": offset, "next_offset": next })
+}
+
 /// Speaking changes and DTMF from the worker, kept for `GET` and logged.
 pub async fn on_events(state: &State, key: CallKey, events: Vec<ConfEvent>) {
     let handle = lock(&state.conferences)

@@ -38,7 +38,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/calls/{call_id}/offer", post(offer))
         .route("/v1/calls/{call_id}/answer", post(answer))
         .route("/v1/calls/{call_id}/delete", post(delete_post))
-        .route("/v1/conferences", post(conf_create))
+        .route("/v1/conferences", post(conf_create).get(conf_list))
         .route("/v1/conferences/{conf_id}", get(conf_query).delete(conf_delete))
         .route("/v1/conferences/{conf_id}/participants", post(conf_join))
         .route("/v1/conferences/{conf_id}/events", get(conf_events))
@@ -393,4 +393,15 @@ async fn conf_events(AxState(state): AxState<Shared>, Path(id): Path<String>) ->
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn conf_list(AxState(state): AxState<Shared>, q: Result<Query<ListParams>, QueryRejection>) -> Response {
+    instrumented(&state, "conference_list", "", async {
+        let Query(p) = q.map_err(bad_query)?;
+        if p.limit == 0 || p.limit > 1000 {
+            return Err(Error::BadRequest("limit must be 1..=1000".into()));
+        }
+        Ok(super::conferences::list(&state, p.offset, p.limit))
+    })
+    .await
 }
