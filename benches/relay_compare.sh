@@ -27,7 +27,7 @@ ulimit -n 20000 || true
   --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-bench.log &
 CH=$!
 rtpengine --config-file=none --table=-1 --delete-delay=0 --interface=127.0.0.1 \
-  --listen-ng=127.0.0.1:22222 --port-min=30000 --port-max=39999 --num-threads=2 \
+  --listen-ng=127.0.0.1:22223 --port-min=30000 --port-max=39999 --num-threads=2 \
   -f -E --log-level=3 >/tmp/rtpengine-bench.log 2>&1 &
 RE=$!
 trap 'kill $CH $RE 2>/dev/null || true' EXIT
@@ -37,7 +37,7 @@ for n in "${CALLS[@]}"; do
   for r in $(seq "$ROUNDS"); do
     ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" | tee -a "$OUT"
     ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
-    ./target/release/chorus-load --target rtpengine --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+    ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
   done
 done
 
