@@ -108,7 +108,7 @@ impl Ng<'_> {
                 if !r.warnings.is_empty() {
                     items.push(("warning", Value::str(&r.warnings.join("; "))));
                 }
-                dict_of(items)
+                dict(items)
             }
             Err(e) => dict([
                 ("result", Value::str("error")),
@@ -383,10 +383,6 @@ impl Rates {
         self.last = Some((now, p, b, e));
         r
     }
-}
-
-fn dict_of(items: Vec<(&'static str, Value)>) -> Value {
-    dict(items)
 }
 
 fn unknown_keys(d: &Value) -> Option<String> {

@@ -15,6 +15,7 @@ use super::stats::{RtpStats, StatsReport};
 use crate::wire::rtcp::{self, ReportBlock, SenderInfo};
 use crate::wire::rtp::{write_header, RtpView, RTP_HEADER_LEN};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The mixer's tick and frame length.
@@ -121,6 +122,12 @@ pub struct ParticipantReport {
 pub struct Conference {
     mix_rate: u32,
     participants: Vec<Participant>,
+    /// Participant id -> index in `participants` (every packet looks one up).
+    index: HashMap<ParticipantId, usize>,
+    /// Scratch reused from tick to tick: levels, speaker changes, who is mixed.
+    levels: Vec<(ParticipantId, f32)>,
+    speaker_events: Vec<SpeakerEvent>,
+    active: Vec<ParticipantId>,
     speakers: Speakers,
     mixer: MixMinus,
     encoders: Vec<SharedEncoder>,
@@ -158,6 +165,10 @@ impl Conference {
         Conference {
             mix_rate,
             participants: Vec::new(),
+            index: HashMap::new(),
+            levels: Vec::new(),
+            speaker_events: Vec::new(),
+            active: Vec::new(),
             speakers: Speakers::new(speakers),
             mixer: MixMinus::default(),
             encoders: Vec::new(),
@@ -187,6 +198,7 @@ impl Conference {
 
     pub fn join(&mut self, id: ParticipantId, spec: CodecSpec, ssrc: u32) -> Result<(), String> {
         let up = Resampler::new(spec.rate, self.mix_rate, spec.frame_samples())?;
+        self.index.insert(id, self.participants.len());
         self.participants.push(Participant {
             id,
             spec,
@@ -222,6 +234,7 @@ impl Conference {
     pub fn leave(&mut self, id: ParticipantId) -> bool {
         let before = self.participants.len();
         self.participants.retain(|p| p.id != id);
+        self.index = self.participants.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
         self.speakers.remove(id);
         self.encoders.retain(|e| e.mix != MixId::Minus(id));
         before != self.participants.len()
@@ -234,7 +247,7 @@ impl Conference {
     }
 
     pub fn control(&mut self, id: ParticipantId, c: Controls) -> bool {
-        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+        let Some(p) = self.index.get(&id).map(|&i| &mut self.participants[i]) else {
             return false;
         };
         if let Some(m) = c.muted {
@@ -252,7 +265,7 @@ impl Conference {
     /// An RTP packet from participant `id` (source already checked).
     pub fn handle_rtp(&mut self, now: Instant, id: ParticipantId, bytes: &[u8]) {
         let Ok(v) = RtpView::parse(bytes) else { return };
-        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+        let Some(p) = self.index.get(&id).map(|&i| &mut self.participants[i]) else {
             return;
         };
         p.rx.on_rtp(
@@ -295,7 +308,7 @@ impl Conference {
     /// `ntp_now` is the wall clock as a 64-bit NTP timestamp.
     pub fn handle_rtcp(&mut self, now: Instant, ntp_now: u64, id: ParticipantId, bytes: &[u8]) {
         let Ok(r) = rtcp::read_reports(bytes) else { return };
-        let Some(p) = self.participants.iter_mut().find(|p| p.id == id) else {
+        let Some(p) = self.index.get(&id).map(|&i| &mut self.participants[i]) else {
             return;
         };
         if let Some(ntp) = r.sr_ntp {
@@ -365,32 +378,37 @@ impl Conference {
     pub fn tick(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
         self.tick_no += 1;
         let frame_len = self.frame_len();
-        let mut levels: Vec<(ParticipantId, f32)> = Vec::with_capacity(self.participants.len());
+        // Who was mixed last tick decides who is decoded this tick.
+        self.active.clear();
+        self.active.extend(self.speakers.active());
+        self.levels.clear();
         for p in &mut self.participants {
-            let mixed = self.speakers.is_active(p.id);
+            let mixed = self.active.contains(&p.id);
             let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, mixed) {
                 _ if p.muted => SILENCE_DBOV,
                 Heard::Decoded => dbov(&p.frame),
                 Heard::Level(l) => -(l as f32),
                 Heard::Nothing => SILENCE_DBOV,
             };
-            levels.push((p.id, level));
+            self.levels.push((p.id, level));
         }
-        let mut sp_events = Vec::new();
-        self.speakers.update(&levels, &mut sp_events);
-        for e in sp_events {
-            self.events.push(match e {
+        self.speaker_events.clear();
+        self.speakers.update(&self.levels, &mut self.speaker_events);
+        for e in &self.speaker_events {
+            self.events.push(match *e {
                 SpeakerEvent::Started(id) => ConfEvent::StartedSpeaking { participant: id },
                 SpeakerEvent::Stopped(id) => ConfEvent::StoppedSpeaking { participant: id },
             });
         }
+        self.active.clear();
+        self.active.extend(self.speakers.active());
+        let active = &self.active;
         let speakers: Vec<(ParticipantId, &[f32], f32)> = self
             .participants
             .iter()
-            .filter(|p| !p.muted && self.speakers.is_active(p.id))
+            .filter(|p| !p.muted && active.contains(&p.id))
             .map(|p| (p.id, p.frame.as_slice(), p.gain))
             .collect();
-        let active: Vec<ParticipantId> = speakers.iter().map(|s| s.0).collect();
         let mixes = self.mixer.mix(&speakers, frame_len);
         let mut encodes = 0;
         let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
