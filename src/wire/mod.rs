@@ -19,6 +19,12 @@ pub enum WireError {
     Truncated,
     #[error("RTCP packet type outside 200..=213")]
     NotRtcp,
+    #[error("padding count is zero or longer than the packet")]
+    BadPadding,
+    #[error("item count does not fit the packet length")]
+    CountMismatch,
+    #[error("an SDES, BYE or XR item runs past the packet")]
+    BadItem,
 }
 
 /// Demultiplexes RTP from RTCP on one port (RFC 5761 section 4): RTCP packet

@@ -1,68 +1,7 @@
-//! RTCP compound packets (RFC 3550 section 6): validation only, for the relay.
+//! Reception reports: the SR/RR compound chorus sends, and what it reads
+//! from the compounds participants send.
 
-use super::WireError;
-
-/// Validates an RTCP compound packet the way RFC 3550 A.2 suggests: version 2,
-/// a known packet type, and lengths that add up exactly to the datagram.
-/// Returns the number of packets in the compound.
-pub fn validate_compound(bytes: &[u8]) -> Result<usize, WireError> {
-    if bytes.len() < 4 {
-        return Err(WireError::TooShort);
-    }
-    let mut offset = 0;
-    let mut count = 0;
-    while offset < bytes.len() {
-        let header = bytes.get(offset..offset + 4).ok_or(WireError::Truncated)?;
-        if header[0] >> 6 != 2 {
-            return Err(WireError::BadVersion);
-        }
-        if !(200..=213).contains(&header[1]) {
-            return Err(WireError::NotRtcp);
-        }
-        let words = u16::from_be_bytes([header[2], header[3]]) as usize;
-        offset += 4 * (words + 1);
-        count += 1;
-    }
-    if offset != bytes.len() {
-        return Err(WireError::Truncated);
-    }
-    Ok(count)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn accepts_rr_plus_sdes() {
-        // RR with no report blocks (8 bytes) + SDES with one empty chunk (8 bytes).
-        let p = [
-            0x80, 201, 0, 1, 1, 2, 3, 4, //
-            0x81, 202, 0, 1, 1, 2, 3, 4,
-        ];
-        assert_eq!(validate_compound(&p), Ok(2));
-    }
-
-    #[test]
-    fn rejects_bad_lengths_and_types() {
-        assert_eq!(
-            validate_compound(&[0x80, 201, 0, 5, 0, 0, 0, 0]),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(validate_compound(&[0x80, 96, 0, 0]), Err(WireError::NotRtcp));
-        assert_eq!(validate_compound(&[0x80, 201]), Err(WireError::TooShort));
-    }
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok(n) = validate_compound(&bytes) {
-                prop_assert!(n >= 1 && n * 4 <= bytes.len());
-            }
-        }
-    }
-}
+use super::{Compound, Parsed, WireError};
 
 /// One reception report block (RFC 3550 section 6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,12 +28,16 @@ impl ReportBlock {
         }
     }
 
-    fn read(b: &[u8]) -> ReportBlock {
-        let w = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    /// Reads a block from exactly 24 bytes (callers slice with `chunks_exact`).
+    pub(super) fn read(b: &[u8]) -> ReportBlock {
+        let w = |i: usize| {
+            b.get(i..i + 4)
+                .map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        };
         let lost = w(4) & 0xff_ffff;
         ReportBlock {
             ssrc: w(0),
-            fraction_lost: b[4],
+            fraction_lost: (w(4) >> 24) as u8,
             cumulative_lost: ((lost << 8) as i32) >> 8,
             highest_seq: w(8),
             jitter: w(12),
@@ -155,44 +98,34 @@ pub struct Received {
     pub blocks: Vec<ReportBlock>,
 }
 
-/// Reads SR and RR packets of a validated compound; other packets are skipped.
+/// Reads the SR and RR packets of a compound; other packets are checked and
+/// skipped. Any malformed packet rejects the whole compound (RFC 3550 A.2).
 pub fn read_reports(bytes: &[u8]) -> Result<Received, WireError> {
-    validate_compound(bytes)?;
+    if bytes.len() < 4 {
+        return Err(WireError::TooShort);
+    }
     let mut r = Received::default();
-    let mut off = 0;
-    while off + 8 <= bytes.len() {
-        let count = (bytes[off] & 0x1f) as usize;
-        let pt = bytes[off + 1];
-        let len = 4 * (u16::from_be_bytes([bytes[off + 2], bytes[off + 3]]) as usize + 1);
-        let pkt = &bytes[off..off + len];
-        let first_block = match pt {
-            200 if pkt.len() >= 28 => {
-                r.sender_ssrc = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
-                r.sr_ntp = Some(u64::from_be_bytes(pkt[8..16].try_into().expect("8 bytes")));
-                Some(28)
+    for packet in Compound::new(bytes) {
+        match packet?.parse()? {
+            Parsed::SenderReport { ssrc, info, blocks } => {
+                r.sender_ssrc = ssrc;
+                r.sr_ntp = Some(info.ntp);
+                r.blocks.extend(blocks.iter());
             }
-            201 => {
-                r.sender_ssrc = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
-                Some(8)
+            Parsed::ReceiverReport { ssrc, blocks } => {
+                r.sender_ssrc = ssrc;
+                r.blocks.extend(blocks.iter());
             }
-            _ => None,
-        };
-        if let Some(start) = first_block {
-            for i in 0..count {
-                let at = start + 24 * i;
-                if let Some(b) = pkt.get(at..at + 24) {
-                    r.blocks.push(ReportBlock::read(b));
-                }
-            }
+            _ => {}
         }
-        off += len;
     }
     Ok(r)
 }
 
 #[cfg(test)]
-mod report_tests {
+mod tests {
     use super::*;
+    use crate::wire::rtcp::validate_compound;
 
     #[test]
     fn sr_with_block_and_cname_round_trips() {
