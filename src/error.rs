@@ -26,6 +26,9 @@ pub enum Error {
     Overloaded(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// The instance cannot serve at all (no media worker alive).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,7 +41,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
             Error::NotImplemented(_) => 501,
-            Error::PortsExhausted(_) | Error::Draining | Error::Overloaded(_) => 503,
+            Error::PortsExhausted(_) | Error::Draining | Error::Overloaded(_) | Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -54,6 +57,7 @@ impl Error {
             Error::Draining => "draining",
             Error::Overloaded(_) => "overloaded",
             Error::NotImplemented(_) => "not_implemented",
+            Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
     }

@@ -28,6 +28,12 @@ pub struct WorkerCounters {
     /// 1 while the worker's mixer is degraded for overload.
     pub overloaded: AtomicU64,
     pub calls: AtomicU64,
+    /// Panics caught around one call's or conference's processing.
+    pub panics: AtomicU64,
+    /// Panics that escaped to the worker loop: its calls ended, it restarted.
+    pub restarts: AtomicU64,
+    /// 1 once the worker thread has died.
+    pub dead: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -65,6 +71,17 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
         "Packets received and not relayed, by reason",
         &["reason"],
     ),
+    (
+        "chorus_worker_panics_total",
+        "Panics caught in one call's or conference's processing (each ended that call only)",
+        &[],
+    ),
+    (
+        "chorus_worker_restarts_total",
+        "Panics that escaped to a worker loop (its calls ended, the worker restarted)",
+        &[],
+    ),
+    ("chorus_workers_dead", "Media worker threads that have died", &[]),
 ];
 
 /// Collector that sums [`WorkerCounters`] on scrape.
@@ -161,6 +178,21 @@ impl Collector for WorkerCollector {
                 "chorus_mixer_encodes_total",
                 "Encodes by the mixer (one per distinct mix and codec per tick)",
                 self.sum(|w| &w.encodes),
+            ),
+            counter(
+                "chorus_worker_panics_total",
+                "Panics caught in one call's or conference's processing (each ended that call only)",
+                self.sum(|w| &w.panics),
+            ),
+            counter(
+                "chorus_worker_restarts_total",
+                "Panics that escaped to a worker loop (its calls ended, the worker restarted)",
+                self.sum(|w| &w.restarts),
+            ),
+            gauge(
+                "chorus_workers_dead",
+                "Media worker threads that have died",
+                self.sum(|w| &w.dead),
             ),
         ];
         out.extend(drops.collect());

@@ -94,7 +94,7 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     assert_eq!(int(&del, &["totals", "RTP", "packets"]), 6);
     let gone = ng(&d, "c8", &ngd(&[("command", "query"), ("call-id", "k1")]));
     assert_eq!(s(&gone, "result"), "error");
-    assert_eq!(s(&gone, "error-reason"), "no call `k1`");
+    assert_eq!(s(&gone, "error-reason"), "no call `k1`, which ended 0 s ago (deleted)");
 }
 
 #[tokio::test]

@@ -100,12 +100,13 @@ fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<tokio::sync::
         return Ok(e.clone());
     }
     if !create {
-        return Err(Error::NotFound(format!("no call `{call_id}`")));
+        return Err(state.not_found("call", call_id));
     }
     if state.draining.load(Relaxed) {
         return Err(Error::Draining);
     }
-    let worker = state.next_worker.fetch_add(1, Relaxed) % state.workers.len();
+    let worker = state.pick_worker()?;
+    lock(&state.ended).forget(call_id);
     let key = state.next_key.fetch_add(1, Relaxed);
     let e = Arc::new(tokio::sync::Mutex::new(CallEntry {
         call_id: call_id.into(),
@@ -242,7 +243,7 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
     let handle = entry(state, call_id, false)?;
     let mut e = handle.lock().await;
     if !e.alive {
-        return Err(Error::NotFound(format!("no call `{call_id}`")));
+        return Err(state.not_found("call", call_id));
     }
     if let Some(tag) = from_tag {
         if e.session.leg_by_tag(tag).is_none() {
@@ -259,8 +260,9 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
 }
 
 /// Frees a call's ports and registry entry after its worker closed it.
-fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &str) -> CallSnapshot {
+fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &'static str) -> CallSnapshot {
     e.alive = false;
+    lock(&state.ended).record(&e.call_id, reason, Instant::now());
     for (iface, p) in e.session.all_ports() {
         free_ports(state, iface, p);
     }
@@ -276,7 +278,7 @@ pub async fn query(state: &State, call_id: &str) -> Result<CallSnapshot, Error> 
     let handle = entry(state, call_id, false)?;
     let e = handle.lock().await;
     if !e.alive {
-        return Err(Error::NotFound(format!("no call `{call_id}`")));
+        return Err(state.not_found("call", call_id));
     }
     let (reply, rx) = oneshot::channel();
     state.workers[e.worker]
@@ -380,29 +382,38 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
                 .for_each(|f| state.metrics.conference_reported_loss.observe(f));
         }
         WorkerEvent::MediaTimeout { key, call_id, report } => {
-            let handle = match entry(&state, &call_id, false) {
-                Ok(h) => h,
-                Err(_) => return,
-            };
-            let mut e = handle.lock().await;
-            if !e.alive || e.key != key {
-                return;
-            }
             state.metrics.calls_timed_out.inc();
-            let summary = finish(&state, &mut e, report, "media_timeout").to_json();
-            drop(e);
-            if let Some(url) = state.config.callback_url.clone() {
-                let body = json!({ "event": "media_timeout", "call_id": &*call_id, "call": summary });
-                match state.http.post(&url).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => {
-                        tracing::warn!(%call_id, status = %r.status(), "media timeout callback refused")
-                    }
-                    Err(err) => {
-                        tracing::warn!(%call_id, error = %err, "media timeout callback failed")
-                    }
-                }
-            }
+            ended_by_worker(&state, key, &call_id, report, "media_timeout").await;
+        }
+        WorkerEvent::CallFailed { key, call_id, reason } => {
+            tracing::error!(%call_id, panic = %reason, "call ended by an internal error");
+            let report = CallReport { streams: Vec::new() };
+            ended_by_worker(&state, key, &call_id, report, "internal_error").await;
+        }
+        WorkerEvent::ConferenceFailed { key, reason } => {
+            super::conferences::on_failed(&state, key, &reason).await;
+        }
+    }
+}
+
+/// A call the worker ended itself: free what the control plane holds and
+/// tell the proxy (`event` is the callback's event name and the reason).
+async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallReport, event: &'static str) {
+    let Ok(handle) = entry(state, call_id, false) else {
+        return;
+    };
+    let mut e = handle.lock().await;
+    if !e.alive || e.key != key {
+        return;
+    }
+    let summary = finish(state, &mut e, report, event).to_json();
+    drop(e);
+    if let Some(url) = state.config.callback_url.clone() {
+        let body = json!({ "event": event, "call_id": call_id, "call": summary });
+        match state.http.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(%call_id, event, status = %r.status(), "callback refused"),
+            Err(err) => tracing::warn!(%call_id, event, error = %err, "callback failed"),
         }
     }
 }

@@ -40,6 +40,13 @@ pub struct ConfEntry {
     alive: bool,
 }
 
+impl ConfEntry {
+    /// Which worker holds the conference, under which key.
+    pub fn placement(&self) -> (usize, CallKey) {
+        (self.worker, self.key)
+    }
+}
+
 /// Options of `POST /v1/conferences`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +82,7 @@ fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {
     lock(&state.conferences)
         .get(id)
         .map(|(_, h)| h.clone())
-        .ok_or_else(|| Error::NotFound(format!("no conference `{id}`")))
+        .ok_or_else(|| state.not_found("conference", id))
 }
 
 pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> {
@@ -99,7 +106,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     if id.is_empty() || id.len() > 128 {
         return Err(Error::BadRequest("conference id must be 1..=128 characters".into()));
     }
-    let worker = state.next_worker.fetch_add(1, Relaxed) % state.workers.len();
+    let worker = state.pick_worker()?;
     let entry = Arc::new(tokio::sync::Mutex::new(ConfEntry {
         id: id.clone(),
         key,
@@ -120,6 +127,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
         }
         confs.insert(id.to_string(), (key, entry));
     }
+    lock(&state.ended).forget(&id);
     let speakers = SpeakerConfig {
         max_active: max_speakers,
         ..SpeakerConfig::default()
@@ -496,14 +504,41 @@ pub fn list(state: &State, offset: usize, limit: usize) -> Value {
 
 /// Speaking changes and DTMF from the worker, kept for `GET` and logged.
 pub async fn on_events(state: &State, key: CallKey, events: Vec<ConfEvent>) {
-    let handle = lock(&state.conferences)
-        .values()
-        .find(|(k, _)| *k == key)
-        .map(|(_, h)| h.clone());
-    let Some(handle) = handle else { return };
+    let Some(handle) = by_key(state, key) else { return };
     let mut e = handle.lock().await;
     for ev in events {
         tracing::info!(conference = %e.id, event = ?ev, "conference event");
         push_event(state, &mut e, serde_json::to_value(&ev).unwrap_or_default());
     }
+}
+
+/// The worker ended a conference after a panic in its processing: free its
+/// ports, tell subscribers and the callback, forget it.
+pub async fn on_failed(state: &State, key: CallKey, reason: &str) {
+    let Some(handle) = by_key(state, key) else { return };
+    let mut e = handle.lock().await;
+    tracing::error!(conference = %e.id, panic = reason, "conference ended by an internal error");
+    for (_, (iface, ports, _)) in e.participants.drain() {
+        free_ports(state, iface, ports);
+    }
+    push_event(
+        state,
+        &mut e,
+        json!({ "event": "conference_failed", "reason": "internal_error" }),
+    );
+    e.alive = false;
+    e.live = None;
+    lock(&state.ended).record(&e.id, "internal_error", Instant::now());
+    let mut confs = lock(&state.conferences);
+    if confs.get(&*e.id).is_some_and(|(k, _)| *k == key) {
+        confs.remove(&*e.id);
+    }
+}
+
+/// The conference a worker reports about (workers know keys, not ids).
+fn by_key(state: &State, key: CallKey) -> Option<ConfHandle> {
+    lock(&state.conferences)
+        .values()
+        .find(|(k, _)| *k == key)
+        .map(|(_, h)| h.clone())
 }

@@ -47,13 +47,15 @@ pub fn router(state: Shared) -> Router {
             patch(conf_control).delete(conf_leave),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    #[cfg(feature = "test-hooks")]
+    let v1 = v1.merge(super::test_hooks::routes());
     Router::new()
         .merge(v1)
         .route(
             "/ng",
             post(ng_http).route_layer(middleware::from_fn_with_state(state.clone(), auth)),
         )
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
@@ -264,9 +266,28 @@ async fn list(AxState(state): AxState<Shared>, q: Result<Query<ListParams>, Quer
     .await
 }
 
+/// Live while every media worker thread is: a dead one means calls placed
+/// on it fail, so the process should be restarted (Kubernetes, systemd).
+async fn healthz(AxState(state): AxState<Shared>) -> Response {
+    let dead = state.dead_workers();
+    if dead.is_empty() {
+        Json(json!({ "status": "ok", "workers": state.workers.len() })).into_response()
+    } else {
+        let body = json!({
+            "status": "unhealthy",
+            "error": { "code": "dead_workers", "message": format!("media worker(s) {dead:?} have died") },
+            "dead_workers": dead,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
 async fn readyz(AxState(state): AxState<Shared>) -> Response {
+    let dead = state.dead_workers();
     if state.draining.load(Relaxed) {
         Error::Draining.into_response()
+    } else if !dead.is_empty() {
+        Error::Unavailable(format!("media worker(s) {dead:?} have died")).into_response()
     } else {
         Json(json!({ "status": "ready" })).into_response()
     }

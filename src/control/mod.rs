@@ -3,9 +3,12 @@
 
 pub mod calls;
 pub mod conferences;
+pub mod ended;
 pub mod http;
 pub mod ng;
 pub mod ng_cookie;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 use crate::config::{Config, Interface};
 use crate::metrics::Metrics;
@@ -30,6 +33,13 @@ pub struct CallEntry {
     pub created_wall: SystemTime,
     /// False once deleted: a command that waited on the lock must not revive it.
     pub alive: bool,
+}
+
+impl CallEntry {
+    /// Which worker holds the call, under which key.
+    pub fn placement(&self) -> (usize, CallKey) {
+        (self.worker, self.key)
+    }
 }
 
 /// A call's entry, locked for the length of one command.
@@ -58,6 +68,8 @@ pub struct State {
     pub ng_cookies: Mutex<ng::CookieCache>,
     /// conference id -> (key, entry).
     pub conferences: Mutex<HashMap<String, (CallKey, conferences::ConfHandle)>>,
+    /// Calls and conferences that ended recently, for precise 404s.
+    pub ended: Mutex<ended::Ended>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -115,6 +127,7 @@ impl State {
             ng_rates: Mutex::new(ng::Rates::default()),
             ng_cookies: Mutex::new(ng::CookieCache::default()),
             conferences: Mutex::new(HashMap::new()),
+            ended: Mutex::new(ended::Ended::default()),
             config,
         };
         Ok(Started {
@@ -122,6 +135,27 @@ impl State {
             threads,
             events,
         })
+    }
+
+    /// The next worker in turn that is alive; an error if none is.
+    pub fn pick_worker(&self) -> Result<usize, crate::error::Error> {
+        let n = self.workers.len();
+        let start = self.next_worker.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&w| self.workers[w].alive())
+            .ok_or_else(|| crate::error::Error::Unavailable("no media worker is running".into()))
+    }
+
+    /// Workers whose threads have died.
+    pub fn dead_workers(&self) -> Vec<usize> {
+        (0..self.workers.len()).filter(|&w| !self.workers[w].alive()).collect()
+    }
+
+    /// "no call `x`" with, when known, when and why it ended.
+    pub fn not_found(&self, what: &str, id: &str) -> crate::error::Error {
+        let why = lock(&self.ended).describe(id, Instant::now());
+        crate::error::Error::NotFound(format!("no {what} `{id}`{why}"))
     }
 
     pub fn interface_index(&self, name: &str) -> Option<usize> {

@@ -63,7 +63,42 @@ pub enum Command {
         reply: oneshot::Sender<Option<Detached>>,
     },
     Conference(ConfCommand),
+    /// Test-only: the call or conference `key` panics on its next packet or
+    /// tick, as a bug in its processing would. False if the worker has no `key`.
+    #[cfg(feature = "test-hooks")]
+    ArmPanic {
+        key: CallKey,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Test-only: the worker loop itself panics, outside any call.
+    #[cfg(feature = "test-hooks")]
+    PanicLoop,
     Shutdown,
+}
+
+impl Command {
+    /// The call or conference the command is for; `None` for `Shutdown`.
+    fn key(&self) -> Option<CallKey> {
+        Some(match self {
+            Command::Update { key, .. }
+            | Command::Remove { key, .. }
+            | Command::Query { key, .. }
+            | Command::Detach { key, .. } => *key,
+            #[cfg(feature = "test-hooks")]
+            Command::ArmPanic { key, .. } => *key,
+            Command::Conference(c) => match c {
+                ConfCommand::Create { key, .. }
+                | ConfCommand::Join { key, .. }
+                | ConfCommand::Leave { key, .. }
+                | ConfCommand::Control { key, .. }
+                | ConfCommand::Query { key, .. }
+                | ConfCommand::Delete { key, .. } => *key,
+            },
+            #[cfg(feature = "test-hooks")]
+            Command::PanicLoop => return Some(0),
+            Command::Shutdown => return None,
+        })
+    }
 }
 
 /// A call's side, taken out of its worker.
@@ -136,6 +171,14 @@ pub enum WorkerEvent {
         key: CallKey,
         events: Vec<crate::media::conference::ConfEvent>,
     },
+    /// A panic in the call's processing (a bug): the worker has closed it.
+    CallFailed {
+        key: CallKey,
+        call_id: Arc<str>,
+        reason: String,
+    },
+    /// A panic in the conference's processing: the worker has closed it.
+    ConferenceFailed { key: CallKey, reason: String },
     /// No media for the configured time: the worker has closed the call.
     MediaTimeout {
         key: CallKey,
@@ -172,6 +215,11 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// False once the worker's thread has died (see [`spawn`]).
+    pub fn alive(&self) -> bool {
+        self.counters.dead.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+
     /// Queues a command and wakes the worker. Fails only if the worker died.
     pub fn send(&self, cmd: Command) -> Result<(), String> {
         self.tx.send(cmd).map_err(|_| "media worker has stopped".to_string())?;
@@ -184,7 +232,12 @@ pub struct WorkerConfig {
     pub media_timeout: Duration,
 }
 
-/// Starts worker `index` on its own thread.
+/// Starts worker `index` on its own thread, under a supervisor: a panic that
+/// escapes the per-call isolation (a bug in the worker loop itself) ends the
+/// calls that worker held and restarts its loop on the same command channel,
+/// so the control plane's handle stays valid. If the thread ends any other
+/// way than by `Shutdown`, the worker is marked dead: health checks fail and
+/// no call is placed on it.
 pub fn spawn(
     index: usize,
     config: WorkerConfig,
@@ -197,6 +250,33 @@ pub fn spawn(
     let c = counters.clone();
     let thread = std::thread::Builder::new()
         .name(format!("chorus-media-{index}"))
-        .spawn(move || runner::Runner::new(poll, rx, events, c, config).run())?;
+        .spawn(move || {
+            let mut dead = DeadUnlessDisarmed(Some(c.clone()));
+            let mut runner = runner::Runner::new(poll, rx, events, c.clone(), config);
+            loop {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run())) {
+                    Ok(()) => break,
+                    Err(p) => {
+                        let message = runner::panic_message(&*p);
+                        WorkerCounters::add(&c.restarts, 1);
+                        tracing::error!(worker = index, panic = %message, "media worker loop panicked (a bug): its calls end, the worker restarts");
+                        runner.abandon_all(&message);
+                    }
+                }
+            }
+            dead.0 = None;
+        })?;
     Ok((WorkerHandle { tx, waker, counters }, thread))
+}
+
+/// Marks the worker dead when dropped armed: the thread is unwinding out.
+struct DeadUnlessDisarmed(Option<Arc<WorkerCounters>>);
+
+impl Drop for DeadUnlessDisarmed {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.dead.store(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!("a media worker thread has died; health checks now fail");
+        }
+    }
 }

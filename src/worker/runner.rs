@@ -38,7 +38,7 @@ enum Owner {
     Member { conf: usize, pid: u32 },
 }
 
-struct Sock {
+pub(super) struct Sock {
     socket: UdpSocket,
     local: SocketAddr,
     owner: Owner,
@@ -78,9 +78,16 @@ pub(super) struct Runner {
     /// Tick durations not yet reported to the control plane's histogram.
     tick_durations: Vec<f64>,
     overload: crate::media::overload::OverloadGuard,
+    /// Test-only: calls and conferences that panic on their next packet or tick.
+    #[cfg(feature = "test-hooks")]
+    armed_panics: std::collections::HashSet<CallKey>,
 }
 
 mod conferences;
+mod isolation;
+
+use isolation::guarded;
+pub(super) use isolation::panic_message;
 
 impl Runner {
     pub(super) fn new(
@@ -105,11 +112,15 @@ impl Runner {
             next_tick: None,
             tick_durations: Vec::with_capacity(50),
             overload: Default::default(),
+            #[cfg(feature = "test-hooks")]
+            armed_panics: Default::default(),
             buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
         }
     }
 
-    pub(super) fn run(mut self) {
+    /// Serves until `Shutdown`. A panic that escapes (one outside any call's
+    /// processing) unwinds out of here to the supervisor in `worker::spawn`.
+    pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_housekeeping = clock::now() + HOUSEKEEPING;
         loop {
@@ -190,13 +201,42 @@ impl Runner {
         WorkerCounters::add(&c.bytes_in, n as u64);
         let s = &self.sockets[slot];
         let rtcp = s.rtcp;
-        let (call, stream, side) = match s.owner {
-            Owner::Call { call, stream, side } => (call, stream, side),
-            Owner::Member { conf, pid } => return self.member_packet(now, conf, pid, rtcp, n, from),
-        };
+        match s.owner {
+            Owner::Call { call, stream, side } => {
+                if let Err(panic) = guarded(|| self.call_packet(now, call, stream, side, rtcp, n, from)) {
+                    WorkerCounters::add(&self.counters.panics, 1);
+                    self.fail_call(call, &panic);
+                }
+            }
+            Owner::Member { conf, pid } => {
+                if let Err(panic) = guarded(|| self.member_packet(now, conf, pid, rtcp, n, from)) {
+                    WorkerCounters::add(&self.counters.panics, 1);
+                    self.fail_conference(conf, &panic);
+                }
+            }
+        }
+    }
+
+    /// A packet on one side of a relayed call: the relay decision, then the send.
+    #[allow(clippy::too_many_arguments)] // the packet and where it came from
+    fn call_packet(
+        &mut self,
+        now: Instant,
+        call: usize,
+        stream: usize,
+        side: usize,
+        rtcp: bool,
+        n: usize,
+        from: SocketAddr,
+    ) {
+        let c = &*self.counters;
         let Some(call) = self.calls.get_mut(call) else {
             return;
         };
+        #[cfg(feature = "test-hooks")]
+        if self.armed_panics.contains(&call.key) {
+            panic!("test hook: injected panic");
+        }
         let Some(ws) = call.streams.get_mut(stream) else {
             return;
         };
@@ -232,41 +272,60 @@ impl Runner {
         WorkerCounters::add(&c.drops[reason as usize], 1);
     }
 
-    /// Handles every queued command; false when the worker must stop.
+    /// Handles every queued command; false when the worker must stop. A
+    /// command that panics ends the call or conference it was for; its reply
+    /// channel drops, so the control plane sees the failure at once.
     fn drain_commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::Update {
-                    key,
-                    call_id,
-                    streams,
-                    sockets,
-                    reply,
-                } => {
-                    let r = self.update(key, call_id, streams, sockets);
-                    let _ = reply.send(r);
-                }
-                Command::Remove { key, reply } => {
-                    let _ = reply.send(self.remove(key));
-                }
-                Command::Query { key, reply } => {
-                    let now = clock::now();
-                    let report = self.by_key.get(&key).map(|&i| self.report(i, now));
-                    let _ = reply.send(report);
-                }
-                Command::Detach {
-                    key,
-                    stream,
-                    side,
-                    reply,
-                } => {
-                    let _ = reply.send(self.detach(key, stream, side));
-                }
-                Command::Conference(c) => self.conference_command(c),
-                Command::Shutdown => return false,
+            #[cfg(feature = "test-hooks")]
+            if matches!(cmd, Command::PanicLoop) {
+                panic!("test hook: injected panic in the worker loop");
+            }
+            let Some(key) = cmd.key() else { return false };
+            if let Err(panic) = guarded(|| self.command(cmd)) {
+                self.fail_key(key, &panic);
             }
         }
         true
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Update {
+                key,
+                call_id,
+                streams,
+                sockets,
+                reply,
+            } => {
+                let r = self.update(key, call_id, streams, sockets);
+                let _ = reply.send(r);
+            }
+            Command::Remove { key, reply } => {
+                let _ = reply.send(self.remove(key));
+            }
+            Command::Query { key, reply } => {
+                let now = clock::now();
+                let report = self.by_key.get(&key).map(|&i| self.report(i, now));
+                let _ = reply.send(report);
+            }
+            Command::Detach {
+                key,
+                stream,
+                side,
+                reply,
+            } => {
+                let _ = reply.send(self.detach(key, stream, side));
+            }
+            Command::Conference(c) => self.conference_command(c),
+            #[cfg(feature = "test-hooks")]
+            Command::ArmPanic { key, reply } => {
+                let _ = reply.send(self.arm_panic(key));
+            }
+            #[cfg(feature = "test-hooks")]
+            Command::PanicLoop => {}
+            Command::Shutdown => {}
+        }
     }
 
     fn update(

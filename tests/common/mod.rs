@@ -50,7 +50,11 @@ impl Daemon {
             .args(["--ng-listen", &format!("127.0.0.1:{ng_port}")])
             .args(["--port-min", &port_min.to_string()])
             .args(["--port-max", &(port_min + ports - 1).to_string()])
-            .args(["--workers", "2"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(extra)
             .env("CHORUS_LOG", "info")
             .envs(env.iter().copied())

@@ -23,8 +23,8 @@ pub(super) struct Member {
 }
 
 pub(in crate::worker) struct WConference {
-    key: CallKey,
-    conf_id: Arc<str>,
+    pub(super) key: CallKey,
+    pub(super) conf_id: Arc<str>,
     core: Conference,
     members: HashMap<u32, Member>,
     late_ticks: u64,
@@ -217,46 +217,29 @@ impl Runner {
         }
         let mut participants = 0;
         let ntp = clock::ntp_now();
-        for (_, conf) in self.conferences.iter_mut() {
+        let mut failed = Vec::new();
+        for (ci, conf) in self.conferences.iter_mut() {
             if late {
                 conf.late_ticks += 1;
             }
             participants += conf.members.len() as u64;
-            let concealed_before = conf.core.concealed_total;
-            let (core, members, sockets) = (&mut conf.core, &conf.members, &self.sockets);
-            let counters = &*self.counters;
-            core.tick(now, ntp, &mut |pid, is_rtcp, bytes| {
-                let Some(m) = members.get(&pid) else { return };
-                // RTCP leaves from the RTCP socket unless the participant multiplexes.
-                let (to, slot) = if is_rtcp {
-                    match m.side.rtcp_destination() {
-                        Some((true, to)) => (Some(to), m.rtcp.unwrap_or(m.rtp)),
-                        Some((false, to)) => (Some(to), m.rtp),
-                        None => (None, m.rtp),
-                    }
-                } else {
-                    (m.side.rtp_destination(), m.rtp)
-                };
-                let (Some(to), Some(s)) = (to, sockets.get(slot)) else {
-                    return;
-                };
-                if s.socket.send_to(bytes, to).is_ok() {
-                    WorkerCounters::add(&counters.packets_relayed, 1);
-                    WorkerCounters::add(&counters.bytes_relayed, bytes.len() as u64);
+            #[cfg(feature = "test-hooks")]
+            let armed = self.armed_panics.contains(&conf.key);
+            let (sockets, counters, events) = (&self.sockets, &*self.counters, &self.events);
+            let ticked = super::guarded(|| {
+                #[cfg(feature = "test-hooks")]
+                if armed {
+                    panic!("test hook: injected panic");
                 }
+                tick_one(conf, now, ntp, sockets, counters, events)
             });
-            WorkerCounters::add(&self.counters.encodes, conf.core.last_encodes as u64);
-            WorkerCounters::add(
-                &self.counters.concealed_frames,
-                conf.core.concealed_total - concealed_before,
-            );
-            if !conf.core.events.is_empty() {
-                let events = std::mem::take(&mut conf.core.events);
-                for e in &events {
-                    tracing::debug!(conference = %conf.conf_id, event = ?e, "conference event");
-                }
-                let _ = self.events.send(WorkerEvent::Conference { key: conf.key, events });
+            if let Err(panic) = ticked {
+                failed.push((ci, panic));
             }
+        }
+        for (ci, panic) in failed {
+            WorkerCounters::add(&self.counters.panics, 1);
+            self.fail_conference(ci, &panic);
         }
         self.counters
             .participants
@@ -288,5 +271,50 @@ impl Runner {
         // Keep the grid; if the worker fell far behind, start a new one.
         let next = due + TICK;
         self.next_tick = Some(if now > next + TICK * 5 { now + TICK } else { next });
+    }
+}
+
+/// One conference's tick: mix, send, count, and hand its events on.
+fn tick_one(
+    conf: &mut WConference,
+    now: Instant,
+    ntp: u64,
+    sockets: &slab::Slab<super::Sock>,
+    counters: &WorkerCounters,
+    events: &tokio::sync::mpsc::UnboundedSender<WorkerEvent>,
+) {
+    let concealed_before = conf.core.concealed_total;
+    let (core, members) = (&mut conf.core, &conf.members);
+    core.tick(now, ntp, &mut |pid, is_rtcp, bytes| {
+        let Some(m) = members.get(&pid) else { return };
+        // RTCP leaves from the RTCP socket unless the participant multiplexes.
+        let (to, slot) = if is_rtcp {
+            match m.side.rtcp_destination() {
+                Some((true, to)) => (Some(to), m.rtcp.unwrap_or(m.rtp)),
+                Some((false, to)) => (Some(to), m.rtp),
+                None => (None, m.rtp),
+            }
+        } else {
+            (m.side.rtp_destination(), m.rtp)
+        };
+        let (Some(to), Some(s)) = (to, sockets.get(slot)) else {
+            return;
+        };
+        if s.socket.send_to(bytes, to).is_ok() {
+            WorkerCounters::add(&counters.packets_relayed, 1);
+            WorkerCounters::add(&counters.bytes_relayed, bytes.len() as u64);
+        }
+    });
+    WorkerCounters::add(&counters.encodes, conf.core.last_encodes as u64);
+    WorkerCounters::add(&counters.concealed_frames, conf.core.concealed_total - concealed_before);
+    if !conf.core.events.is_empty() {
+        let list = std::mem::take(&mut conf.core.events);
+        for e in &list {
+            tracing::debug!(conference = %conf.conf_id, event = ?e, "conference event");
+        }
+        let _ = events.send(WorkerEvent::Conference {
+            key: conf.key,
+            events: list,
+        });
     }
 }
