@@ -12,6 +12,8 @@
 pub mod config;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod metrics;
 pub mod sdp;

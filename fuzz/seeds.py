@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/<target>/: real SDP from
+tests/sdp, RTP and RTCP as phones and chorus send them, ng messages as
+Kamailio's rtpengine module sends them, HTTP bodies from the README.
+Rerun after changing an input format; the files are committed."""
+import os, struct, pathlib
+
+root = pathlib.Path(__file__).resolve().parent
+corpus = root / "corpus"
+
+def put(target, name, data):
+    d = corpus / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+def rtp(pt=0, seq=1, ts=160, ssrc=0x1234, payload=b"\xff" * 160, csrc=(), ext=None, pad=0, marker=False):
+    b0 = 0x80 | len(csrc) | (0x10 if ext else 0) | (0x20 if pad else 0)
+    h = struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq, ts, ssrc)
+    h += b"".join(struct.pack("!I", c) for c in csrc)
+    if ext:
+        profile, data = ext
+        data += b"\0" * (-len(data) % 4)
+        h += struct.pack("!HH", profile, len(data) // 4) + data
+    body = h + payload
+    if pad:
+        body += b"\0" * (pad - 1) + bytes([pad])
+    return body
+
+# RTP: plain, CSRCs, RFC 6464 level (one- and two-byte forms), padding, DTMF.
+put("rtp", "pcmu", rtp())
+put("rtp", "csrc", rtp(csrc=(1, 2, 3)))
+put("rtp", "level_one_byte", rtp(ext=(0xBEDE, bytes([0x10, 0x85]))))
+put("rtp", "level_two_byte", rtp(ext=(0x1000, bytes([1, 1, 0x85]))))
+put("rtp", "padding", rtp(pad=4))
+put("rtp", "dtmf", rtp(pt=101, payload=bytes([5, 0x8a, 0, 160]), marker=True))
+
+def rtcp_pkt(pt, count, body, pad=0):
+    if pad:
+        body += b"\0" * (pad - 1) + bytes([pad])
+    return struct.pack("!BBH", 0x80 | (0x20 if pad else 0) | count, pt, len(body) // 4) + body
+
+block = struct.pack("!IIIIII", 0x1000, (25 << 24) | 3, 70000, 12, 0xDEADBEEF, 65536)
+sr = rtcp_pkt(200, 1, struct.pack("!IQIII", 0x99, 0x0102030405060708, 160, 50, 8000) + block)
+sdes = rtcp_pkt(202, 1, struct.pack("!I", 0x99) + b"\x01\x06chorus\x00\x00\x00\x00")
+put("rtcp", "sr_sdes", sr + sdes)
+put("rtcp", "rr", rtcp_pkt(201, 1, struct.pack("!I", 0x99) + block))
+put("rtcp", "bye", rtcp_pkt(203, 1, struct.pack("!I", 0x99) + b"\x03bye"))
+put("rtcp", "app", rtcp_pkt(204, 0, struct.pack("!I", 0x99) + b"name" + b"data"))
+put("rtcp", "nack", rtcp_pkt(205, 1, struct.pack("!IIHH", 0x99, 0x1000, 7, 0)))
+put("rtcp", "pli", rtcp_pkt(206, 1, struct.pack("!II", 0x99, 0x1000)))
+put("rtcp", "xr", rtcp_pkt(207, 0, struct.pack("!I", 0x99) + struct.pack("!BBHII", 4, 0, 2, 1, 2)))
+put("rtcp", "padded_rr", rtcp_pkt(201, 0, struct.pack("!I", 0x99), pad=4))
+
+def benc(v):
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, list):
+        return b"l" + b"".join(benc(x) for x in v) + b"e"
+    return b"d" + b"".join(benc(k) + benc(v[k]) for k in sorted(v)) + b"e"
+
+sdps = sorted((root.parent / "tests/sdp").glob("*/input.sdp"))
+texts = [p.read_text() for p in sdps]
+
+# SDP sessions: an offer from one real device answered by another, then a re-offer.
+for i, p in enumerate(sdps):
+    other = texts[(i + 1) % len(texts)]
+    seq = [bytes([i % 32]) + texts[i].encode(), bytes([0]) + other.encode(), bytes([2]) + texts[i].encode()]
+    put("sdp_session", p.parent.name, b"\0".join(seq))
+
+# ng: what Kamailio's rtpengine module sends.
+offer = {"command": "offer", "call-id": "k1", "from-tag": "fa", "sdp": texts[0],
+         "flags": ["trust-address"], "replace": ["origin", "session-connection"],
+         "ICE": "remove", "rtcp-mux": ["demux"], "received-from": ["IP4", "127.0.0.1"]}
+answer = {"command": "answer", "call-id": "k1", "from-tag": "fa", "to-tag": "tb", "sdp": texts[1]}
+put("ng", "ping", b"c1 " + benc({"command": "ping"}))
+put("ng", "offer_answer_query_delete", b"\0".join([
+    b"c2 " + benc(offer), b"c3 " + benc(answer),
+    b"c4 " + benc({"command": "query", "call-id": "k1"}),
+    b"c5 " + benc({"command": "delete", "call-id": "k1", "from-tag": "fa"})]))
+put("ng", "list_statistics", b"c6 " + benc({"command": "list"}) + b"\0c7 " + benc({"command": "statistics"}))
+for name, v in [("offer", offer), ("answer", answer), ("list", [1, "x", {"a": -3}])]:
+    put("bencode", name, benc(v))
+
+# HTTP: endpoint byte, then the body (see src/fuzzing/control.rs).
+import json
+def req(endpoint, body):
+    return bytes([endpoint]) + json.dumps(body).encode()
+put("http", "offer_answer", b"\0".join([
+    req(0, {"from_tag": "ta", "sdp": texts[0], "options": {"ice": "remove", "rtcp_mux": "offer"}}),
+    req(1, {"from_tag": "ta", "to_tag": "tb", "sdp": texts[1]}),
+    req(2, {"from_tag": "ta"})]))
+put("http", "conference", b"\0".join([
+    req(4, {"id": "r1", "sample_rate": 16000, "max_speakers": 2}),
+    req(5, {"sdp": texts[0]}),
+    req(6, {"muted": True, "gain": 0.5})]))
+put("http", "ng", bytes([7]) + b"c1 " + benc({"command": "ping"}))
+
+# Jitter buffer: op bytes (advance ms, push/pop, seq, ts, len, payload).
+def push(dt, seq, ts, n):
+    return struct.pack("!BBHIB", dt, 1, seq, ts, n) + b"\x55" * n
+jit = b"\x00" + b"".join(push(20, s, s * 160, 4) for s in range(20)) + b"".join(bytes([20, 0]) for _ in range(10))
+put("jitter", "steady", jit)
+put("jitter", "reorder_and_restart", b"\x00" + push(20, 5, 800, 2) + push(20, 4, 640, 2) + push(20, 60000, 99, 2) + bytes([40, 0]))
+
+# Relay: two peers (flags, addresses) then packets (op, source, length, bytes).
+def relay_pkt(leg, rtcp_port, dt, src, data):
+    return bytes([(dt << 4) | leg | (2 if rtcp_port else 0), src, len(data)]) + data
+peers = bytes([2, 0, 2, 1])  # leg 0 at 10.0.0.0:5000, leg 1 at 10.0.0.1:5000
+pkts = [relay_pkt(0, False, 1, 0, rtp()[:200]), relay_pkt(1, False, 1, 1, rtp(ssrc=7)[:200]),
+        relay_pkt(0, True, 1, 0, sr[:200]), relay_pkt(0, False, 1, 2, rtp()[:200])]
+put("relay", "latch_and_foreign", peers + b"".join(pkts))
+
+# Conference: op (dt<<3 | rtcp<<2 | participant), then RTP (u16 length) or RTCP.
+def conf_rtp(pid, dt, data):
+    return bytes([(dt << 3) | pid]) + struct.pack("!H", len(data)) + data
+def conf_rtcp(pid, dt, data):
+    return bytes([(dt << 3) | 4 | pid]) + struct.pack("!I", 0x1234) + bytes([len(data)]) + data
+ops = b"".join(conf_rtp(1, 20, rtp(seq=s, ts=s * 160)) for s in range(10))
+ops += conf_rtp(1, 1, rtp(pt=101, seq=11, ts=1760, payload=bytes([5, 0x8a, 0, 160]), marker=True))
+ops += conf_rtp(3, 20, rtp(pt=9, seq=1, ts=640, payload=b"\x11" * 320, ext=(0xBEDE, bytes([0x10, 0x20]))))
+ops += conf_rtcp(2, 5, sr[:250]) + conf_rtcp(1, 5, bytes([0x81, 201, 0, 0, 0x80, 201, 0, 1, 1, 2, 3, 4]))
+put("conference", "talk_dtmf_rtcp", ops)
