@@ -73,6 +73,8 @@ struct Participant {
     remote: Option<ReportBlock>,
     /// Timestamp of the last DTMF event reported (RFC 4733 repeats the end).
     last_dtmf: Option<u32>,
+    /// The SSRC the participant sends with: a new one restarts its jitter buffer.
+    remote_ssrc: Option<u32>,
 }
 
 /// An encoder shared by every participant that hears `mix` in `kind`.
@@ -227,6 +229,7 @@ impl Conference {
             rtt_ms: None,
             remote: None,
             last_dtmf: None,
+            remote_ssrc: None,
         });
         Ok(())
     }
@@ -276,6 +279,10 @@ impl Conference {
             v.timestamp(),
             p.spec.clock_rate,
         );
+        if p.remote_ssrc.is_some_and(|s| s != v.ssrc()) {
+            p.jitter.restart();
+        }
+        p.remote_ssrc = Some(v.ssrc());
         if Some(v.payload_type()) == p.spec.dtmf_pt {
             // RFC 4733: event, E|R|volume, duration. Report once, at the end.
             let pl = v.payload();

@@ -18,6 +18,15 @@ pub const MIN_TARGET: Duration = Duration::from_millis(20);
 pub const MAX_TARGET: Duration = Duration::from_millis(200);
 /// A timestamp jump beyond this (in seconds) re-bases the clock mapping.
 const REBASE_SECONDS: f64 = 2.0;
+/// Largest payload kept: an Opus frame is at most 1,275 bytes, 60 ms of
+/// G.711 480. Bigger ones are dropped, so a sender of 64 KB datagrams holds
+/// at most `MAX_PACKETS` × this much.
+pub const MAX_PAYLOAD_BYTES: usize = 1500;
+/// Sequence numbers this far behind the next to play, or this far ahead of
+/// the highest seen, are not reordering (RFC 3550 A.1's MAX_MISORDER and
+/// MAX_DROPOUT): two in a row mean the sender restarted its numbering.
+const MAX_MISORDER: u64 = 100;
+const MAX_DROPOUT: u64 = 3000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
@@ -48,6 +57,10 @@ pub struct JitterStats {
     pub duplicates: u64,
     /// Dropped to bring the delay down, or because the buffer was full.
     pub dropped: u64,
+    /// Payloads over `MAX_PAYLOAD_BYTES`, not kept.
+    pub oversized: u64,
+    /// Times the sender restarted its stream (new SSRC or sequence numbering).
+    pub restarts: u64,
 }
 
 #[derive(Debug)]
@@ -66,6 +79,9 @@ pub struct JitterBuffer {
     jitter: f64,
     last_transit: Option<f64>,
     target: Duration,
+    /// A packet far outside the sequence window: if the next one follows
+    /// it, the stream restarted.
+    far: Option<u64>,
     pub stats: JitterStats,
 }
 
@@ -82,6 +98,7 @@ impl JitterBuffer {
             jitter: 0.0,
             last_transit: None,
             target: MIN_TARGET,
+            far: None,
             stats: JitterStats::default(),
         }
     }
@@ -105,18 +122,44 @@ impl JitterBuffer {
         self.queue.get(&self.next?).map(|(p, _)| p)
     }
 
-    fn extend(&mut self, seq: u16) -> u64 {
+    /// `seq` extended to 64 bits around the highest sequence number seen.
+    fn extended(&self, seq: u16) -> u64 {
         let Some(max) = self.max_seq else {
-            let e = (1u64 << 16) + seq as u64; // room to go back below the first
-            self.max_seq = Some(e);
-            return e;
+            return (1u64 << 16) + seq as u64; // room to go back below the first
         };
         let delta = seq.wrapping_sub(max as u16) as i16 as i64;
-        let e = (max as i64 + delta).max(0) as u64;
-        if e > max {
-            self.max_seq = Some(e);
+        (max as i64 + delta).max(0) as u64
+    }
+
+    /// Forgets the stream (the sender restarted it: a new SSRC, or a new
+    /// sequence numbering after a re-INVITE) so its packets are not
+    /// dropped as late for minutes. Statistics carry on.
+    pub fn restart(&mut self) {
+        self.queue.clear();
+        self.max_seq = None;
+        self.next = None;
+        self.base = None;
+        self.last_ts = None;
+        self.last_transit = None;
+        self.far = None;
+        self.stats.restarts += 1;
+    }
+
+    /// Is `e` outside the window of reordering? Two such packets in a row
+    /// restart the stream at the second; a lone one is dropped.
+    fn out_of_window(&mut self, e: u64) -> bool {
+        let behind = self.next.is_some_and(|n| n > e + MAX_MISORDER);
+        let ahead = self.max_seq.is_some_and(|m| e > m + MAX_DROPOUT);
+        if !behind && !ahead {
+            self.far = None;
+            return false;
         }
-        e
+        if self.far.is_some_and(|f| f + 1 == e) {
+            self.restart();
+            return false;
+        }
+        self.far = Some(e);
+        true
     }
 
     /// Offset of `ts` from the base in seconds (wrap-aware, signed).
@@ -144,7 +187,19 @@ impl JitterBuffer {
     /// As [`push`](Self::push), with the packet's RFC 6464 audio level.
     pub fn push_with_level(&mut self, now: Instant, seq: u16, ts: u32, payload: &[u8], level: Option<u8>) {
         self.stats.received += 1;
-        let e = self.extend(seq);
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            self.stats.oversized += 1;
+            return;
+        }
+        if self.out_of_window(self.extended(seq)) {
+            self.stats.late += 1;
+            return;
+        }
+        // After a restart the numbering starts afresh around this packet.
+        let e = self.extended(seq);
+        if self.max_seq.is_none_or(|m| e > m) {
+            self.max_seq = Some(e);
+        }
         if self.next.is_some_and(|n| e < n) {
             self.stats.late += 1;
             return;
@@ -356,6 +411,47 @@ mod tests {
         let (out, jb) = run(&arrivals, 25);
         assert_eq!(played(&out).len(), 20);
         assert_eq!(jb.stats.lost, 0);
+    }
+
+    /// A phone restarting its stream after a re-INVITE: new sequence
+    /// numbers far from the old ones, new timestamps. Played within two
+    /// packets, not dropped as late.
+    #[test]
+    fn a_sequence_restart_is_followed_not_dropped() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(8000);
+        let mut t = t0;
+        for i in 0..50u16 {
+            jb.push(t, 30000 + i, u32::from(i) * 160, &[1]);
+            let _ = jb.pop(t + MS20);
+            t += MS20;
+        }
+        let mut played = 0;
+        for i in 0..50u16 {
+            jb.push(t, 5 + i, 900_000 + u32::from(i) * 160, &[2]);
+            if let Pop::Packet(p) = jb.pop(t + MS20) {
+                played += usize::from(p.payload == [2]);
+            }
+            t += MS20;
+        }
+        assert!(played >= 45, "{played} of 50 restarted packets played: {:?}", jb.stats);
+        assert_eq!(jb.stats.restarts, 1);
+        // A lone stray far packet is dropped, it does not restart the stream.
+        jb.push(t, 40000, 0, &[3]);
+        assert_eq!(jb.stats.restarts, 1);
+    }
+
+    #[test]
+    fn oversized_payloads_are_not_kept() {
+        let mut jb = JitterBuffer::new(8000);
+        let now = Instant::now();
+        for i in 0..200u16 {
+            jb.push(now, i, u32::from(i) * 160, &vec![0u8; 65_000]);
+        }
+        assert!(jb.is_empty());
+        assert_eq!(jb.stats.oversized, 200);
+        jb.push(now, 0, 0, &[0u8; MAX_PAYLOAD_BYTES]);
+        assert_eq!(jb.len(), 1);
     }
 
     proptest::proptest! {
