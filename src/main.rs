@@ -136,13 +136,10 @@ async fn serve(config: Config) -> std::io::Result<()> {
     let drain_timeout = Duration::from_secs(config.drain_timeout);
     let started = State::start(config)?;
     let state = started.state.clone();
-    let mut events = started.events;
-    let s = state.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            tokio::spawn(calls::on_worker_event(s.clone(), ev));
-        }
-    });
+    tokio::spawn(calls::pump_worker_events(state.clone(), started.events));
+    if let Some(queue) = started.callback_queue {
+        tokio::spawn(chorus::control::callbacks::deliver(state.clone(), queue));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     if let Some(ng) = state.config.ng_listen {
         let socket = tokio::net::UdpSocket::bind(ng).await?;

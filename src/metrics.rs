@@ -34,6 +34,8 @@ pub struct WorkerCounters {
     pub restarts: AtomicU64,
     /// 1 once the worker thread has died.
     pub dead: AtomicU64,
+    /// Telemetry events dropped because the control plane's queue was full.
+    pub events_dropped: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -82,6 +84,11 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
         &[],
     ),
     ("chorus_workers_dead", "Media worker threads that have died", &[]),
+    (
+        "chorus_worker_events_dropped_total",
+        "Telemetry events (conference events, RTCP samples, tick times) dropped on a full queue",
+        &[],
+    ),
 ];
 
 /// Collector that sums [`WorkerCounters`] on scrape.
@@ -194,6 +201,11 @@ impl Collector for WorkerCollector {
                 "Media worker threads that have died",
                 self.sum(|w| &w.dead),
             ),
+            counter(
+                "chorus_worker_events_dropped_total",
+                "Telemetry events (conference events, RTCP samples, tick times) dropped on a full queue",
+                self.sum(|w| &w.events_dropped),
+            ),
         ];
         out.extend(drops.collect());
         out
@@ -213,6 +225,10 @@ pub struct Metrics {
     pub mixer_tick_seconds: prometheus::Histogram,
     pub conference_rtt_seconds: prometheus::Histogram,
     pub conference_reported_loss: prometheus::Histogram,
+    /// Callback POSTs by result: sent, refused, failed, dropped (queue full).
+    pub callbacks: IntCounterVec,
+    /// Requests refused by a limit, by limit.
+    pub limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -268,8 +284,23 @@ impl Metrics {
             .buckets(vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
         )
         .unwrap();
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                "chorus_callbacks_total",
+                "Callback POSTs by result (dropped: queue full)",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        let limited = IntCounterVec::new(
+            Opts::new("chorus_limit_refusals_total", "Requests refused by a configured limit"),
+            &["limit"],
+        )
+        .unwrap();
         for c in [
-            Box::new(conference_rtt_seconds.clone()) as Box<dyn Collector>,
+            Box::new(callbacks.clone()) as Box<dyn Collector>,
+            Box::new(limited.clone()),
+            Box::new(conference_rtt_seconds.clone()),
             Box::new(conference_reported_loss.clone()),
             Box::new(conferences_active.clone()),
             Box::new(mixer_tick_seconds.clone()),
@@ -308,6 +339,8 @@ impl Metrics {
             call_seconds,
             conferences_active,
             mixer_tick_seconds,
+            callbacks,
+            limited,
             conference_rtt_seconds,
             conference_reported_loss,
         }

@@ -408,12 +408,20 @@ async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallRep
     }
     let summary = finish(state, &mut e, report, event).to_json();
     drop(e);
-    if let Some(url) = state.config.callback_url.clone() {
-        let body = json!({ "event": event, "call_id": call_id, "call": summary });
-        match state.http.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(%call_id, event, status = %r.status(), "callback refused"),
-            Err(err) => tracing::warn!(%call_id, event, error = %err, "callback failed"),
+    let body = json!({ "event": event, "call_id": call_id, "call": summary });
+    state.callbacks.post(&state.metrics, body);
+}
+
+/// Handles worker events until the workers are gone: lifecycle events (at
+/// most one per call) each in a task of their own; telemetry in order, here.
+pub async fn pump_worker_events(state: Arc<State>, mut events: crate::worker::EventSource) {
+    loop {
+        tokio::select! {
+            Some(ev) = events.lifecycle.recv() => {
+                tokio::spawn(on_worker_event(state.clone(), ev));
+            }
+            Some(ev) = events.telemetry.recv() => on_worker_event(state.clone(), ev).await,
+            else => return,
         }
     }
 }

@@ -22,6 +22,9 @@ use tokio::sync::oneshot;
 
 /// Events kept per conference for `GET` (most recent last).
 const EVENTS_KEPT: usize = 100;
+/// Live event subscribers (`GET .../events`) per conference at most. Each
+/// holds a bounded broadcast queue; one that lags loses the oldest events.
+pub const MAX_SUBSCRIBERS: usize = 16;
 
 pub type ConfHandle = Arc<tokio::sync::Mutex<ConfEntry>>;
 
@@ -399,14 +402,7 @@ fn push_event(state: &State, e: &mut ConfEntry, mut v: Value) {
     if let Some(tx) = &e.live {
         let _ = tx.send(v.clone());
     }
-    if let Some(url) = state.config.callback_url.clone() {
-        let (client, body) = (state.http.clone(), v.clone());
-        tokio::spawn(async move {
-            if let Err(err) = client.post(&url).json(&body).send().await {
-                tracing::warn!(error = %err, "conference event callback failed");
-            }
-        });
-    }
+    state.callbacks.post(&state.metrics, v.clone());
     e.events.push_back(v);
 }
 
@@ -414,10 +410,14 @@ fn push_event(state: &State, e: &mut ConfEntry, mut v: Value) {
 pub async fn subscribe(state: &State, conf_id: &str) -> Result<tokio::sync::broadcast::Receiver<Value>, Error> {
     let handle = handle(state, conf_id)?;
     let e = handle.lock().await;
-    e.live
-        .as_ref()
-        .map(|tx| tx.subscribe())
-        .ok_or_else(|| Error::NotFound(format!("no conference `{conf_id}`")))
+    let tx = e.live.as_ref().ok_or_else(|| state.not_found("conference", conf_id))?;
+    if tx.receiver_count() >= MAX_SUBSCRIBERS {
+        state.metrics.limited.with_label_values(&["event_subscribers"]).inc();
+        return Err(Error::Overloaded(format!(
+            "conference `{conf_id}` has {MAX_SUBSCRIBERS} event subscribers already"
+        )));
+    }
+    Ok(tx.subscribe())
 }
 
 pub async fn control(state: &State, conf_id: &str, pid: u32, c: Controls) -> Result<Value, Error> {

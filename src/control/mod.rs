@@ -1,6 +1,7 @@
 //! The control plane: shared state, the call commands both front doors use,
 //! and the HTTP API.
 
+pub mod callbacks;
 pub mod calls;
 pub mod conferences;
 pub mod ended;
@@ -14,7 +15,7 @@ use crate::config::{Config, Interface};
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::worker::ports::{PortPool, SocketOptions};
-use crate::worker::{self, CallKey, WorkerConfig, WorkerEvent, WorkerHandle};
+use crate::worker::{self, CallKey, WorkerConfig, WorkerHandle};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -70,13 +71,17 @@ pub struct State {
     pub conferences: Mutex<HashMap<String, (CallKey, conferences::ConfHandle)>>,
     /// Calls and conferences that ended recently, for precise 404s.
     pub ended: Mutex<ended::Ended>,
+    pub callbacks: callbacks::Callbacks,
 }
 
 /// A running control plane: its state, worker threads and worker events.
 pub struct Started {
     pub state: Arc<State>,
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub events: worker::EventSource,
+    /// Callbacks to deliver, when a callback URL is configured (run
+    /// [`callbacks::deliver`] on it).
+    pub callback_queue: Option<mpsc::Receiver<serde_json::Value>>,
 }
 
 impl State {
@@ -87,18 +92,19 @@ impl State {
         } else {
             config.workers
         };
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = worker::event_channel();
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..n {
-            let (h, t) = worker::spawn(i, wc.clone(), tx.clone())?;
+            let (h, t) = worker::spawn(i, wc.clone(), &tx)?;
             workers.push(h);
             threads.push(t);
         }
         let interfaces = config.all_interfaces();
+        let (callbacks, callback_queue) = callbacks::Callbacks::new(config.callback_url.as_deref());
         let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect());
         let state = State {
             advertise: interfaces.iter().map(|i| i.advertise.unwrap_or(i.bind)).collect(),
@@ -128,12 +134,14 @@ impl State {
             ng_cookies: Mutex::new(ng::CookieCache::default()),
             conferences: Mutex::new(HashMap::new()),
             ended: Mutex::new(ended::Ended::default()),
+            callbacks,
             config,
         };
         Ok(Started {
             state: Arc::new(state),
             threads,
             events,
+            callback_queue,
         })
     }
 

@@ -25,6 +25,9 @@ pub const TICK_MS: u32 = 20;
 const SILENT_LEVEL: u8 = 55;
 /// RFC 3550's minimum RTCP interval; each report is sent at 0.5..1.5 times it.
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Digits reported per participant at most every this often (ITU-T Q.24
+/// allows 10 digits per second; people press far slower).
+const DTMF_MIN_GAP: Duration = Duration::from_millis(80);
 /// CNAME in chorus's SDES items.
 const CNAME: &str = "chorus";
 
@@ -75,6 +78,9 @@ struct Participant {
     last_dtmf: Option<u32>,
     /// The SSRC the participant sends with: a new one restarts its jitter buffer.
     remote_ssrc: Option<u32>,
+    /// When the last DTMF digit was reported: digits closer than
+    /// `DTMF_MIN_GAP` are not reported (a flood of end events is not typing).
+    dtmf_at: Option<Instant>,
 }
 
 /// An encoder shared by every participant that hears `mix` in `kind`.
@@ -230,6 +236,7 @@ impl Conference {
             remote: None,
             last_dtmf: None,
             remote_ssrc: None,
+            dtmf_at: None,
         });
         Ok(())
     }
@@ -286,8 +293,12 @@ impl Conference {
         if Some(v.payload_type()) == p.spec.dtmf_pt {
             // RFC 4733: event, E|R|volume, duration. Report once, at the end.
             let pl = v.payload();
-            if pl.len() >= 4 && pl[1] & 0x80 != 0 && p.last_dtmf != Some(v.timestamp()) {
+            let too_soon = p
+                .dtmf_at
+                .is_some_and(|at| now.saturating_duration_since(at) < DTMF_MIN_GAP);
+            if pl.len() >= 4 && pl[1] & 0x80 != 0 && p.last_dtmf != Some(v.timestamp()) && !too_soon {
                 p.last_dtmf = Some(v.timestamp());
+                p.dtmf_at = Some(now);
                 if let Some(digit) = dtmf_digit(pl[0]) {
                     self.events.push(ConfEvent::Dtmf { participant: id, digit });
                 }
@@ -1124,5 +1135,20 @@ mod tests {
                 digit: '5'
             }]
         );
+    }
+    #[test]
+    fn a_flood_of_dtmf_end_events_is_rate_limited() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(SpeakerConfig::default());
+        conf.join(1, spec(PCMU), 5).unwrap();
+        let mut pkt = [0u8; 16];
+        // 1,000 distinct digits in one second, each with its own timestamp.
+        for i in 0..1000u32 {
+            write_header(&mut pkt, 101, i as u16, i * 160, 9);
+            pkt[12..16].copy_from_slice(&[(i % 10) as u8, 0x80 | 10, 0, 160]);
+            conf.handle_rtp(t0 + Duration::from_millis(u64::from(i)), 1, &pkt);
+        }
+        let n = conf.events.len();
+        assert!((10..=13).contains(&n), "{n} events from a one-second flood");
     }
 }

@@ -160,6 +160,69 @@ pub struct ConfReport {
     pub late_ticks: u64,
 }
 
+/// Telemetry events (tick durations, RTCP samples, conference events) a
+/// worker may queue before it drops them: the control plane drains them
+/// continuously, so this fills only if it stalls or a sender floods.
+pub const TELEMETRY_QUEUE: usize = 4096;
+
+/// Where a worker reports. Lifecycle events (a call or conference ended)
+/// are never dropped, and there is at most one per call; telemetry goes on
+/// a bounded queue and is dropped and counted when that is full, so the
+/// media path never waits and memory never grows with a flood.
+#[derive(Clone)]
+pub struct EventSink {
+    lifecycle: mpsc::UnboundedSender<WorkerEvent>,
+    telemetry: mpsc::Sender<WorkerEvent>,
+    counters: Arc<WorkerCounters>,
+}
+
+/// The control plane's end of every worker's [`EventSink`].
+pub struct EventSource {
+    pub lifecycle: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub telemetry: mpsc::Receiver<WorkerEvent>,
+}
+
+/// A sink for workers and its source; each worker's sink gets its counters with [`EventSink::for_worker`].
+pub fn event_channel() -> (EventSink, EventSource) {
+    let (lt, lr) = mpsc::unbounded_channel();
+    let (tt, tr) = mpsc::channel(TELEMETRY_QUEUE);
+    (
+        EventSink {
+            lifecycle: lt,
+            telemetry: tt,
+            counters: Arc::default(),
+        },
+        EventSource {
+            lifecycle: lr,
+            telemetry: tr,
+        },
+    )
+}
+
+impl EventSink {
+    fn for_worker(&self, counters: Arc<WorkerCounters>) -> EventSink {
+        EventSink {
+            counters,
+            ..self.clone()
+        }
+    }
+
+    pub fn send(&self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::CallFailed { .. }
+            | WorkerEvent::ConferenceFailed { .. }
+            | WorkerEvent::MediaTimeout { .. } => {
+                let _ = self.lifecycle.send(ev);
+            }
+            _ => {
+                if self.telemetry.try_send(ev).is_err() {
+                    WorkerCounters::add(&self.counters.events_dropped, 1);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum WorkerEvent {
     /// Durations (seconds) of the worker's recent mixer ticks, for the histogram.
@@ -241,12 +304,13 @@ pub struct WorkerConfig {
 pub fn spawn(
     index: usize,
     config: WorkerConfig,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: &EventSink,
 ) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), runner::WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(WorkerCounters::default());
+    let events = events.for_worker(counters.clone());
     let c = counters.clone();
     let thread = std::thread::Builder::new()
         .name(format!("chorus-media-{index}"))

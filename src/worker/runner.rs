@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 /// Reads per socket per loop turn before other sockets get their go.
@@ -62,7 +61,7 @@ struct WCall {
 pub(super) struct Runner {
     poll: Poll,
     commands: crossbeam_channel::Receiver<Command>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: super::EventSink,
     counters: Arc<WorkerCounters>,
     config: WorkerConfig,
     sockets: Slab<Sock>,
@@ -93,7 +92,7 @@ impl Runner {
     pub(super) fn new(
         poll: Poll,
         commands: crossbeam_channel::Receiver<Command>,
-        events: mpsc::UnboundedSender<WorkerEvent>,
+        events: super::EventSink,
         counters: Arc<WorkerCounters>,
         config: WorkerConfig,
     ) -> Self {

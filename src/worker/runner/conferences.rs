@@ -281,7 +281,7 @@ fn tick_one(
     ntp: u64,
     sockets: &slab::Slab<super::Sock>,
     counters: &WorkerCounters,
-    events: &tokio::sync::mpsc::UnboundedSender<WorkerEvent>,
+    events: &crate::worker::EventSink,
 ) {
     let concealed_before = conf.core.concealed_total;
     let (core, members) = (&mut conf.core, &conf.members);
