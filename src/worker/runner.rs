@@ -497,7 +497,7 @@ impl Runner {
             .collect();
         for (key, call_id) in expired {
             if let Some(report) = self.remove(key) {
-                let _ = self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
+                self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
             }
         }
     }

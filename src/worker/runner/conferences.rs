@@ -197,7 +197,7 @@ impl Runner {
                 if !conf.core.rtt_seconds.is_empty() || !conf.core.reported_loss.is_empty() {
                     let rtt = std::mem::take(&mut conf.core.rtt_seconds);
                     let loss = std::mem::take(&mut conf.core.reported_loss);
-                    let _ = self.events.send(WorkerEvent::RtcpSamples { rtt, loss });
+                    self.events.send(WorkerEvent::RtcpSamples { rtt, loss });
                 }
             }
             Ok(PacketKind::Raw) => {}
@@ -266,7 +266,7 @@ impl Runner {
         }
         if self.tick_durations.len() >= 50 {
             let d = std::mem::take(&mut self.tick_durations);
-            let _ = self.events.send(WorkerEvent::TickDurations(d));
+            self.events.send(WorkerEvent::TickDurations(d));
         }
         // Keep the grid; if the worker fell far behind, start a new one.
         let next = due + TICK;
@@ -312,7 +312,7 @@ fn tick_one(
         for e in &list {
             tracing::debug!(conference = %conf.conf_id, event = ?e, "conference event");
         }
-        let _ = events.send(WorkerEvent::Conference {
+        events.send(WorkerEvent::Conference {
             key: conf.key,
             events: list,
         });

@@ -43,7 +43,7 @@ impl Runner {
         self.by_key.remove(&call.key);
         self.close_sockets_where(|o| matches!(o, Owner::Call { call, .. } if call == ci));
         tracing::error!(call_id = %call.call_id, panic = message, "call ended: its processing panicked (a bug); other calls continue");
-        let _ = self.events.send(WorkerEvent::CallFailed {
+        self.events.send(WorkerEvent::CallFailed {
             key: call.key,
             call_id: call.call_id,
             reason: message.to_string(),
@@ -61,7 +61,7 @@ impl Runner {
             self.next_tick = None;
         }
         tracing::error!(conference = %conf.conf_id, panic = message, "conference ended: its processing panicked (a bug); other calls continue");
-        let _ = self.events.send(WorkerEvent::ConferenceFailed {
+        self.events.send(WorkerEvent::ConferenceFailed {
             key: conf.key,
             reason: message.to_string(),
         });
