@@ -26,6 +26,13 @@ pub enum Error {
     Overloaded(String),
     #[error("{0}")]
     NotImplemented(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// A configured limit (calls, participants, request rate) refuses it.
+    #[error("{0}")]
+    Limit(String),
     /// The instance cannot serve at all (no media worker alive).
     #[error("{0}")]
     Unavailable(String),
@@ -40,6 +47,9 @@ impl Error {
             Error::Unauthorized => 401,
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
+            Error::MethodNotAllowed(_) => 405,
+            Error::TooLarge(_) => 413,
+            Error::Limit(_) => 429,
             Error::NotImplemented(_) => 501,
             Error::PortsExhausted(_) | Error::Draining | Error::Overloaded(_) | Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
@@ -52,6 +62,9 @@ impl Error {
             Error::BadSdp(_) => "bad_sdp",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::TooLarge(_) => "too_large",
+            Error::Limit(_) => "limit",
             Error::Unauthorized => "unauthorized",
             Error::PortsExhausted(_) => "ports_exhausted",
             Error::Draining => "draining",

@@ -162,9 +162,8 @@ async fn serve(config: Config) -> std::io::Result<()> {
             _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
         }
     };
-    axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     for w in &state.workers {
         let _ = w.send(chorus::worker::Command::Shutdown);
     }

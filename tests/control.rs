@@ -297,3 +297,57 @@ async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
         .expect("chorus exits after the last call");
     assert!(status.success(), "{status:?}");
 }
+
+/// Every refusal is the API's JSON error, including the ones the HTTP
+/// framework makes itself; hostile ids and headers are refused.
+#[tokio::test]
+async fn refusals_are_json_errors_and_hostile_ids_and_headers_are_refused() {
+    let d = Daemon::start(73, &[]).await;
+    let url = |p: &str| format!("{}{p}", d.base);
+    let r = d.http.put(url("/v1/calls/x/offer")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let v: serde_json::Value = r.json().await.expect("405 is JSON");
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+
+    let big = vec![b'x'; 2 << 20];
+    let r = d.http.post(url("/v1/calls/x/offer")).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.expect("413 is JSON");
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+
+    let peer = Peer::new("127.0.0.1");
+    for id in ["nul%00byte", "tab%09", "new%0Aline"] {
+        let (s, v) = d
+            .post(
+                &format!("/v1/calls/{id}/offer"),
+                json!({"from_tag": "a", "sdp": peer.sdp()}),
+            )
+            .await;
+        assert_eq!(s, 400, "{id}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("call id contains"),
+            "{v}"
+        );
+    }
+    let long = "x".repeat(300);
+    let (s, _) = d
+        .post(
+            &format!("/v1/calls/{long}/offer"),
+            json!({"from_tag": "a", "sdp": peer.sdp()}),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    let r = d
+        .http
+        .get(url("/v1/calls"))
+        .header("x-padding", "y".repeat(64 << 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let v: serde_json::Value = r.json().await.expect("431 is JSON");
+    assert_eq!(v["error"]["code"], "headers_too_large", "{v}");
+    let (s, _) = d.get("/v1/calls").await;
+    assert_eq!(s, 200, "normal requests still served");
+}

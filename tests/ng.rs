@@ -351,3 +351,27 @@ async fn ng_over_http_behaves_like_udp() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+/// Over HTTP as over UDP, the reply cache is keyed by cookie and sender: two
+/// proxies that pick the same cookie each get the reply to their own command.
+#[tokio::test]
+async fn http_ng_replies_are_never_shared_between_proxies() {
+    let d = Daemon::start(74, &[]).await;
+    let proxy = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let ask = |client: reqwest::Client, body: String| {
+        let url = format!("{}/ng", d.base);
+        async move { client.post(url).body(body).send().await.unwrap().text().await.unwrap() }
+    };
+    let ping = ask(proxy([127, 0, 0, 1]), "same d7:command4:pinge".into()).await;
+    assert!(ping.contains("pong"), "{ping}");
+    let list = ask(proxy([127, 0, 0, 2]), "same d7:command4:liste".into()).await;
+    assert!(!list.contains("pong") && list.contains("calls"), "{list}");
+    // The first proxy's retransmission still gets its own reply.
+    let again = ask(proxy([127, 0, 0, 1]), "same d7:command4:pinge".into()).await;
+    assert_eq!(again, ping);
+}

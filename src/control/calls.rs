@@ -144,6 +144,7 @@ pub async fn negotiate(
     sdp: &str,
     opts: &Options,
 ) -> Result<String, Error> {
+    super::check_id("call", call_id)?;
     let parsed = Sdp::parse(sdp)?;
     validate_options(state, opts)?;
     let is_offer = matches!(op, Sdpop::Offer);

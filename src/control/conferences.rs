@@ -106,9 +106,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     let max_participants = opts.max_participants.unwrap_or(1000);
     let key = state.next_key.fetch_add(1, Relaxed);
     let id: Arc<str> = opts.id.unwrap_or_else(|| format!("conf-{key}")).into();
-    if id.is_empty() || id.len() > 128 {
-        return Err(Error::BadRequest("conference id must be 1..=128 characters".into()));
-    }
+    super::check_id("conference", &id)?;
     let worker = state.pick_worker()?;
     let entry = Arc::new(tokio::sync::Mutex::new(ConfEntry {
         id: id.clone(),

@@ -20,6 +20,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const OPENAPI: &str = include_str!("openapi.json");
+/// Request bodies at most: an SDP offer with video and ICE is a few KB.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Request headers at most (all names and values): a bearer token and the
+/// usual few fit in well under this.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
 
 type Shared = Arc<State>;
 
@@ -63,7 +68,44 @@ pub fn router(state: Shared) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .fallback(|| async { Error::NotFound("no such endpoint; see /openapi.json".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Every error answers in the API's JSON shape, including the ones axum
+/// makes itself (405 for a wrong method, 413 for a body over the limit), and
+/// oversized headers are refused before any handler runs.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let e = json!({ "error": { "code": "headers_too_large",
+            "message": format!("request headers over {MAX_HEADER_BYTES} bytes") } });
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(e)).into_response();
+    }
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed(format!("{message}; see /openapi.json")),
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!("request body over {MAX_BODY_BYTES} bytes")),
+        s if s.is_server_error() => Error::Internal(message),
+        _ => Error::BadRequest(message),
+    };
+    let mut out = error.into_response();
+    *out.status_mut() = status;
+    out
 }
 
 async fn auth(AxState(state): AxState<Shared>, headers: HeaderMap, req: Request, next: Next) -> Response {
@@ -302,8 +344,19 @@ async fn metrics(AxState(state): AxState<Shared>) -> Response {
 }
 
 /// rtpengine's ng protocol over HTTP: the body is `<cookie> <bencode>`.
-async fn ng_http(AxState(state): AxState<Shared>, bytes: Bytes) -> Response {
-    match (super::ng::Ng { state: &state }).handle(&bytes, None).await {
+/// Replies are cached per cookie and client IP, as over UDP per address.
+async fn ng_http(AxState(state): AxState<Shared>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Ok(bytes) = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await else {
+        return Error::TooLarge(format!("ng message over {MAX_BODY_BYTES} bytes")).into_response();
+    };
+    match (super::ng::Ng { state: &state })
+        .handle(&bytes, super::ng::Source::Http(peer))
+        .await
+    {
         Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply).into_response(),
         None => Error::BadRequest("ng message needs `<cookie> <bencoded dictionary>`".into()).into_response(),
     }

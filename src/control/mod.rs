@@ -191,6 +191,28 @@ impl State {
     }
 }
 
+/// Longest call or conference id accepted (SIP Call-IDs are far shorter).
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Checks a call or conference id from the proxy: 1..=256 bytes, no control
+/// characters (NUL included) and no whitespace. Other characters stay
+/// allowed, `/` included, because SIP's Call-ID grammar (RFC 3261 25.1)
+/// allows them; chorus never uses an id as a file name or a path.
+pub fn check_id(what: &str, id: &str) -> Result<(), crate::error::Error> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(crate::error::Error::BadRequest(format!(
+            "{what} id must be 1..={MAX_ID_BYTES} bytes, not {}",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(crate::error::Error::BadRequest(format!(
+            "{what} id contains the character {c:?}, which ids may not"
+        )));
+    }
+    Ok(())
+}
+
 /// Locks a std mutex of the control plane. A panic while holding one is a
 /// bug; the data (maps, port bitmaps) stays consistent, so carry on.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -53,16 +53,35 @@ impl Reply {
     }
 }
 
+/// Who sent an ng message: it keys the cookie cache.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// A UDP datagram: retransmissions come from the same address and port.
+    Udp(SocketAddr),
+    /// An HTTP request: each may come on a new connection, so the IP only.
+    Http(Option<std::net::IpAddr>),
+}
+
+impl Source {
+    fn key(&self) -> String {
+        match self {
+            Source::Udp(a) => format!(" udp {a}"),
+            Source::Http(Some(ip)) => format!(" http {ip}"),
+            Source::Http(None) => " http".to_string(),
+        }
+    }
+}
+
 /// The ng front door, over UDP or HTTP.
 pub struct Ng<'a> {
     pub state: &'a State,
 }
 
 impl Ng<'_> {
-    /// Handles one message from `peer` (`None` over HTTP). Returns the reply
+    /// Handles one message from `peer`. Returns the reply
     /// to send, or `None` to stay silent (a retransmission still running, or
     /// a message without a cookie, which cannot be answered).
-    pub async fn handle(&self, message: &[u8], peer: Option<SocketAddr>) -> Option<Vec<u8>> {
+    pub async fn handle(&self, message: &[u8], peer: Source) -> Option<Vec<u8>> {
         let Some(space) = message.iter().position(|&b| b == b' ') else {
             tracing::warn!(?peer, "ng message without a cookie dropped");
             self.state
@@ -73,10 +92,9 @@ impl Ng<'_> {
             return None;
         };
         let (cookie, body) = (&message[..space], &message[space + 1..]);
+        // Two proxies never get each other's replies, on either door.
         let mut key = cookie.to_vec();
-        if let Some(p) = peer {
-            key.extend_from_slice(p.to_string().as_bytes());
-        }
+        key.extend_from_slice(peer.key().as_bytes());
         match lock(&self.state.ng_cookies).begin(&key, Instant::now()) {
             Lookup::Done(reply) => {
                 self.state
@@ -564,7 +582,7 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
         let message = buf[..n].to_vec();
         let (state, socket) = (state.clone(), socket.clone());
         tokio::spawn(async move {
-            if let Some(reply) = (Ng { state: &state }).handle(&message, Some(peer)).await {
+            if let Some(reply) = (Ng { state: &state }).handle(&message, Source::Udp(peer)).await {
                 if let Err(e) = socket.send_to(&reply, peer).await {
                     tracing::warn!(%peer, error = %e, "ng reply not sent");
                 }

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 pub const KEEP: Duration = Duration::from_secs(30);
 /// Entries kept at most; past this, the oldest half goes.
 const MAX_ENTRIES: usize = 100_000;
+/// Bytes of keys and replies kept at most (a list or query reply can be
+/// large); past this, the oldest half goes.
+pub const MAX_BYTES: usize = 64 << 20;
 
 pub enum Lookup {
     /// First time: run the command, then `finish`.
@@ -26,6 +29,12 @@ type Entry = (Instant, Option<Arc<Vec<u8>>>);
 #[derive(Default)]
 pub struct CookieCache {
     entries: HashMap<Vec<u8>, Entry>,
+    /// Bytes of keys and replies held.
+    bytes: usize,
+}
+
+fn size(key: &[u8], e: &Entry) -> usize {
+    key.len() + e.1.as_ref().map_or(0, |r| r.len())
 }
 
 impl CookieCache {
@@ -39,21 +48,45 @@ impl CookieCache {
                 };
             }
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.retain(|_, (at, _)| now.duration_since(*at) < KEEP);
-            if self.entries.len() >= MAX_ENTRIES {
-                let mut ages: Vec<Instant> = self.entries.values().map(|(at, _)| *at).collect();
-                ages.sort_unstable();
-                let cut = ages[ages.len() / 2];
-                self.entries.retain(|_, (at, _)| *at > cut);
-            }
+        self.make_room(now);
+        self.bytes += key.len();
+        if let Some(old) = self.entries.insert(key.to_vec(), (now, None)) {
+            self.bytes -= size(key, &old);
         }
-        self.entries.insert(key.to_vec(), (now, None));
         Lookup::New
     }
 
+    /// Past either bound: drop what expired, then the oldest half.
+    fn make_room(&mut self, now: Instant) {
+        if self.entries.len() < MAX_ENTRIES && self.bytes < MAX_BYTES {
+            return;
+        }
+        self.entries.retain(|_, (at, _)| now.duration_since(*at) < KEEP);
+        if self.entries.len() >= MAX_ENTRIES || self.total() >= MAX_BYTES {
+            let mut ages: Vec<Instant> = self.entries.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages.get(ages.len() / 2).copied().unwrap_or(now);
+            self.entries.retain(|_, (at, _)| *at > cut);
+        }
+        self.bytes = self.total();
+    }
+
+    fn total(&self) -> usize {
+        self.entries.iter().map(|(k, e)| size(k, e)).sum()
+    }
+
+    /// Bytes held (keys and replies).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn finish(&mut self, key: &[u8], now: Instant, reply: Arc<Vec<u8>>) {
-        self.entries.insert(key.to_vec(), (now, Some(reply)));
+        let entry = (now, Some(reply));
+        self.bytes += size(key, &entry);
+        if let Some(old) = self.entries.insert(key.to_vec(), entry) {
+            self.bytes -= size(key, &old);
+        }
+        self.make_room(now);
     }
 }
 
@@ -70,5 +103,21 @@ mod tests {
         c.finish(b"k", t, Arc::new(b"reply".to_vec()));
         assert!(matches!(c.begin(b"k", t + Duration::from_secs(1)), Lookup::Done(r) if r.as_slice() == b"reply"));
         assert!(matches!(c.begin(b"k", t + KEEP + Duration::from_secs(1)), Lookup::New));
+    }
+
+    #[test]
+    fn big_replies_are_bounded_in_bytes() {
+        let mut c = CookieCache::default();
+        let t = Instant::now();
+        let reply = Arc::new(vec![0u8; 1 << 20]);
+        for i in 0..200u32 {
+            let key = i.to_be_bytes();
+            assert!(matches!(c.begin(&key, t), Lookup::New));
+            c.finish(&key, t + Duration::from_millis(u64::from(i)), reply.clone());
+            assert!(c.bytes() <= MAX_BYTES + (1 << 20) + 8, "{} bytes", c.bytes());
+        }
+        assert_eq!(c.bytes(), c.total());
+        // The newest reply is still there for a retransmission.
+        assert!(matches!(c.begin(&199u32.to_be_bytes(), t), Lookup::Done(_)));
     }
 }

@@ -111,7 +111,7 @@ pub(super) fn ng(data: &[u8]) {
     runtime.block_on(async {
         let door = ng::Ng { state };
         for message in data.split(|b| *b == 0).take(4) {
-            let reply = door.handle(message, None).await;
+            let reply = door.handle(message, ng::Source::Udp(([127, 0, 0, 1], 9).into())).await;
             if let (Some(reply), Some(space)) = (&reply, message.iter().position(|b| *b == b' ')) {
                 assert!(reply.starts_with(&message[..=space]), "the reply carries the cookie");
             }
