@@ -51,6 +51,17 @@ pub struct Config {
     pub log_format: String,
     /// Seconds to wait for calls to end after SIGTERM.
     pub drain_timeout: u64,
+    /// Calls held at most; more are refused (503) until some end.
+    pub max_calls: usize,
+    /// Participants per conference at most (a conference's own
+    /// `max_participants` may only be lower).
+    pub max_participants: usize,
+    /// `m=` lines per SDP at most; this also bounds the streams of a call.
+    pub max_sdp_media: usize,
+    /// Control requests (HTTP and ng) per second from one source IP; more
+    /// are refused (HTTP 429, ng error) and counted. 0 = no limit (the
+    /// default: a proxy is one source and sends every call's commands).
+    pub max_requests_per_second: u32,
 }
 
 impl Default for Config {
@@ -72,6 +83,10 @@ impl Default for Config {
             token: None,
             log_format: "text".into(),
             drain_timeout: 30,
+            max_calls: 10_000,
+            max_participants: 1000,
+            max_sdp_media: 16,
+            max_requests_per_second: 0,
         }
     }
 }
@@ -93,6 +108,10 @@ const ENV_KEYS: &[&str] = &[
     "token",
     "log_format",
     "drain_timeout",
+    "max_calls",
+    "max_participants",
+    "max_sdp_media",
+    "max_requests_per_second",
 ];
 
 impl Config {

@@ -93,6 +93,22 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_timeout: Option<u64>,
+    /// Calls held at most [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_calls: Option<usize>,
+    /// Participants per conference at most [default: 1000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_participants: Option<usize>,
+    /// m= lines per SDP at most (bounds streams per call) [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_sdp_media: Option<usize>,
+    /// Control requests per second per source IP; 0 = no limit [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_requests_per_second: Option<u32>,
 }
 
 fn main() {

@@ -351,3 +351,55 @@ async fn refusals_are_json_errors_and_hostile_ids_and_headers_are_refused() {
     let (s, _) = d.get("/v1/calls").await;
     assert_eq!(s, 200, "normal requests still served");
 }
+
+/// Every limit a remote party could push against is a setting, answers
+/// with an error that names it, and is counted.
+#[tokio::test]
+async fn limits_refuse_clearly_and_are_counted() {
+    let args = [
+        "--max-calls",
+        "1",
+        "--max-sdp-media",
+        "1",
+        "--max-participants",
+        "2",
+        "--max-requests-per-second",
+        "30",
+    ];
+    let d = Daemon::start(75, &args).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (s, v) = d
+        .post("/v1/calls/one/offer", json!({"from_tag": "a", "sdp": a.sdp()}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d
+        .post("/v1/calls/two/offer", json!({"from_tag": "a", "sdp": b.sdp()}))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("max_calls"), "{v}");
+    let two_media = b.sdp_with("127.0.0.1", "m=video 5000 RTP/AVP 96\r\n");
+    let (s, v) = d
+        .post(
+            "/v1/calls/one/answer",
+            json!({"from_tag": "a", "to_tag": "b", "sdp": two_media}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("max_sdp_media"), "{v}");
+    let (s, v) = d.post("/v1/conferences", json!({"max_participants": 5})).await;
+    assert_eq!(s, 400, "{v}");
+
+    let mut limited = 0;
+    for _ in 0..60 {
+        let (s, v) = d.get("/v1/calls").await;
+        if s == 429 {
+            assert_eq!(v["error"]["code"], "limit", "{v}");
+            limited += 1;
+        }
+    }
+    assert!(limited >= 20, "{limited} of 60 refused at 30 per second");
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_limit_refusals_total{limit=\"calls\"}"), 1.0);
+    assert_eq!(metric(&m, "chorus_limit_refusals_total{limit=\"sdp_media\"}"), 1.0);
+    assert!(metric(&m, "chorus_limit_refusals_total{limit=\"requests_per_second\"}") >= 20.0);
+}

@@ -4,7 +4,6 @@
 use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
-use crate::sdp::Sdp;
 use crate::session::{Change, LocalPorts, Options, PortSource, Session};
 use crate::worker::{ports, CallReport, Command, SideSpec, StreamSpec, WorkerEvent};
 use serde_json::{json, Value};
@@ -105,6 +104,10 @@ fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<tokio::sync::
     if state.draining.load(Relaxed) {
         return Err(Error::Draining);
     }
+    if calls.len() >= state.config.max_calls {
+        let max = state.config.max_calls;
+        return Err(state.refuse("calls", format!("chorus holds {max} calls, its max_calls")));
+    }
     let worker = state.pick_worker()?;
     lock(&state.ended).forget(call_id);
     let key = state.next_key.fetch_add(1, Relaxed);
@@ -145,7 +148,7 @@ pub async fn negotiate(
     opts: &Options,
 ) -> Result<String, Error> {
     super::check_id("call", call_id)?;
-    let parsed = Sdp::parse(sdp)?;
+    let parsed = state.parse_sdp(sdp)?;
     validate_options(state, opts)?;
     let is_offer = matches!(op, Sdpop::Offer);
     let handle = match entry(state, call_id, is_offer) {

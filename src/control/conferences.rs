@@ -103,7 +103,13 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     if !(1..=16).contains(&max_speakers) {
         return Err(Error::BadRequest("max_speakers must be 1..=16".into()));
     }
-    let max_participants = opts.max_participants.unwrap_or(1000);
+    let limit = state.config.max_participants;
+    let max_participants = opts.max_participants.unwrap_or(limit);
+    if !(1..=limit).contains(&max_participants) {
+        return Err(Error::BadRequest(format!(
+            "max_participants must be 1..={limit} (the instance's max_participants)"
+        )));
+    }
     let key = state.next_key.fetch_add(1, Relaxed);
     let id: Arc<str> = opts.id.unwrap_or_else(|| format!("conf-{key}")).into();
     super::check_id("conference", &id)?;
@@ -149,7 +155,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
 
 /// Joins a participant from its SDP offer; returns chorus's SDP answer.
 pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) -> Result<Value, Error> {
-    let offer = Sdp::parse(sdp)?;
+    let offer = state.parse_sdp(sdp)?;
     let handle = handle(state, conf_id)?;
     let mut e = handle.lock().await;
     if !e.alive {
@@ -169,12 +175,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
     }
     let spec = codec::negotiate(m).map_err(Error::BadRequest)?;
     refuse_if_overloaded(state, &e)?;
-    if e.participants.len() >= e.max_participants {
-        return Err(Error::Conflict(format!(
-            "conference `{conf_id}` is full ({} participants)",
-            e.max_participants
-        )));
-    }
+    refuse_if_full(state, &e)?;
     let iface = match &opts.interface {
         Some(n) => state
             .interface_index(n)
@@ -271,12 +272,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     let agreed = codec::negotiate(&answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
     let spec = codec::negotiate_preferring(&mine, Some(agreed.kind)).map_err(Error::BadRequest)?;
     refuse_if_overloaded(state, &e)?;
-    if e.participants.len() >= e.max_participants {
-        return Err(Error::Conflict(format!(
-            "conference `{conf_id}` is full ({} participants)",
-            e.max_participants
-        )));
-    }
+    refuse_if_full(state, &e)?;
     let ports = c.session.streams[si].sides[leg].local.expect("checked above");
     let iface = c.session.legs[leg].iface;
     let detached = ask_worker(state, c.worker, |reply| Command::Detach {
@@ -336,6 +332,18 @@ fn refuse_if_overloaded(state: &State, e: &ConfEntry) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// A conference at its `max_participants` takes no one else (409).
+fn refuse_if_full(state: &State, e: &ConfEntry) -> Result<(), Error> {
+    if e.participants.len() < e.max_participants {
+        return Ok(());
+    }
+    state.metrics.limited.with_label_values(&["participants"]).inc();
+    Err(Error::Conflict(format!(
+        "conference `{}` is full ({} participants)",
+        e.id, e.max_participants
+    )))
 }
 
 async fn ask_worker<T>(

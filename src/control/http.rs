@@ -109,6 +109,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 async fn auth(AxState(state): AxState<Shared>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    // Rate first: a flood of unauthenticated requests is limited too.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = peer {
+        if let Err(e) = state.admit(ip) {
+            return e.into_response();
+        }
+    }
     if let Some(token) = &state.config.token {
         let given = headers
             .get(header::AUTHORIZATION)

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod conferences;
 pub mod ended;
 pub mod http;
+pub mod limits;
 pub mod ng;
 pub mod ng_cookie;
 #[cfg(feature = "test-hooks")]
@@ -72,6 +73,8 @@ pub struct State {
     /// Calls and conferences that ended recently, for precise 404s.
     pub ended: Mutex<ended::Ended>,
     pub callbacks: callbacks::Callbacks,
+    /// Control requests per second per source IP.
+    pub rate: Mutex<limits::RateLimiter>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -135,6 +138,7 @@ impl State {
             conferences: Mutex::new(HashMap::new()),
             ended: Mutex::new(ended::Ended::default()),
             callbacks,
+            rate: Mutex::new(limits::RateLimiter::new(config.max_requests_per_second)),
             config,
         };
         Ok(Started {
@@ -153,6 +157,39 @@ impl State {
             .map(|i| (start + i) % n)
             .find(|&w| self.workers[w].alive())
             .ok_or_else(|| crate::error::Error::Unavailable("no media worker is running".into()))
+    }
+
+    /// Admits one control request from `ip` under the per-source rate.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), crate::error::Error> {
+        if lock(&self.rate).allow(ip, Instant::now()) {
+            return Ok(());
+        }
+        self.metrics.limited.with_label_values(&["requests_per_second"]).inc();
+        Err(crate::error::Error::Limit(format!(
+            "more than {} control requests per second from {ip}",
+            self.config.max_requests_per_second
+        )))
+    }
+
+    /// Counts a refusal by a configured limit and says which.
+    pub fn refuse(&self, limit: &'static str, message: String) -> crate::error::Error {
+        self.metrics.limited.with_label_values(&[limit]).inc();
+        tracing::warn!(limit, %message, "refused by a limit");
+        crate::error::Error::Overloaded(message)
+    }
+
+    /// Parses an SDP from the proxy within the `m=` line limit.
+    pub fn parse_sdp(&self, text: &str) -> Result<crate::sdp::Sdp, crate::error::Error> {
+        let sdp = crate::sdp::Sdp::parse(text)?;
+        let max = self.config.max_sdp_media;
+        if sdp.media.len() > max {
+            self.metrics.limited.with_label_values(&["sdp_media"]).inc();
+            return Err(crate::error::Error::BadRequest(format!(
+                "SDP has {} m= lines; max_sdp_media is {max}",
+                sdp.media.len()
+            )));
+        }
+        Ok(sdp)
     }
 
     /// Workers whose threads have died.

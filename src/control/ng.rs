@@ -565,10 +565,15 @@ fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// ng commands running at once over UDP at most; past this, datagrams are
+/// dropped (and counted) until some finish: a flood costs a bounded queue.
+pub const NG_IN_FLIGHT: usize = 1024;
+
 /// Serves ng over UDP until the socket fails. Each message runs in its own
 /// task, so a slow command never holds up others (the proxy waits 1 s).
 pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
     let socket = Arc::new(socket);
+    let slots = Arc::new(tokio::sync::Semaphore::new(NG_IN_FLIGHT));
     // Largest UDP datagram: an ng offer with a big SDP still fits.
     let mut buf = vec![0u8; 65536];
     loop {
@@ -579,7 +584,28 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
                 continue;
             }
         };
-        let message = buf[..n].to_vec();
+        let message = &buf[..n];
+        if let Err(e) = state.admit(peer.ip()) {
+            // Answer with the reason (no bigger than the request, so no
+            // amplification), without decoding the message.
+            if let Some(space) = message.iter().position(|&b| b == b' ') {
+                let mut reply = message[..=space].to_vec();
+                dict([
+                    ("result", Value::str("error")),
+                    ("error-reason", Value::str(&e.to_string())),
+                ])
+                .encode(&mut reply);
+                if reply.len() <= n {
+                    let _ = socket.send_to(&reply, peer).await;
+                }
+            }
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            state.metrics.limited.with_label_values(&["ng_in_flight"]).inc();
+            continue;
+        };
+        let message = message.to_vec();
         let (state, socket) = (state.clone(), socket.clone());
         tokio::spawn(async move {
             if let Some(reply) = (Ng { state: &state }).handle(&message, Source::Udp(peer)).await {
@@ -587,6 +613,7 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
                     tracing::warn!(%peer, error = %e, "ng reply not sent");
                 }
             }
+            drop(permit);
         });
     }
 }
