@@ -270,7 +270,8 @@ async fn mute_leave_delete_and_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
-    let d = Daemon::start(63, &[]).await;
+    let (url, mut callbacks) = callback_server().await;
+    let d = Daemon::start(63, &["--media-timeout", "1", "--callback-url", &url]).await;
     let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (to_a, to_b) = d.call("c2c", &a, &b).await;
     d.post("/v1/conferences", json!({"id": "grow"})).await;
@@ -320,7 +321,14 @@ async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
             }
         }
     }
-    // The call's own delete no longer frees the moved ports; the conference does.
+    // Both legs moved: the relayed call ended then, quietly. Its worker does
+    // not report a media timeout for a conversation that goes on.
+    let (s, r) = d.get("/v1/calls/c2c").await;
+    assert_eq!(s, 404);
+    assert!(r["error"]["message"].as_str().unwrap().contains("moved_to_conference"), "{r}");
+    while let Ok(cb) = callbacks.try_recv() {
+        assert_ne!(cb["event"], "media_timeout", "{cb}");
+    }
     d.delete("/v1/calls/c2c").await;
     d.delete("/v1/conferences/grow").await;
     let m = d.metrics().await;

@@ -264,7 +264,7 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
 }
 
 /// Frees a call's ports and registry entry after its worker closed it.
-fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &'static str) -> CallSnapshot {
+pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &'static str) -> CallSnapshot {
     e.alive = false;
     lock(&state.ended).record(&e.call_id, reason, Instant::now());
     for (iface, p) in e.session.all_ports() {

@@ -285,6 +285,11 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     .ok_or_else(|| Error::Internal("the call's worker no longer has the leg".into()))?;
     // From here the ports belong to the conference.
     c.session.streams[si].sides[leg].local = None;
+    if detached.call_emptied {
+        // Every leg is in the conference now: the relayed call is over.
+        let report = crate::worker::CallReport { streams: Vec::new() };
+        super::calls::finish(state, &mut c, report, "moved_to_conference");
+    }
     let bind = state.bind[iface];
     let pid = e.next_pid;
     let key = e.key;

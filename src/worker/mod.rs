@@ -107,6 +107,8 @@ pub struct Detached {
     pub sockets: Vec<UdpSocket>,
     pub peer: Box<PeerSpec>,
     pub latched: Option<SocketAddr>,
+    /// That was the call's last socket: the worker has ended the call.
+    pub call_emptied: bool,
 }
 
 /// Commands for conferences hosted by a worker.

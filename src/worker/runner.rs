@@ -448,7 +448,19 @@ impl Runner {
                 std::net::UdpSocket::from(s.socket)
             })
             .collect();
-        Some(super::Detached { sockets, peer, latched })
+        // A call whose every side moved away has nothing left to relay: it
+        // ends here, so no media timeout is reported for a live conversation.
+        let emptied = self.calls[ci].streams.iter().all(|ws| ws.sock.iter().flatten().all(Option::is_none));
+        if emptied {
+            self.by_key.remove(&key);
+            self.calls.remove(ci);
+        }
+        Some(super::Detached {
+            sockets,
+            peer,
+            latched,
+            call_emptied: emptied,
+        })
     }
 
     fn remove(&mut self, key: CallKey) -> Option<CallReport> {
