@@ -325,7 +325,10 @@ async fn a_relayed_call_becomes_a_three_party_conference_without_reinvite() {
     // not report a media timeout for a conversation that goes on.
     let (s, r) = d.get("/v1/calls/c2c").await;
     assert_eq!(s, 404);
-    assert!(r["error"]["message"].as_str().unwrap().contains("moved_to_conference"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("moved_to_conference"),
+        "{r}"
+    );
     while let Ok(cb) = callbacks.try_recv() {
         assert_ne!(cb["event"], "media_timeout", "{cb}");
     }

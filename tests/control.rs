@@ -309,8 +309,14 @@ async fn refusals_are_json_errors_and_hostile_ids_and_headers_are_refused() {
     let v: serde_json::Value = r.json().await.expect("405 is JSON");
     assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
 
+    // Its own client: the server closes the connection of an oversized body.
     let big = vec![b'x'; 2 << 20];
-    let r = d.http.post(url("/v1/calls/x/offer")).body(big).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url("/v1/calls/x/offer"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let v: serde_json::Value = r.json().await.expect("413 is JSON");
     assert_eq!(v["error"]["code"], "too_large", "{v}");
@@ -402,4 +408,27 @@ async fn limits_refuse_clearly_and_are_counted() {
     assert_eq!(metric(&m, "chorus_limit_refusals_total{limit=\"calls\"}"), 1.0);
     assert_eq!(metric(&m, "chorus_limit_refusals_total{limit=\"sdp_media\"}"), 1.0);
     assert!(metric(&m, "chorus_limit_refusals_total{limit=\"requests_per_second\"}") >= 20.0);
+}
+
+/// A port of the range that another process holds is skipped while it is
+/// held, and is back in the pool afterwards: it is not lost for good.
+#[tokio::test]
+async fn a_port_held_elsewhere_is_skipped_and_not_lost() {
+    let d = Daemon::start(76, &[]).await;
+    let squatters: Vec<std::net::UdpSocket> = (0..4)
+        .map(|i| std::net::UdpSocket::bind(("127.0.0.1", d.port_min + i)).unwrap())
+        .collect();
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("skip", &a, &b).await;
+    for port in [to_a.port(), to_b.port()] {
+        assert!(port >= d.port_min + 4, "chorus skipped the held ports, took {port}");
+    }
+    drop(squatters);
+    let (s, _) = d.delete("/v1/calls/skip").await;
+    assert_eq!(s, 200);
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(&m, "chorus_ports_free{interface=\"default\"}"),
+        f64::from(PORTS_PER_SLOT)
+    );
 }

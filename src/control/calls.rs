@@ -20,6 +20,18 @@ pub(super) struct Alloc<'a> {
     state: &'a State,
     pub(super) fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
     pub(super) released: Vec<(usize, LocalPorts)>,
+    /// Ports in the range that another process holds: kept out of the pool
+    /// while this command runs (so it does not pick them again), and put
+    /// back when it ends, so they are not lost for good.
+    unbindable: Vec<(usize, LocalPorts)>,
+}
+
+impl Drop for Alloc<'_> {
+    fn drop(&mut self) {
+        for (iface, p) in self.unbindable.drain(..) {
+            free_ports(self.state, iface, p);
+        }
+    }
 }
 
 /// Bind attempts before giving up on a range whose ports others hold.
@@ -54,8 +66,9 @@ impl PortSource for Alloc<'_> {
                     return Ok(ports);
                 }
                 Err(e) => {
-                    // Someone else holds it; leave it marked used and try another.
+                    // Someone else holds it; keep it aside and try another.
                     tracing::warn!(port, error = %e, "media port in range is not bindable");
+                    self.unbindable.push((iface, ports));
                 }
             }
         }
@@ -73,12 +86,13 @@ impl Alloc<'_> {
             state,
             fresh: Vec::new(),
             released: Vec::new(),
+            unbindable: Vec::new(),
         }
     }
 
     /// The command failed: return what it took (its sockets close on drop).
-    pub(super) fn rollback(self) {
-        for (iface, p, _) in self.fresh {
+    pub(super) fn rollback(mut self) {
+        for (iface, p, _) in self.fresh.drain(..) {
             free_ports(self.state, iface, p);
         }
     }

@@ -327,6 +327,9 @@ impl Runner {
         }
     }
 
+    /// Brings a call to `streams`. All or nothing for the sockets it opens:
+    /// on an error, those are closed again (and a call it created removed),
+    /// so the control plane may return their ports to the pool.
     fn update(
         &mut self,
         key: CallKey,
@@ -340,6 +343,7 @@ impl Runner {
             let local = s.local_addr().map_err(|e| e.to_string())?;
             fresh.insert(local, UdpSocket::from_std(s));
         }
+        let created = !self.by_key.contains_key(&key);
         let ci = *self.by_key.entry(key).or_insert_with(|| {
             self.calls.insert(WCall {
                 key,
@@ -349,6 +353,30 @@ impl Runner {
             })
         });
         self.calls[ci].last_activity = now;
+        let mut opened = Vec::new();
+        let result = self.apply_streams(ci, streams, &mut fresh, &mut opened);
+        if result.is_err() {
+            for (si, side, which, slot) in opened {
+                self.close_socket(slot);
+                self.calls[ci].streams[si].sock[side][which] = None;
+            }
+            if created {
+                self.by_key.remove(&key);
+                self.calls.remove(ci);
+            }
+        }
+        result
+    }
+
+    /// The body of [`update`](Self::update); `opened` collects the sockets
+    /// it opened as (stream, side, RTP or RTCP, slot).
+    fn apply_streams(
+        &mut self,
+        ci: usize,
+        streams: Vec<StreamSpec>,
+        fresh: &mut HashMap<SocketAddr, UdpSocket>,
+        opened: &mut Vec<(usize, usize, usize, usize)>,
+    ) -> Result<(), String> {
         for (si, spec) in streams.into_iter().enumerate() {
             if si == self.calls[ci].streams.len() {
                 self.calls[ci].streams.push(WStream::new(spec.kind));
@@ -378,6 +406,7 @@ impl Runner {
                         };
                         let slot = self.open_socket(socket, addr, owner, which == 1)?;
                         self.calls[ci].streams[si].sock[side][which] = Some(slot);
+                        opened.push((si, side, which, slot));
                     }
                 }
                 let relay_side = &mut self.calls[ci].streams[si].relay.sides[side];
@@ -450,7 +479,10 @@ impl Runner {
             .collect();
         // A call whose every side moved away has nothing left to relay: it
         // ends here, so no media timeout is reported for a live conversation.
-        let emptied = self.calls[ci].streams.iter().all(|ws| ws.sock.iter().flatten().all(Option::is_none));
+        let emptied = self.calls[ci]
+            .streams
+            .iter()
+            .all(|ws| ws.sock.iter().flatten().all(Option::is_none));
         if emptied {
             self.by_key.remove(&key);
             self.calls.remove(ci);
