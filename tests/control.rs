@@ -273,6 +273,9 @@ async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
     let mut d = Daemon::start(25, &["--drain-timeout", "20"]).await;
     let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (to_a, _) = d.call("ongoing", &a, &b).await;
+    // An empty conference does not hold the drain up.
+    let (s, _) = d.post("/v1/conferences", json!({"id": "empty"})).await;
+    assert_eq!(s, 200);
     let pid = d.pid().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -291,7 +294,7 @@ async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
     assert_eq!(recv_n(&b.rtp, 1).len(), 1, "the ongoing call still flows");
     let (s, _) = d.delete("/v1/calls/ongoing").await;
     assert_eq!(s, 200);
-    // With no calls left, chorus exits well before the drain timeout.
+    // With no calls and no participants left, chorus exits well before the drain timeout.
     let status = d
         .wait_exit(Duration::from_secs(5))
         .expect("chorus exits after the last call");

@@ -444,10 +444,12 @@ pub async fn pump_worker_events(state: Arc<State>, mut events: crate::worker::Ev
     }
 }
 
-/// Stops taking new calls and conferences; returns once all ended or `deadline` passed.
+/// Stops taking new calls and conferences; returns once all calls and all
+/// conferences with participants ended, or `deadline` passed. An empty
+/// conference holds no media and does not keep the process up.
 pub async fn drain(state: &State, deadline: Instant) {
     state.draining.store(true, SeqCst);
-    while state.call_count() + lock(&state.conferences).len() > 0 && Instant::now() < deadline {
+    while (state.call_count() > 0 || super::conferences::busy(state)) && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -553,3 +553,11 @@ fn by_key(state: &State, key: CallKey) -> Option<ConfHandle> {
         .find(|(k, _)| *k == key)
         .map(|(_, h)| h.clone())
 }
+
+/// Whether any conference has participants (one being changed right now counts).
+pub fn busy(state: &State) -> bool {
+    let handles: Vec<ConfHandle> = lock(&state.conferences).values().map(|(_, h)| h.clone()).collect();
+    handles
+        .iter()
+        .any(|h| h.try_lock().map_or(true, |e| !e.participants.is_empty()))
+}
