@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +121,47 @@ impl Drop for Killed {
     }
 }
 
+/// Kamailio in a process group of its own: its main process forks workers,
+/// and a SIGKILL to the main process alone would leave them running with
+/// their sockets. Stopped with SIGTERM to the group (Kamailio's own clean
+/// shutdown), then SIGKILL to whatever is left after 3 s.
+struct Group(std::process::Child);
+impl Group {
+    fn signal(&self, sig: &str) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args([sig, "--", &group])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Whether any process of the group is still alive.
+    fn any_alive(&self) -> bool {
+        Command::new("pgrep")
+            .args(["-g", &self.0.id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn stop(&mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let _ = self.0.try_wait();
+        while self.any_alive() && Instant::now() < deadline {
+            let _ = self.0.try_wait();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal("-KILL");
+        let _ = self.0.wait();
+    }
+}
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kamailio_and_sipp_place_calls_through_chorus() {
     require("kamailio");
@@ -157,8 +199,9 @@ async fn kamailio_and_sipp_place_calls_through_chorus() {
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     let klog_path = dir.join("kamailio.log");
-    let kamailio = Killed(
+    let mut kamailio = Group(
         Command::new("kamailio")
+            .process_group(0)
             .args([
                 "-f",
                 cfg_path.to_str().unwrap(),
@@ -235,7 +278,8 @@ async fn kamailio_and_sipp_place_calls_through_chorus() {
     stop.store(true, Ordering::Relaxed);
     let counts = echo.join().unwrap();
     drop(uas);
-    drop(kamailio);
+    kamailio.stop();
+    assert!(!kamailio.any_alive(), "every Kamailio process ended");
     let klog = std::fs::read_to_string(&klog_path).unwrap_or_default();
     assert!(
         uac.success(),
