@@ -44,3 +44,24 @@ fn every_corpus_input_runs_clean() {
 fn every_past_crash_stays_fixed() {
     assert!(replay("crashes") >= 1);
 }
+
+/// A tool, not part of the default run: `CHORUS_FUZZ_REPLAY=<target>:<dir>
+/// cargo test --test fuzz_corpus -- --ignored` replays a fuzzer's findings
+/// (e.g. `target/fuzz/rtcp/default/crashes`) and lists those that fail.
+#[test]
+#[ignore = "replays a findings folder named by CHORUS_FUZZ_REPLAY"]
+fn replay_a_findings_folder() {
+    let spec = std::env::var("CHORUS_FUZZ_REPLAY").expect("CHORUS_FUZZ_REPLAY=<target>:<dir>");
+    let (target, dir) = spec.split_once(':').expect("<target>:<dir>");
+    let mut failed = Vec::new();
+    for input in std::fs::read_dir(dir).unwrap() {
+        let path = input.unwrap().path();
+        if path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("id:")) {
+            let data = std::fs::read(&path).unwrap();
+            if std::panic::catch_unwind(|| run(target, &data)).is_err() {
+                failed.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{} inputs fail: {failed:#?}", failed.len());
+}
