@@ -445,4 +445,58 @@ mod tests {
             Err(DropReason::NoDestination)
         );
     }
+
+    /// RTCP latches its own port: afterwards RTCP from any other source,
+    /// even the peer's IP on another port, is dropped and never forwarded.
+    #[test]
+    fn rtcp_from_a_foreign_source_is_dropped_after_the_rtcp_port_latched() {
+        let now = Instant::now();
+        let mut s = stream();
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 42];
+        let a_rtcp: SocketAddr = "10.0.0.1:4001".parse().unwrap();
+        assert!(s.handle_packet(now, 0, a_rtcp, &rr, true).is_ok());
+        for foreign in ["10.0.0.1:4999", "10.9.9.9:4001"] {
+            let from: SocketAddr = foreign.parse().unwrap();
+            assert_eq!(
+                s.handle_packet(now, 0, from, &rr, true),
+                Err(DropReason::ForeignSource),
+                "{foreign}"
+            );
+        }
+        assert!(s.handle_packet(now, 0, a_rtcp, &rr, true).is_ok());
+        // Multiplexed RTCP is held to the latched RTP address the same way.
+        let a_rtp: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        s.handle_packet(now, 0, a_rtp, &rtp(1), false).unwrap();
+        let other: SocketAddr = "10.0.0.1:4002".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(now, 0, other, &rr, false),
+            Err(DropReason::ForeignSource)
+        );
+    }
+
+    /// The first RTCP packet must come from an allowed IP (the SDP's, the
+    /// signalling source's, or the latched RTP IP); a stranger's RTCP does
+    /// not latch the RTCP port and is not forwarded.
+    #[test]
+    fn the_first_rtcp_packet_must_come_from_an_allowed_ip() {
+        let now = Instant::now();
+        let mut s = stream();
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 42];
+        let stranger: SocketAddr = "10.9.9.9:4001".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(now, 0, stranger, &rr, true),
+            Err(DropReason::UnknownSource)
+        );
+        // The stranger did not latch it: the real peer still can.
+        let a_rtcp: SocketAddr = "10.0.0.1:4001".parse().unwrap();
+        assert!(s.handle_packet(now, 0, a_rtcp, &rr, true).is_ok());
+        // An IP that is neither the SDP's nor signalling's, but where RTP latched.
+        let mut s = stream();
+        s.sides[0].peer.any_source = true;
+        let nat: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+        s.handle_packet(now, 0, nat, &rtp(1), false).unwrap();
+        s.sides[0].peer.any_source = false;
+        let nat_rtcp: SocketAddr = "198.51.100.9:7001".parse().unwrap();
+        assert!(s.handle_packet(now, 0, nat_rtcp, &rr, true).is_ok());
+    }
 }

@@ -74,9 +74,17 @@ struct Args {
     /// (e.g. http://127.0.0.1:8088) instead of chorus.
     #[arg(long)]
     janus: Option<String>,
+    /// Hostile mode: spray junk and crafted RTP/RTCP at ports MIN-MAX for
+    /// `--seconds` (see spray.rs).
+    #[arg(long)]
+    spray: Option<String>,
+    /// Hostile mode: datagrams per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
 }
 
 mod conference;
+mod spray;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -89,6 +97,13 @@ const LAT_BUCKETS_US: usize = 200_000;
 
 fn main() {
     let args = Args::parse();
+    if let Some(range) = &args.spray {
+        let (min, max) = range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .expect("--spray MIN-MAX");
+        return spray::run(min, max, args.rate, args.seconds);
+    }
     if let Some(n) = args.setups {
         return setup_rate(&args, n);
     }
