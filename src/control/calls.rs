@@ -391,7 +391,7 @@ fn call_json(snap: &CallSnapshot) -> Value {
 /// Handles what workers report: today, calls they ended for lack of media.
 pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
-        WorkerEvent::Conference { key, events } => super::conferences::on_events(&state, key, events).await,
+        WorkerEvent::Conference { key, events } => super::conference_commands::on_events(&state, key, events).await,
         WorkerEvent::TickDurations(d) => d.into_iter().for_each(|s| state.metrics.mixer_tick_seconds.observe(s)),
         WorkerEvent::RtcpSamples { rtt, loss } => {
             rtt.into_iter()
@@ -409,7 +409,7 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
             ended_by_worker(&state, key, &call_id, report, "internal_error").await;
         }
         WorkerEvent::ConferenceFailed { key, reason } => {
-            super::conferences::on_failed(&state, key, &reason).await;
+            super::conference_commands::on_failed(&state, key, &reason).await;
         }
     }
 }
@@ -449,7 +449,7 @@ pub async fn pump_worker_events(state: Arc<State>, mut events: crate::worker::Ev
 /// conference holds no media and does not keep the process up.
 pub async fn drain(state: &State, deadline: Instant) {
     state.draining.store(true, SeqCst);
-    while (state.call_count() > 0 || super::conferences::busy(state)) && Instant::now() < deadline {
+    while (state.call_count() > 0 || super::conference_commands::busy(state)) && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

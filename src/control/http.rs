@@ -379,13 +379,19 @@ async fn conf_create(AxState(state): AxState<Shared>, bytes: Bytes) -> Response 
         } else {
             body(&bytes)?
         };
-        super::conferences::create(&state, opts).await
+        super::conference_commands::create(&state, opts).await
     })
     .await
 }
 
 async fn conf_query(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
-    instrumented(&state, "conference_query", &id, super::conferences::query(&state, &id)).await
+    instrumented(
+        &state,
+        "conference_query",
+        &id,
+        super::conference_commands::query(&state, &id),
+    )
+    .await
 }
 
 async fn conf_delete(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
@@ -393,7 +399,7 @@ async fn conf_delete(AxState(state): AxState<Shared>, Path(id): Path<String>) ->
         &state,
         "conference_delete",
         &id,
-        super::conferences::delete(&state, &id),
+        super::conference_commands::delete(&state, &id),
     )
     .await
 }
@@ -406,15 +412,15 @@ struct JoinBody {
     call_id: Option<String>,
     from_tag: Option<String>,
     #[serde(default)]
-    options: super::conferences::JoinOptions,
+    options: super::conference_commands::JoinOptions,
 }
 
 async fn conf_join(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "conference_join", &id, async {
         let b: JoinBody = body(&bytes)?;
         match (b.sdp, b.call_id, b.from_tag) {
-            (Some(sdp), None, None) => super::conferences::join(&state, &id, &sdp, b.options).await,
-            (None, Some(call), Some(tag)) => super::conferences::join_call_leg(&state, &id, &call, &tag).await,
+            (Some(sdp), None, None) => super::conference_commands::join(&state, &id, &sdp, b.options).await,
+            (None, Some(call), Some(tag)) => super::conference_commands::join_call_leg(&state, &id, &call, &tag).await,
             _ => Err(Error::BadRequest(
                 "give either `sdp`, or `call_id` and `from_tag`".into(),
             )),
@@ -439,7 +445,7 @@ async fn conf_control(AxState(state): AxState<Shared>, Path((id, pid)): Path<(St
             deaf: b.deaf,
             gain: b.gain,
         };
-        super::conferences::control(&state, &id, pid, c).await
+        super::conference_commands::control(&state, &id, pid, c).await
     })
     .await
 }
@@ -449,7 +455,7 @@ async fn conf_leave(AxState(state): AxState<Shared>, Path((id, pid)): Path<(Stri
         &state,
         "conference_leave",
         &id,
-        super::conferences::leave(&state, &id, pid),
+        super::conference_commands::leave(&state, &id, pid),
     )
     .await
 }
@@ -458,7 +464,7 @@ async fn conf_leave(AxState(state): AxState<Shared>, Path((id, pid)): Path<(Stri
 async fn conf_events(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let rx = match super::conferences::subscribe(&state, &id).await {
+    let rx = match super::conference_commands::subscribe(&state, &id).await {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),
     };
@@ -485,7 +491,7 @@ async fn conf_list(AxState(state): AxState<Shared>, q: Result<Query<ListParams>,
         if p.limit == 0 || p.limit > 1000 {
             return Err(Error::BadRequest("limit must be 1..=1000".into()));
         }
-        Ok(super::conferences::list(&state, p.offset, p.limit))
+        Ok(super::conference_commands::list(&state, p.offset, p.limit))
     })
     .await
 }

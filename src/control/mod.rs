@@ -3,7 +3,7 @@
 
 pub mod callbacks;
 pub mod calls;
-pub mod conferences;
+pub mod conference_commands;
 pub mod ended;
 pub mod http;
 pub mod limits;
@@ -69,7 +69,7 @@ pub struct State {
     /// Replies by cookie, for ng retransmissions.
     pub ng_cookies: Mutex<ng::CookieCache>,
     /// conference id -> (key, entry).
-    pub conferences: Mutex<HashMap<String, (CallKey, conferences::ConfHandle)>>,
+    pub conferences: Mutex<HashMap<String, (CallKey, conference_commands::ConfHandle)>>,
     /// Calls and conferences that ended recently, for precise 404s.
     pub ended: Mutex<ended::Ended>,
     pub callbacks: callbacks::Callbacks,

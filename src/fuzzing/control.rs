@@ -3,7 +3,7 @@
 
 use super::Input;
 use crate::config::Config;
-use crate::control::{calls, conferences, http, ng, State};
+use crate::control::{calls, conference_commands as conferences, http, ng, State};
 use crate::error::Error;
 use crate::sdp::Sdp;
 use crate::session::{LocalPorts, MuxOption, Options, PortSource, Session};

@@ -70,7 +70,7 @@ pub(super) struct Runner {
     /// Sockets that still had data when their budget ran out.
     queued: VecDeque<usize>,
     buf: Box<[u8]>,
-    conferences: Slab<conferences::WConference>,
+    conferences: Slab<conference_host::WConference>,
     conf_by_key: HashMap<CallKey, usize>,
     /// When the conferences' next 20 ms tick is due (none without conferences).
     next_tick: Option<Instant>,
@@ -82,7 +82,7 @@ pub(super) struct Runner {
     armed_panics: std::collections::HashSet<CallKey>,
 }
 
-mod conferences;
+mod conference_host;
 mod isolation;
 
 use isolation::guarded;

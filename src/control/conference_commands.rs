@@ -1,6 +1,6 @@
 //! Conference commands: create, join with an SDP offer, control, leave,
 //! query, delete. The mixing itself runs on the worker that owns the
-//! conference (`worker::runner::conferences`, `media::conference`).
+//! conference (`worker::runner::conference_host`, `media::conference`).
 
 use super::calls::{free_ports, Alloc};
 use super::{lock, State};

@@ -1,0 +1,241 @@
+//! The 20 ms tick: each participant's frame, speaker selection, the mixes,
+//! one encode per (mix, codec), packetization per participant; and the RTCP
+//! reports due.
+
+use super::*;
+
+impl Conference {
+    /// Sends due RTCP reports: an SR about what chorus sends each participant,
+    /// with a reception block about what it receives, and an SDES CNAME.
+    fn send_reports(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
+        let mut buf = Vec::with_capacity(128);
+        for p in &mut self.participants {
+            let due = *p.next_rtcp.get_or_insert(now + RTCP_INTERVAL / 2);
+            if now < due {
+                continue;
+            }
+            // 0.5..1.5 of the interval, varied per participant and report (RFC 3550 6.3.1).
+            let spread = (p.ssrc ^ p.rtcp_sent.wrapping_mul(2654435761)) % 1000;
+            p.next_rtcp = Some(now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * spread / 1000);
+            p.rtcp_sent += 1;
+            let blocks: Vec<ReportBlock> = p
+                .rx
+                .reception()
+                .map(|r| {
+                    let (lsr, dlsr) = match p.last_sr {
+                        Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+                        None => (0, 0),
+                    };
+                    ReportBlock {
+                        ssrc: r.ssrc,
+                        fraction_lost: r.fraction_lost,
+                        cumulative_lost: r.cumulative_lost,
+                        highest_seq: r.extended_max_seq,
+                        jitter: r.jitter,
+                        lsr,
+                        dlsr,
+                    }
+                })
+                .into_iter()
+                .collect();
+            let info = SenderInfo {
+                ntp: ntp_now,
+                rtp_ts: p.ts,
+                packets: p.sent as u32,
+                octets: p.sent_octets as u32,
+            };
+            buf.clear();
+            rtcp::write_report(&mut buf, p.ssrc, Some(info), &blocks, CNAME);
+            send(p.id, true, &buf);
+        }
+    }
+
+    /// One 20 ms tick: decode, select speakers, mix, encode once per mix and
+    /// codec, and hand each participant's packet to `send` (`true`: RTCP).
+    pub fn tick(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
+        self.tick_no += 1;
+        let frame_len = self.frame_len();
+        // Who was mixed last tick decides who is decoded this tick.
+        self.active.clear();
+        self.active.extend(self.speakers.active());
+        self.levels.clear();
+        for p in &mut self.participants {
+            let mixed = self.active.contains(&p.id);
+            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, mixed) {
+                _ if p.muted => SILENCE_DBOV,
+                Heard::Decoded => dbov(&p.frame),
+                Heard::Level(l) => -(l as f32),
+                Heard::Nothing => SILENCE_DBOV,
+            };
+            self.levels.push((p.id, level));
+        }
+        self.speaker_events.clear();
+        self.speakers.update(&self.levels, &mut self.speaker_events);
+        for e in &self.speaker_events {
+            self.events.push(match *e {
+                SpeakerEvent::Started(id) => ConfEvent::StartedSpeaking { participant: id },
+                SpeakerEvent::Stopped(id) => ConfEvent::StoppedSpeaking { participant: id },
+            });
+        }
+        self.active.clear();
+        self.active.extend(self.speakers.active());
+        let active = &self.active;
+        let speakers: Vec<(ParticipantId, &[f32], f32)> = self
+            .participants
+            .iter()
+            .filter(|p| !p.muted && active.contains(&p.id))
+            .map(|p| (p.id, p.frame.as_slice(), p.gain))
+            .collect();
+        let mixes = self.mixer.mix(&speakers, frame_len);
+        let mut encodes = 0;
+        let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
+        for p in &mut self.participants {
+            let mix = if active.contains(&p.id) {
+                MixId::Minus(p.id)
+            } else {
+                MixId::Shared
+            };
+            let (kind, ptime) = (p.spec.kind, p.spec.ptime_ms);
+            let idx = match self
+                .encoders
+                .iter()
+                .position(|e| e.mix == mix && e.kind == kind && e.ptime_ms == ptime)
+            {
+                Some(i) => i,
+                None => {
+                    let (Ok(encoder), Ok(down)) = (
+                        Encoder::new(&p.spec),
+                        Resampler::new(self.mix_rate, p.spec.rate, frame_len),
+                    ) else {
+                        continue;
+                    };
+                    self.encoders.push(SharedEncoder {
+                        mix,
+                        kind,
+                        ptime_ms: ptime,
+                        encoder,
+                        down,
+                        pcm: Vec::new(),
+                        payloads: Vec::new(),
+                        lens: Vec::new(),
+                        encoded_at: 0,
+                    });
+                    self.encoders.len() - 1
+                }
+            };
+            let enc = &mut self.encoders[idx];
+            if enc.encoded_at != self.tick_no {
+                enc.encoded_at = self.tick_no;
+                enc.payloads.clear();
+                enc.lens.clear();
+                let chunk = enc.down.process(mixes.get(mix));
+                enc.pcm.extend_from_slice(chunk);
+                let n = p.spec.frame_samples();
+                while enc.pcm.len() >= n {
+                    let mut buf = [0u8; MAX_PAYLOAD];
+                    let len = enc.encoder.encode(&enc.pcm[..n], &mut buf);
+                    enc.payloads.extend_from_slice(&buf[..len]);
+                    enc.lens.push(len);
+                    enc.pcm.drain(..n);
+                    encodes += 1;
+                }
+            }
+            let mut at = 0;
+            for &len in &enc.lens {
+                // Sequence and timestamp run on through silence and deafness.
+                let (seq, ts) = (p.seq, p.ts);
+                p.seq = p.seq.wrapping_add(1);
+                p.ts = p.ts.wrapping_add(p.spec.frame_ts());
+                let payload = &enc.payloads[at..at + len];
+                at += len;
+                if p.deaf || len == 0 {
+                    continue;
+                }
+                write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
+                packet[RTP_HEADER_LEN..RTP_HEADER_LEN + len].copy_from_slice(payload);
+                send(p.id, false, &packet[..RTP_HEADER_LEN + len]);
+                p.sent += 1;
+                p.sent_octets += len as u64;
+            }
+        }
+        // Encoders nobody used this tick (a speaker went quiet) are dropped.
+        let tick = self.tick_no;
+        self.encoders.retain(|e| e.encoded_at == tick);
+        self.last_encodes = encodes;
+        self.send_reports(now, ntp_now, send);
+    }
+}
+
+/// What a participant's frame holds this tick.
+enum Heard {
+    /// Decoded audio: measure its level.
+    Decoded,
+    /// Not decoded; the packets' RFC 6464 level (-dBov) stands for it.
+    Level(u8),
+    /// Nothing (silence, DTX, start-up).
+    Nothing,
+}
+
+impl Participant {
+    /// Fills `frame` with this tick's audio at the mix rate, decoding as many
+    /// packets as its ptime needs (two of 10 ms, half of one of 40 ms...).
+    /// Returns false when there was nothing to hear (silence, DTX, start-up).
+    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, mixed: bool) -> Heard {
+        // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
+        let mut heard = self.fifo_audio;
+        let mut header_level: Option<u8> = None;
+        while self.fifo.len() < frame_len {
+            let n = self.spec.frame_samples();
+            let payload = match self.jitter.pop(now) {
+                // Known silence (RFC 6464): keep the time, decode nothing.
+                Pop::Packet(pk) if pk.payload.is_empty() => {
+                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    continue;
+                }
+                // Not mixed, and the header says how loud: that is all the
+                // speaker selection needs. Decode only those who are mixed.
+                Pop::Packet(pk) if !mixed && pk.level.is_some() => {
+                    let l = pk.level.unwrap_or(127);
+                    header_level = Some(header_level.map_or(l, |h: u8| h.min(l)));
+                    self.undecoded += 1;
+                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    continue;
+                }
+                Pop::Packet(pk) => Some(pk.payload),
+                Pop::Lost => {
+                    self.concealed += 1;
+                    *concealed_total += 1;
+                    // Opus in-band FEC: the next packet may carry this one.
+                    let recovered = match self.jitter.peek_next() {
+                        Some(next) => self.decoder.decode_fec(&next.payload, n, &mut self.decoded),
+                        None => false,
+                    };
+                    if recovered {
+                        let hi = self.up.process(&self.decoded);
+                        self.fifo.extend_from_slice(hi);
+                        heard = true;
+                        continue;
+                    }
+                    None
+                }
+                Pop::Empty => break,
+            };
+            self.decoder.decode(payload.as_deref(), n, &mut self.decoded);
+            let hi = self.up.process(&self.decoded);
+            self.fifo.extend_from_slice(hi);
+            heard = true;
+        }
+        let take = self.fifo.len().min(frame_len);
+        self.frame.clear();
+        self.frame.extend(self.fifo.drain(..take));
+        self.frame.resize(frame_len, 0.0);
+        self.fifo_audio = heard && !self.fifo.is_empty();
+        match (heard, header_level) {
+            (true, _) => Heard::Decoded,
+            (false, Some(l)) => Heard::Level(l),
+            (false, None) => Heard::Nothing,
+        }
+    }
+}
