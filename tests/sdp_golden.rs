@@ -77,7 +77,14 @@ fn rewritten_offers_match_their_golden_files() {
         assert_eq!(out, expected, "{name}: rewrite differs from its golden file");
 
         // Faithfulness, checked independently of the golden file.
-        let kept_in: Vec<&str> = input
+        // An input whose last line has no line ending gets one when chorus
+        // adds a line after it; nothing else about a kept line may change.
+        let terminated = if input.ends_with('\n') || !out.ends_with('\n') {
+            input.clone()
+        } else {
+            format!("{input}\r\n")
+        };
+        let kept_in: Vec<&str> = terminated
             .split_inclusive('\n')
             .filter(|l| !touched(l.trim_end(), opts.remove_ice))
             .collect();

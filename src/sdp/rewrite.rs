@@ -221,6 +221,11 @@ fn origin(line: &Line, version: Option<u64>, address: Option<(&str, IpAddr)>) ->
 }
 
 fn push(out: &mut String, text: &str, eol: &str) {
+    // Only the input's last line may lack a line ending; a line chorus adds
+    // after it (`a=rtcp-mux`) must not run on into it.
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push_str("\r\n");
+    }
     out.push_str(text);
     out.push_str(eol);
 }

@@ -41,14 +41,14 @@ fn packet(rng: &mut Rng, buf: &mut Vec<u8>) {
         }
         // RTCP: zero-length first packet, then another.
         2 => {
-            buf.truncate(4);
-            buf.copy_from_slice(&[0x81, 201, 0, 0]);
+            buf.clear();
+            buf.extend_from_slice(&[0x81, 201, 0, 0]);
             buf.extend_from_slice(&[0x80, 200 + rng.below(8) as u8, 0, 1, 1, 2, 3, 4]);
         }
         // RTCP: a report count the length cannot hold, or padding too long.
         3 => {
-            buf.truncate(8);
-            buf.copy_from_slice(&[0x80 | 0x1f, 201, 0, 1, 1, 2, 3, 4]);
+            buf.clear();
+            buf.extend_from_slice(&[0x80 | 0x1f, 201, 0, 1, 1, 2, 3, 4]);
             if rng.below(2) == 0 {
                 buf[0] = 0xa0;
                 buf[7] = 0xff;
