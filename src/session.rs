@@ -200,7 +200,8 @@ impl Session {
         let o = self.offering_leg(from_tag)?;
         let r = 1 - o;
         if sdp.media.len() < self.streams.len() {
-            return Err(Error::BadRequest(format!(
+            // Well-formed, but not against this call's state: a conflict.
+            return Err(Error::Conflict(format!(
                 "offer has {} m= lines but the call has {}; streams are disabled with port 0, never removed (RFC 3264 section 8.2)",
                 sdp.media.len(),
                 self.streams.len()
@@ -276,7 +277,7 @@ impl Session {
         let a = 1 - o;
         check_strip(sdp, opts)?;
         if sdp.media.len() != self.streams.len() {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Conflict(format!(
                 "answer has {} m= lines but the offer had {} (RFC 3264 section 6)",
                 sdp.media.len(),
                 self.streams.len()

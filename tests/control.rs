@@ -84,7 +84,7 @@ async fn every_error_has_its_status_code_and_message() {
             json!({"from_tag": "a", "to_tag": "b", "sdp": two}),
         )
         .await;
-    assert_error(s, &b, 400, "bad_request", "answer has 2 m= lines but the offer had 1");
+    assert_error(s, &b, 409, "conflict", "answer has 2 m= lines but the offer had 1");
     // A third party's offer on an existing call.
     let (s, b) = d
         .post("/v1/calls/y/offer", json!({"from_tag": "q", "sdp": a.sdp()}))

@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-const OPENAPI: &str = include_str!("openapi.json");
 /// Request bodies at most: an SDP offer with video and ICE is a few KB.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Request headers at most (all names and values): a bearer token and the
@@ -65,7 +64,12 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+            get(|AxState(state): AxState<Shared>| async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    super::openapi::document(&state),
+                )
+            }),
         )
         .fallback(|| async { Error::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -152,8 +156,32 @@ fn bad_query(e: QueryRejection) -> Error {
     Error::BadRequest(format!("invalid query string: {}", e.body_text()))
 }
 
+/// A JSON body. An explicit `null` is refused (leave the field out): the
+/// API document has no nullable fields, and the server says what it says.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+    if let Some(path) = null_member(&v, "") {
+        return Err(Error::BadRequest(format!(
+            "`{path}` is null; leave the field out instead"
+        )));
+    }
+    serde_json::from_value(v).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// The path of the first object member whose value is `null`, if any.
+fn null_member(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if x.is_null() {
+                Some(path)
+            } else {
+                null_member(x, &path)
+            }
+        }),
+        Value::Array(items) => items.iter().find_map(|x| null_member(x, at)),
+        _ => None,
+    }
 }
 
 /// Offer/answer options as the HTTP API spells them.
@@ -411,18 +439,21 @@ struct JoinBody {
     sdp: Option<String>,
     call_id: Option<String>,
     from_tag: Option<String>,
-    #[serde(default)]
-    options: super::conference_commands::JoinOptions,
+    options: Option<super::conference_commands::JoinOptions>,
 }
 
 async fn conf_join(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "conference_join", &id, async {
         let b: JoinBody = body(&bytes)?;
-        match (b.sdp, b.call_id, b.from_tag) {
-            (Some(sdp), None, None) => super::conference_commands::join(&state, &id, &sdp, b.options).await,
-            (None, Some(call), Some(tag)) => super::conference_commands::join_call_leg(&state, &id, &call, &tag).await,
+        match (b.sdp, b.call_id, b.from_tag, b.options) {
+            (Some(sdp), None, None, options) => {
+                super::conference_commands::join(&state, &id, &sdp, options.unwrap_or_default()).await
+            }
+            (None, Some(call), Some(tag), None) => {
+                super::conference_commands::join_call_leg(&state, &id, &call, &tag).await
+            }
             _ => Err(Error::BadRequest(
-                "give either `sdp`, or `call_id` and `from_tag`".into(),
+                "give either `sdp` (and `options`), or `call_id` and `from_tag`".into(),
             )),
         }
     })

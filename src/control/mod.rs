@@ -9,6 +9,7 @@ pub mod http;
 pub mod limits;
 pub mod ng;
 pub mod ng_cookie;
+pub mod openapi;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 

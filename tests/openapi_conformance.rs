@@ -1,0 +1,45 @@
+//! The served OpenAPI document describes exactly what the server accepts and
+//! answers: Schemathesis (PyPI; scripts/test installs it) generates requests
+//! from the document against a running chorus, and fails on a status the
+//! document does not list, a schema-valid request refused, a
+//! schema-violating one accepted, or a response that breaks its schema.
+//! SDP bodies come from tests/sdp (tests/schemathesis/chorus_hooks.py).
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_nothing_against_the_served_document() {
+    let found = Command::new("st")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "Schemathesis (`st`) is not installed: run scripts/test, which installs it"
+    );
+    let d = Daemon::start(77, &[]).await;
+    let hooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
+    let out = tokio::task::spawn_blocking({
+        let url = format!("{}/openapi.json", d.base);
+        move || {
+            Command::new("st")
+                .args(["run", &url, "--max-examples", "15", "--workers", "1", "--seed", "1"])
+                .env("PYTHONPATH", hooks)
+                .env("SCHEMATHESIS_HOOKS", "chorus_hooks")
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("st runs")
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("passed"), "{text}");
+}

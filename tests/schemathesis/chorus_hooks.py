@@ -1,0 +1,14 @@
+"""Schemathesis hooks for chorus's API (tests/openapi_conformance.rs).
+
+`format: sdp` strings are real SDP bodies: the offers from real devices in
+tests/sdp/. JSON Schema cannot say what a valid SDP is, so without this the
+fuzzer's "schema-valid" SDPs are random strings that chorus rightly refuses."""
+import pathlib
+
+import schemathesis
+from hypothesis import strategies as st
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "sdp"
+SDPS = sorted(p.read_text() for p in ROOT.glob("*/input.sdp"))
+
+schemathesis.openapi.format("sdp", st.sampled_from(SDPS))
