@@ -119,7 +119,8 @@ async fn every_error_has_its_status_code_and_message() {
             &m,
             "chorus_control_requests_total{endpoint=\"answer\",result=\"conflict\"}"
         ),
-        2.0
+        3.0,
+        "two answers without an offer, one whose m= lines differ from the offer's"
     );
 }
 
