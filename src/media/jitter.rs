@@ -441,6 +441,54 @@ mod tests {
         assert_eq!(jb.stats.restarts, 1);
     }
 
+    /// The window's edges (RFC 3550 A.1): exactly MAX_MISORDER behind or
+    /// MAX_DROPOUT ahead is still the same stream; one further, twice in a
+    /// row, is a restart.
+    #[test]
+    fn the_sequence_window_has_exact_edges() {
+        let t = Instant::now();
+        let ahead = |jump: u16| {
+            let mut jb = JitterBuffer::new(8000);
+            jb.push(t, 1000, 0, &[1]);
+            jb.push(t, 1000 + jump, 160, &[2]);
+            jb.push(t, 1001 + jump, 320, &[3]);
+            jb.stats.restarts
+        };
+        assert_eq!(ahead(MAX_DROPOUT as u16), 0);
+        assert_eq!(ahead(MAX_DROPOUT as u16 + 1), 1);
+        let behind = |gap: u16| {
+            let mut jb = JitterBuffer::new(8000);
+            for i in 0..150u16 {
+                jb.push(t, 1000 + i, u32::from(i) * 160, &[1]);
+                let _ = jb.pop(t + Duration::from_secs(10));
+            }
+            let next = 1150u16;
+            jb.push(t, next - gap, 0, &[2]);
+            jb.push(t, next - gap + 1, 160, &[3]);
+            (jb.stats.restarts, jb.stats.late)
+        };
+        assert_eq!(behind(MAX_MISORDER as u16), (0, 2), "late, not a restart");
+        assert_eq!(behind(MAX_MISORDER as u16 + 2).0, 1);
+    }
+
+    #[test]
+    fn length_and_the_next_packet_are_reported() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(8000);
+        assert!(jb.is_empty() && jb.peek_next().is_none());
+        for seq in [1u16, 3, 4] {
+            jb.push(t, seq, u32::from(seq) * 160, &[seq as u8]);
+        }
+        assert_eq!((jb.len(), jb.is_empty()), (3, false));
+        assert_eq!(jb.peek_next().map(|p| p.payload.clone()), Some(vec![1]));
+        let late = t + Duration::from_secs(1);
+        assert!(matches!(jb.pop(late), Pop::Packet(_)));
+        assert_eq!(jb.pop(late), Pop::Lost);
+        // After a loss, the next packet is there for Opus FEC to look at.
+        assert_eq!(jb.peek_next().map(|p| p.payload.clone()), Some(vec![3]));
+        assert_eq!(jb.len(), 2);
+    }
+
     #[test]
     fn oversized_payloads_are_not_kept() {
         let mut jb = JitterBuffer::new(8000);
