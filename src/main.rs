@@ -1,7 +1,7 @@
 //! `chorus serve`: configuration, workers, HTTP API, signals. Nothing else.
 
 use chorus::config::Config;
-use chorus::control::{calls, http, State};
+use chorus::control::{http, State};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -152,7 +152,10 @@ async fn serve(config: Config) -> std::io::Result<()> {
     let drain_timeout = Duration::from_secs(config.drain_timeout);
     let started = State::start(config)?;
     let state = started.state.clone();
-    tokio::spawn(calls::pump_worker_events(state.clone(), started.events));
+    tokio::spawn(chorus::control::lifecycle::pump_worker_events(
+        state.clone(),
+        started.events,
+    ));
     if let Some(queue) = started.callback_queue {
         tokio::spawn(chorus::control::callbacks::deliver(state.clone(), queue));
     }
@@ -174,7 +177,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         wait_for_signal().await;
         tracing::info!(calls = s.call_count(), "draining: new calls refused");
         tokio::select! {
-            _ = calls::drain(&s, Instant::now() + drain_timeout) => {}
+            _ = chorus::control::lifecycle::drain(&s, Instant::now() + drain_timeout) => {}
             _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
         }
     };

@@ -1,113 +1,21 @@
 //! The call commands: offer, answer, delete, query, list. The HTTP API (and
 //! the ng protocol) translate into these, so both behave the same.
 
+use super::alloc::{free_ports, Alloc};
 use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
-use crate::session::{Change, LocalPorts, Options, PortSource, Session};
-use crate::worker::{ports, CallReport, Command, SideSpec, StreamSpec, WorkerEvent};
+use crate::session::{Change, Options, Session};
+use crate::worker::{CallReport, Command, SideSpec, StreamSpec};
 use serde_json::{json, Value};
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 
-/// Binds ports for one command. New sockets go to the worker with the
-/// update; released ports return to the pool only after the worker has
-/// closed their sockets, so a port is never bound twice.
-pub(super) struct Alloc<'a> {
-    state: &'a State,
-    pub(super) fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
-    pub(super) released: Vec<(usize, LocalPorts)>,
-    /// Ports in the range that another process holds: kept out of the pool
-    /// while this command runs (so it does not pick them again), and put
-    /// back when it ends, so they are not lost for good.
-    unbindable: Vec<(usize, LocalPorts)>,
-}
-
-impl Drop for Alloc<'_> {
-    fn drop(&mut self) {
-        for (iface, p) in self.unbindable.drain(..) {
-            free_ports(self.state, iface, p);
-        }
-    }
-}
-
-/// Bind attempts before giving up on a range whose ports others hold.
-const BIND_ATTEMPTS: usize = 32;
-
-impl PortSource for Alloc<'_> {
-    fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
-        let ip = self.state.bind[iface];
-        let opts = &self.state.socket_options;
-        for _ in 0..BIND_ATTEMPTS {
-            let port = {
-                let mut pool = lock(&self.state.ports[iface]);
-                if pair {
-                    pool.take_pair()
-                } else {
-                    pool.take_single()
-                }
-            }
-            .ok_or_else(|| Error::PortsExhausted(self.state.interfaces[iface].name.clone()))?;
-            let ports = LocalPorts {
-                rtp: port,
-                rtcp: pair.then_some(port + 1),
-            };
-            let bound: Result<Vec<UdpSocket>, _> = [Some(port), ports.rtcp]
-                .into_iter()
-                .flatten()
-                .map(|p| ports::bind(ip, p, opts))
-                .collect();
-            match bound {
-                Ok(sockets) => {
-                    self.fresh.push((iface, ports, sockets));
-                    return Ok(ports);
-                }
-                Err(e) => {
-                    // Someone else holds it; keep it aside and try another.
-                    tracing::warn!(port, error = %e, "media port in range is not bindable");
-                    self.unbindable.push((iface, ports));
-                }
-            }
-        }
-        Err(Error::PortsExhausted(self.state.interfaces[iface].name.clone()))
-    }
-
-    fn release(&mut self, iface: usize, ports: LocalPorts) {
-        self.released.push((iface, ports));
-    }
-}
-
-impl Alloc<'_> {
-    pub(super) fn new(state: &State) -> Alloc<'_> {
-        Alloc {
-            state,
-            fresh: Vec::new(),
-            released: Vec::new(),
-            unbindable: Vec::new(),
-        }
-    }
-
-    /// The command failed: return what it took (its sockets close on drop).
-    pub(super) fn rollback(mut self) {
-        for (iface, p, _) in self.fresh.drain(..) {
-            free_ports(self.state, iface, p);
-        }
-    }
-}
-
-pub(super) fn free_ports(state: &State, iface: usize, p: LocalPorts) {
-    let mut pool = lock(&state.ports[iface]);
-    pool.put(p.rtp);
-    if let Some(r) = p.rtcp {
-        pool.put(r);
-    }
-}
-
 /// Finds a call's entry; for offers, creates it.
-fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<tokio::sync::Mutex<CallEntry>>, Error> {
+pub(super) fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<tokio::sync::Mutex<CallEntry>>, Error> {
     let mut calls = lock(&state.calls);
     if let Some((_, e)) = calls.get(call_id) {
         return Ok(e.clone());
@@ -386,70 +294,4 @@ fn call_json(snap: &CallSnapshot) -> Value {
         "answered": s.answered,
         "legs": legs,
     })
-}
-
-/// Handles what workers report: today, calls they ended for lack of media.
-pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
-    match ev {
-        WorkerEvent::Conference { key, events } => super::conference_commands::on_events(&state, key, events).await,
-        WorkerEvent::TickDurations(d) => d.into_iter().for_each(|s| state.metrics.mixer_tick_seconds.observe(s)),
-        WorkerEvent::RtcpSamples { rtt, loss } => {
-            rtt.into_iter()
-                .for_each(|s| state.metrics.conference_rtt_seconds.observe(s));
-            loss.into_iter()
-                .for_each(|f| state.metrics.conference_reported_loss.observe(f));
-        }
-        WorkerEvent::MediaTimeout { key, call_id, report } => {
-            state.metrics.calls_timed_out.inc();
-            ended_by_worker(&state, key, &call_id, report, "media_timeout").await;
-        }
-        WorkerEvent::CallFailed { key, call_id, reason } => {
-            tracing::error!(%call_id, panic = %reason, "call ended by an internal error");
-            let report = CallReport { streams: Vec::new() };
-            ended_by_worker(&state, key, &call_id, report, "internal_error").await;
-        }
-        WorkerEvent::ConferenceFailed { key, reason } => {
-            super::conference_commands::on_failed(&state, key, &reason).await;
-        }
-    }
-}
-
-/// A call the worker ended itself: free what the control plane holds and
-/// tell the proxy (`event` is the callback's event name and the reason).
-async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallReport, event: &'static str) {
-    let Ok(handle) = entry(state, call_id, false) else {
-        return;
-    };
-    let mut e = handle.lock().await;
-    if !e.alive || e.key != key {
-        return;
-    }
-    let summary = finish(state, &mut e, report, event).to_json();
-    drop(e);
-    let body = json!({ "event": event, "call_id": call_id, "call": summary });
-    state.callbacks.post(&state.metrics, body);
-}
-
-/// Handles worker events until the workers are gone: lifecycle events (at
-/// most one per call) each in a task of their own; telemetry in order, here.
-pub async fn pump_worker_events(state: Arc<State>, mut events: crate::worker::EventSource) {
-    loop {
-        tokio::select! {
-            Some(ev) = events.lifecycle.recv() => {
-                tokio::spawn(on_worker_event(state.clone(), ev));
-            }
-            Some(ev) = events.telemetry.recv() => on_worker_event(state.clone(), ev).await,
-            else => return,
-        }
-    }
-}
-
-/// Stops taking new calls and conferences; returns once all calls and all
-/// conferences with participants ended, or `deadline` passed. An empty
-/// conference holds no media and does not keep the process up.
-pub async fn drain(state: &State, deadline: Instant) {
-    state.draining.store(true, SeqCst);
-    while (state.call_count() > 0 || super::conference_commands::busy(state)) && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }

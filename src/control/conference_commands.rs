@@ -2,7 +2,7 @@
 //! query, delete. The mixing itself runs on the worker that owns the
 //! conference (`worker::runner::conference_host`, `media::conference`).
 
-use super::calls::{free_ports, Alloc};
+use super::alloc::{free_ports, Alloc};
 use super::{lock, State};
 use crate::error::Error;
 use crate::media::codec;

@@ -1,11 +1,13 @@
 //! The control plane: shared state, the call commands both front doors use,
 //! and the HTTP API.
 
+pub mod alloc;
 pub mod callbacks;
 pub mod calls;
 pub mod conference_commands;
 pub mod ended;
 pub mod http;
+pub mod lifecycle;
 pub mod limits;
 pub mod ng;
 pub mod ng_cookie;

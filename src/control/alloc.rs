@@ -1,0 +1,103 @@
+//! The port allocation of one command, as a transaction: ports are bound
+//! as the session asks for them, handed to the worker with the update, and
+//! either kept (released ones go back to the pool once the worker closed
+//! them) or, if the command fails, returned.
+
+use super::{lock, State};
+use crate::error::Error;
+use crate::session::{LocalPorts, PortSource};
+use crate::worker::ports;
+use std::net::UdpSocket;
+
+/// Binds ports for one command. New sockets go to the worker with the
+/// update; released ports return to the pool only after the worker has
+/// closed their sockets, so a port is never bound twice.
+pub struct Alloc<'a> {
+    state: &'a State,
+    pub fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
+    pub released: Vec<(usize, LocalPorts)>,
+    /// Ports in the range that another process holds: kept out of the pool
+    /// while this command runs (so it does not pick them again), and put
+    /// back when it ends, so they are not lost for good.
+    unbindable: Vec<(usize, LocalPorts)>,
+}
+
+impl Drop for Alloc<'_> {
+    fn drop(&mut self) {
+        for (iface, p) in self.unbindable.drain(..) {
+            free_ports(self.state, iface, p);
+        }
+    }
+}
+
+/// Bind attempts before giving up on a range whose ports others hold.
+const BIND_ATTEMPTS: usize = 32;
+
+impl PortSource for Alloc<'_> {
+    fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
+        let ip = self.state.bind[iface];
+        let opts = &self.state.socket_options;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = {
+                let mut pool = lock(&self.state.ports[iface]);
+                if pair {
+                    pool.take_pair()
+                } else {
+                    pool.take_single()
+                }
+            }
+            .ok_or_else(|| Error::PortsExhausted(self.state.interfaces[iface].name.clone()))?;
+            let ports = LocalPorts {
+                rtp: port,
+                rtcp: pair.then_some(port + 1),
+            };
+            let bound: Result<Vec<UdpSocket>, _> = [Some(port), ports.rtcp]
+                .into_iter()
+                .flatten()
+                .map(|p| ports::bind(ip, p, opts))
+                .collect();
+            match bound {
+                Ok(sockets) => {
+                    self.fresh.push((iface, ports, sockets));
+                    return Ok(ports);
+                }
+                Err(e) => {
+                    // Someone else holds it; keep it aside and try another.
+                    tracing::warn!(port, error = %e, "media port in range is not bindable");
+                    self.unbindable.push((iface, ports));
+                }
+            }
+        }
+        Err(Error::PortsExhausted(self.state.interfaces[iface].name.clone()))
+    }
+
+    fn release(&mut self, iface: usize, ports: LocalPorts) {
+        self.released.push((iface, ports));
+    }
+}
+
+impl Alloc<'_> {
+    pub fn new(state: &State) -> Alloc<'_> {
+        Alloc {
+            state,
+            fresh: Vec::new(),
+            released: Vec::new(),
+            unbindable: Vec::new(),
+        }
+    }
+
+    /// The command failed: return what it took (its sockets close on drop).
+    pub fn rollback(mut self) {
+        for (iface, p, _) in self.fresh.drain(..) {
+            free_ports(self.state, iface, p);
+        }
+    }
+}
+
+pub fn free_ports(state: &State, iface: usize, p: LocalPorts) {
+    let mut pool = lock(&state.ports[iface]);
+    pool.put(p.rtp);
+    if let Some(r) = p.rtcp {
+        pool.put(r);
+    }
+}
