@@ -208,3 +208,32 @@ async fn a_panic_in_the_worker_loop_ends_its_calls_and_the_worker_restarts() {
         "only the new call holds ports"
     );
 }
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_dead_worker_fails_health_checks_and_gets_no_calls() {
+    let d = Daemon::start(78, &["--workers", "2"]).await;
+    let (s, r) = d.post("/v1/test/kill/workers/0", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let mut dead = false;
+    for _ in 0..50 {
+        let (s, r) = d.get("/healthz").await;
+        if s == 503 {
+            assert_eq!(r["dead_workers"], json!([0]), "{r}");
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dead, "/healthz reports the dead worker");
+    let (s, r) = d.get("/readyz").await;
+    assert_eq!(s, 503, "{r}");
+    // Every new call lands on the live worker and relays.
+    for i in 0..4 {
+        let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+        let (to, _) = d.call(&format!("after-{i}"), &a, &b).await;
+        assert_eq!(relayed(&mut a, to, &b, 5), 5, "call {i} relays");
+    }
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_workers_dead"), 1.0);
+}

@@ -3,7 +3,8 @@
 //! and `.../conferences/{id}` make that call or conference panic on its next
 //! packet or tick, as a bug in its processing would, so that tests can show
 //! that the panic costs that call only. `.../workers/{n}` makes worker `n`'s
-//! loop itself panic, outside any call.
+//! loop itself panic, outside any call; `/v1/test/kill/workers/{n}` makes its
+//! thread die.
 
 use super::{lock, State};
 use crate::error::Error;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/v1/test/panic/calls/{id}", post(arm_call))
         .route("/v1/test/panic/conferences/{id}", post(arm_conference))
         .route("/v1/test/panic/workers/{n}", post(panic_worker))
+        .route("/v1/test/kill/workers/{n}", post(kill_worker))
 }
 
 async fn arm(state: &State, worker: usize, key: u64) -> Result<(), Error> {
@@ -64,7 +66,15 @@ async fn arm_at(state: &State, what: &str, id: String, at: Option<(usize, u64)>)
 }
 
 async fn panic_worker(AxState(state): AxState<Arc<State>>, Path(n): Path<usize>) -> Response {
-    match state.workers.get(n).map(|w| w.send(Command::PanicLoop)) {
+    to_worker(&state, n, Command::PanicLoop)
+}
+
+async fn kill_worker(AxState(state): AxState<Arc<State>>, Path(n): Path<usize>) -> Response {
+    to_worker(&state, n, Command::KillThread)
+}
+
+fn to_worker(state: &State, n: usize, cmd: Command) -> Response {
+    match state.workers.get(n).map(|w| w.send(cmd)) {
         Some(Ok(())) => Json(json!({ "panicked": n })).into_response(),
         Some(Err(e)) => Error::Internal(e).into_response(),
         None => Error::NotFound(format!("no worker {n}")).into_response(),

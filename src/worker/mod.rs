@@ -73,6 +73,9 @@ pub enum Command {
     /// Test-only: the worker loop itself panics, outside any call.
     #[cfg(feature = "test-hooks")]
     PanicLoop,
+    /// Test-only: the worker thread dies (its recovery panics too).
+    #[cfg(feature = "test-hooks")]
+    KillThread,
     Shutdown,
 }
 
@@ -95,7 +98,7 @@ impl Command {
                 | ConfCommand::Delete { key, .. } => *key,
             },
             #[cfg(feature = "test-hooks")]
-            Command::PanicLoop => return Some(0),
+            Command::PanicLoop | Command::KillThread => return Some(0),
             Command::Shutdown => return None,
         })
     }

@@ -80,6 +80,9 @@ pub(super) struct Runner {
     /// Test-only: calls and conferences that panic on their next packet or tick.
     #[cfg(feature = "test-hooks")]
     armed_panics: std::collections::HashSet<CallKey>,
+    /// Test-only: the recovery from the next loop panic panics too.
+    #[cfg(feature = "test-hooks")]
+    kill_thread: bool,
 }
 
 mod conference_host;
@@ -113,6 +116,8 @@ impl Runner {
             overload: Default::default(),
             #[cfg(feature = "test-hooks")]
             armed_panics: Default::default(),
+            #[cfg(feature = "test-hooks")]
+            kill_thread: false,
             buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
         }
     }
@@ -277,8 +282,13 @@ impl Runner {
     fn drain_commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
             #[cfg(feature = "test-hooks")]
-            if matches!(cmd, Command::PanicLoop) {
-                panic!("test hook: injected panic in the worker loop");
+            match cmd {
+                Command::PanicLoop => panic!("test hook: injected panic in the worker loop"),
+                Command::KillThread => {
+                    self.kill_thread = true;
+                    panic!("test hook: the worker thread dies");
+                }
+                _ => {}
             }
             let Some(key) = cmd.key() else { return false };
             if let Err(panic) = guarded(|| self.command(cmd)) {
@@ -322,7 +332,7 @@ impl Runner {
                 let _ = reply.send(self.arm_panic(key));
             }
             #[cfg(feature = "test-hooks")]
-            Command::PanicLoop => {}
+            Command::PanicLoop | Command::KillThread => {}
             Command::Shutdown => {}
         }
     }

@@ -99,6 +99,10 @@ impl Runner {
     /// be half-updated, so every call and conference on it ends and the
     /// worker starts over empty on the same command channel.
     pub(in crate::worker) fn abandon_all(&mut self, message: &str) {
+        #[cfg(feature = "test-hooks")]
+        if self.kill_thread {
+            panic!("test hook: the recovery panics too");
+        }
         let calls: Vec<usize> = self.calls.iter().map(|(i, _)| i).collect();
         for ci in calls {
             self.fail_call(ci, message);
