@@ -6,7 +6,7 @@ use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
 use crate::session::{Change, Options, Session};
-use crate::worker::{CallReport, Command, SideSpec, StreamSpec};
+use crate::worker::{CallReport, Command, SideSpec, StreamSpec, WorkerError};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -149,18 +149,14 @@ async fn push_to_worker(state: &State, e: &CallEntry, alloc: &mut Alloc<'_>, cha
         .collect();
     let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();
     let (reply, rx) = oneshot::channel();
-    state.workers[e.worker]
-        .send(Command::Update {
-            key: e.key,
-            call_id: e.call_id.clone(),
-            streams,
-            sockets,
-            reply,
-        })
-        .map_err(Error::Internal)?;
-    rx.await
-        .map_err(|_| Error::Internal("media worker dropped the command".into()))?
-        .map_err(Error::Internal)
+    state.workers[e.worker].send(Command::Update {
+        key: e.key,
+        call_id: e.call_id.clone(),
+        streams,
+        sockets,
+        reply,
+    })?;
+    rx.await.map_err(|_| WorkerError::Dropped)?.map_err(Error::from)
 }
 
 /// Deletes a call (the whole call: a relay needs both legs). With
@@ -177,9 +173,7 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
         }
     }
     let (reply, rx) = oneshot::channel();
-    state.workers[e.worker]
-        .send(Command::Remove { key: e.key, reply })
-        .map_err(Error::Internal)?;
+    state.workers[e.worker].send(Command::Remove { key: e.key, reply })?;
     let report = rx.await.ok().flatten().unwrap_or(CallReport { streams: Vec::new() });
     let summary = finish(state, &mut e, report, "deleted");
     Ok(summary)
@@ -207,9 +201,7 @@ pub async fn query(state: &State, call_id: &str) -> Result<CallSnapshot, Error> 
         return Err(state.not_found("call", call_id));
     }
     let (reply, rx) = oneshot::channel();
-    state.workers[e.worker]
-        .send(Command::Query { key: e.key, reply })
-        .map_err(Error::Internal)?;
+    state.workers[e.worker].send(Command::Query { key: e.key, reply })?;
     let report = rx.await.ok().flatten().unwrap_or(CallReport { streams: Vec::new() });
     Ok(CallSnapshot::of(&e, report))
 }

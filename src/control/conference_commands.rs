@@ -11,7 +11,7 @@ use crate::media::mixer::speakers::SpeakerConfig;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::Sdp;
 use crate::session::{LocalPorts, PortSource};
-use crate::worker::{CallKey, Command, ConfCommand, ConfReport};
+use crate::worker::{CallKey, Command, ConfCommand, ConfReport, WorkerError};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -74,11 +74,8 @@ async fn ask<T>(
     make: impl FnOnce(oneshot::Sender<T>) -> ConfCommand,
 ) -> Result<T, Error> {
     let (tx, rx) = oneshot::channel();
-    state.workers[worker]
-        .send(Command::Conference(make(tx)))
-        .map_err(Error::Internal)?;
-    rx.await
-        .map_err(|_| Error::Internal("media worker dropped the command".into()))
+    state.workers[worker].send(Command::Conference(make(tx)))?;
+    rx.await.map_err(|_| WorkerError::Dropped.into())
 }
 
 fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {
@@ -211,7 +208,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         reply,
     })
     .await
-    .and_then(|r| r.map_err(Error::Internal));
+    .and_then(|r| r.map_err(Error::from));
     if let Err(err) = joined {
         alloc.rollback();
         return Err(err);
@@ -282,7 +279,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
         reply,
     })
     .await?
-    .ok_or_else(|| Error::Internal("the call's worker no longer has the leg".into()))?;
+    .ok_or(WorkerError::NoLeg)?;
     // From here the ports belong to the conference.
     c.session.streams[si].sides[leg].local = None;
     if detached.call_emptied {
@@ -305,7 +302,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
         reply,
     })
     .await
-    .and_then(|r| r.map_err(Error::Internal));
+    .and_then(|r| r.map_err(Error::from));
     if let Err(err) = joined {
         free_ports(state, iface, ports);
         return Err(err);
@@ -357,9 +354,8 @@ async fn ask_worker<T>(
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Error> {
     let (tx, rx) = oneshot::channel();
-    state.workers[worker].send(make(tx)).map_err(Error::Internal)?;
-    rx.await
-        .map_err(|_| Error::Internal("media worker dropped the command".into()))
+    state.workers[worker].send(make(tx))?;
+    rx.await.map_err(|_| WorkerError::Dropped.into())
 }
 
 #[allow(clippy::too_many_arguments)]

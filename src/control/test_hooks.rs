@@ -27,9 +27,7 @@ pub fn routes() -> Router<Arc<State>> {
 
 async fn arm(state: &State, worker: usize, key: u64) -> Result<(), Error> {
     let (reply, rx) = oneshot::channel();
-    state.workers[worker]
-        .send(Command::ArmPanic { key, reply })
-        .map_err(Error::Internal)?;
+    state.workers[worker].send(Command::ArmPanic { key, reply })?;
     match rx.await {
         Ok(true) => Ok(()),
         _ => Err(Error::NotFound("the worker does not hold it".into())),
@@ -76,7 +74,7 @@ async fn kill_worker(AxState(state): AxState<Arc<State>>, Path(n): Path<usize>) 
 fn to_worker(state: &State, n: usize, cmd: Command) -> Response {
     match state.workers.get(n).map(|w| w.send(cmd)) {
         Some(Ok(())) => Json(json!({ "panicked": n })).into_response(),
-        Some(Err(e)) => Error::Internal(e).into_response(),
+        Some(Err(e)) => Error::from(e).into_response(),
         None => Error::NotFound(format!("no worker {n}")).into_response(),
     }
 }

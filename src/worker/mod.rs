@@ -15,6 +15,46 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// Why a worker could not carry out a command. Each is a bug or a
+/// resource problem on this host, never the caller's input: the control
+/// plane answers them as internal errors (HTTP 500, ng error).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker's thread has died or its channel closed.
+    #[error("media worker has stopped")]
+    Stopped,
+    /// The worker could not be woken to read the command.
+    #[error("cannot wake media worker: {0}")]
+    Wake(String),
+    /// The worker dropped the command without answering (it panicked on it).
+    #[error("media worker dropped the command")]
+    Dropped,
+    /// A socket the command names was not handed over with it.
+    #[error("no socket bound for {0}")]
+    NoSocket(SocketAddr),
+    /// epoll refused to watch a socket (out of memory or descriptors).
+    #[error("cannot watch socket {addr}: {error}")]
+    Watch { addr: SocketAddr, error: String },
+    /// A handed-over socket has no local address.
+    #[error("socket without a local address: {0}")]
+    LocalAddr(String),
+    /// The conference is not (or no longer) on this worker.
+    #[error("no such conference on this worker")]
+    NoConference,
+    /// The participant's codec could not be set up.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The call's leg is no longer on its worker.
+    #[error("the call's worker no longer has the leg")]
+    NoLeg,
+}
+
+impl From<WorkerError> for crate::error::Error {
+    fn from(e: WorkerError) -> Self {
+        crate::error::Error::Internal(e.to_string())
+    }
+}
+
 /// The worker-side identity of a call (control plane assigns it, never reused).
 pub type CallKey = u64;
 
@@ -43,7 +83,7 @@ pub enum Command {
         call_id: Arc<str>,
         streams: Vec<StreamSpec>,
         sockets: Vec<UdpSocket>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), WorkerError>>,
     },
     /// Close the call's sockets and return its final report.
     Remove {
@@ -134,7 +174,7 @@ pub enum ConfCommand {
         sockets: Vec<UdpSocket>,
         /// Where the participant already latched (moved from a call).
         latched: Option<SocketAddr>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), WorkerError>>,
     },
     Leave {
         key: CallKey,
@@ -289,9 +329,9 @@ impl WorkerHandle {
     }
 
     /// Queues a command and wakes the worker. Fails only if the worker died.
-    pub fn send(&self, cmd: Command) -> Result<(), String> {
-        self.tx.send(cmd).map_err(|_| "media worker has stopped".to_string())?;
-        self.waker.wake().map_err(|e| format!("cannot wake media worker: {e}"))
+    pub fn send(&self, cmd: Command) -> Result<(), WorkerError> {
+        self.tx.send(cmd).map_err(|_| WorkerError::Stopped)?;
+        self.waker.wake().map_err(|e| WorkerError::Wake(e.to_string()))
     }
 }
 

@@ -6,7 +6,8 @@
 //! others, so a flood on one port cannot starve other ports or commands.
 
 use super::{
-    clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerEvent,
+    clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerError,
+    WorkerEvent,
 };
 use crate::media::relay::{DropReason, RelayStream, Side, StreamKind};
 use crate::metrics::WorkerCounters;
@@ -346,11 +347,11 @@ impl Runner {
         call_id: Arc<str>,
         streams: Vec<StreamSpec>,
         sockets: Vec<std::net::UdpSocket>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WorkerError> {
         let now = clock::now();
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
         for s in sockets {
-            let local = s.local_addr().map_err(|e| e.to_string())?;
+            let local = s.local_addr().map_err(|e| WorkerError::LocalAddr(e.to_string()))?;
             fresh.insert(local, UdpSocket::from_std(s));
         }
         let created = !self.by_key.contains_key(&key);
@@ -386,7 +387,7 @@ impl Runner {
         streams: Vec<StreamSpec>,
         fresh: &mut HashMap<SocketAddr, UdpSocket>,
         opened: &mut Vec<(usize, usize, usize, usize)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WorkerError> {
         for (si, spec) in streams.into_iter().enumerate() {
             if si == self.calls[ci].streams.len() {
                 self.calls[ci].streams.push(WStream::new(spec.kind));
@@ -406,9 +407,7 @@ impl Runner {
                     }
                     self.calls[ci].streams[si].sock[side][which] = None;
                     if let Some(addr) = want {
-                        let socket = fresh
-                            .remove(&addr)
-                            .ok_or_else(|| format!("no socket bound for {addr}"))?;
+                        let socket = fresh.remove(&addr).ok_or(WorkerError::NoSocket(addr))?;
                         let owner = Owner::Call {
                             call: ci,
                             stream: si,
@@ -436,13 +435,16 @@ impl Runner {
         local: SocketAddr,
         owner: Owner,
         rtcp: bool,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, WorkerError> {
         let entry = self.sockets.vacant_entry();
         let slot = entry.key();
         self.poll
             .registry()
             .register(&mut socket, Token(slot), Interest::READABLE)
-            .map_err(|e| format!("cannot watch socket {local}: {e}"))?;
+            .map_err(|e| WorkerError::Watch {
+                addr: local,
+                error: e.to_string(),
+            })?;
         entry.insert(Sock {
             socket,
             local,

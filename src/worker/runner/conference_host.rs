@@ -6,7 +6,7 @@ use crate::media::conference::{Conference, TICK_MS};
 use crate::media::overload::Change;
 use crate::media::relay::{PacketKind, PeerSpec, Side};
 use crate::metrics::WorkerCounters;
-use crate::worker::{ConfCommand, ConfReport, WorkerEvent};
+use crate::worker::{ConfCommand, ConfReport, WorkerError, WorkerEvent};
 use mio::net::UdpSocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,18 +128,16 @@ impl Runner {
         rtcp: Option<SocketAddr>,
         sockets: Vec<std::net::UdpSocket>,
         latched: Option<SocketAddr>,
-    ) -> Result<(), String> {
-        let ci = *self.conf_by_key.get(&key).ok_or("no such conference on this worker")?;
+    ) -> Result<(), WorkerError> {
+        let ci = *self.conf_by_key.get(&key).ok_or(WorkerError::NoConference)?;
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
         for s in sockets {
-            let local = s.local_addr().map_err(|e| e.to_string())?;
+            let local = s.local_addr().map_err(|e| WorkerError::LocalAddr(e.to_string()))?;
             fresh.insert(local, UdpSocket::from_std(s));
         }
         let owner = Owner::Member { conf: ci, pid };
-        let mut open = |runner: &mut Runner, addr: SocketAddr, is_rtcp: bool| -> Result<usize, String> {
-            let s = fresh
-                .remove(&addr)
-                .ok_or_else(|| format!("no socket bound for {addr}"))?;
+        let mut open = |runner: &mut Runner, addr: SocketAddr, is_rtcp: bool| -> Result<usize, WorkerError> {
+            let s = fresh.remove(&addr).ok_or(WorkerError::NoSocket(addr))?;
             runner.open_socket(s, addr, owner, is_rtcp)
         };
         let rtp_slot = open(self, rtp, false)?;
@@ -149,7 +147,7 @@ impl Runner {
         };
         let ssrc = (key as u32).wrapping_mul(2654435761) ^ pid.wrapping_mul(40503);
         let conf = &mut self.conferences[ci];
-        conf.core.join(pid, spec, ssrc)?;
+        conf.core.join(pid, spec, ssrc).map_err(WorkerError::Codec)?;
         let mut side = Side::new(peer);
         side.set_latched(latched);
         conf.members.insert(
