@@ -499,4 +499,34 @@ mod tests {
         let nat_rtcp: SocketAddr = "198.51.100.9:7001".parse().unwrap();
         assert!(s.handle_packet(now, 0, nat_rtcp, &rr, true).is_ok());
     }
+
+    /// Metric labels are part of the interface (dashboards, alerts).
+    #[test]
+    fn drop_reasons_have_their_documented_labels() {
+        let labels: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "malformed",
+                "unknown_source",
+                "foreign_source",
+                "no_destination",
+                "send_failed"
+            ]
+        );
+    }
+
+    /// A leg moved into a conference keeps its latch: media goes back to
+    /// the learnt address, and only that address may send.
+    #[test]
+    fn a_latch_carried_over_is_kept() {
+        let now = Instant::now();
+        let nat: SocketAddr = "10.0.0.1:61000".parse().unwrap();
+        let mut side = Side::new(peer("10.0.0.1", 4000));
+        side.set_latched(Some(nat));
+        assert_eq!(side.rtp_destination(), Some(nat));
+        let other: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        assert_eq!(side.receive(now, other, &rtp(1), false), Err(DropReason::ForeignSource));
+        assert_eq!(side.receive(now, nat, &rtp(2), false), Ok(PacketKind::Rtp));
+    }
 }
