@@ -1,6 +1,7 @@
 //! The HTTP JSON API (see `openapi.json`, served at `/openapi.json`).
 
-use super::calls::{self, Sdpop};
+use super::calls;
+use super::command::{self, CallCommand, Outcome};
 use super::State;
 use crate::error::Error;
 use crate::session::{MuxOption, Options};
@@ -185,7 +186,7 @@ fn null_member(v: &Value, at: &str) -> Option<String> {
 }
 
 /// Offer/answer options as the HTTP API spells them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpOptions {
     received_from: Option<IpAddr>,
@@ -206,7 +207,7 @@ struct HttpOptions {
     label: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 enum IceOption {
     #[default]
@@ -259,25 +260,50 @@ struct AnswerBody {
     options: HttpOptions,
 }
 
-async fn offer(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
-    instrumented(&state, "offer", &call_id, async {
-        let b: OfferBody = body(&bytes)?;
-        let opts = b.options.resolve(&state)?;
-        let sdp = calls::negotiate(&state, &call_id, &b.from_tag, Sdpop::Offer, &b.sdp, &opts).await?;
-        Ok(json!({ "sdp": sdp }))
+/// Runs a call command (or reports why the request did not make one) and
+/// answers with its outcome in JSON.
+async fn call_command(
+    state: &State,
+    endpoint: &'static str,
+    call_id: &str,
+    cmd: Result<CallCommand<'_>, Error>,
+) -> Response {
+    instrumented(state, endpoint, call_id, async {
+        match command::execute(state, cmd?).await? {
+            Outcome::Sdp(sdp) => Ok(json!({ "sdp": sdp })),
+            Outcome::Call(c) => Ok(c.to_json()),
+        }
     })
     .await
 }
 
+async fn offer(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
+    let b = match body::<OfferBody>(&bytes) {
+        Ok(b) => b,
+        Err(e) => return call_command(&state, "offer", &call_id, Err(e)).await,
+    };
+    let cmd = b.options.clone().resolve(&state).map(|options| CallCommand::Offer {
+        call_id: &call_id,
+        from_tag: &b.from_tag,
+        sdp: &b.sdp,
+        options,
+    });
+    call_command(&state, "offer", &call_id, cmd).await
+}
+
 async fn answer(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
-    instrumented(&state, "answer", &call_id, async {
-        let b: AnswerBody = body(&bytes)?;
-        let opts = b.options.resolve(&state)?;
-        let op = Sdpop::Answer { to_tag: &b.to_tag };
-        let sdp = calls::negotiate(&state, &call_id, &b.from_tag, op, &b.sdp, &opts).await?;
-        Ok(json!({ "sdp": sdp }))
-    })
-    .await
+    let b = match body::<AnswerBody>(&bytes) {
+        Ok(b) => b,
+        Err(e) => return call_command(&state, "answer", &call_id, Err(e)).await,
+    };
+    let cmd = b.options.clone().resolve(&state).map(|options| CallCommand::Answer {
+        call_id: &call_id,
+        from_tag: &b.from_tag,
+        to_tag: &b.to_tag,
+        sdp: &b.sdp,
+        options,
+    });
+    call_command(&state, "answer", &call_id, cmd).await
 }
 
 #[derive(Deserialize, Default)]
@@ -291,35 +317,36 @@ async fn delete(
     Path(call_id): Path<String>,
     q: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Response {
-    instrumented(&state, "delete", &call_id, async {
-        let Query(p) = q.map_err(bad_query)?;
-        calls::delete(&state, &call_id, p.from_tag.as_deref())
-            .await
-            .map(|c| c.to_json())
-    })
-    .await
+    let p = match q {
+        Ok(Query(p)) => p,
+        Err(e) => return call_command(&state, "delete", &call_id, Err(bad_query(e))).await,
+    };
+    let cmd = CallCommand::Delete {
+        call_id: &call_id,
+        from_tag: p.from_tag.as_deref(),
+    };
+    call_command(&state, "delete", &call_id, Ok(cmd)).await
 }
 
 /// POST alias of DELETE, for HTTP clients in SIP proxies that cannot send DELETE.
 async fn delete_post(AxState(state): AxState<Shared>, Path(call_id): Path<String>, bytes: Bytes) -> Response {
-    instrumented(&state, "delete", &call_id, async {
-        let p: DeleteParams = if bytes.iter().all(u8::is_ascii_whitespace) {
-            DeleteParams::default()
-        } else {
-            body(&bytes)?
-        };
-        calls::delete(&state, &call_id, p.from_tag.as_deref())
-            .await
-            .map(|c| c.to_json())
-    })
-    .await
+    let p = if bytes.iter().all(u8::is_ascii_whitespace) {
+        DeleteParams::default()
+    } else {
+        match body::<DeleteParams>(&bytes) {
+            Ok(p) => p,
+            Err(e) => return call_command(&state, "delete", &call_id, Err(e)).await,
+        }
+    };
+    let cmd = CallCommand::Delete {
+        call_id: &call_id,
+        from_tag: p.from_tag.as_deref(),
+    };
+    call_command(&state, "delete", &call_id, Ok(cmd)).await
 }
 
 async fn query(AxState(state): AxState<Shared>, Path(call_id): Path<String>) -> Response {
-    instrumented(&state, "query", &call_id, async {
-        calls::query(&state, &call_id).await.map(|c| c.to_json())
-    })
-    .await
+    call_command(&state, "query", &call_id, Ok(CallCommand::Query { call_id: &call_id })).await
 }
 
 #[derive(Deserialize)]

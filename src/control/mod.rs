@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod callbacks;
 pub mod calls;
+pub mod command;
 pub mod conference_commands;
 pub mod ended;
 pub mod http;

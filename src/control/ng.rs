@@ -3,7 +3,8 @@
 //! `<cookie> <bencoded dictionary>`; the reply carries the same cookie.
 //! Commands translate into the same calls as the HTTP API (`calls`).
 
-use super::calls::{self, CallSnapshot, Sdpop};
+use super::calls::{self, CallSnapshot};
+use super::command::{self as commands, CallCommand, Outcome};
 pub use super::ng_cookie::CookieCache;
 use super::ng_cookie::Lookup;
 use super::{lock, State};
@@ -168,28 +169,11 @@ impl Ng<'_> {
             reply.warnings.extend(unknown_keys(d));
             match command {
                 "ping" => reply.items = vec![("result", Value::str("pong"))],
-                "offer" | "answer" => {
-                    let call_id = required(d, "call-id")?;
-                    let from_tag = required(d, "from-tag")?;
-                    let sdp = required(d, "sdp")?;
-                    let opts = self.options(d, &mut reply.warnings)?;
-                    let op = match command {
-                        "offer" => Sdpop::Offer,
-                        _ => Sdpop::Answer {
-                            to_tag: required(d, "to-tag")?,
-                        },
-                    };
-                    let out = calls::negotiate(self.state, call_id, from_tag, op, sdp, &opts).await?;
-                    reply.items.push(("sdp", Value::str(&out)));
-                }
-                "delete" => {
-                    let call_id = required(d, "call-id")?;
-                    let snap = calls::delete(self.state, call_id, str_of(d, "from-tag")?).await?;
-                    reply.items.extend(call_items(&snap));
-                }
-                "query" => {
-                    let snap = calls::query(self.state, required(d, "call-id")?).await?;
-                    reply.items.extend(call_items(&snap));
+                "offer" | "answer" | "delete" | "query" => {
+                    match commands::execute(self.state, self.call_command(command, d, &mut reply.warnings)?).await? {
+                        Outcome::Sdp(sdp) => reply.items.push(("sdp", Value::str(&sdp))),
+                        Outcome::Call(snap) => reply.items.extend(call_items(&snap)),
+                    }
                 }
                 "list" => {
                     let limit = match d.get("limit") {
@@ -208,6 +192,37 @@ impl Ng<'_> {
             Ok(reply)
         })
         .await
+    }
+
+    /// The call command an ng message asks for (`command` is one of offer,
+    /// answer, delete, query).
+    fn call_command<'d>(
+        &self,
+        command: &str,
+        d: &'d Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<CallCommand<'d>, Error> {
+        let call_id = required(d, "call-id")?;
+        Ok(match command {
+            "offer" => CallCommand::Offer {
+                call_id,
+                from_tag: required(d, "from-tag")?,
+                sdp: required(d, "sdp")?,
+                options: self.options(d, warnings)?,
+            },
+            "answer" => CallCommand::Answer {
+                call_id,
+                from_tag: required(d, "from-tag")?,
+                to_tag: required(d, "to-tag")?,
+                sdp: required(d, "sdp")?,
+                options: self.options(d, warnings)?,
+            },
+            "delete" => CallCommand::Delete {
+                call_id,
+                from_tag: str_of(d, "from-tag")?,
+            },
+            _ => CallCommand::Query { call_id },
+        })
     }
 
     /// Translates ng keys and flags into offer/answer options.
