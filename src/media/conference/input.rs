@@ -64,7 +64,17 @@ impl Conference {
         if let Some(ntp) = r.sr_ntp {
             p.last_sr = Some(((ntp >> 16) as u32, now));
         }
+        // Samples for the metrics: one report per participant per interval
+        // counts; a flood of reports is not a flood of samples.
+        let sample = p
+            .sampled_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= RTCP_SAMPLE_GAP);
         for b in r.blocks.iter().filter(|b| b.ssrc == p.ssrc) {
+            if !sample {
+                p.remote = Some(*b);
+                continue;
+            }
+            p.sampled_at = Some(now);
             p.remote = Some(*b);
             self.reported_loss.push(b.fraction_lost as f64 / 256.0);
             if b.lsr != 0 {

@@ -34,6 +34,9 @@ const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Digits reported per participant at most every this often (ITU-T Q.24
 /// allows 10 digits per second; people press far slower).
 const DTMF_MIN_GAP: Duration = Duration::from_millis(80);
+/// RTT and loss samples per participant at most every this often (RFC 3550
+/// asks for reports every 5 s; a participant sending more adds nothing).
+const RTCP_SAMPLE_GAP: Duration = Duration::from_secs(1);
 /// CNAME in chorus's SDES items.
 const CNAME: &str = "chorus";
 
@@ -84,6 +87,8 @@ struct Participant {
     last_dtmf: Option<u32>,
     /// The SSRC the participant sends with: a new one restarts its jitter buffer.
     remote_ssrc: Option<u32>,
+    /// When this participant's reports last gave RTT and loss samples.
+    sampled_at: Option<Instant>,
     /// When the last DTMF digit was reported: digits closer than
     /// `DTMF_MIN_GAP` are not reported (a flood of end events is not typing).
     dtmf_at: Option<Instant>,
@@ -243,6 +248,7 @@ impl Conference {
             last_dtmf: None,
             remote_ssrc: None,
             dtmf_at: None,
+            sampled_at: None,
         });
         Ok(())
     }

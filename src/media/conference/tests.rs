@@ -523,3 +523,22 @@ fn a_flood_of_dtmf_end_events_is_rate_limited() {
     let n = conf.events.len();
     assert!((10..=13).contains(&n), "{n} events from a one-second flood");
 }
+
+#[test]
+fn a_flood_of_reports_gives_one_sample_per_second() {
+    let t0 = Instant::now();
+    let mut conf = Conference::new(SpeakerConfig::default());
+    conf.join(1, spec(PCMU), 42).unwrap();
+    let block = rtcp::ReportBlock {
+        ssrc: 42,
+        fraction_lost: 10,
+        ..Default::default()
+    };
+    let mut rr = Vec::new();
+    rtcp::write_report(&mut rr, 7, None, &[block], "phone");
+    for i in 0..1000u64 {
+        conf.handle_rtcp(t0 + Duration::from_millis(i * 2), 0, 1, &rr);
+    }
+    assert_eq!(conf.reported_loss.len(), 2, "two seconds of reports, two samples");
+    assert_eq!(conf.report(t0)[0].remote_fraction_lost, Some(10.0 / 256.0));
+}

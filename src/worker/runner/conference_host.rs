@@ -190,14 +190,7 @@ impl Runner {
         let packet = &self.buf[..n];
         match m.side.receive(now, from, packet, rtcp) {
             Ok(PacketKind::Rtp) => conf.core.handle_rtp(now, pid, packet),
-            Ok(PacketKind::Rtcp) => {
-                conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet);
-                if !conf.core.rtt_seconds.is_empty() || !conf.core.reported_loss.is_empty() {
-                    let rtt = std::mem::take(&mut conf.core.rtt_seconds);
-                    let loss = std::mem::take(&mut conf.core.reported_loss);
-                    self.events.send(WorkerEvent::RtcpSamples { rtt, loss });
-                }
-            }
+            Ok(PacketKind::Rtcp) => conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet),
             Ok(PacketKind::Raw) => {}
             Err(reason) => {
                 m.side.count_drop(reason);
@@ -305,6 +298,12 @@ fn tick_one(
     });
     WorkerCounters::add(&counters.encodes, conf.core.last_encodes as u64);
     WorkerCounters::add(&counters.concealed_frames, conf.core.concealed_total - concealed_before);
+    // RTCP samples go out with the tick, coalesced: one event per tick at most.
+    if !conf.core.rtt_seconds.is_empty() || !conf.core.reported_loss.is_empty() {
+        let rtt = std::mem::take(&mut conf.core.rtt_seconds);
+        let loss = std::mem::take(&mut conf.core.reported_loss);
+        events.send(WorkerEvent::RtcpSamples { rtt, loss });
+    }
     if !conf.core.events.is_empty() {
         let list = std::mem::take(&mut conf.core.events);
         for e in &list {
