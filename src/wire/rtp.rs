@@ -208,4 +208,72 @@ mod tests {
             }
         }
     }
+
+    /// A plausible RTP packet: CSRCs, a one- or two-byte header extension
+    /// with elements, padding; then one field made to lie (CSRC count,
+    /// extension length, padding count) or the end cut off.
+    fn packet() -> impl Strategy<Value = Vec<u8>> {
+        let ext = prop::option::of((
+            any::<bool>(),
+            prop::collection::vec((1u8..15, 0u8..4, any::<u8>()), 0..4),
+        ));
+        (0u8..16, ext, 0usize..40, 0u8..8, 0u8..4, any::<u8>(), 0usize..6).prop_map(
+            |(csrcs, ext, payload, pad, lie, value, cut)| {
+                let mut b = vec![0x80 | csrcs, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+                b.extend(std::iter::repeat_n(7, 4 * usize::from(csrcs)));
+                if let Some((two_byte, elements)) = &ext {
+                    b[0] |= 0x10;
+                    let mut data = Vec::new();
+                    for (id, len, v) in elements {
+                        if *two_byte {
+                            data.extend([*id, *len + 1]);
+                        } else {
+                            data.push(id << 4 | len);
+                        }
+                        data.extend(std::iter::repeat_n(*v, usize::from(*len) + 1));
+                    }
+                    data.resize(data.len().div_ceil(4) * 4, 0);
+                    let profile: u16 = if *two_byte { 0x1000 } else { 0xBEDE };
+                    b.extend(profile.to_be_bytes());
+                    b.extend(((data.len() / 4) as u16).to_be_bytes());
+                    b.extend(data);
+                }
+                b.extend(std::iter::repeat_n(0x55, payload));
+                if pad > 0 {
+                    b[0] |= 0x20;
+                    b.extend(std::iter::repeat_n(0, usize::from(pad) - 1));
+                    b.push(pad);
+                }
+                match lie {
+                    1 => b[0] = (b[0] & 0xf0) | (value & 0x0f),
+                    2 if ext.is_some() => {
+                        let at = 12 + 4 * usize::from(csrcs) + 2;
+                        b[at..at + 2].copy_from_slice(&u16::from(value).to_be_bytes());
+                    }
+                    3 => *b.last_mut().expect("12 bytes at least") = value,
+                    _ => {}
+                }
+                b.truncate(b.len().saturating_sub(cut * 3));
+                b
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn damaged_packets_are_errors_not_panics(b in packet()) {
+            if let Ok(v) = RtpView::parse(&b) {
+                // What the view hands out lies inside the packet.
+                prop_assert!(v.payload().len() + RTP_HEADER_LEN <= b.len());
+                if let Some((_, ext)) = v.extension() {
+                    prop_assert!(ext.len() + v.payload().len() + RTP_HEADER_LEN + 4 <= b.len());
+                }
+                for id in 0..16 {
+                    if let Some(level) = v.audio_level(id) {
+                        prop_assert!(level <= 127);
+                    }
+                }
+            }
+        }
+    }
 }
