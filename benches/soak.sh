@@ -5,9 +5,11 @@
 #   the control plane creating and deleting calls all along (HTTP set-ups),
 #   a hostile sender spraying junk and crafted RTP/RTCP at random chorus
 #   ports (2,000 datagrams/s: chorus-load --spray).
-# Every 30 s: chorus's resident memory, open file descriptors, free ports,
-# mixer tick p99 over the interval, and panics. At the end: growth from the
-# first sample after warm-up to the last, and a verdict.
+# A sample before the load, then every 30 s while it runs: chorus's resident
+# memory, open file descriptors, free ports, mixer tick p99 over the
+# interval, and panics; one more after the load ended. Verdict: flat while
+# loaded (memory within 10%, descriptors within 20), no panic, and every
+# descriptor and port back once the load is gone.
 # Runs in a private network namespace (root).
 #
 #   benches/soak.sh [minutes]          default 30; CALLS=1000 PARTICIPANTS=200
@@ -29,16 +31,6 @@ API=http://127.0.0.1:8080
 CH=$!
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 sleep 2
-L=./target/release/chorus-load
-$L --calls "$CALLS" --seconds "$SECS" --warmup 5 --pid $CH --label "soak relay" >/tmp/soak-relay.txt 2>&1 &
-$L --conference "$PARTS" --seconds "$SECS" --warmup 5 --label "soak conference" >/tmp/soak-conf.txt 2>&1 &
-$L --spray 20000-29999 --rate 2000 --seconds "$SECS" >/tmp/soak-spray.txt 2>&1 &
-( end=$((SECONDS + SECS)); n=0
-  while [ $SECONDS -lt $end ]; do
-    $L --setups 500 --proto http --concurrency 2 --label churn >/dev/null 2>&1 || true
-    n=$((n + 500))
-  done; echo "churn: $n set-ups" >/tmp/soak-churn.txt ) &
-
 sample() { # prints: seconds rss_kib fds free_ports tick_p99_ms panics
   python3 - "$CH" "$1" "$API" <<'PY'
 import re, sys, urllib.request, json, os
@@ -62,24 +54,40 @@ PY
 }
 rm -f /tmp/soak-buckets.json
 printf '%6s %9s %6s %7s %10s %6s\n' t_s rss_kib fds ports tick_p99_ms panics | tee /tmp/soak-samples.txt
+sample before | tee -a /tmp/soak-samples.txt
+L=./target/release/chorus-load
+$L --calls "$CALLS" --seconds "$SECS" --warmup 5 --pid $CH --label "soak relay" >/tmp/soak-relay.txt 2>&1 &
+$L --conference "$PARTS" --seconds "$SECS" --warmup 5 --label "soak conference" >/tmp/soak-conf.txt 2>&1 &
+$L --spray 20000-29999 --rate 2000 --seconds "$SECS" >/tmp/soak-spray.txt 2>&1 &
+( end=$((SECONDS + SECS)); n=0
+  while [ $SECONDS -lt $end ]; do
+    $L --setups 500 --proto http --concurrency 2 --label churn >/dev/null 2>&1 || true
+    n=$((n + 500))
+  done; echo "churn: $n set-ups" >/tmp/soak-churn.txt ) &
 sleep 30
 t=30
-while kill -0 $CH 2>/dev/null && [ $t -le $SECS ]; do
+# Sample while the load surely runs (it stops at SECS, set-up included).
+while kill -0 $CH 2>/dev/null && [ $t -le $((SECS - 30)) ]; do
   sample $t | tee -a /tmp/soak-samples.txt
   sleep 30
   t=$((t + 30))
 done
 wait $(jobs -p | grep -v "^$CH$") 2>/dev/null || true
+sleep 5
+sample after | tee -a /tmp/soak-samples.txt
 cat /tmp/soak-relay.txt /tmp/soak-conf.txt /tmp/soak-spray.txt /tmp/soak-churn.txt 2>/dev/null
 python3 - <<'PY'
 rows = [l.split() for l in open("/tmp/soak-samples.txt").read().splitlines()[1:] if l.strip()]
-if len(rows) < 3:
+before, loaded, after = rows[0], rows[1:-1], rows[-1]
+if len(loaded) < 3:
     raise SystemExit("soak: too few samples")
-first, last = rows[1], rows[-1]  # rows[0] is still warm-up
-rss_growth = (float(last[1]) - float(first[1])) / float(first[1])
-print(f"rss {first[1]} -> {last[1]} KiB ({rss_growth:+.1%}); fds {first[2]} -> {last[2]}; "
-      f"free ports {first[3]} -> {last[3]}; panics {last[5]}")
-ok = rss_growth < 0.10 and abs(int(last[2]) - int(first[2])) <= 20 and float(last[5]) == 0
+first, last = loaded[1], loaded[-1]  # loaded[0] is still warm-up
+growth = (float(last[1]) - float(first[1])) / float(first[1])
+fds = [int(r[2]) for r in loaded[1:]]
+print(f"loaded: rss {first[1]} -> {last[1]} KiB ({growth:+.1%}), fds {min(fds)}..{max(fds)}, "
+      f"panics {last[5]}; after: fds {before[2]} -> {after[2]}, free ports {before[3]} -> {after[3]}")
+ok = (growth < 0.10 and max(fds) - min(fds) <= 20 and float(after[5]) == 0
+      and int(after[2]) <= int(before[2]) + 2 and after[3] == before[3])
 print("soak:", "FLAT" if ok else "NOT FLAT")
 PY
 grep -c panicked /tmp/soak-chorus.log | sed 's/^/panics in the log: /'
