@@ -62,6 +62,16 @@ pub struct Config {
     /// are refused (HTTP 429, ng error) and counted. 0 = no limit (the
     /// default: a proxy is one source and sends every call's commands).
     pub max_requests_per_second: u32,
+    /// Redis holding the records of calls and the instances' heartbeats
+    /// (`redis://host:port/db`); `None` keeps state in memory only.
+    pub redis_url: Option<String>,
+    /// This instance's name among its peers; the host name when unset. A
+    /// restarted instance with the same name restores its calls.
+    pub instance_id: Option<String>,
+    /// Milliseconds between heartbeats; an instance is dead after three missed.
+    pub redis_heartbeat_ms: u64,
+    /// Seconds a call's record outlives its owner's last refresh.
+    pub redis_record_ttl: u64,
 }
 
 impl Default for Config {
@@ -87,6 +97,10 @@ impl Default for Config {
             max_participants: 1000,
             max_sdp_media: 16,
             max_requests_per_second: 0,
+            redis_url: None,
+            instance_id: None,
+            redis_heartbeat_ms: 250,
+            redis_record_ttl: 120,
         }
     }
 }
@@ -112,6 +126,10 @@ const ENV_KEYS: &[&str] = &[
     "max_participants",
     "max_sdp_media",
     "max_requests_per_second",
+    "redis_url",
+    "instance_id",
+    "redis_heartbeat_ms",
+    "redis_record_ttl",
 ];
 
 impl Config {
@@ -148,6 +166,27 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!("log_format `{}` is neither text nor json", self.log_format));
         }
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return Err(format!(
+                    "redis_url `{url}` must start with redis:// or unix:// (TLS is not built in)"
+                ));
+            }
+        }
+        if !(50..=10_000).contains(&self.redis_heartbeat_ms) {
+            return Err(format!(
+                "redis_heartbeat_ms {} is not within 50..=10000",
+                self.redis_heartbeat_ms
+            ));
+        }
+        if self.redis_record_ttl < 10 {
+            return Err(format!("redis_record_ttl {} s is below 10 s", self.redis_record_ttl));
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(format!("instance_id {id:?} must be 1..=128 characters without spaces"));
+            }
+        }
         let ifaces = self.all_interfaces();
         for (i, a) in ifaces.iter().enumerate() {
             if ifaces[..i].iter().any(|b| b.name == a.name) {
@@ -161,6 +200,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `instance_id`, or the host name.
+    pub fn instance_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "chorus".into())
+        })
     }
 
     /// The default interface first, then the configured ones.

@@ -18,5 +18,6 @@ pub mod media;
 pub mod metrics;
 pub mod sdp;
 pub mod session;
+pub mod store;
 pub mod wire;
 pub mod worker;

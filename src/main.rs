@@ -109,6 +109,22 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_requests_per_second: Option<u32>,
+    /// Redis for call records and heartbeats, redis://host:port/db [default: none, in memory].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+    /// This instance's name among its peers [default: the host name].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_id: Option<String>,
+    /// Milliseconds between heartbeats; dead after three missed [default: 250].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_heartbeat_ms: Option<u64>,
+    /// Seconds a call's record outlives its owner's last refresh [default: 120].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_record_ttl: Option<u64>,
 }
 
 fn main() {
@@ -156,6 +172,13 @@ async fn serve(config: Config) -> std::io::Result<()> {
         state.clone(),
         started.events,
     ));
+    if let Some(store) = &state.store {
+        chorus::control::replicate::claim_name(store, &state.boot)
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(instance = %store.instance, "redis: writing call records and heartbeats");
+        tokio::spawn(chorus::control::replicate::run(state.clone()));
+    }
     if let Some(queue) = started.callback_queue {
         tokio::spawn(chorus::control::callbacks::deliver(state.clone(), queue));
     }

@@ -13,11 +13,11 @@
 use crate::error::Error;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::{self, MuxOut, Sdp, StreamOut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
 /// chorus's ports for one side of one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalPorts {
     pub rtp: u16,
     /// `None` when the side only multiplexes RTCP (one port).
@@ -72,7 +72,8 @@ pub struct Options {
     pub label: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+// Session and its parts are serialized into the call's record in Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Leg {
     pub tag: Option<String>,
     pub label: Option<String>,
@@ -82,10 +83,11 @@ pub struct Leg {
     /// Media goes to `signal_ip`, not to the SDP's address.
     pub sip_source: bool,
     /// The leg's last SDP, as it sent it (its codecs, for moving it into a conference).
+    #[serde(with = "sdp::as_text")]
     pub sdp: Option<Sdp>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SideState {
     pub local: Option<LocalPorts>,
     /// What this side's leg said in its last SDP; `None` before it spoke.
@@ -96,7 +98,7 @@ pub struct SideState {
     pub mux_offered: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamState {
     pub media: String,
     pub kind: StreamKind,
@@ -106,7 +108,7 @@ pub struct StreamState {
 
 /// The `o=` versions chorus stated towards one leg (RFC 3264 section 8:
 /// a changed SDP gets a higher version, an unchanged one the same).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct OriginTrack {
     last: Option<(String, u64)>,
 }
@@ -124,7 +126,7 @@ impl OriginTrack {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Session {
     pub legs: [Leg; 2],
     /// The leg whose offer is outstanding or was last answered.

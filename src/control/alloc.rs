@@ -86,6 +86,41 @@ impl Alloc<'_> {
         }
     }
 
+    /// Takes and binds the given ports (a call restored where it was).
+    pub fn claim(&mut self, iface: usize, ports: LocalPorts) -> Result<(), Error> {
+        let wanted = [Some(ports.rtp), ports.rtcp];
+        {
+            let mut pool = lock(&self.state.ports[iface]);
+            for (n, p) in wanted.iter().flatten().enumerate() {
+                if !pool.take(*p) {
+                    for q in wanted.iter().flatten().take(n) {
+                        pool.put(*q);
+                    }
+                    return Err(Error::Conflict(format!("port {p} is taken or outside the range")));
+                }
+            }
+        }
+        let ip = self.state.bind[iface];
+        let bound: Result<Vec<UdpSocket>, _> = wanted
+            .into_iter()
+            .flatten()
+            .map(|p| ports::bind(ip, p, &self.state.socket_options))
+            .collect();
+        match bound {
+            Ok(sockets) => {
+                self.fresh.push((iface, ports, sockets));
+                Ok(())
+            }
+            Err(e) => {
+                free_ports(self.state, iface, ports);
+                Err(Error::Conflict(format!(
+                    "port {} on {ip} does not bind: {e}",
+                    ports.rtp
+                )))
+            }
+        }
+    }
+
     /// The command failed: return what it took (its sockets close on drop).
     pub fn rollback(mut self) {
         for (iface, p, _) in self.fresh.drain(..) {

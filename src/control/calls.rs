@@ -48,7 +48,7 @@ pub(super) fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<to
 
 /// Removes a call from the registry if the entry there is still the one with `key`
 /// (a new call may have reused the id after this one ended).
-fn unregister(state: &State, call_id: &str, key: u64) {
+pub(super) fn unregister(state: &State, call_id: &str, key: u64) {
     let mut calls = lock(&state.calls);
     if calls.get(call_id).is_some_and(|(k, _)| *k == key) {
         calls.remove(call_id);
@@ -104,6 +104,7 @@ pub async fn negotiate(
             for (iface, p) in alloc.released.drain(..) {
                 free_ports(state, iface, p);
             }
+            super::replicate::call_changed(state, &e);
             Ok(text)
         }
         Err(err) => {
@@ -129,7 +130,12 @@ fn validate_options(state: &State, opts: &Options) -> Result<(), Error> {
 }
 
 /// Sends the session's current shape to its worker.
-async fn push_to_worker(state: &State, e: &CallEntry, alloc: &mut Alloc<'_>, change: Change) -> Result<(), Error> {
+pub(super) async fn push_to_worker(
+    state: &State,
+    e: &CallEntry,
+    alloc: &mut Alloc<'_>,
+    change: Change,
+) -> Result<(), Error> {
     let s = &e.session;
     let streams = s
         .streams
@@ -187,6 +193,7 @@ pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reaso
         free_ports(state, iface, p);
     }
     unregister(state, &e.call_id, e.key);
+    super::replicate::call_changed(state, e);
     let summary = CallSnapshot::of(e, report);
     let duration = e.created.elapsed().as_secs_f64();
     state.metrics.call_seconds.observe(duration);

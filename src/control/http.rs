@@ -44,6 +44,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/calls/{call_id}/answer", post(answer))
         .route("/v1/calls/{call_id}/delete", post(delete_post))
         .route("/v1/conferences", post(conf_create).get(conf_list))
+        .route("/v1/instances", get(instances))
         .route("/v1/conferences/{conf_id}", get(conf_query).delete(conf_delete))
         .route("/v1/conferences/{conf_id}/participants", post(conf_join))
         .route("/v1/conferences/{conf_id}/events", get(conf_events))
@@ -396,7 +397,13 @@ async fn readyz(AxState(state): AxState<Shared>) -> Response {
     } else if !dead.is_empty() {
         Error::Unavailable(format!("media worker(s) {dead:?} have died")).into_response()
     } else {
-        Json(json!({ "status": "ready" })).into_response()
+        // Redis down does not make an instance unready: its calls go on.
+        let redis = match &state.store {
+            None => "off",
+            Some(s) if s.is_up() => "up",
+            Some(_) => "down",
+        };
+        Json(json!({ "status": "ready", "redis": redis })).into_response()
     }
 }
 
@@ -541,6 +548,10 @@ async fn conf_events(AxState(state): AxState<Shared>, Path(id): Path<String>) ->
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn instances(AxState(state): AxState<Shared>) -> Response {
+    instrumented(&state, "instances", "", super::replicate::instances(&state)).await
 }
 
 async fn conf_list(AxState(state): AxState<Shared>, q: Result<Query<ListParams>, QueryRejection>) -> Response {

@@ -13,6 +13,8 @@ pub mod limits;
 pub mod ng;
 pub mod ng_cookie;
 pub mod openapi;
+pub mod replicate;
+pub mod restore;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
@@ -79,6 +81,11 @@ pub struct State {
     pub callbacks: callbacks::Callbacks,
     /// Control requests per second per source IP.
     pub rate: Mutex<limits::RateLimiter>,
+    /// Redis, when `redis_url` is set.
+    pub store: Option<Arc<crate::store::Store>>,
+    /// Tells this run from an earlier one under the same instance name.
+    pub boot: String,
+    pub started_wall: SystemTime,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -113,6 +120,28 @@ impl State {
         let interfaces = config.all_interfaces();
         let (callbacks, callback_queue) = callbacks::Callbacks::new(config.callback_url.as_deref());
         let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect());
+        let store = match &config.redis_url {
+            None => None,
+            Some(url) => Some(Arc::new(
+                crate::store::Store::new(
+                    url,
+                    config.instance_name(),
+                    Duration::from_millis(config.redis_heartbeat_ms),
+                    Duration::from_secs(config.redis_record_ttl),
+                    &metrics.registry,
+                )
+                .map_err(std::io::Error::other)?,
+            )),
+        };
+        let started_wall = SystemTime::now();
+        let boot = format!(
+            "{}-{}",
+            std::process::id(),
+            started_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
         let state = State {
             advertise: interfaces.iter().map(|i| i.advertise.unwrap_or(i.bind)).collect(),
             bind: interfaces.iter().map(|i| i.bind).collect(),
@@ -143,6 +172,9 @@ impl State {
             ended: Mutex::new(ended::Ended::default()),
             callbacks,
             rate: Mutex::new(limits::RateLimiter::new(config.max_requests_per_second)),
+            store,
+            boot,
+            started_wall,
             config,
         };
         Ok(Started {

@@ -10,13 +10,13 @@
 
 use super::stats::{RtpStats, StatsReport};
 use crate::wire::{self, rtcp, rtp::RtpView};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Whether a stream carries RTP (validated, sequence-tracked) or opaque UDP
 /// (`m=image ... udptl`, `m=application ... UDP/BFCP`: forwarded as is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {
     Rtp,
@@ -24,8 +24,28 @@ pub enum StreamKind {
 }
 
 /// RTP clock rates by payload type, from `a=rtpmap` and RFC 3551's static table.
-#[derive(Clone)]
+/// Serialized as the `[payload type, rate]` pairs that are set.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "Vec<(u8, u32)>", try_from = "Vec<(u8, u32)>")]
 pub struct ClockRates(pub [u32; 128]);
+
+impl From<ClockRates> for Vec<(u8, u32)> {
+    fn from(c: ClockRates) -> Self {
+        (0u8..128).zip(c.0).filter(|(_, r)| *r != 0).collect()
+    }
+}
+
+impl TryFrom<Vec<(u8, u32)>> for ClockRates {
+    type Error = String;
+    fn try_from(pairs: Vec<(u8, u32)>) -> Result<Self, String> {
+        let mut r = [0u32; 128];
+        for (pt, rate) in pairs {
+            *r.get_mut(usize::from(pt))
+                .ok_or(format!("payload type {pt} is not 0..=127"))? = rate;
+        }
+        Ok(ClockRates(r))
+    }
+}
 
 impl Default for ClockRates {
     fn default() -> Self {
@@ -56,7 +76,7 @@ impl std::fmt::Debug for ClockRates {
 }
 
 /// What signalling says about one leg of one stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerSpec {
     pub kind: StreamKind,
     /// Where the leg wants RTP, from its SDP; `None` for `0.0.0.0` (hold) or unknown.

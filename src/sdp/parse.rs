@@ -151,6 +151,16 @@ impl Sdp {
         Ok(())
     }
 
+    /// The SDP as it was parsed, byte for byte.
+    pub fn text(&self) -> String {
+        let lines = self.session.iter().chain(self.media.iter().flat_map(|m| &m.lines));
+        lines.fold(String::new(), |mut out, l| {
+            out.push_str(&l.text);
+            out.push_str(l.eol);
+            out
+        })
+    }
+
     pub fn origin_line(&self) -> Option<&Line> {
         self.session.iter().find(|l| l.kind() == 'o')
     }
@@ -332,6 +342,8 @@ mod tests {
                 let s = format!("{}{}{}", &BASIC[..cut], junk, &BASIC[cut..]);
                 if let Ok(p) = Sdp::parse(&s) {
                     for i in 0..p.media.len() { let _ = (p.media_address(i), p.media[i].rtcp()); }
+                    // What a record in Redis keeps: the text, byte for byte.
+                    prop_assert_eq!(p.text(), s);
                 }
             }
         }

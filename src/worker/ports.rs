@@ -60,6 +60,21 @@ impl PortPool {
         Some(self.min + pick as u16)
     }
 
+    /// Takes this port if it is in the range and free.
+    pub fn take(&mut self, port: u16) -> bool {
+        let slot = (port as usize)
+            .checked_sub(self.min as usize)
+            .and_then(|i| self.used.get_mut(i));
+        match slot {
+            Some(u) if !*u => {
+                *u = true;
+                self.free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn put(&mut self, port: u16) {
         if let Some(i) = (port as usize).checked_sub(self.min as usize) {
             if let Some(u) = self.used.get_mut(i) {

@@ -2,6 +2,8 @@
 //! peers on loopback.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,239 @@
+//! Keeps Redis in step with this instance: one task writes the heartbeat,
+//! the call records handed over at command boundaries, their expiry
+//! refreshes, and, after Redis was unreachable, everything again. Commands
+//! never wait on Redis.
+
+use super::{lock, CallEntry, State};
+use crate::store::record::{unix_seconds, CallRecord, VERSION};
+use crate::store::{keys, Store};
+use redis::AsyncCommands;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The record of a call as it stands after a command.
+pub fn record_of(state: &State, store: &Store, e: &CallEntry) -> CallRecord {
+    CallRecord {
+        version: VERSION,
+        call_id: e.call_id.to_string(),
+        owner: store.instance.clone(),
+        created: unix_seconds(e.created_wall),
+        interfaces: state.interfaces.clone(),
+        session: e.session.clone(),
+    }
+}
+
+/// Hands a call's new state (or its end) to the writer. Cheap: one
+/// serialization, no I/O.
+pub fn call_changed(state: &State, e: &CallEntry) {
+    if let Some(store) = &state.store {
+        let record = e.alive.then(|| record_of(state, store, e).to_json());
+        store.call_changed(&e.call_id, record);
+    }
+}
+
+/// The writer: runs for the life of the process.
+pub async fn run(state: Arc<State>) {
+    let Some(store) = state.store.clone() else { return };
+    let mut conn = store.conn.clone();
+    let mut restored = false;
+    let mut next_refresh = Instant::now();
+    let mut beat = tokio::time::interval(store.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat = Instant::now() - store.heartbeat;
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = store.wake.notified() => {}
+        }
+        if last_beat.elapsed() >= store.heartbeat {
+            last_beat = Instant::now();
+            let r = heartbeat(&state, &store, &mut conn).await;
+            store.set_up(r.is_ok(), r.as_ref().err());
+        }
+        if !store.is_up() {
+            continue;
+        }
+        if !restored {
+            super::restore::own_calls(&state, &store, &mut conn).await;
+            restored = true;
+        }
+        let r = async {
+            if store.resync.swap(false, Relaxed) {
+                resync(&state, &store, &mut conn).await?;
+                next_refresh = Instant::now() + store.record_ttl / 3;
+            } else if Instant::now() >= next_refresh {
+                refresh(&state, &store, &mut conn).await?;
+                next_refresh = Instant::now() + store.record_ttl / 3;
+            }
+            flush(&store, &mut conn, store.take_pending()).await
+        }
+        .await;
+        if let Err(e) = &r {
+            store.set_up(false, Some(e));
+        }
+    }
+}
+
+type Conn = redis::aio::ConnectionManager;
+
+async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+    let now = unix_seconds(SystemTime::now());
+    let beat = json!({
+        "id": store.instance,
+        "boot": state.boot,
+        "state": if state.draining.load(Relaxed) { "draining" } else { "serving" },
+        "calls": state.call_count(),
+        "conferences": lock(&state.conferences).len(),
+        "workers": state.workers.len(),
+        "dead_workers": state.dead_workers().len(),
+        "http": state.config.http_listen,
+        "ng": state.config.ng_listen,
+        "media": state.interfaces,
+        "started": unix_seconds(state.started_wall),
+        "updated": now,
+    });
+    let ttl_ms = 3 * store.heartbeat.as_millis() as u64;
+    redis::pipe()
+        .set_options(
+            keys::instance(&store.instance),
+            beat.to_string(),
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+        )
+        .ignore()
+        .zadd(keys::INSTANCES, &store.instance, (now * 1000.0) as i64)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Writes what commands changed: records set with their expiry, ended
+/// calls removed, and the owner's set of call ids kept alongside.
+async fn flush(store: &Store, conn: &mut Conn, pending: crate::store::Pending) -> redis::RedisResult<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let owned = keys::owned(&store.instance);
+    let ttl = store.record_ttl.as_secs();
+    let mut pipe = redis::pipe();
+    for (id, record) in &pending {
+        match record {
+            Some(json) => pipe
+                .set_ex(keys::call(id), json, ttl)
+                .ignore()
+                .sadd(&owned, &**id)
+                .ignore(),
+            None => pipe.del(keys::call(id)).ignore().srem(&owned, &**id).ignore(),
+        };
+    }
+    pipe.expire(&owned, ttl as i64).ignore();
+    pipe.query_async(conn).await
+}
+
+/// Everything again, after Redis missed changes: every call held is
+/// written, and records this instance owns but no longer holds are removed.
+async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+    store.take_pending();
+    let handles: Vec<_> = lock(&state.calls).values().map(|(_, h)| h.clone()).collect();
+    let mut pending = crate::store::Pending::new();
+    for h in handles {
+        let e = h.lock().await;
+        if e.alive {
+            pending.insert(e.call_id.clone(), Some(record_of(state, store, &e).to_json()));
+        }
+    }
+    let listed: Vec<String> = conn.smembers(keys::owned(&store.instance)).await?;
+    let held: HashSet<&str> = pending.keys().map(|k| &**k).collect();
+    let gone: Vec<Arc<str>> = listed
+        .iter()
+        .filter(|id| !held.contains(id.as_str()))
+        .map(|id| id.as_str().into())
+        .collect();
+    let n = (pending.len(), gone.len());
+    pending.extend(gone.into_iter().map(|id| (id, None)));
+    flush(store, conn, pending).await?;
+    tracing::info!(written = n.0, removed = n.1, "redis: call records written again");
+    Ok(())
+}
+
+/// Extends the expiry of every record this instance holds.
+async fn refresh(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+    let ids: Vec<String> = lock(&state.calls).keys().cloned().collect();
+    let ttl = store.record_ttl.as_secs() as i64;
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.expire(keys::call(id), ttl).ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+    }
+    conn.expire::<_, ()>(keys::owned(&store.instance), ttl).await
+}
+
+/// Instances as their heartbeats describe them: serving or draining while
+/// the heartbeat lives, dead once it expired (kept for an hour).
+pub async fn instances(state: &State) -> Result<serde_json::Value, crate::error::Error> {
+    let Some(store) = &state.store else {
+        return Ok(json!({ "instances": [local_view(state)] }));
+    };
+    let unavailable = |e: redis::RedisError| crate::error::Error::Unavailable(format!("redis: {e}"));
+    let mut conn = store.conn.clone();
+    let now_ms = (unix_seconds(SystemTime::now()) * 1000.0) as i64;
+    let _: () = conn
+        .zrembyscore(keys::INSTANCES, 0, now_ms - 3_600_000)
+        .await
+        .map_err(unavailable)?;
+    let seen: Vec<(String, i64)> = conn
+        .zrange_withscores(keys::INSTANCES, 0, -1)
+        .await
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for (id, last_ms) in seen {
+        let beat: Option<String> = conn.get(keys::instance(&id)).await.map_err(unavailable)?;
+        let v = match beat.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) {
+            Some(v) => v,
+            None => json!({ "id": id, "state": "dead", "updated": last_ms as f64 / 1000.0 }),
+        };
+        out.push(v);
+    }
+    Ok(json!({ "instances": out }))
+}
+
+fn local_view(state: &State) -> serde_json::Value {
+    json!({
+        "id": state.config.instance_name(),
+        "state": if state.draining.load(Relaxed) { "draining" } else { "serving" },
+        "calls": state.call_count(),
+        "conferences": lock(&state.conferences).len(),
+        "workers": state.workers.len(),
+        "dead_workers": state.dead_workers().len(),
+    })
+}
+
+/// Waits until no other live instance uses this instance's name (a killed
+/// predecessor's heartbeat expires within three beats); an error if one does.
+pub async fn claim_name(store: &Store, boot: &str) -> Result<(), String> {
+    let mut conn = store.conn.clone();
+    let deadline = Instant::now() + 4 * store.heartbeat;
+    loop {
+        let beat: Option<String> = match conn.get(keys::instance(&store.instance)).await {
+            Ok(b) => b,
+            Err(_) => return Ok(()), // Redis down: nothing to check against
+        };
+        let other = beat
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["boot"].as_str() != Some(boot));
+        if !other {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "instance_id `{}` is in use by another live chorus; give each instance its own",
+                store.instance
+            ));
+        }
+        tokio::time::sleep(store.heartbeat / 2).await;
+    }
+}

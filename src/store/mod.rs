@@ -1,0 +1,160 @@
+//! Shared state in Redis: each instance writes the records of the calls it
+//! owns and a heartbeat, so that a restarted instance (or, later, a peer)
+//! can recreate them. Nothing here runs on the packet path: records are
+//! handed over at command boundaries and written by one task
+//! (`control::replicate`), coalesced per call.
+
+pub mod record;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Redis keys, all under `chorus:`.
+pub mod keys {
+    /// A call's record (JSON), with an expiry its owner refreshes.
+    pub fn call(id: &str) -> String {
+        format!("chorus:call:{id}")
+    }
+    /// The set of call ids an instance owns.
+    pub fn owned(instance: &str) -> String {
+        format!("chorus:owner:{instance}")
+    }
+    /// An instance's heartbeat (JSON); it expires after three missed beats.
+    pub fn instance(instance: &str) -> String {
+        format!("chorus:instance:{instance}")
+    }
+    /// Every instance seen, scored by when its heartbeat was last written (ms).
+    pub const INSTANCES: &str = "chorus:instances";
+}
+
+/// What the writer has to do for one call: write its record, or remove it.
+pub type Pending = HashMap<Arc<str>, Option<String>>;
+
+pub struct Store {
+    pub instance: String,
+    pub heartbeat: Duration,
+    pub record_ttl: Duration,
+    pub conn: ConnectionManager,
+    /// Changes not written yet, coalesced per call (bounded by the calls held:
+    /// while Redis is down nothing is queued, a full rewrite follows).
+    pending: Mutex<Pending>,
+    pub wake: Notify,
+    up: AtomicBool,
+    /// Set when Redis missed changes: every record is written again.
+    pub resync: AtomicBool,
+    pub metrics: StoreMetrics,
+}
+
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    /// Redis round trips by result (ok, error).
+    pub ops: IntCounterVec,
+    /// Calls restored from records at start, by result.
+    pub restored: IntCounterVec,
+}
+
+impl Store {
+    /// Prepares the connection (made lazily: Redis may be down at start).
+    pub fn new(
+        url: &str,
+        instance: String,
+        heartbeat: Duration,
+        record_ttl: Duration,
+        registry: &Registry,
+    ) -> Result<Store, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis_url `{url}`: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(heartbeat.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis_url `{url}`: {e}"))?;
+        Ok(Store {
+            instance,
+            heartbeat,
+            record_ttl,
+            conn,
+            pending: Mutex::new(Pending::new()),
+            wake: Notify::new(),
+            up: AtomicBool::new(false),
+            resync: AtomicBool::new(true),
+            metrics: StoreMetrics::register(registry),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// Records whether the last round trip worked; says so once per change.
+    pub fn set_up(&self, up: bool, error: Option<&redis::RedisError>) {
+        self.metrics
+            .ops
+            .with_label_values(&[if up { "ok" } else { "error" }])
+            .inc();
+        if self.up.swap(up, Relaxed) != up {
+            self.metrics.up.set(i64::from(up));
+            match error {
+                Some(e) => {
+                    tracing::error!(error = %e, "redis is unreachable; calls go on, records are written again once it is back")
+                }
+                None => tracing::info!("redis is reachable"),
+            }
+        }
+        if !up {
+            // What is pending now is covered by the rewrite that follows.
+            self.resync.store(true, Relaxed);
+            self.take_pending();
+        }
+    }
+
+    /// A call's record changed (`Some`) or the call ended (`None`).
+    pub fn call_changed(&self, call_id: &Arc<str>, record: Option<String>) {
+        if !self.is_up() {
+            return; // the rewrite on reconnection covers it
+        }
+        lock(&self.pending).insert(call_id.clone(), record);
+        self.wake.notify_one();
+    }
+
+    pub fn take_pending(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+}
+
+impl StoreMetrics {
+    fn register(registry: &Registry) -> StoreMetrics {
+        let up = IntGauge::new("chorus_redis_up", "1 while Redis answers this instance").expect("valid metric");
+        let ops = IntCounterVec::new(
+            Opts::new("chorus_redis_operations_total", "Redis round trips by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let restored = IntCounterVec::new(
+            Opts::new(
+                "chorus_calls_restored_total",
+                "Calls recreated from Redis records, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ops.clone()),
+            Box::new(restored.clone()),
+        ] {
+            registry.register(c).expect("redis metrics register once");
+        }
+        StoreMetrics { up, ops, restored }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

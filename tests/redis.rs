@@ -1,0 +1,190 @@
+//! Shared state in a real redis-server: records written at command
+//! boundaries, a killed instance restarted under the same name takes its
+//! calls back on the same ports, and Redis going away costs no call.
+
+mod common;
+
+use common::redis_server::RedisServer;
+use common::{recv_n, Daemon, Peer};
+use redis::Commands;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+async fn start(slot: u16, redis: &RedisServer, name: &str) -> Daemon {
+    let url = redis.url();
+    Daemon::start(
+        slot,
+        &[
+            "--redis-url",
+            &url,
+            "--instance-id",
+            name,
+            "--redis-heartbeat-ms",
+            "100",
+        ],
+    )
+    .await
+}
+
+/// Polls until `f` holds, for up to five seconds.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn record(conn: &mut redis::Connection, id: &str) -> Option<Value> {
+    let text: Option<String> = conn.get(format!("chorus:call:{id}")).unwrap();
+    text.map(|t| serde_json::from_str(&t).unwrap())
+}
+
+/// RTP both ways through a call: A's packets reach B and B's reach A.
+fn flows(a: &mut Peer, b: &mut Peer, a_to: SocketAddr, b_to: SocketAddr) -> (usize, usize) {
+    for _ in 0..5 {
+        a.send_rtp(a_to);
+        b.send_rtp(b_to);
+    }
+    (recv_n(&b.rtp, 5).len(), recv_n(&a.rtp, 5).len())
+}
+
+#[tokio::test]
+async fn a_killed_instance_restarted_under_its_name_takes_its_calls_back() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let d = start(79, &redis, "node-a").await;
+    let mut peers: Vec<(Peer, Peer, SocketAddr, SocketAddr)> = Vec::new();
+    for i in 0..3 {
+        let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+        let (a_to, b_to) = d.call(&format!("c{i}"), &a, &b).await;
+        peers.push((a, b, a_to, b_to));
+    }
+    // Records land at command boundaries, with the owner and both legs.
+    let rec = eventually("the record of c2", || record(&mut conn, "c2")).await;
+    assert_eq!(rec["owner"], "node-a");
+    assert_eq!(rec["session"]["legs"][1]["tag"], "tb");
+    let owned: Vec<String> = conn.smembers("chorus:owner:node-a").unwrap();
+    assert_eq!(owned.len(), 3, "{owned:?}");
+    for (a, b, a_to, b_to) in &mut peers {
+        assert_eq!(flows(a, b, *a_to, *b_to), (5, 5));
+    }
+    // A deleted call's record goes with it.
+    let (s, _) = d.delete("/v1/calls/c0").await;
+    assert_eq!(s, 200);
+    eventually("c0's record removed", || {
+        record(&mut conn, "c0").is_none().then_some(())
+    })
+    .await;
+
+    drop(d); // SIGKILL: no goodbye, the records stay.
+    let d = start(79, &redis, "node-a").await;
+    let t0 = Instant::now();
+    let calls = loop {
+        let (_, v) = d.get("/v1/calls").await;
+        if v["total"] == 2 || t0.elapsed() > Duration::from_secs(5) {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(calls["calls"], json!(["c1", "c2"]), "{calls}");
+    // Same ports: the phones keep sending where they were told.
+    for (a, b, a_to, b_to) in peers.iter_mut().skip(1) {
+        assert_eq!(flows(a, b, *a_to, *b_to), (5, 5), "after the restart");
+    }
+    let m = d.metrics().await;
+    assert_eq!(
+        common::metric(&m, "chorus_calls_restored_total{result=\"ok\"}"),
+        2.0,
+        "{m}"
+    );
+    // The heartbeat says so within a beat or two.
+    let t0 = Instant::now();
+    loop {
+        let (s, inst) = d.get("/v1/instances").await;
+        assert_eq!(s, 200, "{inst}");
+        let me = inst["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == "node-a")
+            .cloned();
+        if me.as_ref().is_some_and(|m| m["state"] == "serving" && m["calls"] == 2) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{inst}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn calls_go_on_while_redis_is_down_and_records_are_written_again_after() {
+    let mut redis = RedisServer::start();
+    let d = start(80, &redis, "node-b").await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (a_to, b_to) = d.call("before", &a, &b).await;
+    eventually("the record", || record(&mut redis.conn(), "before")).await;
+
+    redis.stop();
+    let t0 = Instant::now();
+    loop {
+        let (_, r) = d.get("/readyz").await;
+        if r["redis"] == "down" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "readyz never said redis is down: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, r) = d.get("/readyz").await;
+    assert_eq!((s, &r["status"]), (200, &json!("ready")), "still ready: {r}");
+    assert_eq!(common::metric(&d.metrics().await, "chorus_redis_up"), 0.0);
+    // Commands and media go on.
+    assert_eq!(flows(&mut a, &mut b, a_to, b_to), (5, 5));
+    let (mut c, mut e) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (c_to, e_to) = d.call("during", &c, &e).await;
+    assert_eq!(flows(&mut c, &mut e, c_to, e_to), (5, 5));
+    let (s, _) = d.delete("/v1/calls/before").await;
+    assert_eq!(s, 200);
+
+    // Redis comes back empty: what this instance holds is written again.
+    redis.restart();
+    let mut conn = redis.conn();
+    let rec = eventually("the record of the call made while redis was down", || {
+        record(&mut conn, "during")
+    })
+    .await;
+    assert_eq!(rec["owner"], "node-b");
+    assert!(record(&mut conn, "before").is_none());
+    let (_, r) = d.get("/readyz").await;
+    assert_eq!(r["redis"], "up");
+}
+
+#[tokio::test]
+async fn two_live_instances_cannot_share_a_name() {
+    let redis = RedisServer::start();
+    let _first = start(81, &redis, "twin").await;
+    let url = redis.url();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--ng-listen", "127.0.0.1:0"])
+        .args(["--port-min", "23240", "--port-max", "23279"])
+        .args([
+            "--redis-url",
+            &url,
+            "--instance-id",
+            "twin",
+            "--redis-heartbeat-ms",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("instance_id `twin` is in use"), "{err}");
+}
