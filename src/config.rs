@@ -72,6 +72,10 @@ pub struct Config {
     pub redis_heartbeat_ms: u64,
     /// Seconds a call's record outlives its owner's last refresh.
     pub redis_record_ttl: u64,
+    /// Base URL other instances reach this one's HTTP API at, to forward
+    /// commands on its calls; by default `http://` + `http_listen` (with
+    /// the media address when that listens on all addresses).
+    pub advertise_http: Option<String>,
 }
 
 impl Default for Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             instance_id: None,
             redis_heartbeat_ms: 250,
             redis_record_ttl: 120,
+            advertise_http: None,
         }
     }
 }
@@ -130,6 +135,7 @@ const ENV_KEYS: &[&str] = &[
     "instance_id",
     "redis_heartbeat_ms",
     "redis_record_ttl",
+    "advertise_http",
 ];
 
 impl Config {

@@ -125,6 +125,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_record_ttl: Option<u64>,
+    /// Base URL peers reach this instance's HTTP API at [default: from --http-listen].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_http: Option<String>,
 }
 
 fn main() {

@@ -229,6 +229,8 @@ pub struct Metrics {
     pub callbacks: IntCounterVec,
     /// Requests refused by a limit, by limit.
     pub limited: IntCounterVec,
+    /// Commands forwarded to the instance owning their call, by result.
+    pub forwarded: IntCounterVec,
 }
 
 impl Metrics {
@@ -297,8 +299,17 @@ impl Metrics {
             &["limit"],
         )
         .unwrap();
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "chorus_forwarded_requests_total",
+                "Commands forwarded to the instance that owns their call, by result",
+            ),
+            &["result"],
+        )
+        .unwrap();
         for c in [
             Box::new(callbacks.clone()) as Box<dyn Collector>,
+            Box::new(forwarded.clone()),
             Box::new(limited.clone()),
             Box::new(conference_rtt_seconds.clone()),
             Box::new(conference_reported_loss.clone()),
@@ -341,6 +352,7 @@ impl Metrics {
             mixer_tick_seconds,
             callbacks,
             limited,
+            forwarded,
             conference_rtt_seconds,
             conference_reported_loss,
         }

@@ -188,3 +188,53 @@ async fn two_live_instances_cannot_share_a_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("instance_id `twin` is in use"), "{err}");
 }
+
+#[tokio::test]
+async fn commands_reaching_another_instance_are_forwarded_to_the_owner() {
+    let redis = RedisServer::start();
+    let a = start(82, &redis, "fwd-a").await;
+    let b = start(83, &redis, "fwd-b").await;
+    let (mut pa, mut pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    // Offer on A, answer on B: a round-robin balancer in front of both.
+    let (s, offer) = a
+        .post("/v1/calls/rr/offer", json!({"from_tag": "ta", "sdp": pa.sdp()}))
+        .await;
+    assert_eq!(s, 200, "{offer}");
+    let (s, answer) = b
+        .post(
+            "/v1/calls/rr/answer",
+            json!({"from_tag": "ta", "to_tag": "tb", "sdp": pb.sdp()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{answer}");
+    let (a_to, b_to) = (
+        common::sdp_target(answer["sdp"].as_str().unwrap()),
+        common::sdp_target(offer["sdp"].as_str().unwrap()),
+    );
+    // A's ports, from A's range: the call lives on A only.
+    assert!(
+        a_to.port() >= a.port_min && a_to.port() < a.port_min + common::PORTS_PER_SLOT,
+        "{a_to}"
+    );
+    assert_eq!(flows(&mut pa, &mut pb, a_to, b_to), (5, 5));
+    let (s, q) = b.get("/v1/calls/rr").await;
+    assert_eq!((s, q["answered"].clone()), (200, json!(true)), "{q}");
+    let (_, listed) = b.get("/v1/calls").await;
+    assert_eq!(listed["total"], 0, "B holds nothing itself: {listed}");
+    // The ng door forwards too (Kamailio's rtpengine set without Call-ID hashing).
+    let q = common::ng(&b, "c1", &common::ngd(&[("command", "query"), ("call-id", "rr")]));
+    assert_eq!(q.get("result").and_then(|v| v.as_str()), Some("ok"), "{q}");
+    let (s, _) = b.delete("/v1/calls/rr").await;
+    assert_eq!(s, 200);
+    let (s, gone) = a.get("/v1/calls/rr").await;
+    assert_eq!(s, 404, "{gone}");
+    let m = b.metrics().await;
+    assert_eq!(
+        common::metric(&m, "chorus_forwarded_requests_total{result=\"ok\"}"),
+        4.0,
+        "{m}"
+    );
+    // Unknown calls are still answered here, precisely.
+    let (s, e) = b.get("/v1/calls/nobody").await;
+    assert_eq!((s, e["error"]["code"].clone()), (404, json!("not_found")), "{e}");
+}

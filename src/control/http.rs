@@ -52,6 +52,11 @@ pub fn router(state: Shared) -> Router {
             "/v1/conferences/{conf_id}/participants/{pid}",
             patch(conf_control).delete(conf_leave),
         )
+        // Layers run last-added first: auth, then forwarding.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::forward::http_layer,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     #[cfg(feature = "test-hooks")]
     let v1 = v1.merge(super::test_hooks::routes());
@@ -422,12 +427,16 @@ async fn ng_http(AxState(state): AxState<Shared>, req: Request) -> Response {
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
+    let forwarded = req.headers().contains_key(super::forward::FORWARDED);
     let Ok(bytes) = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await else {
         return Error::TooLarge(format!("ng message over {MAX_BODY_BYTES} bytes")).into_response();
     };
-    match (super::ng::Ng { state: &state })
-        .handle(&bytes, super::ng::Source::Http(peer))
-        .await
+    match (super::ng::Ng {
+        state: &state,
+        forwarded,
+    })
+    .handle(&bytes, super::ng::Source::Http(peer))
+    .await
     {
         Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply).into_response(),
         None => Error::BadRequest("ng message needs `<cookie> <bencoded dictionary>`".into()).into_response(),

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod command;
 pub mod conference_commands;
 pub mod ended;
+pub mod forward;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

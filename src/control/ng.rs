@@ -76,6 +76,8 @@ impl Source {
 /// The ng front door, over UDP or HTTP.
 pub struct Ng<'a> {
     pub state: &'a State,
+    /// Another instance forwarded this message: run it here, whatever happens.
+    pub forwarded: bool,
 }
 
 impl Ng<'_> {
@@ -114,7 +116,11 @@ impl Ng<'_> {
             Err(e) => Err(Error::BadRequest(e.to_string())),
         };
         let reply = match parsed {
-            Ok(d) => self.command(&d).await,
+            Ok(d) => match self.forward(&d).await {
+                Some(Ok(value)) => return Some(self.finish(cookie, &key, value)),
+                Some(Err(e)) => Err(e),
+                None => self.command(&d).await,
+            },
             Err(e) => {
                 self.state.metrics.requests.with_label_values(&["ng", e.code()]).inc();
                 tracing::warn!(?peer, error = %e, "malformed ng message");
@@ -134,12 +140,42 @@ impl Ng<'_> {
                 ("error-reason", Value::str(&e.to_string())),
             ]),
         };
+        Some(self.finish(cookie, &key, value))
+    }
+
+    /// Encodes the reply and keeps it for retransmissions.
+    fn finish(&self, cookie: &[u8], key: &[u8], value: Value) -> Vec<u8> {
         let mut out = cookie.to_vec();
         out.push(b' ');
         value.encode(&mut out);
         let out = Arc::new(out);
-        lock(&self.state.ng_cookies).finish(&key, Instant::now(), out.clone());
-        Some(out.to_vec())
+        lock(&self.state.ng_cookies).finish(key, Instant::now(), out.clone());
+        out.to_vec()
+    }
+
+    /// For a command on a call another instance owns: that instance's reply.
+    async fn forward(&self, d: &Value) -> Option<Result<Value, Error>> {
+        let command = d.get("command").and_then(Value::as_str)?;
+        let call_id = d.get("call-id").and_then(Value::as_str)?;
+        if self.forwarded || !matches!(command, "offer" | "answer" | "delete" | "query") {
+            return None;
+        }
+        let super::forward::Route::Owner { url, .. } =
+            super::forward::route(self.state, call_id, command == "offer").await
+        else {
+            return None;
+        };
+        // A cookie of its own: the owner caches replies by cookie and source.
+        let n = self.state.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut body = format!("fwd-{}-{n} ", self.state.boot).into_bytes();
+        d.encode(&mut body);
+        let ct = Some("application/x-rtpengine-ng");
+        let sent = super::forward::send(self.state, &url, reqwest::Method::POST, "/ng", ct, body).await;
+        Some(sent.and_then(|(status, _, bytes)| {
+            let bad = || Error::Unavailable(format!("the call's owner at {url} answered ng with HTTP {status}"));
+            let space = bytes.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+            bencode::decode(&bytes[space + 1..]).map_err(|_| bad())
+        }))
     }
 
     async fn command(&self, d: &Value) -> Result<Reply, Error> {
@@ -623,7 +659,13 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
         let message = message.to_vec();
         let (state, socket) = (state.clone(), socket.clone());
         tokio::spawn(async move {
-            if let Some(reply) = (Ng { state: &state }).handle(&message, Source::Udp(peer)).await {
+            if let Some(reply) = (Ng {
+                state: &state,
+                forwarded: false,
+            })
+            .handle(&message, Source::Udp(peer))
+            .await
+            {
                 if let Err(e) = socket.send_to(&reply, peer).await {
                     tracing::warn!(%peer, error = %e, "ng reply not sent");
                 }

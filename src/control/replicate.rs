@@ -89,7 +89,7 @@ async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::Redi
         "conferences": lock(&state.conferences).len(),
         "workers": state.workers.len(),
         "dead_workers": state.dead_workers().len(),
-        "http": state.config.http_listen,
+        "url": super::forward::own_url(&state.config),
         "ng": state.config.ng_listen,
         "media": state.interfaces,
         "started": unix_seconds(state.started_wall),

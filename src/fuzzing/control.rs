@@ -109,7 +109,10 @@ async fn clean(state: &State) {
 pub(super) fn ng(data: &[u8]) {
     let (runtime, state) = control_plane();
     runtime.block_on(async {
-        let door = ng::Ng { state };
+        let door = ng::Ng {
+            state,
+            forwarded: false,
+        };
         for message in data.split(|b| *b == 0).take(4) {
             let reply = door.handle(message, ng::Source::Udp(([127, 0, 0, 1], 9).into())).await;
             if let (Some(reply), Some(space)) = (&reply, message.iter().position(|b| *b == b' ')) {
