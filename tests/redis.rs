@@ -12,19 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 async fn start(slot: u16, redis: &RedisServer, name: &str) -> Daemon {
-    let url = redis.url();
-    Daemon::start(
-        slot,
-        &[
-            "--redis-url",
-            &url,
-            "--instance-id",
-            name,
-            "--redis-heartbeat-ms",
-            "100",
-        ],
-    )
-    .await
+    let args = redis.chorus_args(name);
+    Daemon::start(slot, &args.iter().map(String::as_str).collect::<Vec<_>>()).await
 }
 
 /// Polls until `f` holds, for up to five seconds.

@@ -3,6 +3,7 @@
 //! either kept (released ones go back to the pool once the worker closed
 //! them) or, if the command fails, returned.
 
+use super::home::Home;
 use super::{lock, State};
 use crate::error::Error;
 use crate::session::{LocalPorts, PortSource};
@@ -14,6 +15,8 @@ use std::net::UdpSocket;
 /// closed their sockets, so a port is never bound twice.
 pub struct Alloc<'a> {
     state: &'a State,
+    /// Where the call lives: its addresses and port pools.
+    home: &'a Home,
     pub fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
     pub released: Vec<(usize, LocalPorts)>,
     /// Ports in the range that another process holds: kept out of the pool
@@ -25,7 +28,7 @@ pub struct Alloc<'a> {
 impl Drop for Alloc<'_> {
     fn drop(&mut self) {
         for (iface, p) in self.unbindable.drain(..) {
-            free_ports(self.state, iface, p);
+            free_ports(self.home, iface, p);
         }
     }
 }
@@ -35,18 +38,19 @@ const BIND_ATTEMPTS: usize = 32;
 
 impl PortSource for Alloc<'_> {
     fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
-        let ip = self.state.bind[iface];
+        let ip = self.home.bind[iface];
         let opts = &self.state.socket_options;
+        let exhausted = || Error::PortsExhausted(self.home.name(iface).to_string());
         for _ in 0..BIND_ATTEMPTS {
             let port = {
-                let mut pool = lock(&self.state.ports[iface]);
+                let mut pool = lock(&self.home.pools[iface]);
                 if pair {
                     pool.take_pair()
                 } else {
                     pool.take_single()
                 }
             }
-            .ok_or_else(|| Error::PortsExhausted(self.state.interfaces[iface].name.clone()))?;
+            .ok_or_else(exhausted)?;
             let ports = LocalPorts {
                 rtp: port,
                 rtcp: pair.then_some(port + 1),
@@ -68,7 +72,7 @@ impl PortSource for Alloc<'_> {
                 }
             }
         }
-        Err(Error::PortsExhausted(self.state.interfaces[iface].name.clone()))
+        Err(exhausted())
     }
 
     fn release(&mut self, iface: usize, ports: LocalPorts) {
@@ -77,9 +81,10 @@ impl PortSource for Alloc<'_> {
 }
 
 impl Alloc<'_> {
-    pub fn new(state: &State) -> Alloc<'_> {
+    pub fn new<'a>(state: &'a State, home: &'a Home) -> Alloc<'a> {
         Alloc {
             state,
+            home,
             fresh: Vec::new(),
             released: Vec::new(),
             unbindable: Vec::new(),
@@ -90,7 +95,7 @@ impl Alloc<'_> {
     pub fn claim(&mut self, iface: usize, ports: LocalPorts) -> Result<(), Error> {
         let wanted = [Some(ports.rtp), ports.rtcp];
         {
-            let mut pool = lock(&self.state.ports[iface]);
+            let mut pool = lock(&self.home.pools[iface]);
             for (n, p) in wanted.iter().flatten().enumerate() {
                 if !pool.take(*p) {
                     for q in wanted.iter().flatten().take(n) {
@@ -100,7 +105,7 @@ impl Alloc<'_> {
                 }
             }
         }
-        let ip = self.state.bind[iface];
+        let ip = self.home.bind[iface];
         let bound: Result<Vec<UdpSocket>, _> = wanted
             .into_iter()
             .flatten()
@@ -112,7 +117,7 @@ impl Alloc<'_> {
                 Ok(())
             }
             Err(e) => {
-                free_ports(self.state, iface, ports);
+                free_ports(self.home, iface, ports);
                 Err(Error::Conflict(format!(
                     "port {} on {ip} does not bind: {e}",
                     ports.rtp
@@ -124,13 +129,13 @@ impl Alloc<'_> {
     /// The command failed: return what it took (its sockets close on drop).
     pub fn rollback(mut self) {
         for (iface, p, _) in self.fresh.drain(..) {
-            free_ports(self.state, iface, p);
+            free_ports(self.home, iface, p);
         }
     }
 }
 
-pub fn free_ports(state: &State, iface: usize, p: LocalPorts) {
-    let mut pool = lock(&state.ports[iface]);
+pub fn free_ports(home: &Home, iface: usize, p: LocalPorts) {
+    let mut pool = lock(&home.pools[iface]);
     pool.put(p.rtp);
     if let Some(r) = p.rtcp {
         pool.put(r);

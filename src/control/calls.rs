@@ -40,6 +40,7 @@ pub(super) fn entry(state: &State, call_id: &str, create: bool) -> Result<Arc<to
         session: Session::default(),
         created: Instant::now(),
         created_wall: SystemTime::now(),
+        home: state.home.clone(),
         alive: true,
     }));
     calls.insert(call_id.to_string(), (key, e.clone()));
@@ -88,12 +89,13 @@ pub async fn negotiate(
         )));
     }
     let backup = e.session.clone();
-    let mut alloc = Alloc::new(state);
+    let home = e.home.clone();
+    let mut alloc = Alloc::new(state, &home);
     let result = match op {
-        Sdpop::Offer => e.session.offer(from_tag, &parsed, opts, &state.advertise, &mut alloc),
+        Sdpop::Offer => e.session.offer(from_tag, &parsed, opts, &home.advertise, &mut alloc),
         Sdpop::Answer { to_tag } => e
             .session
-            .answer(from_tag, to_tag, &parsed, opts, &state.advertise, &mut alloc),
+            .answer(from_tag, to_tag, &parsed, opts, &home.advertise, &mut alloc),
     };
     let outcome = match result {
         Ok((text, change)) => push_to_worker(state, &e, &mut alloc, change).await.map(|_| text),
@@ -102,7 +104,7 @@ pub async fn negotiate(
     match outcome {
         Ok(text) => {
             for (iface, p) in alloc.released.drain(..) {
-                free_ports(state, iface, p);
+                free_ports(&home, iface, p);
             }
             super::replicate::call_changed(state, &e);
             Ok(text)
@@ -143,7 +145,7 @@ pub(super) async fn push_to_worker(
         .map(|st| StreamSpec {
             kind: st.kind,
             sides: [0, 1].map(|i| {
-                let ip = state.bind[s.legs[i].iface];
+                let ip = e.home.bind[s.legs[i].iface];
                 st.sides[i].local.map(|l| SideSpec {
                     rtp: SocketAddr::new(ip, l.rtp),
                     rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
@@ -190,7 +192,7 @@ pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reaso
     e.alive = false;
     lock(&state.ended).record(&e.call_id, reason, Instant::now());
     for (iface, p) in e.session.all_ports() {
-        free_ports(state, iface, p);
+        free_ports(&e.home, iface, p);
     }
     unregister(state, &e.call_id, e.key);
     super::replicate::call_changed(state, e);

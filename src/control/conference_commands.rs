@@ -180,7 +180,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         None => 0,
     };
     let mux = m.has_attribute("rtcp-mux");
-    let mut alloc = Alloc::new(state);
+    let mut alloc = Alloc::new(state, &state.home);
     let ports = alloc.allocate(iface, !mux)?;
     let ip = offer.media_address(mi).filter(|a| !a.is_unspecified());
     let peer = PeerSpec {
@@ -193,7 +193,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         any_source: false,
         clock_rates: ClockRates::default(),
     };
-    let bind = state.bind[iface];
+    let bind = state.home.bind[iface];
     let pid = e.next_pid;
     let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();
     let joined = ask(state, e.worker, |reply| ConfCommand::Join {
@@ -215,7 +215,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
     }
     e.next_pid += 1;
     e.participants.insert(pid, (iface, ports, spec.name()));
-    let answer = answer_sdp(&offer, mi, &spec, state.advertise[iface], ports, mux, e.key, pid);
+    let answer = answer_sdp(&offer, mi, &spec, state.home.advertise[iface], ports, mux, e.key, pid);
     tracing::info!(
         conference = conf_id,
         participant = pid,
@@ -246,6 +246,11 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     let mut c = call.lock().await;
     if !c.alive {
         return Err(Error::NotFound(format!("no call `{call_id}`")));
+    }
+    if let Some(from) = &c.home.adopted_from {
+        return Err(Error::NotImplemented(format!(
+            "call `{call_id}` was taken over from instance `{from}`; moving its legs into a conference is not supported yet"
+        )));
     }
     let leg = c
         .session
@@ -289,7 +294,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     } else {
         super::replicate::call_changed(state, &c);
     }
-    let bind = state.bind[iface];
+    let bind = state.home.bind[iface];
     let pid = e.next_pid;
     let key = e.key;
     let joined = ask(state, e.worker, |reply| ConfCommand::Join {
@@ -306,7 +311,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     .await
     .and_then(|r| r.map_err(Error::from));
     if let Err(err) = joined {
-        free_ports(state, iface, ports);
+        free_ports(&state.home, iface, ports);
         return Err(err);
     }
     e.next_pid += 1;
@@ -459,7 +464,7 @@ pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Erro
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
     e.participants.remove(&pid);
-    free_ports(state, iface, ports);
+    free_ports(&state.home, iface, ports);
     push_event(state, &mut e, json!({ "event": "left", "participant": pid }));
     tracing::info!(conference = conf_id, participant = pid, "participant left");
     Ok(json!({ "participant_id": pid, "left": true }))
@@ -489,7 +494,7 @@ pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Delete { key, reply }).await?;
     for (_, (iface, ports, _)) in e.participants.drain() {
-        free_ports(state, iface, ports);
+        free_ports(&state.home, iface, ports);
     }
     e.alive = false;
     e.live = None;
@@ -528,7 +533,7 @@ pub async fn on_failed(state: &State, key: CallKey, reason: &str) {
     let mut e = handle.lock().await;
     tracing::error!(conference = %e.id, panic = reason, "conference ended by an internal error");
     for (_, (iface, ports, _)) in e.participants.drain() {
-        free_ports(state, iface, ports);
+        free_ports(&state.home, iface, ports);
     }
     push_event(
         state,

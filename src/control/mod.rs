@@ -8,6 +8,7 @@ pub mod command;
 pub mod conference_commands;
 pub mod ended;
 pub mod forward;
+pub mod home;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;
@@ -22,7 +23,7 @@ pub mod test_hooks;
 use crate::config::{Config, Interface};
 use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::worker::ports::{PortPool, SocketOptions};
+use crate::worker::ports::SocketOptions;
 use crate::worker::{self, CallKey, WorkerConfig, WorkerHandle};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,6 +41,8 @@ pub struct CallEntry {
     pub session: Session,
     pub created: Instant,
     pub created_wall: SystemTime,
+    /// The addresses and port pools the call's sockets live on.
+    pub home: Arc<home::Home>,
     /// False once deleted: a command that waited on the lock must not revive it.
     pub alive: bool,
 }
@@ -57,10 +60,10 @@ pub type CallHandle = Arc<tokio::sync::Mutex<CallEntry>>;
 pub struct State {
     pub config: Config,
     pub interfaces: Vec<Interface>,
-    /// Per interface: the address in SDP, and the address sockets bind.
-    pub advertise: Vec<IpAddr>,
-    pub bind: Vec<IpAddr>,
-    pub ports: Vec<Mutex<PortPool>>,
+    /// This instance's interfaces: addresses and port pools.
+    pub home: Arc<home::Home>,
+    /// Pools of addresses taken over from dead instances.
+    pub foreign: home::ForeignPools,
     pub socket_options: SocketOptions,
     pub workers: Vec<WorkerHandle>,
     pub(crate) next_worker: AtomicUsize,
@@ -144,12 +147,8 @@ impl State {
                 .as_nanos()
         );
         let state = State {
-            advertise: interfaces.iter().map(|i| i.advertise.unwrap_or(i.bind)).collect(),
-            bind: interfaces.iter().map(|i| i.bind).collect(),
-            ports: interfaces
-                .iter()
-                .map(|_| Mutex::new(PortPool::new(config.port_min, config.port_max)))
-                .collect(),
+            home: Arc::new(home::Home::own(interfaces.clone(), config.port_min, config.port_max)),
+            foreign: home::ForeignPools::default(),
             socket_options: SocketOptions {
                 recv_buffer: config.socket_recv_buffer,
                 send_buffer: config.socket_send_buffer,
@@ -255,7 +254,7 @@ impl State {
             .conferences_active
             .set(lock(&self.conferences).len() as i64);
         for (i, iface) in self.interfaces.iter().enumerate() {
-            let free = lock(&self.ports[i]).free();
+            let free = lock(&self.home.pools[i]).free();
             self.metrics
                 .ports_free
                 .with_label_values(&[iface.name.as_str()])

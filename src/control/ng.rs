@@ -343,7 +343,7 @@ impl Ng<'_> {
                 }
             };
             let idx = o.to_interface.unwrap_or(0);
-            if state.advertise[idx].is_ipv6() != want_v6 {
+            if state.home.advertise[idx].is_ipv6() != want_v6 {
                 return Err(Error::BadRequest(format!(
                     "address-family {family} asked, but interface `{}` is {}",
                     state.interfaces[idx].name,

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// The record of a call as it stands after a command.
-pub fn record_of(state: &State, store: &Store, e: &CallEntry) -> CallRecord {
+pub fn record_of(store: &Store, e: &CallEntry) -> CallRecord {
     CallRecord {
         version: VERSION,
         call_id: e.call_id.to_string(),
         owner: store.instance.clone(),
         created: unix_seconds(e.created_wall),
-        interfaces: state.interfaces.clone(),
+        interfaces: e.home.interfaces.clone(),
         session: e.session.clone(),
     }
 }
@@ -29,7 +29,7 @@ pub fn record_of(state: &State, store: &Store, e: &CallEntry) -> CallRecord {
 /// serialization, no I/O.
 pub fn call_changed(state: &State, e: &CallEntry) {
     if let Some(store) = &state.store {
-        let record = e.alive.then(|| record_of(state, store, e).to_json());
+        let record = e.alive.then(|| record_of(store, e).to_json());
         store.call_changed(&e.call_id, record);
     }
 }
@@ -59,6 +59,11 @@ pub async fn run(state: Arc<State>) {
         if !restored {
             super::restore::own_calls(&state, &store, &mut conn).await;
             restored = true;
+        }
+        if !state.draining.load(Relaxed) {
+            for dead in super::restore::dead_owners(&store, &mut conn).await.unwrap_or_default() {
+                super::restore::take_over(&state, &store, &mut conn, &dead).await;
+            }
         }
         let r = async {
             if store.resync.swap(false, Relaxed) {
@@ -141,7 +146,7 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     for h in handles {
         let e = h.lock().await;
         if e.alive {
-            pending.insert(e.call_id.clone(), Some(record_of(state, store, &e).to_json()));
+            pending.insert(e.call_id.clone(), Some(record_of(store, &e).to_json()));
         }
     }
     let listed: Vec<String> = conn.smembers(keys::owned(&store.instance)).await?;

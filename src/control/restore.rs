@@ -1,6 +1,7 @@
-//! Recreates this instance's calls from their Redis records after a
-//! restart: same ports, same peers, fresh latches (a side learns its
-//! source again under the usual rules, so RTP Bleed protection holds).
+//! Recreates calls from their Redis records: this instance's own after a
+//! restart, or a dead instance's (a takeover), on the same addresses and
+//! ports, so phones keep sending where they were told. Latches start fresh:
+//! a side learns its source again under the usual rules (RTP Bleed holds).
 
 use super::alloc::Alloc;
 use super::calls::{entry, push_to_worker, unregister};
@@ -11,14 +12,52 @@ use crate::store::{keys, Store};
 use redis::AsyncCommands;
 use std::time::{Instant, SystemTime};
 
-/// Restores every call the records say this instance owned. Calls that
-/// cannot be restored (ports taken meanwhile, another interface) are
-/// logged, counted and their records removed.
-pub async fn own_calls(state: &State, store: &Store, conn: &mut redis::aio::ConnectionManager) {
+type Conn = redis::aio::ConnectionManager;
+
+/// How long a takeover may run before another instance may try again.
+const LOCK_MS: u64 = 30_000;
+
+/// Takes the right to restore `instance`'s calls; false if another
+/// instance holds it (it is taking them over).
+async fn lock(store: &Store, conn: &mut Conn, instance: &str) -> bool {
+    let opts = redis::SetOptions::default()
+        .conditional_set(redis::ExistenceCheck::NX)
+        .with_expiration(redis::SetExpiry::PX(LOCK_MS));
+    let r: redis::RedisResult<Option<String>> = conn.set_options(keys::takeover(instance), &store.instance, opts).await;
+    matches!(r, Ok(Some(_)))
+}
+
+/// Restores this instance's calls after a restart, unless a peer has
+/// already started taking them over.
+pub async fn own_calls(state: &State, store: &Store, conn: &mut Conn) {
+    if !lock(store, conn, &store.instance).await {
+        return tracing::warn!("another instance is taking this one's calls over; not restoring them");
+    }
+    calls_of(state, store, conn, &store.instance).await;
+    let _: redis::RedisResult<()> = conn.del(keys::takeover(&store.instance)).await;
+}
+
+/// Takes over a dead instance's calls. Returns false if another instance
+/// does it.
+pub async fn take_over(state: &State, store: &Store, conn: &mut Conn, dead: &str) -> bool {
+    if !lock(store, conn, dead).await {
+        return false;
+    }
+    tracing::warn!(
+        instance = dead,
+        "instance is dead (heartbeat expired): taking its calls over"
+    );
+    calls_of(state, store, conn, dead).await;
+    let _: redis::RedisResult<()> = conn.del(keys::owned(dead)).await;
+    true
+}
+
+/// Restores every call in `instance`'s set.
+async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str) {
     let t0 = Instant::now();
-    let ids: Vec<String> = match conn.smembers(keys::owned(&store.instance)).await {
+    let ids: Vec<String> = match conn.smembers(keys::owned(instance)).await {
         Ok(ids) => ids,
-        Err(e) => return tracing::error!(error = %e, "redis: cannot list this instance's calls"),
+        Err(e) => return tracing::error!(error = %e, instance, "redis: cannot list the instance's calls"),
     };
     let (mut ok, mut failed) = (0, 0);
     for chunk in ids.chunks(500) {
@@ -28,12 +67,11 @@ pub async fn own_calls(state: &State, store: &Store, conn: &mut redis::aio::Conn
             Err(e) => return tracing::error!(error = %e, "redis: cannot read call records"),
         };
         for (id, text) in chunk.iter().zip(records) {
-            let result = match text {
+            let result = match text.as_deref().map(CallRecord::from_json) {
                 None => Err("its record expired".to_string()),
-                Some(t) => match CallRecord::from_json(&t) {
-                    Ok(rec) => one(state, store, rec).await,
-                    Err(e) => Err(e),
-                },
+                Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
+                Some(Ok(rec)) => one(state, rec).await,
+                Some(Err(e)) => Err(e),
             };
             let label = if result.is_ok() { "ok" } else { "failed" };
             store.metrics.restored.with_label_values(&[label]).inc();
@@ -41,44 +79,39 @@ pub async fn own_calls(state: &State, store: &Store, conn: &mut redis::aio::Conn
                 Ok(()) => ok += 1,
                 Err(reason) => {
                     failed += 1;
-                    tracing::warn!(call_id = %id, %reason, "call not restored");
-                    let _: Result<(), _> = redis::pipe()
-                        .del(keys::call(id))
-                        .srem(keys::owned(&store.instance), id)
-                        .query_async(conn)
-                        .await;
+                    tracing::warn!(call_id = %id, from = instance, %reason, "call not restored");
                 }
             }
         }
     }
     if ok + failed > 0 {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(restored = ok, failed, ms, "calls restored from redis");
+        tracing::info!(restored = ok, failed, ms, from = instance, "calls restored from redis");
     }
 }
 
-/// Recreates one call: its entry, its sockets on the recorded ports, its
-/// streams on a worker.
-async fn one(state: &State, store: &Store, rec: CallRecord) -> Result<(), String> {
-    if rec.owner != store.instance {
-        return Err(format!("owned by `{}`", rec.owner));
-    }
-    rec.check_interfaces(&state.interfaces)?;
+/// Recreates one call: its entry, its sockets on the recorded addresses and
+/// ports, its streams on a worker; then records it as ours.
+async fn one(state: &State, rec: CallRecord) -> Result<(), String> {
     super::check_id("call", &rec.call_id).map_err(|e| e.to_string())?;
+    let range = (state.config.port_min, state.config.port_max);
+    let home = state.foreign.home_for(&state.home, &rec.interfaces, &rec.owner, range);
     let handle = entry(state, &rec.call_id, true).map_err(|e| e.to_string())?;
     let mut e = handle.lock().await;
     if e.session.offered {
-        return Err("a call with this id exists already".into());
+        return Err("a call with this id exists here already".into());
     }
-    let mut alloc = Alloc::new(state);
+    let mut alloc = Alloc::new(state, &home);
     let claimed = rec.session.all_ports().try_for_each(|(iface, p)| alloc.claim(iface, p));
     let pushed = match claimed {
         Ok(()) => {
             e.session = rec.session.clone();
+            e.home = home.clone();
             let age = SystemTime::now().duration_since(rec.created_at()).unwrap_or_default();
             e.created_wall = rec.created_at();
             e.created = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-            push_to_worker(state, &e, &mut alloc, Change { relearn_leg: 0 })
+            let change = Change { relearn_leg: 0 };
+            push_to_worker(state, &e, &mut alloc, change)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -90,5 +123,27 @@ async fn one(state: &State, store: &Store, rec: CallRecord) -> Result<(), String
         unregister(state, &rec.call_id, e.key);
         return Err(err);
     }
+    super::replicate::call_changed(state, &e);
     Ok(())
+}
+
+/// The instances whose heartbeat expired while they still own calls.
+pub async fn dead_owners(store: &Store, conn: &mut Conn) -> redis::RedisResult<Vec<String>> {
+    let ids: Vec<String> = conn.zrange(keys::INSTANCES, 0, -1).await?;
+    let others: Vec<&String> = ids.iter().filter(|i| **i != store.instance).collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in &others {
+        pipe.exists(keys::instance(id)).exists(keys::owned(id));
+    }
+    let flags: Vec<bool> = pipe.query_async(conn).await?;
+    let dead = others
+        .iter()
+        .zip(flags.chunks(2))
+        .filter(|(_, f)| matches!(f, [false, true]))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    Ok(dead)
 }

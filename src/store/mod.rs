@@ -28,6 +28,11 @@ pub mod keys {
     pub fn instance(instance: &str) -> String {
         format!("chorus:instance:{instance}")
     }
+    /// Held by the instance restoring `instance`'s calls (itself after a
+    /// restart, or a peer taking over), so only one does.
+    pub fn takeover(instance: &str) -> String {
+        format!("chorus:takeover:{instance}")
+    }
     /// Every instance seen, scored by when its heartbeat was last written (ms).
     pub const INSTANCES: &str = "chorus:instances";
 }

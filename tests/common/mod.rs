@@ -32,6 +32,12 @@ impl Daemon {
     }
 
     pub async fn start_full(slot: u16, ports: u16, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_logged(slot, ports, extra, env, &format!("slot-{slot}")).await
+    }
+
+    /// As `start_full`, logging to target/test-logs/<log>.log (two daemons
+    /// sharing a slot's ports on different addresses).
+    pub async fn start_logged(slot: u16, ports: u16, extra: &[&str], env: &[(&str, &str)], log: &str) -> Daemon {
         // Below Linux's ephemeral range (32768+), so test sockets bound to
         // port 0 never take a port chorus expects to have.
         let port_min = 20000 + slot * PORTS_PER_SLOT;
@@ -42,7 +48,7 @@ impl Daemon {
         // Each daemon logs to target/test-logs/slot-<n>.log (read it when a test fails).
         let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let log = std::fs::File::create(logs.join(format!("slot-{slot}.log"))).unwrap();
+        let log = std::fs::File::create(logs.join(format!("{log}.log"))).unwrap();
         let ng_port = {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.local_addr().unwrap().port()
