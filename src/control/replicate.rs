@@ -4,7 +4,7 @@
 //! never wait on Redis.
 
 use super::{lock, CallEntry, State};
-use crate::store::record::{unix_seconds, CallRecord, VERSION};
+use crate::store::record::{unix_seconds, CallRecordRef, VERSION};
 use crate::store::{keys, Store};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -13,26 +13,30 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// The record of a call as it stands after a command.
-pub fn record_of(store: &Store, e: &CallEntry) -> CallRecord {
-    CallRecord {
+/// The record of a call as it stands after a command, as JSON.
+pub fn record_of(store: &Store, e: &CallEntry) -> String {
+    CallRecordRef {
         version: VERSION,
-        call_id: e.call_id.to_string(),
-        owner: store.instance.clone(),
+        call_id: &e.call_id,
+        owner: &store.instance,
         created: unix_seconds(e.created_wall),
-        interfaces: e.home.interfaces.clone(),
-        session: e.session.clone(),
+        interfaces: &e.home.interfaces,
+        session: &e.session,
     }
+    .to_json()
 }
 
 /// Hands a call's new state (or its end) to the writer. Cheap: one
 /// serialization, no I/O.
 pub fn call_changed(state: &State, e: &CallEntry) {
     if let Some(store) = &state.store {
-        let record = e.alive.then(|| record_of(store, e).to_json());
+        let record = e.alive.then(|| record_of(store, e));
         store.call_changed(&e.call_id, record);
     }
 }
+
+/// How long the writer gathers changes before one round trip to Redis.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer: runs for the life of the process.
 pub async fn run(state: Arc<State>) {
@@ -46,7 +50,11 @@ pub async fn run(state: Arc<State>) {
     loop {
         tokio::select! {
             _ = beat.tick() => {}
-            _ = store.wake.notified() => {}
+            _ = store.wake.notified() => {
+                // Gather what else changes meanwhile into the same round trip
+                // (a call set up and torn down within it costs nothing).
+                tokio::time::sleep(BATCH).await;
+            }
         }
         if last_beat.elapsed() >= store.heartbeat {
             last_beat = Instant::now();
@@ -146,7 +154,7 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     for h in handles {
         let e = h.lock().await;
         if e.alive {
-            pending.insert(e.call_id.clone(), Some(record_of(store, &e).to_json()));
+            pending.insert(e.call_id.clone(), Some(record_of(store, &e)));
         }
     }
     let listed: Vec<String> = conn.smembers(keys::owned(&store.instance)).await?;

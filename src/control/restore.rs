@@ -43,8 +43,10 @@ pub async fn take_over(state: &State, store: &Store, conn: &mut Conn, dead: &str
     if !lock(store, conn, dead).await {
         return false;
     }
+    let takeover_started = crate::store::record::unix_seconds(SystemTime::now());
     tracing::warn!(
         instance = dead,
+        takeover_started,
         "instance is dead (heartbeat expired): taking its calls over"
     );
     calls_of(state, store, conn, dead).await;
@@ -60,19 +62,27 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
         Err(e) => return tracing::error!(error = %e, instance, "redis: cannot list the instance's calls"),
     };
     let (mut ok, mut failed) = (0, 0);
+    let mut read_ms = 0.0;
     for chunk in ids.chunks(500) {
+        let t_read = Instant::now();
         let call_keys: Vec<String> = chunk.iter().map(|id| keys::call(id)).collect();
         let records: Vec<Option<String>> = match conn.mget(&call_keys).await {
             Ok(r) => r,
             Err(e) => return tracing::error!(error = %e, "redis: cannot read call records"),
         };
-        for (id, text) in chunk.iter().zip(records) {
+        read_ms += t_read.elapsed().as_secs_f64() * 1e3;
+        // Concurrently: each call waits on its worker's reply, and the
+        // workers take the updates in batches.
+        let restores = chunk.iter().zip(records).map(|(id, text)| async move {
             let result = match text.as_deref().map(CallRecord::from_json) {
                 None => Err("its record expired".to_string()),
                 Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
                 Some(Ok(rec)) => one(state, rec).await,
                 Some(Err(e)) => Err(e),
             };
+            (id, result)
+        });
+        for (id, result) in futures_util::future::join_all(restores).await {
             let label = if result.is_ok() { "ok" } else { "failed" };
             store.metrics.restored.with_label_values(&[label]).inc();
             match result {
@@ -86,7 +96,14 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
     }
     if ok + failed > 0 {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(restored = ok, failed, ms, from = instance, "calls restored from redis");
+        tracing::info!(
+            restored = ok,
+            failed,
+            ms,
+            read_ms,
+            from = instance,
+            "calls restored from redis"
+        );
     }
 }
 

@@ -24,6 +24,23 @@ pub struct CallRecord {
     pub session: Session,
 }
 
+/// A record written straight from the call's state, without copying it.
+#[derive(Serialize)]
+pub struct CallRecordRef<'a> {
+    pub version: u32,
+    pub call_id: &'a str,
+    pub owner: &'a str,
+    pub created: f64,
+    pub interfaces: &'a [Interface],
+    pub session: &'a Session,
+}
+
+impl CallRecordRef<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record always serializes")
+    }
+}
+
 impl CallRecord {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a record always serializes")

@@ -81,9 +81,17 @@ struct Args {
     /// Hostile mode: datagrams per second.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
+    /// Failover mode: set up `--calls` on `--api`, kill `--pid` after 2 s of
+    /// media, measure every receiver's gap for `--seconds`.
+    #[arg(long)]
+    failover: bool,
+    /// Failover mode: the taker's log, for when its takeover started.
+    #[arg(long)]
+    takeover_log: Option<String>,
 }
 
 mod conference;
+mod failover;
 mod spray;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -103,6 +111,10 @@ fn main() {
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .expect("--spray MIN-MAX");
         return spray::run(min, max, args.rate, args.seconds);
+    }
+    if args.failover {
+        let pid = args.pid.expect("--failover needs --pid of the instance to kill");
+        return failover::run(&args.api, args.calls, pid, args.seconds, args.takeover_log.as_deref());
     }
     if let Some(n) = args.setups {
         return setup_rate(&args, n);
