@@ -240,6 +240,38 @@ mod tests {
         assert!(e.reason.contains("nested deeper"), "{e}");
     }
 
+    #[test]
+    fn numbers_follow_the_format_exactly() {
+        assert_eq!(decode(b"i0e"), Ok(Value::Int(0)));
+        assert_eq!(decode(b"i-3e"), Ok(Value::Int(-3)));
+        // Rust's parser would take these; bencode does not.
+        for bad in [&b"i+5e"[..], b"i-0e", b"ie", b"i1x2e", b"i03e"] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!(e.reason, "invalid number", "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn item_and_depth_limits_are_exact() {
+        // A list holding MAX_ITEMS - 1 integers is MAX_ITEMS items.
+        let list = |n: usize| [b"l".repeat(1), b"i1e".repeat(n), b"e".repeat(1)].concat();
+        assert!(decode(&list(MAX_ITEMS - 1)).is_ok());
+        assert_eq!(decode(&list(MAX_ITEMS)).unwrap_err().reason, "more than 4096 items");
+        // Dicts nest as lists do: MAX_DEPTH levels, not one more.
+        let dicts = |n: usize| [b"d1:k".repeat(n), b"i1e".to_vec(), b"e".repeat(n)].concat();
+        assert!(decode(&dicts(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            decode(&dicts(MAX_DEPTH + 1)).unwrap_err().reason,
+            "nested deeper than 16 levels"
+        );
+    }
+
+    #[test]
+    fn display_is_the_encoding() {
+        let v = dict([("a", Value::List(vec![Value::Int(1), Value::str("x")]))]);
+        assert_eq!(v.to_string(), "d1:ali1e1:xee");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

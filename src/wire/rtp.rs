@@ -199,6 +199,49 @@ mod tests {
         assert_eq!(v.payload(), &[7; 20]);
     }
 
+    /// An RTP header with the X bit and `ext` as the extension (profile first).
+    fn with_extension(ext: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x90, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9];
+        b.extend_from_slice(ext);
+        b.extend_from_slice(&[7; 4]);
+        b
+    }
+
+    #[test]
+    fn marker_padding_and_empty_payloads() {
+        let mut b = [0u8; 12];
+        write_header(&mut b, 8, 1, 2, 3).unwrap();
+        let v = RtpView::parse(&b).unwrap();
+        assert!(!v.marker(), "PT 8 without M");
+        assert_eq!(v.payload(), &[] as &[u8], "a header alone is a valid (empty) packet");
+        // Padding: the last byte counts the padding bytes, itself included.
+        let mut p = vec![0xa0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 5, 5, 0, 0, 0, 4];
+        assert!(RtpView::parse(&p).is_ok());
+        *p.last_mut().unwrap() = 0;
+        assert_eq!(
+            RtpView::parse(&p).unwrap_err(),
+            WireError::Truncated,
+            "zero padding count"
+        );
+    }
+
+    #[test]
+    fn audio_level_in_every_extension_form() {
+        // One-byte form: padding first, an id-3 element of 2 bytes, then id 1.
+        let one = with_extension(&[0xBE, 0xDE, 0, 2, 0, 0x31, 1, 2, 0x10, 0x80 | 42, 0, 0]);
+        assert_eq!(RtpView::parse(&one).unwrap().audio_level(1), Some(42));
+        // Id 15 is reserved: parsing stops there (RFC 8285 section 4.2).
+        let reserved = with_extension(&[0xBE, 0xDE, 0, 1, 0xF0, 0x10, 0x80 | 42, 0]);
+        assert_eq!(RtpView::parse(&reserved).unwrap().audio_level(1), None);
+        // Two-byte form (profile 0x100x): padding, an id-3 element of 2
+        // bytes, then id 1 with one byte.
+        let two = with_extension(&[0x10, 0x00, 0, 2, 0, 3, 2, 9, 9, 1, 1, 0x80 | 17]);
+        assert_eq!(RtpView::parse(&two).unwrap().audio_level(1), Some(17));
+        // Another profile is not an RFC 8285 extension at all.
+        let other = with_extension(&[0x20, 0x00, 0, 1, 0x10, 0x80 | 42, 0, 0]);
+        assert_eq!(RtpView::parse(&other).unwrap().audio_level(1), None);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
