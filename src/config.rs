@@ -103,7 +103,7 @@ impl Default for Config {
             max_requests_per_second: 0,
             redis_url: None,
             instance_id: None,
-            redis_heartbeat_ms: 250,
+            redis_heartbeat_ms: 200,
             redis_record_ttl: 120,
             advertise_http: None,
         }

@@ -117,7 +117,7 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<String>,
-    /// Milliseconds between heartbeats; dead after three missed [default: 250].
+    /// Milliseconds between heartbeats; dead after three missed [default: 200].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_heartbeat_ms: Option<u64>,
