@@ -291,6 +291,9 @@ async fn sigterm_drains_refuses_new_calls_and_keeps_existing_ones() {
         .post("/v1/calls/new/offer", json!({"from_tag": "ta", "sdp": c.sdp()}))
         .await;
     assert_error(s, &body, 503, "draining", "takes no new calls");
+    // ng ping is no longer pong, so Kamailio's rtpengine module picks another node.
+    let ping = ng(&d, "p1", &ngd(&[("command", "ping")]));
+    assert_eq!(ping.get("result").and_then(|v| v.as_str()), Some("error"), "{ping}");
     a.send_rtp(to_a);
     assert_eq!(recv_n(&b.rtp, 1).len(), 1, "the ongoing call still flows");
     let (s, _) = d.delete("/v1/calls/ongoing").await;

@@ -204,6 +204,11 @@ impl Ng<'_> {
             let mut reply = Reply::ok();
             reply.warnings.extend(unknown_keys(d));
             match command {
+                // Kamailio's rtpengine module stops choosing a node whose
+                // ping is not answered with pong: a draining one.
+                "ping" if self.state.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Err(Error::Draining)
+                }
                 "ping" => reply.items = vec![("result", Value::str("pong"))],
                 "offer" | "answer" | "delete" | "query" => {
                     match commands::execute(self.state, self.call_command(command, d, &mut reply.warnings)?).await? {
