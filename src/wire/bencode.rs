@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn item_and_depth_limits_are_exact() {
         // A list holding MAX_ITEMS - 1 integers is MAX_ITEMS items.
-        let list = |n: usize| [b"l".repeat(1), b"i1e".repeat(n), b"e".repeat(1)].concat();
+        let list = |n: usize| [b"l".to_vec(), b"i1e".repeat(n), b"e".to_vec()].concat();
         assert!(decode(&list(MAX_ITEMS - 1)).is_ok());
         assert_eq!(decode(&list(MAX_ITEMS)).unwrap_err().reason, "more than 4096 items");
         // Dicts nest as lists do: MAX_DEPTH levels, not one more.
