@@ -118,8 +118,15 @@ async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::Redi
         .ignore()
         .zadd(keys::INSTANCES, &store.instance, (now * 1000.0) as i64)
         .ignore()
+        .set_ex(keys::addresses(&store.instance), addresses(state), 86_400)
+        .ignore()
         .query_async(conn)
         .await
+}
+
+/// Where this instance answers, for a peer taking its calls over.
+fn addresses(state: &State) -> String {
+    json!({ "url": super::forward::own_url(&state.config), "ng": state.config.ng_listen }).to_string()
 }
 
 /// Writes what commands changed: records set with their expiry, ended

@@ -10,6 +10,7 @@ use crate::session::Change;
 use crate::store::record::CallRecord;
 use crate::store::{keys, Store};
 use redis::AsyncCommands;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 type Conn = redis::aio::ConnectionManager;
@@ -39,10 +40,11 @@ pub async fn own_calls(state: &State, store: &Store, conn: &mut Conn) {
 
 /// Takes over a dead instance's calls. Returns false if another instance
 /// does it.
-pub async fn take_over(state: &State, store: &Store, conn: &mut Conn, dead: &str) -> bool {
+pub async fn take_over(state: &Arc<State>, store: &Store, conn: &mut Conn, dead: &str) -> bool {
     if !lock(store, conn, dead).await {
         return false;
     }
+    adopt_ng_address(state, conn, dead).await;
     let takeover_started = crate::store::record::unix_seconds(SystemTime::now());
     tracing::warn!(
         instance = dead,
@@ -52,6 +54,25 @@ pub async fn take_over(state: &State, store: &Store, conn: &mut Conn, dead: &str
     calls_of(state, store, conn, dead).await;
     let _: redis::RedisResult<()> = conn.del(keys::owned(dead)).await;
     true
+}
+
+/// Answers ng on the dead instance's address too, when it can be bound
+/// here (the address floated to this host, or instances share one). A
+/// proxy that pins each call to its rtpengine node, as Kamailio's module
+/// does, then reaches the calls it pinned to the dead instance.
+async fn adopt_ng_address(state: &Arc<State>, conn: &mut Conn, dead: &str) {
+    let text: Option<String> = conn.get(keys::addresses(dead)).await.unwrap_or(None);
+    let ng = text
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["ng"].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok()));
+    let Some(ng) = ng else { return };
+    match tokio::net::UdpSocket::bind(ng).await {
+        Ok(socket) => {
+            tracing::warn!(%ng, instance = dead, "answering ng on the dead instance's address");
+            tokio::spawn(super::ng::serve_udp(state.clone(), socket));
+        }
+        Err(e) => tracing::info!(%ng, error = %e, "the dead instance's ng address is not bindable here"),
+    }
 }
 
 /// Restores every call in `instance`'s set.

@@ -33,6 +33,11 @@ pub mod keys {
     pub fn takeover(instance: &str) -> String {
         format!("chorus:takeover:{instance}")
     }
+    /// Where an instance answers (its URL and ng address), kept a day past
+    /// its death so that whoever takes its calls over can take these too.
+    pub fn addresses(instance: &str) -> String {
+        format!("chorus:addresses:{instance}")
+    }
     /// Every instance seen, scored by when its heartbeat was last written (ms).
     pub const INSTANCES: &str = "chorus:instances";
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis_server;
+pub mod sip;
 
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
