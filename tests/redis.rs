@@ -228,3 +228,69 @@ async fn commands_reaching_another_instance_are_forwarded_to_the_owner() {
     let (s, e) = b.get("/v1/calls/nobody").await;
     assert_eq!((s, e["error"]["code"].clone()), (404, json!("not_found")), "{e}");
 }
+
+#[tokio::test]
+async fn conference_commands_reaching_another_instance_are_forwarded() {
+    let redis = RedisServer::start();
+    let a = start(85, &redis, "conf-a").await;
+    let b = start(86, &redis, "conf-b").await;
+    let (s, c) = a.post("/v1/conferences", json!({"id": "room"})).await;
+    assert_eq!(s, 200, "{c}");
+    // A join by SDP through B lands in A's conference, on A's ports.
+    let phone = Peer::new("127.0.0.1");
+    let t0 = Instant::now();
+    let joined = loop {
+        let (s, j) = b
+            .post("/v1/conferences/room/participants", json!({"sdp": phone.sdp()}))
+            .await;
+        if s == 200 || t0.elapsed() > Duration::from_secs(3) {
+            break (s, j);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // until A's record is written
+    };
+    assert_eq!(joined.0, 200, "{}", joined.1);
+    let to = common::sdp_target(joined.1["sdp"].as_str().unwrap());
+    assert!(
+        to.port() >= a.port_min && to.port() < a.port_min + common::PORTS_PER_SLOT,
+        "{to}"
+    );
+    let (s, q) = b.get("/v1/conferences/room").await;
+    assert_eq!((s, q["participants"].as_array().map(Vec::len)), (200, Some(1)), "{q}");
+    // The id is taken service-wide.
+    let (s, e) = b.post("/v1/conferences", json!({"id": "room"})).await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("conf-a"), "{e}");
+    // The event stream is not buffered through B: B points at A.
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(format!("{}/v1/conferences/room/events", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{}/v1/conferences/room/events", a.base).as_str()
+    );
+    // A leg of a call on B cannot move into A's conference yet, and says why.
+    let (pa, pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    b.call("on-b", &pa, &pb).await;
+    let (s, e) = b
+        .post(
+            "/v1/conferences/room/participants",
+            json!({"call_id": "on-b", "from_tag": "ta"}),
+        )
+        .await;
+    assert_eq!(s, 501, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("across instances"),
+        "{e}"
+    );
+    let (s, _) = b.delete("/v1/conferences/room").await;
+    assert_eq!(s, 200);
+    let (s, _) = a.get("/v1/conferences/room").await;
+    assert_eq!(s, 404);
+}

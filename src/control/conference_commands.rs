@@ -110,6 +110,11 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     let key = state.next_key.fetch_add(1, Relaxed);
     let id: Arc<str> = opts.id.unwrap_or_else(|| format!("conf-{key}")).into();
     super::check_id("conference", &id)?;
+    if let super::forward::Route::Owner { id: owner, .. } = super::forward::route_conference(state, &id).await {
+        return Err(Error::Conflict(format!(
+            "conference `{id}` exists on instance `{owner}`"
+        )));
+    }
     let worker = state.pick_worker()?;
     let entry = Arc::new(tokio::sync::Mutex::new(ConfEntry {
         id: id.clone(),
@@ -144,6 +149,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
         reply,
     })
     .await?;
+    super::replicate::conference_changed(state, &id, true);
     tracing::info!(conference = %id, worker, "conference created");
     Ok(
         json!({ "id": &*id, "sample_rate": mix_rate, "max_speakers": max_speakers, "max_participants": max_participants }),
@@ -239,10 +245,18 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     if !e.alive {
         return Err(Error::NotFound(format!("no conference `{conf_id}`")));
     }
-    let call = lock(&state.calls)
-        .get(call_id)
-        .map(|(_, h)| h.clone())
-        .ok_or_else(|| Error::NotFound(format!("no call `{call_id}`")))?;
+    let local = lock(&state.calls).get(call_id).map(|(_, h)| h.clone());
+    let call = match local {
+        Some(call) => call,
+        None => {
+            if let super::forward::Route::Owner { id, .. } = super::forward::route(state, call_id, false).await {
+                return Err(Error::NotImplemented(format!(
+                    "call `{call_id}` lives on instance `{id}` and conference `{conf_id}` here; moving a leg across instances is not supported yet"
+                )));
+            }
+            return Err(Error::NotFound(format!("no call `{call_id}`")));
+        }
+    };
     let mut c = call.lock().await;
     if !c.alive {
         return Err(Error::NotFound(format!("no call `{call_id}`")));
@@ -502,6 +516,7 @@ pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
     if confs.get(conf_id).is_some_and(|(k, _)| *k == key) {
         confs.remove(conf_id);
     }
+    super::replicate::conference_changed(state, &e.id, false);
     tracing::info!(conference = conf_id, "conference deleted");
     Ok(json!({ "id": conf_id, "deleted": true }))
 }
@@ -547,6 +562,7 @@ pub async fn on_failed(state: &State, key: CallKey, reason: &str) {
     if confs.get(&*e.id).is_some_and(|(k, _)| *k == key) {
         confs.remove(&*e.id);
     }
+    super::replicate::conference_changed(state, &e.id, false);
 }
 
 /// The conference a worker reports about (workers know keys, not ids).

@@ -37,13 +37,33 @@ struct OwnerOnly {
 /// (a first offer creates it here). A call whose record is not written yet
 /// (an answer racing its offer's write) is looked up once more.
 pub async fn route(state: &State, call_id: &str, creates: bool) -> Route {
+    if lock(&state.calls).contains_key(call_id) {
+        return Route::Here;
+    }
+    owner_of(state, &keys::call(call_id), if creates { 1 } else { 2 }).await
+}
+
+/// Decides where a command on a conference runs: on the instance that holds it.
+pub async fn route_conference(state: &State, conf_id: &str) -> Route {
+    if lock(&state.conferences).contains_key(conf_id) {
+        return Route::Here;
+    }
+    owner_of(state, &keys::conference(conf_id), 1).await
+}
+
+/// The live owner named in the record at `key`, looked up `attempts` times
+/// 30 ms apart while there is none.
+async fn owner_of(state: &State, key: &str, attempts: usize) -> Route {
     let Some(store) = &state.store else { return Route::Here };
-    if !store.is_up() || lock(&state.calls).contains_key(call_id) {
+    if !store.is_up() {
         return Route::Here;
     }
     let mut conn = store.conn.clone();
-    for attempt in 0..2 {
-        let text: Option<String> = match conn.get(keys::call(call_id)).await {
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let text: Option<String> = match conn.get(key).await {
             Ok(t) => t,
             Err(_) => return Route::Here,
         };
@@ -63,8 +83,7 @@ pub async fn route(state: &State, call_id: &str, creates: bool) -> Route {
                     None => Route::Here, // owner dead: its calls are being taken over
                 };
             }
-            None if creates || attempt == 1 => return Route::Here,
-            None => tokio::time::sleep(Duration::from_millis(30)).await,
+            None => {}
         }
     }
     Route::Here
@@ -131,17 +150,33 @@ pub async fn http_layer(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let call_id = params.ok().and_then(|p| p.0.get("call_id").cloned());
-    let (Some(call_id), false) = (call_id, req.headers().contains_key(FORWARDED)) else {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    if req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let route = match (params.get("call_id"), params.get("conf_id")) {
+        (Some(call_id), _) => {
+            let creates = req.method() == axum::http::Method::POST && req.uri().path().ends_with("/offer");
+            route(&state, call_id, creates).await
+        }
+        (None, Some(conf_id)) => route_conference(&state, conf_id).await,
+        (None, None) => Route::Here,
+    };
+    let Route::Owner { id, url } = route else {
         return next.run(req).await;
     };
-    let creates = req.method() == axum::http::Method::POST && req.uri().path().ends_with("/offer");
-    let Route::Owner { id, url } = route(&state, &call_id, creates).await else {
-        return next.run(req).await;
-    };
-    tracing::debug!(%call_id, owner = %id, "forwarding to the call's owner");
-    let method = req.method().clone();
     let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    if target.split('?').next().is_some_and(|p| p.ends_with("/events")) {
+        // An event stream is not buffered through here: the client follows.
+        let location = format!("{url}{target}");
+        return (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    tracing::debug!(owner = %id, %target, "forwarding to the owner");
+    let method = req.method().clone();
     let ct = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

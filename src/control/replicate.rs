@@ -26,6 +26,13 @@ pub fn record_of(store: &Store, e: &CallEntry) -> String {
     .to_json()
 }
 
+/// Tells the writer a conference was created here or ended.
+pub fn conference_changed(state: &State, id: &Arc<str>, exists: bool) {
+    if let Some(store) = &state.store {
+        store.conference_changed(id, exists);
+    }
+}
+
 /// Hands a call's new state (or its end) to the writer. Cheap: one
 /// serialization, no I/O.
 pub fn call_changed(state: &State, e: &CallEntry) {
@@ -81,6 +88,7 @@ pub async fn run(state: Arc<State>) {
                 refresh(&state, &store, &mut conn).await?;
                 next_refresh = Instant::now() + store.record_ttl / 3;
             }
+            flush_conferences(&store, &mut conn, store.take_conferences()).await?;
             flush(&store, &mut conn, store.take_pending()).await
         }
         .await;
@@ -152,6 +160,28 @@ async fn flush(store: &Store, conn: &mut Conn, pending: crate::store::Pending) -
     pipe.query_async(conn).await
 }
 
+/// Writes which conferences this instance holds, so commands on them that
+/// reach another instance are forwarded here.
+async fn flush_conferences(
+    store: &Store,
+    conn: &mut Conn,
+    changed: std::collections::HashMap<Arc<str>, bool>,
+) -> redis::RedisResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let owner = json!({ "owner": store.instance }).to_string();
+    let ttl = store.record_ttl.as_secs();
+    let mut pipe = redis::pipe();
+    for (id, exists) in &changed {
+        match exists {
+            true => pipe.set_ex(keys::conference(id), &owner, ttl).ignore(),
+            false => pipe.del(keys::conference(id)).ignore(),
+        };
+    }
+    pipe.query_async(conn).await
+}
+
 /// Everything again, after Redis missed changes: every call held is
 /// written, and records this instance owns but no longer holds are removed.
 async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
@@ -174,6 +204,11 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     let n = (pending.len(), gone.len());
     pending.extend(gone.into_iter().map(|id| (id, None)));
     flush(store, conn, pending).await?;
+    let confs = lock(&state.conferences)
+        .keys()
+        .map(|id| (Arc::from(id.as_str()), true))
+        .collect();
+    flush_conferences(store, conn, confs).await?;
     tracing::info!(written = n.0, removed = n.1, "redis: call records written again");
     Ok(())
 }
@@ -189,7 +224,13 @@ async fn refresh(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisR
         }
         pipe.query_async::<()>(conn).await?;
     }
-    conn.expire::<_, ()>(keys::owned(&store.instance), ttl).await
+    let confs: Vec<String> = lock(&state.conferences).keys().cloned().collect();
+    let mut pipe = redis::pipe();
+    for id in &confs {
+        pipe.expire(keys::conference(id), ttl).ignore();
+    }
+    pipe.expire(keys::owned(&store.instance), ttl).ignore();
+    pipe.query_async(conn).await
 }
 
 /// Instances as their heartbeats describe them: serving or draining while

@@ -20,6 +20,11 @@ pub mod keys {
     pub fn call(id: &str) -> String {
         format!("chorus:call:{id}")
     }
+    /// Which instance holds a conference (`{"owner": ...}`), refreshed like
+    /// call records.
+    pub fn conference(id: &str) -> String {
+        format!("chorus:conference:{id}")
+    }
     /// The set of call ids an instance owns.
     pub fn owned(instance: &str) -> String {
         format!("chorus:owner:{instance}")
@@ -53,6 +58,8 @@ pub struct Store {
     /// Changes not written yet, coalesced per call (bounded by the calls held:
     /// while Redis is down nothing is queued, a full rewrite follows).
     pending: Mutex<Pending>,
+    /// Conferences created (true) or ended (false) since the last write.
+    conferences: Mutex<HashMap<Arc<str>, bool>>,
     pub wake: Notify,
     up: AtomicBool,
     /// Set when Redis missed changes: every record is written again.
@@ -91,6 +98,7 @@ impl Store {
             record_ttl,
             conn,
             pending: Mutex::new(Pending::new()),
+            conferences: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             up: AtomicBool::new(false),
             resync: AtomicBool::new(true),
@@ -121,6 +129,7 @@ impl Store {
             // What is pending now is covered by the rewrite that follows.
             self.resync.store(true, Relaxed);
             self.take_pending();
+            self.take_conferences();
         }
     }
 
@@ -131,6 +140,19 @@ impl Store {
         }
         lock(&self.pending).insert(call_id.clone(), record);
         self.wake.notify_one();
+    }
+
+    /// A conference was created here (`true`) or ended (`false`).
+    pub fn conference_changed(&self, id: &Arc<str>, exists: bool) {
+        if !self.is_up() {
+            return; // the rewrite on reconnection covers it
+        }
+        lock(&self.conferences).insert(id.clone(), exists);
+        self.wake.notify_one();
+    }
+
+    pub fn take_conferences(&self) -> HashMap<Arc<str>, bool> {
+        std::mem::take(&mut *lock(&self.conferences))
     }
 
     pub fn take_pending(&self) -> Pending {
