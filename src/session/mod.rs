@@ -459,3 +459,6 @@ impl PeerSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
