@@ -251,3 +251,83 @@ fn rtcp_mux_follows_the_offerer_the_answerer_and_the_options() {
     assert!(!to_a.contains("a=rtcp-mux"), "{to_a}");
     assert!(s.streams[0].sides[0].local.unwrap().rtcp.is_some());
 }
+
+#[test]
+fn rtcp_mux_accepted_on_a_reoffer_uses_the_existing_pair() {
+    let mux = "a=rtcp-mux\r\n";
+    let mut ports = Ports::default();
+    let (mut s, _, _) = answered("", "", &mut ports);
+    s.offer("a", &sdp("10.0.0.1", 4000, 1001, mux), &opts(), &ADV, &mut ports)
+        .unwrap();
+    let (to_a, _) = s
+        .answer("a", "b", &sdp("10.0.0.2", 5000, 2001, mux), &opts(), &ADV, &mut ports)
+        .unwrap();
+    assert!(to_a.contains("a=rtcp-mux"), "{to_a}");
+    assert!(s.streams[0].sides[0].local.unwrap().rtcp.is_some(), "the pair stays");
+}
+
+#[test]
+fn stripping_every_codec_of_a_live_stream_is_refused() {
+    let mut s = Session::default();
+    let strip = Options {
+        strip_codecs: vec!["PCMU".into()],
+        ..opts()
+    };
+    let e = s
+        .offer("a", &sdp("10.0.0.1", 4000, 1, ""), &strip, &ADV, &mut Ports::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("with none"), "{e}");
+    // A stream already rejected (port 0) may lose them.
+    assert!(s
+        .offer("a", &sdp("10.0.0.1", 0, 1, ""), &strip, &ADV, &mut Ports::default())
+        .is_ok());
+}
+
+#[test]
+fn where_media_goes_follows_the_sdp_hold_and_the_sip_source() {
+    let peer = |s: &Session| s.streams[0].sides[0].peer.clone().unwrap();
+    let mut ports = Ports::default();
+    // Hold (RFC 2543 c=0.0.0.0) and a rejected stream: nowhere to send.
+    let mut s = Session::default();
+    s.offer("a", &sdp("0.0.0.0", 4000, 1, ""), &opts(), &ADV, &mut ports)
+        .unwrap();
+    assert_eq!((peer(&s).rtp, peer(&s).sdp_ip), (None, None));
+    let mut s = Session::default();
+    s.offer("a", &sdp("10.0.0.1", 0, 1, ""), &opts(), &ADV, &mut ports)
+        .unwrap();
+    assert_eq!(peer(&s).rtp, None);
+    // SIP-source-address: media to where the SIP came from, RTCP too, even
+    // when the SDP names another RTCP address...
+    let nat = Options {
+        received_from: Some("203.0.113.7".parse().unwrap()),
+        sip_source_address: true,
+        ..opts()
+    };
+    let mut s = Session::default();
+    s.offer(
+        "a",
+        &sdp("10.0.0.1", 4000, 1, "a=rtcp:4005 IN IP4 10.0.0.9\r\n"),
+        &nat,
+        &ADV,
+        &mut ports,
+    )
+    .unwrap();
+    assert_eq!(peer(&s).rtp, Some("203.0.113.7:4000".parse().unwrap()));
+    assert_eq!(peer(&s).rtcp, Some("203.0.113.7:4005".parse().unwrap()));
+    // ...but not for a leg on hold.
+    let mut s = Session::default();
+    s.offer("a", &sdp("0.0.0.0", 4000, 1, ""), &nat, &ADV, &mut ports)
+        .unwrap();
+    assert_eq!(peer(&s).rtp, None);
+    // Without it, the SDP's own a=rtcp address counts.
+    let mut s = Session::default();
+    s.offer(
+        "a",
+        &sdp("10.0.0.1", 4000, 1, "a=rtcp:4005 IN IP4 10.0.0.9\r\n"),
+        &opts(),
+        &ADV,
+        &mut ports,
+    )
+    .unwrap();
+    assert_eq!(peer(&s).rtcp, Some("10.0.0.9:4005".parse().unwrap()));
+}
