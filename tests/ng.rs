@@ -84,6 +84,11 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     let stats = ng(&d, "c6", &ngd(&[("command", "statistics")]));
     assert_eq!(int(&stats, &["statistics", "currentstatistics", "sessionsown"]), 1);
     assert_eq!(int(&stats, &["statistics", "totalstatistics", "relayedpackets"]), 6);
+    assert_eq!(
+        int(&stats, &["statistics", "totalstatistics", "managedsessions"]),
+        1,
+        "ended plus active"
+    );
 
     let del = ng(
         &d,
@@ -95,6 +100,29 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     let gone = ng(&d, "c8", &ngd(&[("command", "query"), ("call-id", "k1")]));
     assert_eq!(s(&gone, "result"), "error");
     assert_eq!(s(&gone, "error-reason"), "no call `k1`, which ended 0 s ago (deleted)");
+    let stats = ng(&d, "c9", &ngd(&[("command", "statistics")]));
+    assert_eq!(
+        int(&stats, &["statistics", "totalstatistics", "managedsessions"]),
+        1,
+        "{stats}"
+    );
+
+    // `limit`, as an integer or a string; none or 0 means 32.
+    for id in ["l1", "l2"] {
+        d.call(id, &Peer::new("127.0.0.1"), &Peer::new("127.0.0.1")).await;
+    }
+    let listed = |cookie: &str, limit: Option<Value>| {
+        let mut items = vec![(b"command".to_vec(), Value::str("list"))];
+        items.extend(limit.map(|l| (b"limit".to_vec(), l)));
+        match ng(&d, cookie, &Value::Dict(items)).get("calls") {
+            Some(Value::List(l)) => l.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(listed("l-int", Some(Value::Int(1))), 1);
+    assert_eq!(listed("l-str", Some(Value::str("1"))), 1);
+    assert_eq!(listed("l-zero", Some(Value::Int(0))), 2);
+    assert_eq!(listed("l-none", None), 2);
 }
 
 #[tokio::test]

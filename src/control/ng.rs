@@ -679,3 +679,23 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Rates;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn rates_are_per_second_between_two_samples() {
+        let mut r = Rates::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            r.sample(t0, 100, 1000, 1),
+            (0, 0, 0),
+            "nothing to compare the first with"
+        );
+        assert_eq!(r.sample(t0 + Duration::from_secs(2), 300, 5000, 5), (100, 2000, 2));
+        // No time passed: no rate, rather than a division by zero.
+        assert_eq!(r.sample(t0 + Duration::from_secs(2), 900, 9000, 9), (0, 0, 0));
+    }
+}
