@@ -237,8 +237,9 @@ mod tests {
         // bytes, then id 1 with one byte.
         let two = with_extension(&[0x10, 0x00, 0, 2, 0, 3, 2, 9, 9, 1, 1, 0x80 | 17]);
         assert_eq!(RtpView::parse(&two).unwrap().audio_level(1), Some(17));
-        // Another profile is not an RFC 8285 extension at all.
-        let other = with_extension(&[0x20, 0x00, 0, 1, 0x10, 0x80 | 42, 0, 0]);
+        // Another profile is not an RFC 8285 extension at all, even when its
+        // bytes would read as a two-byte element of id 1.
+        let other = with_extension(&[0x20, 0x00, 0, 1, 1, 1, 0x80 | 42, 0]);
         assert_eq!(RtpView::parse(&other).unwrap().audio_level(1), None);
     }
 
