@@ -231,7 +231,8 @@ mod tests {
         let one = with_extension(&[0xBE, 0xDE, 0, 2, 0, 0x31, 1, 2, 0x10, 0x80 | 42, 0, 0]);
         assert_eq!(RtpView::parse(&one).unwrap().audio_level(1), Some(42));
         // Id 15 is reserved: parsing stops there (RFC 8285 section 4.2).
-        let reserved = with_extension(&[0xBE, 0xDE, 0, 1, 0xF0, 0x10, 0x80 | 42, 0]);
+        // (Read past it, the next element would be id 1.)
+        let reserved = with_extension(&[0xBE, 0xDE, 0, 1, 0xF0, 0, 0x10, 0x80 | 42]);
         assert_eq!(RtpView::parse(&reserved).unwrap().audio_level(1), None);
         // Two-byte form (profile 0x100x): padding, an id-3 element of 2
         // bytes, then id 1 with one byte.
