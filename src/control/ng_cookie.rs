@@ -106,6 +106,62 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_count_is_exact_through_replacements_and_expiry() {
+        let mut c = CookieCache::default();
+        let t = Instant::now();
+        for round in 0..3u64 {
+            let at = t + KEEP * round as u32;
+            for k in [&b"a"[..], b"bb", b"ccc"] {
+                c.begin(k, at);
+                assert_eq!(c.bytes(), c.total());
+                c.finish(k, at, Arc::new(vec![1; 10 + round as usize]));
+                assert_eq!(c.bytes(), c.total());
+            }
+        }
+        // A reply is kept for KEEP exactly: at KEEP the command runs again.
+        assert!(matches!(c.begin(b"a", t + KEEP * 2 + KEEP), Lookup::New));
+        assert!(matches!(
+            c.begin(b"bb", t + KEEP * 2 + KEEP - Duration::from_millis(1)),
+            Lookup::Done(_)
+        ));
+    }
+
+    #[test]
+    fn entries_are_bounded_expired_ones_first_then_the_oldest_half() {
+        let mut c = CookieCache::default();
+        let t = Instant::now();
+        // One old entry that has expired, one recent enough to keep.
+        c.finish(b"expired", t, Arc::new(vec![0; 4]));
+        c.finish(b"recent", t + KEEP, Arc::new(vec![0; 4]));
+        let later = t + KEEP + Duration::from_secs(1);
+        // Reaching the bound drops only what expired.
+        for i in 0..MAX_ENTRIES as u32 - 2 {
+            c.finish(
+                &i.to_be_bytes(),
+                later + Duration::from_micros(u64::from(i)),
+                Arc::new(Vec::new()),
+            );
+        }
+        assert_eq!(c.entries.len(), MAX_ENTRIES - 1);
+        assert!(!c.entries.contains_key(&b"expired"[..]));
+        assert!(c.entries.contains_key(&b"recent"[..]), "not expired");
+        // Past the bound with nothing expired: the oldest half goes, the newest stay.
+        for i in MAX_ENTRIES as u32..(MAX_ENTRIES as u32 + MAX_ENTRIES as u32 / 2 + 2) {
+            c.finish(
+                &i.to_be_bytes(),
+                later + Duration::from_micros(u64::from(i)),
+                Arc::new(Vec::new()),
+            );
+        }
+        let n = c.entries.len();
+        assert!((MAX_ENTRIES / 4..MAX_ENTRIES).contains(&n), "{n} entries");
+        let newest = (MAX_ENTRIES as u32 + MAX_ENTRIES as u32 / 2 + 1).to_be_bytes();
+        assert!(c.entries.contains_key(&newest[..]));
+        assert!(!c.entries.contains_key(&0u32.to_be_bytes()[..]), "the oldest went");
+        assert_eq!(c.bytes(), c.total());
+    }
+
+    #[test]
     fn big_replies_are_bounded_in_bytes() {
         let mut c = CookieCache::default();
         let t = Instant::now();
