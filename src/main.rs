@@ -195,7 +195,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
     tracing::info!(
         http = %listen,
         workers = state.workers.len(),
-        interfaces = ?state.interfaces,
+        interfaces = ?state.home.interfaces,
         ports = format!("{}-{}", state.config.port_min, state.config.port_max),
         "chorus listening"
     );

@@ -124,7 +124,7 @@ pub async fn negotiate(
 
 fn validate_options(state: &State, opts: &Options) -> Result<(), Error> {
     for i in [opts.from_interface, opts.to_interface].into_iter().flatten() {
-        if i >= state.interfaces.len() {
+        if i >= state.home.interfaces.len() {
             return Err(Error::BadRequest(format!("no interface number {i}")));
         }
     }

@@ -20,7 +20,7 @@ pub mod restore;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
-use crate::config::{Config, Interface};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::worker::ports::SocketOptions;
@@ -59,7 +59,6 @@ pub type CallHandle = Arc<tokio::sync::Mutex<CallEntry>>;
 
 pub struct State {
     pub config: Config,
-    pub interfaces: Vec<Interface>,
     /// This instance's interfaces: addresses and port pools.
     pub home: Arc<home::Home>,
     /// Pools of addresses taken over from dead instances.
@@ -147,14 +146,13 @@ impl State {
                 .as_nanos()
         );
         let state = State {
-            home: Arc::new(home::Home::own(interfaces.clone(), config.port_min, config.port_max)),
+            home: Arc::new(home::Home::own(interfaces, config.port_min, config.port_max)),
             foreign: home::ForeignPools::default(),
             socket_options: SocketOptions {
                 recv_buffer: config.socket_recv_buffer,
                 send_buffer: config.socket_send_buffer,
                 dscp: config.dscp,
             },
-            interfaces,
             workers,
             next_worker: AtomicUsize::new(0),
             next_key: AtomicU64::new(1),
@@ -240,7 +238,7 @@ impl State {
     }
 
     pub fn interface_index(&self, name: &str) -> Option<usize> {
-        self.interfaces.iter().position(|i| i.name == name)
+        self.home.interfaces.iter().position(|i| i.name == name)
     }
 
     pub fn call_count(&self) -> usize {
@@ -253,7 +251,7 @@ impl State {
         self.metrics
             .conferences_active
             .set(lock(&self.conferences).len() as i64);
-        for (i, iface) in self.interfaces.iter().enumerate() {
+        for (i, iface) in self.home.interfaces.iter().enumerate() {
             let free = lock(&self.home.pools[i]).free();
             self.metrics
                 .ports_free

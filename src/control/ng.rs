@@ -351,7 +351,7 @@ impl Ng<'_> {
             if state.home.advertise[idx].is_ipv6() != want_v6 {
                 return Err(Error::BadRequest(format!(
                     "address-family {family} asked, but interface `{}` is {}",
-                    state.interfaces[idx].name,
+                    state.home.interfaces[idx].name,
                     if want_v6 { "IPv4" } else { "IPv6" }
                 )));
             }

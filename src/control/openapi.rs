@@ -10,7 +10,7 @@ const BUNDLED: &str = include_str!("openapi.json");
 
 pub fn document(state: &State) -> String {
     let mut doc: Value = serde_json::from_str(BUNDLED).expect("openapi.json is valid JSON (tested)");
-    let names: Vec<&str> = state.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = state.home.interfaces.iter().map(|i| i.name.as_str()).collect();
     fill(&mut doc, &names, state.config.max_participants);
     doc.to_string()
 }

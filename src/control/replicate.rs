@@ -63,7 +63,8 @@ pub async fn run(state: Arc<State>) {
                 tokio::time::sleep(BATCH).await;
             }
         }
-        if last_beat.elapsed() >= store.heartbeat {
+        let beat_due = last_beat.elapsed() >= store.heartbeat;
+        if beat_due {
             last_beat = Instant::now();
             let r = heartbeat(&state, &store, &mut conn).await;
             store.set_up(r.is_ok(), r.as_ref().err());
@@ -75,7 +76,8 @@ pub async fn run(state: Arc<State>) {
             super::restore::own_calls(&state, &store, &mut conn).await;
             restored = true;
         }
-        if !state.draining.load(Relaxed) {
+        // Deaths are looked for once a beat, not on every batch of writes.
+        if beat_due && !state.draining.load(Relaxed) {
             for dead in super::restore::dead_owners(&store, &mut conn).await.unwrap_or_default() {
                 super::restore::take_over(&state, &store, &mut conn, &dead).await;
             }
@@ -112,7 +114,7 @@ async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::Redi
         "dead_workers": state.dead_workers().len(),
         "url": super::forward::own_url(&state.config),
         "ng": state.config.ng_listen,
-        "media": state.interfaces,
+        "media": state.home.interfaces,
         "started": unix_seconds(state.started_wall),
         "updated": now,
     });
@@ -126,15 +128,16 @@ async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::Redi
         .ignore()
         .zadd(keys::INSTANCES, &store.instance, (now * 1000.0) as i64)
         .ignore()
-        .set_ex(keys::addresses(&store.instance), addresses(state), 86_400)
-        .ignore()
         .query_async(conn)
         .await
 }
 
-/// Where this instance answers, for a peer taking its calls over.
-fn addresses(state: &State) -> String {
-    json!({ "url": super::forward::own_url(&state.config), "ng": state.config.ng_listen }).to_string()
+/// Where this instance answers, for a peer taking its calls over; kept a
+/// day, renewed with the records (not every beat: it does not change).
+async fn write_addresses(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+    let addresses = json!({ "url": super::forward::own_url(&state.config), "ng": state.config.ng_listen });
+    conn.set_ex(keys::addresses(&store.instance), addresses.to_string(), 86_400)
+        .await
 }
 
 /// Writes what commands changed: records set with their expiry, ended
@@ -186,6 +189,7 @@ async fn flush_conferences(
 /// written, and records this instance owns but no longer holds are removed.
 async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
     store.take_pending();
+    write_addresses(state, store, conn).await?;
     let handles: Vec<_> = lock(&state.calls).values().map(|(_, h)| h.clone()).collect();
     let mut pending = crate::store::Pending::new();
     for h in handles {
@@ -215,6 +219,7 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
 
 /// Extends the expiry of every record this instance holds.
 async fn refresh(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+    write_addresses(state, store, conn).await?;
     let ids: Vec<String> = lock(&state.calls).keys().cloned().collect();
     let ttl = store.record_ttl.as_secs() as i64;
     for chunk in ids.chunks(1000) {
