@@ -22,6 +22,25 @@ fn int(v: &Value, path: &[&str]) -> i64 {
     }
 }
 
+/// The streams of a tag's first media in a query reply.
+fn streams(q: &Value, tag: &str) -> Vec<Value> {
+    let medias = q.get("tags").and_then(|t| t.get(tag)).and_then(|t| t.get("medias"));
+    let Some(Value::List(medias)) = medias else {
+        panic!("no medias for `{tag}` in {q}")
+    };
+    match medias.first().and_then(|m| m.get("streams")) {
+        Some(Value::List(streams)) => streams.clone(),
+        _ => panic!("no streams for `{tag}` in {q}"),
+    }
+}
+
+fn flags(stream: &Value) -> Vec<String> {
+    match stream.get("flags") {
+        Some(Value::List(f)) => f.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => panic!("no flags in {stream}"),
+    }
+}
+
 #[tokio::test]
 async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     let d = Daemon::start(30, &[]).await;
@@ -52,27 +71,48 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     );
     assert_eq!(s(&answer, "result"), "ok", "{answer}");
     let (to_a, to_b) = (sdp_target(s(&answer, "sdp")), sdp_target(s(&offer, "sdp")));
+    // Before any media, no stream is confirmed (latched).
+    let q = ng(&d, "c4a", &ngd(&[("command", "query"), ("call-id", "k1")]));
+    assert!(!flags(&streams(&q, "fa")[0]).contains(&"confirmed".into()), "{q}");
     for _ in 0..5 {
         a.send_rtp(to_a);
     }
     b.send_rtp(to_b);
     assert_eq!(recv_n(&b.rtp, 5).len(), 5);
     assert_eq!(recv_n(&a.rtp, 1).len(), 1);
+    // One RTCP report, and one datagram too short to be RTP (an error).
+    let to_a_rtcp = std::net::SocketAddr::new(to_a.ip(), to_a.port() + 1);
+    a.send_rtcp(&a.rtcp, to_a_rtcp);
+    assert_eq!(recv_n(&b.rtcp, 1).len(), 1);
+    a.rtp.send_to(b"xyz", to_a).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
 
     let q = ng(&d, "c4", &ngd(&[("command", "query"), ("call-id", "k1")]));
     assert_eq!(s(&q, "result"), "ok");
     assert_eq!(int(&q, &["totals", "RTP", "packets"]), 6, "{q}");
+    assert_eq!(int(&q, &["totals", "RTP", "bytes"]), 6 * 172, "{q}");
+    assert_eq!(int(&q, &["totals", "RTP", "errors"]), 1, "{q}");
+    assert_eq!(int(&q, &["totals", "RTCP", "packets"]), 1, "{q}");
+    assert_eq!(int(&q, &["totals", "RTCP", "bytes"]), 8, "{q}");
     let fa = q.get("tags").unwrap().get("fa").unwrap();
     assert_eq!(s(fa, "label"), "caller");
     let Some(Value::List(medias)) = fa.get("medias") else {
         panic!("{q}")
     };
-    let Some(Value::List(streams)) = medias[0].get("streams") else {
-        panic!("{q}")
-    };
+    assert_eq!(int(&medias[0], &["index"]), 1, "{q}");
+    let streams = streams(&q, "fa");
     assert_eq!(int(&streams[0], &["local port"]), to_a.port() as i64);
     assert_eq!(int(&streams[0], &["stats", "packets"]), 5);
+    assert_eq!(int(&streams[0], &["stats", "errors"]), 1);
     assert_eq!(int(&streams[0], &["endpoint", "port"]), a.addr().port() as i64);
+    assert_eq!(flags(&streams[0]), ["RTP", "filled", "confirmed"], "{q}");
+    assert_eq!(flags(&streams[1]), ["RTCP", "filled"], "latching is an RTP matter: {q}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let last = int(&streams[0], &["last packet"]);
+    assert!((now - 5..=now).contains(&last), "last packet {last}, now {now}");
 
     let list = ng(&d, "c5", &ngd(&[("command", "list")]));
     assert_eq!(list.get("calls"), Some(&Value::List(vec![Value::str("k1")])));
@@ -83,7 +123,11 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
 
     let stats = ng(&d, "c6", &ngd(&[("command", "statistics")]));
     assert_eq!(int(&stats, &["statistics", "currentstatistics", "sessionsown"]), 1);
-    assert_eq!(int(&stats, &["statistics", "totalstatistics", "relayedpackets"]), 6);
+    assert_eq!(
+        int(&stats, &["statistics", "totalstatistics", "relayedpackets"]),
+        7,
+        "six RTP, one RTCP"
+    );
     assert_eq!(
         int(&stats, &["statistics", "totalstatistics", "managedsessions"]),
         1,
@@ -267,6 +311,13 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     let sdp = s(&r, "sdp");
     assert!(sdp.contains(" RTP/AVP 0\r\n"), "{sdp}");
     assert!(!sdp.contains("PCMA") && !sdp.contains("telephone-event"), "{sdp}");
+    // One codec may be given as a plain string rather than a list.
+    if let Value::Dict(items) = &mut codec {
+        items.retain(|(k, _)| k.as_slice() != b"codec");
+        items.push((b"codec".to_vec(), ngd(&[("strip", "PCMA")])));
+    }
+    let r = ng(&d, "f2b", &codec);
+    assert!(s(&r, "sdp").contains(" RTP/AVP 0 101\r\n"), "{r}");
     // Unknown keys and flags and record-call: warnings, not errors.
     let r = offer(
         "f3",
@@ -402,4 +453,50 @@ async fn http_ng_replies_are_never_shared_between_proxies() {
     // The first proxy's retransmission still gets its own reply.
     let again = ask(proxy([127, 0, 0, 1]), "same d7:command4:pinge".into()).await;
     assert_eq!(again, ping);
+}
+
+/// Past `max_requests_per_second`, a proxy's command is answered with the
+/// reason under its own cookie, but only when that reply is no bigger than the
+/// request: a spoofed source cannot use chorus to amplify a flood.
+#[tokio::test]
+async fn rate_limited_ng_commands_get_the_reason_without_amplification() {
+    let d = Daemon::start(36, &["--max-requests-per-second", "3"]).await;
+    let proxy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    proxy
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let padding = "p".repeat(200);
+    for i in 0..6 {
+        let long = format!("long{i} d7:command4:ping7:padding{}:{padding}e", padding.len());
+        proxy.send_to(long.as_bytes(), d.ng).unwrap();
+    }
+    for i in 0..3 {
+        proxy
+            .send_to(format!("short{i} d7:command4:pinge").as_bytes(), d.ng)
+            .unwrap();
+    }
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = proxy.recv(&mut buf) {
+        replies.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    replies.sort();
+    let (pongs, refused): (Vec<_>, Vec<_>) = replies.iter().partition(|r| r.contains("pong"));
+    assert_eq!(pongs.len(), 3, "three admitted: {replies:?}");
+    assert_eq!(
+        refused.len(),
+        3,
+        "the other long ones refused, the short ones silent: {replies:?}"
+    );
+    for r in refused {
+        assert!(r.starts_with("long"), "{r}");
+        let (cookie, body) = r.split_once(' ').unwrap();
+        assert!(cookie.len() == 5, "the request's own cookie: {r}");
+        let v = bencode::decode(body.as_bytes()).unwrap();
+        assert_eq!(s(&v, "result"), "error");
+        assert_eq!(
+            s(&v, "error-reason"),
+            "more than 3 control requests per second from 127.0.0.1"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use super::{lock, State};
 use crate::error::Error;
 use crate::session::{MuxOption, Options};
 use crate::wire::bencode::{self, dict, Value};
+use crate::worker::SideReportWithPorts;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -518,7 +519,7 @@ fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
         let Some(tag) = &leg.tag else { continue };
         let mut medias = Vec::new();
         for (si, st) in snap.session.streams.iter().enumerate() {
-            let Some(side) = snap.report.streams.get(si).map(|r| &r.sides[i]) else {
+            let Some(side) = snap.report.streams.get(si).and_then(|r| r.sides.get(i)) else {
                 continue;
             };
             let stats = &side.side;
@@ -527,71 +528,10 @@ fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
             totals[0][2] += stats.dropped as i64;
             totals[1][0] += stats.rtcp_packets as i64;
             totals[1][1] += stats.rtcp_bytes as i64;
-            let last = stats.rtp.idle_s.map(|idle| now_unix - idle as i64).unwrap_or(0);
-            let endpoint = |a: Option<SocketAddr>| match a {
-                Some(a) => dict([
-                    ("family", Value::str(if a.is_ipv6() { "IPv6" } else { "IPv4" })),
-                    ("address", Value::str(&a.ip().to_string())),
-                    ("port", Value::Int(a.port() as i64)),
-                ]),
-                None => dict([]),
-            };
-            let stream = |local: Option<SocketAddr>, peer: Option<SocketAddr>, rtcp: bool, packets: u64, bytes: u64| {
-                let mut flags = vec![Value::str(if rtcp { "RTCP" } else { "RTP" })];
-                if peer.is_some() {
-                    flags.push(Value::str("filled"));
-                }
-                if stats.latched && !rtcp {
-                    flags.push(Value::str("confirmed"));
-                }
-                dict([
-                    ("local port", Value::Int(local.map(|a| a.port() as i64).unwrap_or(0))),
-                    (
-                        "local address",
-                        Value::str(&local.map(|a| a.ip().to_string()).unwrap_or_default()),
-                    ),
-                    (
-                        "family",
-                        Value::str(if local.is_some_and(|a| a.is_ipv6()) {
-                            "IPv6"
-                        } else {
-                            "IPv4"
-                        }),
-                    ),
-                    ("endpoint", endpoint(peer)),
-                    ("advertised endpoint", endpoint(peer)),
-                    ("last packet", Value::Int(last)),
-                    ("flags", Value::List(flags)),
-                    (
-                        "stats",
-                        dict([
-                            ("packets", Value::Int(packets as i64)),
-                            ("bytes", Value::Int(bytes as i64)),
-                            ("errors", Value::Int(if rtcp { 0 } else { stats.dropped as i64 })),
-                        ]),
-                    ),
-                ])
-            };
-            let mut streams = vec![stream(
-                side.local_rtp,
-                stats.peer_rtp,
-                false,
-                stats.rtp.packets,
-                stats.rtp.bytes,
-            )];
-            if side.local_rtcp.is_some() {
-                streams.push(stream(
-                    side.local_rtcp,
-                    stats.peer_rtcp,
-                    true,
-                    stats.rtcp_packets,
-                    stats.rtcp_bytes,
-                ));
-            }
             medias.push(dict([
                 ("index", Value::Int(si as i64 + 1)),
                 ("type", Value::str(&st.media)),
-                ("streams", Value::List(streams)),
+                ("streams", Value::List(side_streams(side, now_unix))),
                 ("stats", dict([("lost", Value::Int(stats.rtp.lost as i64))])),
             ]));
         }
@@ -619,6 +559,74 @@ fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
         ("tags", Value::Dict(tags)),
         ("totals", dict([("RTP", block(totals[0])), ("RTCP", block(totals[1]))])),
     ]
+}
+
+/// rtpengine's `streams` of one side of a media: RTP, then RTCP unless muxed.
+fn side_streams(side: &SideReportWithPorts, now_unix: i64) -> Vec<Value> {
+    let stats = &side.side;
+    let last = stats.rtp.idle_s.map(|idle| now_unix - idle as i64).unwrap_or(0);
+    let stream = |local: Option<SocketAddr>, peer: Option<SocketAddr>, rtcp: bool, packets: u64, bytes: u64| {
+        let mut flags = vec![Value::str(if rtcp { "RTCP" } else { "RTP" })];
+        if peer.is_some() {
+            flags.push(Value::str("filled"));
+        }
+        if stats.latched && !rtcp {
+            flags.push(Value::str("confirmed"));
+        }
+        let family = if local.is_some_and(|a| a.is_ipv6()) {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        dict([
+            ("local port", Value::Int(local.map(|a| a.port() as i64).unwrap_or(0))),
+            (
+                "local address",
+                Value::str(&local.map(|a| a.ip().to_string()).unwrap_or_default()),
+            ),
+            ("family", Value::str(family)),
+            ("endpoint", endpoint(peer)),
+            ("advertised endpoint", endpoint(peer)),
+            ("last packet", Value::Int(last)),
+            ("flags", Value::List(flags)),
+            (
+                "stats",
+                dict([
+                    ("packets", Value::Int(packets as i64)),
+                    ("bytes", Value::Int(bytes as i64)),
+                    ("errors", Value::Int(if rtcp { 0 } else { stats.dropped as i64 })),
+                ]),
+            ),
+        ])
+    };
+    let mut streams = vec![stream(
+        side.local_rtp,
+        stats.peer_rtp,
+        false,
+        stats.rtp.packets,
+        stats.rtp.bytes,
+    )];
+    if side.local_rtcp.is_some() {
+        streams.push(stream(
+            side.local_rtcp,
+            stats.peer_rtcp,
+            true,
+            stats.rtcp_packets,
+            stats.rtcp_bytes,
+        ));
+    }
+    streams
+}
+
+fn endpoint(a: Option<SocketAddr>) -> Value {
+    match a {
+        Some(a) => dict([
+            ("family", Value::str(if a.is_ipv6() { "IPv6" } else { "IPv4" })),
+            ("address", Value::str(&a.ip().to_string())),
+            ("port", Value::Int(a.port() as i64)),
+        ]),
+        None => dict([]),
+    }
 }
 
 /// ng commands running at once over UDP at most; past this, datagrams are

@@ -145,19 +145,21 @@ mod tests {
         assert_eq!(c.entries.len(), MAX_ENTRIES - 1);
         assert!(!c.entries.contains_key(&b"expired"[..]));
         assert!(c.entries.contains_key(&b"recent"[..]), "not expired");
-        // Past the bound with nothing expired: the oldest half goes, the newest stay.
-        for i in MAX_ENTRIES as u32..(MAX_ENTRIES as u32 + MAX_ENTRIES as u32 / 2 + 2) {
-            c.finish(
-                &i.to_be_bytes(),
-                later + Duration::from_micros(u64::from(i)),
-                Arc::new(Vec::new()),
-            );
-        }
-        let n = c.entries.len();
-        assert!((MAX_ENTRIES / 4..MAX_ENTRIES).contains(&n), "{n} entries");
-        let newest = (MAX_ENTRIES as u32 + MAX_ENTRIES as u32 / 2 + 1).to_be_bytes();
-        assert!(c.entries.contains_key(&newest[..]));
-        assert!(!c.entries.contains_key(&0u32.to_be_bytes()[..]), "the oldest went");
+        // Past the bound with nothing expired: the entries older than the
+        // median go, with the median itself; the newer half stays.
+        let newest = MAX_ENTRIES as u32;
+        c.finish(
+            &newest.to_be_bytes(),
+            later + Duration::from_micros(u64::from(newest)),
+            Arc::new(Vec::new()),
+        );
+        assert_eq!(c.entries.len(), MAX_ENTRIES / 2 - 1);
+        assert!(c.entries.contains_key(&newest.to_be_bytes()[..]));
+        assert!(!c.entries.contains_key(&b"recent"[..]), "the oldest went");
+        let median = (MAX_ENTRIES as u32 / 2 - 1).to_be_bytes();
+        assert!(!c.entries.contains_key(&median[..]), "the median went");
+        let above = (MAX_ENTRIES as u32 / 2).to_be_bytes();
+        assert!(c.entries.contains_key(&above[..]), "the one above the median stayed");
         assert_eq!(c.bytes(), c.total());
     }
 
