@@ -1,8 +1,9 @@
 //! Failover for real: two instances on their own loopback addresses share
-//! a redis-server; one is killed with SIGKILL while phones send RTP; the
-//! other takes its calls over on the same addresses and ports. Every call's
-//! media resumes within a second of the kill, none is lost or duplicated,
-//! and the killed instance, restarted, takes new calls again.
+//! a redis-server; one is killed with SIGKILL while phones send RTP in calls
+//! and in a conference; the other takes the calls and the conference over
+//! on the same addresses and ports. Every phone's media resumes within a
+//! second of the kill, no call is lost or duplicated, and the killed
+//! instance, restarted, takes new calls again.
 
 mod common;
 
@@ -95,6 +96,24 @@ async fn killing_an_instance_costs_its_calls_under_a_second_of_media() {
             });
         }
     }
+    // A conference of three phones on A as well.
+    let (s, room) = a.post("/v1/conferences", json!({"id": "room"})).await;
+    assert_eq!(s, 200, "{room}");
+    for _ in 0..3 {
+        let p = Peer::new("127.0.0.1");
+        let (s, joined) = a
+            .post("/v1/conferences/room/participants", json!({"sdp": p.sdp()}))
+            .await;
+        assert_eq!(s, 200, "{joined}");
+        let to = sdp_target(joined["sdp"].as_str().unwrap());
+        assert_eq!(to.ip().to_string(), "127.0.0.2");
+        p.rtp.set_nonblocking(true).unwrap();
+        phones.push(Phone {
+            sock: p.rtp,
+            to,
+            arrivals: Vec::new(),
+        });
+    }
     // Let every record reach Redis and media flow, then kill A.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,9 +142,23 @@ async fn killing_an_instance_costs_its_calls_under_a_second_of_media() {
     );
     assert!(max < Duration::from_secs(1), "media gap {max:?} (median {median:?})");
 
-    // B holds every call once; A's set is gone.
+    // B holds every call once, and the conference with its three phones.
     let (_, list) = b.get("/v1/calls?limit=1000").await;
     assert_eq!(list["total"], CALLS, "{list}");
+    let (s, room) = b.get("/v1/conferences/room").await;
+    assert_eq!(s, 200, "{room}");
+    assert_eq!(room["participants"].as_array().map(Vec::len), Some(3), "{room}");
+    // A newcomer joins it on B, on the conference's address, with a new id.
+    let p = Peer::new("127.0.0.1");
+    let (s, joined) = b
+        .post("/v1/conferences/room/participants", json!({"sdp": p.sdp()}))
+        .await;
+    assert_eq!(s, 200, "{joined}");
+    assert_eq!(joined["participant_id"], 4, "{joined}");
+    assert!(
+        joined["sdp"].as_str().unwrap().contains("c=IN IP4 127.0.0.2"),
+        "{joined}"
+    );
     let (_, inst) = b.get("/v1/instances").await;
     let state_of = |id: &str| {
         inst["instances"]

@@ -71,6 +71,36 @@ async fn a_killed_instance_restarted_under_its_name_takes_its_calls_back() {
     })
     .await;
 
+    // A conference's record carries its participants.
+    let (s, _) = d
+        .post("/v1/conferences", json!({"id": "room", "max_speakers": 2}))
+        .await;
+    assert_eq!(s, 200);
+    let phone = Peer::new("127.0.0.1");
+    let (s, joined) = d
+        .post("/v1/conferences/room/participants", json!({"sdp": phone.sdp()}))
+        .await;
+    assert_eq!(s, 200, "{joined}");
+    let (s, _) = d
+        .patch(
+            "/v1/conferences/room/participants/1",
+            json!({"muted": true, "gain": 0.5}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let conf = eventually("room's record with its muted participant", || {
+        let text: Option<String> = conn.get("chorus:conference:room").unwrap();
+        let v: Value = serde_json::from_str(&text?).unwrap();
+        (v["participants"][0]["controls"]["muted"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (&conf["owner"], &conf["max_speakers"]),
+        (&json!("node-a"), &json!(2)),
+        "{conf}"
+    );
+    assert_eq!(conf["participants"][0]["codec"]["kind"], "Pcmu", "{conf}");
+
     drop(d); // SIGKILL: no goodbye, the records stay.
     let d = start(79, &redis, "node-a").await;
     let t0 = Instant::now();
@@ -82,6 +112,25 @@ async fn a_killed_instance_restarted_under_its_name_takes_its_calls_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(calls["calls"], json!(["c1", "c2"]), "{calls}");
+    // Then its conference, whole: it is not seen before its participants are back.
+    let room = loop {
+        let (s, room) = d.get("/v1/conferences/room").await;
+        if s == 200 || t0.elapsed() > Duration::from_secs(5) {
+            break room;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (room["participants"].as_array().map(Vec::len), &room["max_speakers"]),
+        (Some(1), &json!(2)),
+        "{room}"
+    );
+    let p = &room["participants"][0];
+    assert_eq!(
+        (&p["id"], &p["muted"], &p["gain"]),
+        (&json!(1), &json!(true), &json!(0.5)),
+        "{room}"
+    );
     // Same ports: the phones keep sending where they were told.
     for (a, b, a_to, b_to) in peers.iter_mut().skip(1) {
         assert_eq!(flows(a, b, *a_to, *b_to), (5, 5), "after the restart");
@@ -90,6 +139,11 @@ async fn a_killed_instance_restarted_under_its_name_takes_its_calls_back() {
     assert_eq!(
         common::metric(&m, "chorus_calls_restored_total{result=\"ok\"}"),
         2.0,
+        "{m}"
+    );
+    assert_eq!(
+        common::metric(&m, "chorus_conferences_restored_total{result=\"ok\"}"),
+        1.0,
         "{m}"
     );
     // The heartbeat says so within a beat or two.
@@ -142,6 +196,8 @@ async fn calls_go_on_while_redis_is_down_and_records_are_written_again_after() {
     assert_eq!(flows(&mut c, &mut e, c_to, e_to), (5, 5));
     let (s, _) = d.delete("/v1/calls/before").await;
     assert_eq!(s, 200);
+    let (s, _) = d.post("/v1/conferences", json!({"id": "while-down"})).await;
+    assert_eq!(s, 200);
 
     // Redis comes back empty: what this instance holds is written again.
     redis.restart();
@@ -152,6 +208,10 @@ async fn calls_go_on_while_redis_is_down_and_records_are_written_again_after() {
     .await;
     assert_eq!(rec["owner"], "node-b");
     assert!(record(&mut conn, "before").is_none());
+    let conf: Option<String> = conn.get("chorus:conference:while-down").unwrap();
+    assert!(conf.is_some_and(|c| c.contains("\"owner\":\"node-b\"")));
+    let listed: Vec<String> = conn.smembers("chorus:owner-conferences:node-b").unwrap();
+    assert_eq!(listed, ["while-down"]);
     let (_, r) = d.get("/readyz").await;
     assert_eq!(r["redis"], "up");
 }

@@ -3,6 +3,7 @@
 //! conference (`worker::runner::conference_host`, `media::conference`).
 
 use super::alloc::{free_ports, Alloc};
+use super::home::Home;
 use super::{lock, State};
 use crate::error::Error;
 use crate::media::codec;
@@ -11,6 +12,7 @@ use crate::media::mixer::speakers::SpeakerConfig;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::Sdp;
 use crate::session::{LocalPorts, PortSource};
+use crate::store::conference_record::{ConferenceRecord, ParticipantRecord};
 use crate::worker::{CallKey, Command, ConfCommand, ConfReport, WorkerError};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -33,20 +35,81 @@ pub struct ConfEntry {
     pub key: CallKey,
     pub worker: usize,
     pub created: Instant,
-    pub max_participants: usize,
-    pub max_speakers: usize,
-    next_pid: u32,
-    participants: HashMap<u32, (usize, LocalPorts, &'static str)>,
+    pub created_wall: SystemTime,
+    pub settings: Settings,
+    /// Where its participants' ports live: this instance's interfaces, or a
+    /// dead instance's for a conference taken over.
+    pub home: Arc<Home>,
+    pub(super) next_pid: u32,
+    pub(super) participants: HashMap<u32, Member>,
     events: VecDeque<Value>,
     /// Live events for `GET .../events` (server-sent events); dropped on delete.
     live: Option<tokio::sync::broadcast::Sender<Value>>,
     alive: bool,
 }
 
+/// What a conference is created with.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub mix_rate: u32,
+    pub max_speakers: usize,
+    pub max_participants: usize,
+}
+
+/// One participant as the control plane keeps it: enough to free its ports
+/// and to recreate it elsewhere.
+pub struct Member {
+    pub iface: usize,
+    pub ports: LocalPorts,
+    pub spec: codec::CodecSpec,
+    pub peer: PeerSpec,
+    /// Mute, deafen and gain as set so far.
+    pub controls: Controls,
+}
+
 impl ConfEntry {
     /// Which worker holds the conference, under which key.
     pub fn placement(&self) -> (usize, CallKey) {
         (self.worker, self.key)
+    }
+
+    /// The record Redis keeps, as `owner` holds it now.
+    pub fn record(&self, owner: &str) -> ConferenceRecord {
+        let mut participants: Vec<ParticipantRecord> = self
+            .participants
+            .iter()
+            .map(|(pid, m)| ParticipantRecord {
+                pid: *pid,
+                iface: m.iface,
+                ports: m.ports,
+                codec: (&m.spec).into(),
+                peer: m.peer.clone(),
+                controls: m.controls,
+            })
+            .collect();
+        participants.sort_by_key(|p| p.pid);
+        ConferenceRecord {
+            version: crate::store::record::VERSION,
+            id: self.id.to_string(),
+            owner: owner.to_string(),
+            created: crate::store::record::unix_seconds(self.created_wall),
+            interfaces: self.home.interfaces.clone(),
+            sample_rate: self.settings.mix_rate,
+            max_speakers: self.settings.max_speakers,
+            max_participants: self.settings.max_participants,
+            next_pid: self.next_pid,
+            participants,
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        self.alive
+    }
+
+    fn free_all(&mut self) {
+        for (_, m) in self.participants.drain() {
+            free_ports(&self.home, m.iface, m.ports);
+        }
     }
 }
 
@@ -115,20 +178,45 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
             "conference `{id}` exists on instance `{owner}`"
         )));
     }
+    let settings = Settings {
+        mix_rate,
+        max_speakers,
+        max_participants,
+    };
+    let e = open(state, id.clone(), key, settings, state.home.clone(), SystemTime::now()).await?;
+    super::replicate::conference_changed(state, &e);
+    tracing::info!(conference = %id, "conference created");
+    Ok(
+        json!({ "id": &*id, "sample_rate": mix_rate, "max_speakers": max_speakers, "max_participants": max_participants }),
+    )
+}
+
+/// Registers a conference and starts it on a worker, without participants.
+/// Returned locked: no command sees it before its creator is done with it.
+pub async fn open(
+    state: &State,
+    id: Arc<str>,
+    key: CallKey,
+    settings: Settings,
+    home: Arc<Home>,
+    created_wall: SystemTime,
+) -> Result<tokio::sync::OwnedMutexGuard<ConfEntry>, Error> {
     let worker = state.pick_worker()?;
     let entry = Arc::new(tokio::sync::Mutex::new(ConfEntry {
         id: id.clone(),
         key,
         worker,
         created: Instant::now(),
-        max_participants,
-        max_speakers,
+        created_wall,
+        settings,
+        home,
         next_pid: 1,
         participants: HashMap::new(),
         events: VecDeque::new(),
         live: Some(tokio::sync::broadcast::channel(256).0),
         alive: true,
     }));
+    let guard = entry.clone().try_lock_owned().expect("nobody else has it yet");
     {
         let mut confs = lock(&state.conferences);
         if confs.contains_key(&*id) {
@@ -138,22 +226,53 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     }
     lock(&state.ended).forget(&id);
     let speakers = SpeakerConfig {
-        max_active: max_speakers,
+        max_active: settings.max_speakers,
         ..SpeakerConfig::default()
     };
-    ask(state, worker, |reply| ConfCommand::Create {
+    let created = ask(state, worker, |reply| ConfCommand::Create {
         key,
         conf_id: id.clone(),
         speakers,
-        mix_rate,
+        mix_rate: settings.mix_rate,
         reply,
     })
-    .await?;
-    super::replicate::conference_changed(state, &id, true);
-    tracing::info!(conference = %id, worker, "conference created");
-    Ok(
-        json!({ "id": &*id, "sample_rate": mix_rate, "max_speakers": max_speakers, "max_participants": max_participants }),
-    )
+    .await;
+    if let Err(e) = created {
+        lock(&state.conferences).remove(&*id);
+        return Err(e);
+    }
+    tracing::debug!(conference = %id, worker, "conference opened");
+    Ok(guard)
+}
+
+/// Puts a participant on the conference's worker with its bound sockets;
+/// on success the conference holds its ports.
+pub async fn attach(
+    state: &State,
+    e: &mut ConfEntry,
+    pid: u32,
+    member: Member,
+    sockets: Vec<std::net::UdpSocket>,
+    latched: Option<SocketAddr>,
+) -> Result<(), Error> {
+    let bind = e.home.bind[member.iface];
+    let key = e.key;
+    ask(state, e.worker, |reply| ConfCommand::Join {
+        key,
+        pid,
+        spec: member.spec,
+        peer: Box::new(member.peer.clone()),
+        rtp: SocketAddr::new(bind, member.ports.rtp),
+        rtcp: member.ports.rtcp.map(|p| SocketAddr::new(bind, p)),
+        sockets,
+        latched,
+        reply,
+    })
+    .await
+    .and_then(|r| r.map_err(Error::from))?;
+    e.participants.insert(pid, member);
+    e.next_pid = e.next_pid.max(pid.saturating_add(1));
+    Ok(())
 }
 
 /// Joins a participant from its SDP offer; returns chorus's SDP answer.
@@ -180,13 +299,17 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
     refuse_if_overloaded(state, &e)?;
     refuse_if_full(state, &e)?;
     let iface = match &opts.interface {
-        Some(n) => state
-            .interface_index(n)
+        Some(n) => e
+            .home
+            .interfaces
+            .iter()
+            .position(|i| i.name == *n)
             .ok_or_else(|| Error::BadRequest(format!("no interface named `{n}`")))?,
         None => 0,
     };
     let mux = m.has_attribute("rtcp-mux");
-    let mut alloc = Alloc::new(state, &state.home);
+    let home = e.home.clone();
+    let mut alloc = Alloc::new(state, &home);
     let ports = alloc.allocate(iface, !mux)?;
     let ip = offer.media_address(mi).filter(|a| !a.is_unspecified());
     let peer = PeerSpec {
@@ -199,29 +322,21 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         any_source: false,
         clock_rates: ClockRates::default(),
     };
-    let bind = state.home.bind[iface];
     let pid = e.next_pid;
     let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();
-    let joined = ask(state, e.worker, |reply| ConfCommand::Join {
-        key: e.key,
-        pid,
+    let member = Member {
+        iface,
+        ports,
         spec,
-        peer: Box::new(peer),
-        rtp: SocketAddr::new(bind, ports.rtp),
-        rtcp: ports.rtcp.map(|p| SocketAddr::new(bind, p)),
-        sockets,
-        latched: None,
-        reply,
-    })
-    .await
-    .and_then(|r| r.map_err(Error::from));
-    if let Err(err) = joined {
+        peer,
+        controls: Controls::default(),
+    };
+    if let Err(err) = attach(state, &mut e, pid, member, sockets, None).await {
         alloc.rollback();
         return Err(err);
     }
-    e.next_pid += 1;
-    e.participants.insert(pid, (iface, ports, spec.name()));
-    let answer = answer_sdp(&offer, mi, &spec, state.home.advertise[iface], ports, mux, e.key, pid);
+    super::replicate::conference_changed(state, &e);
+    let answer = answer_sdp(&offer, mi, &spec, e.home.advertise[iface], ports, mux, e.key, pid);
     tracing::info!(
         conference = conf_id,
         participant = pid,
@@ -261,9 +376,11 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     if !c.alive {
         return Err(Error::NotFound(format!("no call `{call_id}`")));
     }
-    if let Some(from) = &c.home.adopted_from {
+    if !Arc::ptr_eq(&c.home, &e.home) {
+        let from = c.home.adopted_from.as_ref().or(e.home.adopted_from.as_ref());
         return Err(Error::NotImplemented(format!(
-            "call `{call_id}` was taken over from instance `{from}`; moving its legs into a conference is not supported yet"
+            "call `{call_id}` and conference `{conf_id}` live on different addresses (one was taken over from instance `{}`); moving a leg between them is not supported yet",
+            from.map_or("?", |f| f.as_str())
         )));
     }
     let leg = c
@@ -308,28 +425,19 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     } else {
         super::replicate::call_changed(state, &c);
     }
-    let bind = state.home.bind[iface];
     let pid = e.next_pid;
-    let key = e.key;
-    let joined = ask(state, e.worker, |reply| ConfCommand::Join {
-        key,
-        pid,
+    let member = Member {
+        iface,
+        ports,
         spec,
-        peer: detached.peer,
-        rtp: SocketAddr::new(bind, ports.rtp),
-        rtcp: ports.rtcp.map(|p| SocketAddr::new(bind, p)),
-        sockets: detached.sockets,
-        latched: detached.latched,
-        reply,
-    })
-    .await
-    .and_then(|r| r.map_err(Error::from));
-    if let Err(err) = joined {
-        free_ports(&state.home, iface, ports);
+        peer: *detached.peer,
+        controls: Controls::default(),
+    };
+    if let Err(err) = attach(state, &mut e, pid, member, detached.sockets, detached.latched).await {
+        free_ports(&e.home, iface, ports);
         return Err(err);
     }
-    e.next_pid += 1;
-    e.participants.insert(pid, (iface, ports, spec.name()));
+    super::replicate::conference_changed(state, &e);
     push_event(
         state,
         &mut e,
@@ -359,13 +467,13 @@ fn refuse_if_overloaded(state: &State, e: &ConfEntry) -> Result<(), Error> {
 
 /// A conference at its `max_participants` takes no one else (409).
 fn refuse_if_full(state: &State, e: &ConfEntry) -> Result<(), Error> {
-    if e.participants.len() < e.max_participants {
+    if e.participants.len() < e.settings.max_participants {
         return Ok(());
     }
     state.metrics.limited.with_label_values(&["participants"]).inc();
     Err(Error::Conflict(format!(
         "conference `{}` is full ({} participants)",
-        e.id, e.max_participants
+        e.id, e.settings.max_participants
     )))
 }
 
@@ -450,12 +558,21 @@ pub async fn subscribe(state: &State, conf_id: &str) -> Result<tokio::sync::broa
 
 pub async fn control(state: &State, conf_id: &str, pid: u32, c: Controls) -> Result<Value, Error> {
     let handle = handle(state, conf_id)?;
-    let e = handle.lock().await;
-    if !e.participants.contains_key(&pid) {
+    let mut e = handle.lock().await;
+    set_controls(state, &mut e, pid, c).await?;
+    super::replicate::conference_changed(state, &e);
+    Ok(json!({ "participant_id": pid, "muted": c.muted, "deaf": c.deaf, "gain": c.gain }))
+}
+
+/// Applies `c` to participant `pid` and keeps it for the record.
+pub async fn set_controls(state: &State, e: &mut ConfEntry, pid: u32, c: Controls) -> Result<(), Error> {
+    let Some(member) = e.participants.get(&pid) else {
         return Err(Error::NotFound(format!(
-            "conference `{conf_id}` has no participant {pid}"
+            "conference `{}` has no participant {pid}",
+            e.id
         )));
-    }
+    };
+    let now = member.controls.then(c);
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Control {
         key,
@@ -464,13 +581,16 @@ pub async fn control(state: &State, conf_id: &str, pid: u32, c: Controls) -> Res
         reply,
     })
     .await?;
-    Ok(json!({ "participant_id": pid, "muted": c.muted, "deaf": c.deaf, "gain": c.gain }))
+    if let Some(m) = e.participants.get_mut(&pid) {
+        m.controls = now;
+    }
+    Ok(())
 }
 
 pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Error> {
     let handle = handle(state, conf_id)?;
     let mut e = handle.lock().await;
-    let Some((iface, ports, _)) = e.participants.get(&pid).copied() else {
+    let Some((iface, ports)) = e.participants.get(&pid).map(|m| (m.iface, m.ports)) else {
         return Err(Error::NotFound(format!(
             "conference `{conf_id}` has no participant {pid}"
         )));
@@ -478,7 +598,8 @@ pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Erro
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
     e.participants.remove(&pid);
-    free_ports(&state.home, iface, ports);
+    free_ports(&e.home, iface, ports);
+    super::replicate::conference_changed(state, &e);
     push_event(state, &mut e, json!({ "event": "left", "participant": pid }));
     tracing::info!(conference = conf_id, participant = pid, "participant left");
     Ok(json!({ "participant_id": pid, "left": true }))
@@ -493,8 +614,8 @@ pub async fn query(state: &State, conf_id: &str) -> Result<Value, Error> {
     Ok(json!({
         "id": &*e.id,
         "duration_s": (e.created.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        "max_speakers": e.max_speakers,
-        "max_participants": e.max_participants,
+        "max_speakers": e.settings.max_speakers,
+        "max_participants": e.settings.max_participants,
         "participants": report.participants,
         "encodes_last_tick": report.encodes_last_tick,
         "late_ticks": report.late_ticks,
@@ -507,16 +628,14 @@ pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
     let mut e = handle.lock().await;
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Delete { key, reply }).await?;
-    for (_, (iface, ports, _)) in e.participants.drain() {
-        free_ports(&state.home, iface, ports);
-    }
+    e.free_all();
     e.alive = false;
     e.live = None;
     let mut confs = lock(&state.conferences);
     if confs.get(conf_id).is_some_and(|(k, _)| *k == key) {
         confs.remove(conf_id);
     }
-    super::replicate::conference_changed(state, &e.id, false);
+    super::replicate::conference_changed(state, &e);
     tracing::info!(conference = conf_id, "conference deleted");
     Ok(json!({ "id": conf_id, "deleted": true }))
 }
@@ -547,9 +666,7 @@ pub async fn on_failed(state: &State, key: CallKey, reason: &str) {
     let Some(handle) = by_key(state, key) else { return };
     let mut e = handle.lock().await;
     tracing::error!(conference = %e.id, panic = reason, "conference ended by an internal error");
-    for (_, (iface, ports, _)) in e.participants.drain() {
-        free_ports(&state.home, iface, ports);
-    }
+    e.free_all();
     push_event(
         state,
         &mut e,
@@ -562,7 +679,7 @@ pub async fn on_failed(state: &State, key: CallKey, reason: &str) {
     if confs.get(&*e.id).is_some_and(|(k, _)| *k == key) {
         confs.remove(&*e.id);
     }
-    super::replicate::conference_changed(state, &e.id, false);
+    super::replicate::conference_changed(state, &e);
 }
 
 /// The conference a worker reports about (workers know keys, not ids).

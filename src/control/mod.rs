@@ -17,6 +17,7 @@ pub mod ng_cookie;
 pub mod openapi;
 pub mod replicate;
 pub mod restore;
+pub mod restore_conference;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 

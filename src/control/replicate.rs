@@ -3,6 +3,7 @@
 //! refreshes, and, after Redis was unreachable, everything again. Commands
 //! never wait on Redis.
 
+use super::conference_commands::ConfEntry;
 use super::{lock, CallEntry, State};
 use crate::store::record::{unix_seconds, CallRecordRef, VERSION};
 use crate::store::{keys, Store};
@@ -26,10 +27,11 @@ pub fn record_of(store: &Store, e: &CallEntry) -> String {
     .to_json()
 }
 
-/// Tells the writer a conference was created here or ended.
-pub fn conference_changed(state: &State, id: &Arc<str>, exists: bool) {
+/// Hands a conference's new state (or its end) to the writer.
+pub fn conference_changed(state: &State, e: &ConfEntry) {
     if let Some(store) = &state.store {
-        store.conference_changed(id, exists);
+        let record = e.alive().then(|| e.record(&store.instance).to_json());
+        store.conference_changed(&e.id, record);
     }
 }
 
@@ -140,48 +142,44 @@ async fn write_addresses(state: &State, store: &Store, conn: &mut Conn) -> redis
         .await
 }
 
-/// Writes what commands changed: records set with their expiry, ended
-/// calls removed, and the owner's set of call ids kept alongside.
+/// Writes what commands changed to calls: records set with their expiry,
+/// ended calls removed, and the owner's set of call ids kept alongside.
 async fn flush(store: &Store, conn: &mut Conn, pending: crate::store::Pending) -> redis::RedisResult<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let owned = keys::owned(&store.instance);
-    let ttl = store.record_ttl.as_secs();
-    let mut pipe = redis::pipe();
-    for (id, record) in &pending {
-        match record {
-            Some(json) => pipe
-                .set_ex(keys::call(id), json, ttl)
-                .ignore()
-                .sadd(&owned, &**id)
-                .ignore(),
-            None => pipe.del(keys::call(id)).ignore().srem(&owned, &**id).ignore(),
-        };
-    }
-    pipe.expire(&owned, ttl as i64).ignore();
-    pipe.query_async(conn).await
+    write_records(store, conn, pending, keys::call, &keys::owned(&store.instance)).await
 }
 
-/// Writes which conferences this instance holds, so commands on them that
-/// reach another instance are forwarded here.
-async fn flush_conferences(
+/// The same for conferences: their records also tell other instances where
+/// to forward commands on them.
+async fn flush_conferences(store: &Store, conn: &mut Conn, changed: crate::store::Pending) -> redis::RedisResult<()> {
+    write_records(
+        store,
+        conn,
+        changed,
+        keys::conference,
+        &keys::conferences_of(&store.instance),
+    )
+    .await
+}
+
+async fn write_records(
     store: &Store,
     conn: &mut Conn,
-    changed: std::collections::HashMap<Arc<str>, bool>,
+    changed: crate::store::Pending,
+    key: fn(&str) -> String,
+    owned: &str,
 ) -> redis::RedisResult<()> {
     if changed.is_empty() {
         return Ok(());
     }
-    let owner = json!({ "owner": store.instance }).to_string();
     let ttl = store.record_ttl.as_secs();
     let mut pipe = redis::pipe();
-    for (id, exists) in &changed {
-        match exists {
-            true => pipe.set_ex(keys::conference(id), &owner, ttl).ignore(),
-            false => pipe.del(keys::conference(id)).ignore(),
+    for (id, record) in &changed {
+        match record {
+            Some(json) => pipe.set_ex(key(id), json, ttl).ignore().sadd(owned, &**id).ignore(),
+            None => pipe.del(key(id)).ignore().srem(owned, &**id).ignore(),
         };
     }
+    pipe.expire(owned, ttl as i64).ignore();
     pipe.query_async(conn).await
 }
 
@@ -208,10 +206,18 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     let n = (pending.len(), gone.len());
     pending.extend(gone.into_iter().map(|id| (id, None)));
     flush(store, conn, pending).await?;
-    let confs = lock(&state.conferences)
-        .keys()
-        .map(|id| (Arc::from(id.as_str()), true))
-        .collect();
+    let conf_handles: Vec<_> = lock(&state.conferences).values().map(|(_, h)| h.clone()).collect();
+    let mut confs = crate::store::Pending::new();
+    for h in conf_handles {
+        let e = h.lock().await;
+        if e.alive() {
+            confs.insert(e.id.clone(), Some(e.record(&store.instance).to_json()));
+        }
+    }
+    let listed: Vec<String> = conn.smembers(keys::conferences_of(&store.instance)).await?;
+    for id in listed {
+        confs.entry(id.as_str().into()).or_insert(None);
+    }
     flush_conferences(store, conn, confs).await?;
     tracing::info!(written = n.0, removed = n.1, "redis: call records written again");
     Ok(())
@@ -235,6 +241,7 @@ async fn refresh(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisR
         pipe.expire(keys::conference(id), ttl).ignore();
     }
     pipe.expire(keys::owned(&store.instance), ttl).ignore();
+    pipe.expire(keys::conferences_of(&store.instance), ttl).ignore();
     pipe.query_async(conn).await
 }
 

@@ -35,6 +35,7 @@ pub async fn own_calls(state: &State, store: &Store, conn: &mut Conn) {
         return tracing::warn!("another instance is taking this one's calls over; not restoring them");
     }
     calls_of(state, store, conn, &store.instance).await;
+    super::restore_conference::conferences_of(state, store, conn, &store.instance).await;
     let _: redis::RedisResult<()> = conn.del(keys::takeover(&store.instance)).await;
 }
 
@@ -52,7 +53,8 @@ pub async fn take_over(state: &Arc<State>, store: &Store, conn: &mut Conn, dead:
         "instance is dead (heartbeat expired): taking its calls over"
     );
     calls_of(state, store, conn, dead).await;
-    let _: redis::RedisResult<()> = conn.del(keys::owned(dead)).await;
+    super::restore_conference::conferences_of(state, store, conn, dead).await;
+    let _: redis::RedisResult<()> = conn.del(&[keys::owned(dead), keys::conferences_of(dead)]).await;
     true
 }
 
@@ -165,7 +167,8 @@ async fn one(state: &State, rec: CallRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// The instances whose heartbeat expired while they still own calls.
+/// The instances whose heartbeat expired while they still own calls or
+/// conferences.
 pub async fn dead_owners(store: &Store, conn: &mut Conn) -> redis::RedisResult<Vec<String>> {
     let ids: Vec<String> = conn.zrange(keys::INSTANCES, 0, -1).await?;
     let others: Vec<&String> = ids.iter().filter(|i| **i != store.instance).collect();
@@ -174,13 +177,15 @@ pub async fn dead_owners(store: &Store, conn: &mut Conn) -> redis::RedisResult<V
     }
     let mut pipe = redis::pipe();
     for id in &others {
-        pipe.exists(keys::instance(id)).exists(keys::owned(id));
+        pipe.exists(keys::instance(id))
+            .exists(keys::owned(id))
+            .exists(keys::conferences_of(id));
     }
     let flags: Vec<bool> = pipe.query_async(conn).await?;
     let dead = others
         .iter()
-        .zip(flags.chunks(2))
-        .filter(|(_, f)| matches!(f, [false, true]))
+        .zip(flags.chunks(3))
+        .filter(|(_, f)| matches!(f, [false, true, _] | [false, _, true]))
         .map(|(id, _)| id.to_string())
         .collect();
     Ok(dead)

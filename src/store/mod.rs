@@ -4,6 +4,7 @@
 //! handed over at command boundaries and written by one task
 //! (`control::replicate`), coalesced per call.
 
+pub mod conference_record;
 pub mod record;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -20,10 +21,14 @@ pub mod keys {
     pub fn call(id: &str) -> String {
         format!("chorus:call:{id}")
     }
-    /// Which instance holds a conference (`{"owner": ...}`), refreshed like
-    /// call records.
+    /// A conference's record (JSON, with its `owner`), refreshed like call
+    /// records.
     pub fn conference(id: &str) -> String {
         format!("chorus:conference:{id}")
+    }
+    /// The set of conference ids an instance owns.
+    pub fn conferences_of(instance: &str) -> String {
+        format!("chorus:owner-conferences:{instance}")
     }
     /// The set of call ids an instance owns.
     pub fn owned(instance: &str) -> String {
@@ -58,8 +63,8 @@ pub struct Store {
     /// Changes not written yet, coalesced per call (bounded by the calls held:
     /// while Redis is down nothing is queued, a full rewrite follows).
     pending: Mutex<Pending>,
-    /// Conferences created (true) or ended (false) since the last write.
-    conferences: Mutex<HashMap<Arc<str>, bool>>,
+    /// Conference records changed (`Some`) or ended (`None`) since the last write.
+    conferences: Mutex<Pending>,
     pub wake: Notify,
     up: AtomicBool,
     /// Set when Redis missed changes: every record is written again.
@@ -73,6 +78,8 @@ pub struct StoreMetrics {
     pub ops: IntCounterVec,
     /// Calls restored from records at start, by result.
     pub restored: IntCounterVec,
+    /// Conferences restored, by result (participants left out are logged).
+    pub conferences_restored: IntCounterVec,
 }
 
 impl Store {
@@ -98,7 +105,7 @@ impl Store {
             record_ttl,
             conn,
             pending: Mutex::new(Pending::new()),
-            conferences: Mutex::new(HashMap::new()),
+            conferences: Mutex::new(Pending::new()),
             wake: Notify::new(),
             up: AtomicBool::new(false),
             resync: AtomicBool::new(true),
@@ -142,16 +149,16 @@ impl Store {
         self.wake.notify_one();
     }
 
-    /// A conference was created here (`true`) or ended (`false`).
-    pub fn conference_changed(&self, id: &Arc<str>, exists: bool) {
+    /// A conference's record changed (`Some`) or it ended (`None`).
+    pub fn conference_changed(&self, id: &Arc<str>, record: Option<String>) {
         if !self.is_up() {
             return; // the rewrite on reconnection covers it
         }
-        lock(&self.conferences).insert(id.clone(), exists);
+        lock(&self.conferences).insert(id.clone(), record);
         self.wake.notify_one();
     }
 
-    pub fn take_conferences(&self) -> HashMap<Arc<str>, bool> {
+    pub fn take_conferences(&self) -> Pending {
         std::mem::take(&mut *lock(&self.conferences))
     }
 
@@ -176,14 +183,28 @@ impl StoreMetrics {
             &["result"],
         )
         .expect("valid metric");
+        let conferences_restored = IntCounterVec::new(
+            Opts::new(
+                "chorus_conferences_restored_total",
+                "Conferences recreated from Redis records, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ops.clone()),
             Box::new(restored.clone()),
+            Box::new(conferences_restored.clone()),
         ] {
             registry.register(c).expect("redis metrics register once");
         }
-        StoreMetrics { up, ops, restored }
+        StoreMetrics {
+            up,
+            ops,
+            restored,
+            conferences_restored,
+        }
     }
 }
 

@@ -66,13 +66,15 @@ impl CallRecord {
     }
 
     pub fn created_at(&self) -> SystemTime {
-        let secs = if self.created.is_finite() {
-            self.created.max(0.0)
-        } else {
-            0.0
-        };
-        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.min(1e11))
+        time_of(self.created)
     }
+}
+
+/// The time `unix` seconds say, within 1970 and year 5138 whatever a
+/// record holds.
+pub fn time_of(unix: f64) -> SystemTime {
+    let secs = if unix.is_finite() { unix.clamp(0.0, 1e11) } else { 0.0 };
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
 }
 
 pub fn unix_seconds(t: SystemTime) -> f64 {

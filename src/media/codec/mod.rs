@@ -8,7 +8,7 @@ pub mod g722;
 use crate::sdp::Media;
 
 /// Codecs chorus mixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CodecKind {
     Opus,
     G722,
@@ -35,7 +35,68 @@ pub struct CodecSpec {
     pub audio_level_id: Option<u8>,
 }
 
+impl CodecKind {
+    /// The PCM rate the codec runs at.
+    pub fn pcm_rate(self) -> u32 {
+        match self {
+            CodecKind::Opus => 48000,
+            CodecKind::G722 => 16000,
+            CodecKind::Pcmu | CodecKind::Pcma => 8000,
+        }
+    }
+
+    /// The RTP clock rate: G.722 samples at 16 kHz but its clock says 8000
+    /// (RFC 3551).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            CodecKind::Opus => 48000,
+            CodecKind::G722 | CodecKind::Pcmu | CodecKind::Pcma => 8000,
+        }
+    }
+}
+
 impl CodecSpec {
+    /// A spec with the rates of `kind`, checking what a participant (or a
+    /// stored record) may choose: payload types 0..=127, a frame length the
+    /// mixer handles, an RFC 8285 one-byte extension id.
+    pub fn new(
+        kind: CodecKind,
+        pt: u8,
+        channels: u8,
+        ptime_ms: u32,
+        dtmf_pt: Option<u8>,
+        audio_level_id: Option<u8>,
+    ) -> Result<CodecSpec, String> {
+        // Opus frames are 2.5..60 ms in fixed steps; G.711 takes any
+        // multiple of 10 ms. The mixer's tick is 20 ms; packets are split or
+        // gathered around it.
+        let ptime_ok = match kind {
+            CodecKind::Opus => matches!(ptime_ms, 10 | 20 | 40 | 60),
+            _ => ptime_ms % 10 == 0 && (10..=60).contains(&ptime_ms),
+        };
+        if !ptime_ok {
+            return Err(format!(
+                "a=ptime:{ptime_ms} is not supported: use 10, 20, 40 or 60 ms (G.711 and G.722 also 30 and 50)"
+            ));
+        }
+        if pt > 127 || dtmf_pt.is_some_and(|p| p > 127) {
+            return Err("payload types are 0..=127".into());
+        }
+        if audio_level_id.is_some_and(|id| !(1..=14).contains(&id)) || !(1..=2).contains(&channels) {
+            return Err("extension ids are 1..=14 and channels 1 or 2".into());
+        }
+        Ok(CodecSpec {
+            kind,
+            pt,
+            rate: kind.pcm_rate(),
+            clock_rate: kind.clock_rate(),
+            channels,
+            ptime_ms,
+            dtmf_pt,
+            audio_level_id,
+        })
+    }
+
     /// Samples per frame at the codec's rate.
     pub fn frame_samples(&self) -> usize {
         (self.rate * self.ptime_ms / 1000) as usize
@@ -148,35 +209,10 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
             ("pcma", 8000) => CodecKind::Pcma,
             _ => continue,
         };
-        let (pcm_rate, clock) = match kind {
-            CodecKind::Opus => (48000, 48000),
-            // G.722 samples at 16 kHz but its RTP clock says 8000 (RFC 3551).
-            CodecKind::G722 => (16000, 8000),
-            CodecKind::Pcmu | CodecKind::Pcma => (8000, 8000),
-        };
-        let dtmf_pt = dtmf_pt(m, clock);
-        // Opus frames are 2.5..60 ms in fixed steps; G.711 takes any
-        // multiple of 10 ms. The mixer's tick is 20 ms; packets are split or
-        // gathered around it.
-        let ok = match kind {
-            CodecKind::Opus => matches!(ptime, 10 | 20 | 40 | 60),
-            _ => ptime % 10 == 0 && (10..=60).contains(&ptime),
-        };
-        if !ok {
-            return Err(format!(
-                "a=ptime:{ptime} is not supported for {name}: use 10, 20, 40 or 60 ms (G.711 also 30 and 50)"
-            ));
-        }
-        return Ok(CodecSpec {
-            kind,
-            pt,
-            rate: pcm_rate,
-            clock_rate: clock,
-            channels,
-            ptime_ms: ptime,
-            dtmf_pt,
-            audio_level_id: audio_level_id(m),
-        });
+        let clock = kind.clock_rate();
+        let spec = CodecSpec::new(kind, pt, channels, ptime, dtmf_pt(m, clock), audio_level_id(m))
+            .map_err(|e| format!("{name}: {e}"))?;
+        return Ok(spec);
     }
     Err(format!(
         "no codec chorus can mix in the offer ({}); supported: opus/48000, G722/8000, PCMU/8000, PCMA/8000",

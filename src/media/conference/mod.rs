@@ -164,12 +164,23 @@ pub struct Conference {
     pub reported_loss: Vec<f64>,
 }
 
-/// Per-participant settings from the API.
-#[derive(Debug, Clone, Copy, Default)]
+/// Per-participant settings from the API; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Controls {
     pub muted: Option<bool>,
     pub deaf: Option<bool>,
     pub gain: Option<f32>,
+}
+
+impl Controls {
+    /// The settings after `later` was applied on top of these.
+    pub fn then(self, later: Controls) -> Controls {
+        Controls {
+            muted: later.muted.or(self.muted),
+            deaf: later.deaf.or(self.deaf),
+            gain: later.gain.or(self.gain),
+        }
+    }
 }
 
 impl Conference {
