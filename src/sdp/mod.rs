@@ -7,7 +7,7 @@ mod parse;
 mod rewrite;
 
 pub use error::SdpError;
-pub use parse::{Connection, Direction, Line, Media, Sdp};
+pub use parse::{Connection, Line, Media, Sdp};
 pub(crate) use rewrite::stripped_payload_types;
 pub use rewrite::{rewrite, MuxOut, Rewrite, StreamOut};
 

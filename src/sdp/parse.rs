@@ -37,15 +37,6 @@ pub struct Connection {
     pub addr: IpAddr,
 }
 
-/// Media direction attributes (RFC 3264 section 5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    SendRecv,
-    SendOnly,
-    RecvOnly,
-    Inactive,
-}
-
 /// One `m=` section: the `m=` line first, then its own lines.
 #[derive(Debug, Clone)]
 pub struct Media {
@@ -174,10 +165,6 @@ impl Sdp {
         let m = self.media.get(index)?;
         m.connection().or(self.session_connection()).map(|c| c.addr)
     }
-
-    pub fn session_direction(&self) -> Option<Direction> {
-        direction_of(&self.session)
-    }
 }
 
 impl Media {
@@ -198,10 +185,6 @@ impl Media {
         self.attributes()
             .find(|(n, _)| *n == "rtcp")
             .and_then(|(_, v)| parse_rtcp(v?))
-    }
-
-    pub fn direction(&self) -> Option<Direction> {
-        direction_of(&self.lines)
     }
 
     /// Whether the stream carries RTP (`RTP/AVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVPF`...).
@@ -287,16 +270,6 @@ fn parse_rtcp(v: &str) -> Option<(u16, Option<IpAddr>)> {
     Some((port, addr))
 }
 
-fn direction_of(lines: &[Line]) -> Option<Direction> {
-    lines.iter().find_map(|l| match l.attribute() {
-        Some(("sendrecv", None)) => Some(Direction::SendRecv),
-        Some(("sendonly", None)) => Some(Direction::SendOnly),
-        Some(("recvonly", None)) => Some(Direction::RecvOnly),
-        Some(("inactive", None)) => Some(Direction::Inactive),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +301,36 @@ mod tests {
         let e = Sdp::parse("v=0\r\nhello\r\n").unwrap_err();
         assert_eq!((e.line, e.text.as_str()), (2, "hello"));
         assert!(Sdp::parse("").is_err());
+        // Empty and one-letter lines inside are errors, not out-of-bounds reads.
+        for (bad, line) in [("\n", 2), ("\r\n", 2), ("x\r\n", 2), ("\nx", 2)] {
+            let e = Sdp::parse(&format!("v=0\r\n{bad}{}", &BASIC[5..])).unwrap_err();
+            assert_eq!(e.line, line, "{bad:?}: {e}");
+            assert!(e.reason.contains("not a `<letter>=<value>` line"), "{e}");
+        }
+        // `s=` with nothing after it is a line (some phones send it).
+        assert!(Sdp::parse(&BASIC.replace("s=-", "s=")).is_ok());
+    }
+
+    #[test]
+    fn size_limit_is_exact() {
+        let pad = |total: usize| {
+            let filler = total - BASIC.len() - "a=x:\r\n".len();
+            format!("{BASIC}a=x:{}\r\n", "y".repeat(filler))
+        };
+        assert!(Sdp::parse(&pad(MAX_SDP_BYTES)).is_ok());
+        let e = Sdp::parse(&pad(MAX_SDP_BYTES + 1)).unwrap_err();
+        assert!(e.reason.contains("more than 65536"), "{e}");
+    }
+
+    #[test]
+    fn rtp_profiles_are_told_from_other_transports() {
+        let proto = |p: &str| Sdp::parse(&BASIC.replace("RTP/AVP", p)).unwrap().media[0].is_rtp();
+        for p in ["RTP/AVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF"] {
+            assert!(proto(p), "{p}");
+        }
+        for p in ["udp", "UDP/BFCP", "TCP/MSRP"] {
+            assert!(!proto(p), "{p}");
+        }
     }
 
     proptest! {
