@@ -194,3 +194,86 @@ async fn killing_an_instance_costs_its_calls_under_a_second_of_media() {
     let (_, list) = a.get("/v1/calls").await;
     assert_eq!(list["calls"], json!(["after"]), "{list}");
 }
+
+/// Fencing: an instance that stalls past its heartbeat (SIGSTOP here) may
+/// have been taken over meanwhile. When it resumes it lets go of what a peer
+/// owns now, without writing over the peer's records, and keeps the rest.
+#[tokio::test]
+async fn a_stalled_instance_lets_go_of_what_a_peer_took_over() {
+    use redis::Commands;
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let mut args = redis.chorus_args("st-a");
+    args.extend(["--media-bind".to_string(), "127.0.0.2".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Daemon::start_logged(95, 40, &args, &[], "fence-a").await;
+    let mut peers = Vec::new();
+    for id in ["kept", "taken"] {
+        let (pa, pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+        let targets = a.call(id, &pa, &pb).await;
+        peers.push((pa, pb, targets));
+    }
+    let (s, _) = a.post("/v1/conferences", json!({"id": "taken-room"})).await;
+    assert_eq!(s, 200);
+    let record = |conn: &mut redis::Connection, key: &str| -> Option<serde_json::Value> {
+        let text: Option<String> = conn.get(key).unwrap();
+        text.map(|t| serde_json::from_str(&t).unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while record(&mut conn, "chorus:conference:taken-room").is_none() {
+        assert!(Instant::now() < deadline, "no conference record");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // Its heartbeat expires (3 beats of 100 ms); a peer takes two things over.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let beat: Option<String> = conn.get("chorus:instance:st-a").unwrap();
+    assert!(beat.is_none(), "the stalled instance's heartbeat expired");
+    for key in ["chorus:call:taken", "chorus:conference:taken-room"] {
+        let mut r = record(&mut conn, key).unwrap();
+        r["owner"] = json!("st-b");
+        let _: () = conn.set(key, r.to_string()).unwrap();
+    }
+    signal("-CONT");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, calls) = a.get("/v1/calls").await;
+        let (_, confs) = a.get("/v1/conferences").await;
+        if calls["calls"] == json!(["kept"]) && confs["total"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{calls} {confs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = a.metrics().await;
+    assert_eq!(common::metric(&m, "chorus_fenced_total{kind=\"call\"}"), 1.0, "{m}");
+    assert_eq!(common::metric(&m, "chorus_fenced_total{kind=\"conference\"}"), 1.0);
+    // The peer's records stand; the kept call's is still this instance's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(record(&mut conn, "chorus:call:taken").unwrap()["owner"], "st-b");
+    assert_eq!(
+        record(&mut conn, "chorus:conference:taken-room").unwrap()["owner"],
+        "st-b"
+    );
+    assert_eq!(record(&mut conn, "chorus:call:kept").unwrap()["owner"], "st-a");
+    // The kept call's media flows on.
+    let (pa, pb, (a_to, b_to)) = &mut peers[0];
+    for _ in 0..5 {
+        pa.send_rtp(*a_to);
+        pb.send_rtp(*b_to);
+    }
+    assert_eq!(
+        (common::recv_n(&pb.rtp, 5).len(), common::recv_n(&pa.rtp, 5).len()),
+        (5, 5)
+    );
+}

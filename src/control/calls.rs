@@ -189,18 +189,43 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
 
 /// Frees a call's ports and registry entry after its worker closed it.
 pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &'static str) -> CallSnapshot {
-    e.alive = false;
-    lock(&state.ended).record(&e.call_id, reason, Instant::now());
-    for (iface, p) in e.session.all_ports() {
-        free_ports(&e.home, iface, p);
-    }
-    unregister(state, &e.call_id, e.key);
+    release(state, e, reason);
     super::replicate::call_changed(state, e);
     let summary = CallSnapshot::of(e, report);
     let duration = e.created.elapsed().as_secs_f64();
     state.metrics.call_seconds.observe(duration);
     tracing::info!(call_id = %e.call_id, reason, duration_s = duration, "call ended");
     summary
+}
+
+fn release(state: &State, e: &mut CallEntry, reason: &'static str) {
+    e.alive = false;
+    lock(&state.ended).record(&e.call_id, reason, Instant::now());
+    for (iface, p) in e.session.all_ports() {
+        free_ports(&e.home, iface, p);
+    }
+    unregister(state, &e.call_id, e.key);
+}
+
+/// Ends a call here without touching its record: another instance took it
+/// over while this one looked dead, and the record is that instance's now.
+pub async fn let_go(state: &State, call_id: &str) -> bool {
+    let Ok(handle) = entry(state, call_id, false) else {
+        return false;
+    };
+    let mut e = handle.lock().await;
+    if !e.alive {
+        return false;
+    }
+    let (reply, rx) = oneshot::channel();
+    if state.workers[e.worker]
+        .send(Command::Remove { key: e.key, reply })
+        .is_ok()
+    {
+        let _ = rx.await;
+    }
+    release(state, &mut e, "taken_over");
+    true
 }
 
 pub async fn query(state: &State, call_id: &str) -> Result<CallSnapshot, Error> {

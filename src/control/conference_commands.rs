@@ -626,18 +626,34 @@ pub async fn query(state: &State, conf_id: &str) -> Result<Value, Error> {
 pub async fn delete(state: &State, conf_id: &str) -> Result<Value, Error> {
     let handle = handle(state, conf_id)?;
     let mut e = handle.lock().await;
+    close(state, &mut e).await?;
+    super::replicate::conference_changed(state, &e);
+    tracing::info!(conference = conf_id, "conference deleted");
+    Ok(json!({ "id": conf_id, "deleted": true }))
+}
+
+/// Stops a conference on its worker and forgets it here.
+async fn close(state: &State, e: &mut ConfEntry) -> Result<(), Error> {
     let key = e.key;
     ask(state, e.worker, |reply| ConfCommand::Delete { key, reply }).await?;
     e.free_all();
     e.alive = false;
     e.live = None;
     let mut confs = lock(&state.conferences);
-    if confs.get(conf_id).is_some_and(|(k, _)| *k == key) {
-        confs.remove(conf_id);
+    if confs.get(&*e.id).is_some_and(|(k, _)| *k == key) {
+        confs.remove(&*e.id);
     }
-    super::replicate::conference_changed(state, &e);
-    tracing::info!(conference = conf_id, "conference deleted");
-    Ok(json!({ "id": conf_id, "deleted": true }))
+    Ok(())
+}
+
+/// Ends a conference here without touching its record: another instance
+/// took it over while this one looked dead.
+pub async fn let_go(state: &State, conf_id: &str) -> bool {
+    let Ok(handle) = handle(state, conf_id) else {
+        return false;
+    };
+    let mut e = handle.lock().await;
+    e.alive && close(state, &mut e).await.is_ok()
 }
 
 /// Conference ids in order, `limit` from `offset`.

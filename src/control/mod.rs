@@ -7,6 +7,7 @@ pub mod calls;
 pub mod command;
 pub mod conference_commands;
 pub mod ended;
+pub mod fence;
 pub mod forward;
 pub mod home;
 pub mod http;

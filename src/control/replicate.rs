@@ -56,6 +56,9 @@ pub async fn run(state: Arc<State>) {
     let mut beat = tokio::time::interval(store.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat = Instant::now() - store.heartbeat;
+    // Whether a beat was written before, and whether one found the
+    // previous beat expired since (this instance looked dead meanwhile).
+    let (mut beaten, mut lapsed) = (false, false);
     loop {
         tokio::select! {
             _ = beat.tick() => {}
@@ -70,9 +73,24 @@ pub async fn run(state: Arc<State>) {
             last_beat = Instant::now();
             let r = heartbeat(&state, &store, &mut conn).await;
             store.set_up(r.is_ok(), r.as_ref().err());
+            lapsed |= beaten && matches!(r, Ok(false));
+            beaten |= r.is_ok();
         }
         if !store.is_up() {
             continue;
+        }
+        if lapsed {
+            // Before writing anything: let go of what peers own now.
+            match super::fence::after_lapse(&state, &store, &mut conn).await {
+                Ok(_) => {
+                    lapsed = false;
+                    store.resync.store(true, Relaxed);
+                }
+                Err(e) => {
+                    store.set_up(false, Some(&e));
+                    continue;
+                }
+            }
         }
         if !restored {
             super::restore::own_calls(&state, &store, &mut conn).await;
@@ -104,7 +122,9 @@ pub async fn run(state: Arc<State>) {
 
 type Conn = redis::aio::ConnectionManager;
 
-async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<()> {
+/// Writes the heartbeat; true if the previous one was still there (false:
+/// it had expired, or this is the first).
+async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisResult<bool> {
     let now = unix_seconds(SystemTime::now());
     let beat = json!({
         "id": store.instance,
@@ -121,17 +141,19 @@ async fn heartbeat(state: &State, store: &Store, conn: &mut Conn) -> redis::Redi
         "updated": now,
     });
     let ttl_ms = 3 * store.heartbeat.as_millis() as u64;
-    redis::pipe()
+    let (previous,): (Option<String>,) = redis::pipe()
         .set_options(
             keys::instance(&store.instance),
             beat.to_string(),
-            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+            redis::SetOptions::default()
+                .with_expiration(redis::SetExpiry::PX(ttl_ms))
+                .get(true),
         )
-        .ignore()
         .zadd(keys::INSTANCES, &store.instance, (now * 1000.0) as i64)
         .ignore()
         .query_async(conn)
-        .await
+        .await?;
+    Ok(previous.is_some())
 }
 
 /// Where this instance answers, for a peer taking its calls over; kept a
@@ -198,9 +220,12 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     }
     let listed: Vec<String> = conn.smembers(keys::owned(&store.instance)).await?;
     let held: HashSet<&str> = pending.keys().map(|k| &**k).collect();
-    let gone: Vec<Arc<str>> = listed
+    let not_held: Vec<String> = listed.into_iter().filter(|id| !held.contains(id.as_str())).collect();
+    // Records of calls that ended here are removed; a peer's are not.
+    let theirs = super::fence::owned_elsewhere(conn, &not_held, keys::call, &store.instance).await?;
+    let gone: Vec<Arc<str>> = not_held
         .iter()
-        .filter(|id| !held.contains(id.as_str()))
+        .filter(|id| !theirs.contains(id))
         .map(|id| id.as_str().into())
         .collect();
     let n = (pending.len(), gone.len());
@@ -215,7 +240,8 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
         }
     }
     let listed: Vec<String> = conn.smembers(keys::conferences_of(&store.instance)).await?;
-    for id in listed {
+    let theirs = super::fence::owned_elsewhere(conn, &listed, keys::conference, &store.instance).await?;
+    for id in listed.iter().filter(|id| !theirs.contains(id)) {
         confs.entry(id.as_str().into()).or_insert(None);
     }
     flush_conferences(store, conn, confs).await?;

@@ -45,6 +45,13 @@ pub async fn take_over(state: &Arc<State>, store: &Store, conn: &mut Conn, dead:
     if !lock(store, conn, dead).await {
         return false;
     }
+    // It may have come back between the look and the lock (see `fence`).
+    let back: redis::RedisResult<bool> = conn.exists(keys::instance(dead)).await;
+    if !matches!(back, Ok(false)) {
+        let _: redis::RedisResult<()> = conn.del(keys::takeover(dead)).await;
+        tracing::info!(instance = dead, "instance is back; not taking it over");
+        return false;
+    }
     adopt_ng_address(state, conn, dead).await;
     let takeover_started = crate::store::record::unix_seconds(SystemTime::now());
     tracing::warn!(

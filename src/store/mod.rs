@@ -80,6 +80,9 @@ pub struct StoreMetrics {
     pub restored: IntCounterVec,
     /// Conferences restored, by result (participants left out are logged).
     pub conferences_restored: IntCounterVec,
+    /// Calls and conferences let go because a peer took them over while
+    /// this instance's heartbeat had lapsed, by kind.
+    pub fenced: IntCounterVec,
 }
 
 impl Store {
@@ -191,11 +194,20 @@ impl StoreMetrics {
             &["result"],
         )
         .expect("valid metric");
+        let fenced = IntCounterVec::new(
+            Opts::new(
+                "chorus_fenced_total",
+                "Calls and conferences let go because another instance took them over while this one's heartbeat had lapsed, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ops.clone()),
             Box::new(restored.clone()),
             Box::new(conferences_restored.clone()),
+            Box::new(fenced.clone()),
         ] {
             registry.register(c).expect("redis metrics register once");
         }
@@ -204,6 +216,7 @@ impl StoreMetrics {
             ops,
             restored,
             conferences_restored,
+            fenced,
         }
     }
 }
