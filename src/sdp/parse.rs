@@ -286,6 +286,13 @@ mod tests {
         assert_eq!(s.media_address(0), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(s.media[0].rtcp(), Some((4001, None)));
         assert_eq!(s.media[0].rtpmap_rates().collect::<Vec<_>>(), [(101, 8000)]);
+        // RTP payload types are 7 bits: 127 is one, 128 is not.
+        let high = BASIC.replace("a=rtcp:4001", "a=rtpmap:127 x/9000\r\na=rtpmap:128 y/9000");
+        let s = Sdp::parse(&high).unwrap();
+        assert_eq!(
+            s.media[0].rtpmap_rates().collect::<Vec<_>>(),
+            [(101, 8000), (127, 9000)]
+        );
     }
 
     #[test]
@@ -307,6 +314,10 @@ mod tests {
             assert_eq!(e.line, line, "{bad:?}: {e}");
             assert!(e.reason.contains("not a `<letter>=<value>` line"), "{e}");
         }
+        let e = Sdp::parse(&BASIC.replace("c=IN IP4 10.0.0.1", "c=IN IP4 ::1")).unwrap_err();
+        assert!(e.reason.contains("does not match its address type"), "{e}");
+        let e = Sdp::parse(&BASIC.replace("c=IN IP4 10.0.0.1", "c=IN IPX 10.0.0.1")).unwrap_err();
+        assert!(e.reason.contains("must be IP4 or IP6"), "{e}");
         // `s=` with nothing after it is a line (some phones send it).
         assert!(Sdp::parse(&BASIC.replace("s=-", "s=")).is_ok());
     }
