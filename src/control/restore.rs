@@ -11,6 +11,8 @@ use crate::store::record::CallRecord;
 use crate::store::{keys, Store};
 use redis::AsyncCommands;
 use std::sync::Arc;
+
+type CallHandle = Arc<tokio::sync::Mutex<super::CallEntry>>;
 use std::time::{Instant, SystemTime};
 
 type Conn = redis::aio::ConnectionManager;
@@ -91,55 +93,59 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
         Ok(ids) => ids,
         Err(e) => return tracing::error!(error = %e, instance, "redis: cannot list the instance's calls"),
     };
-    let (mut ok, mut failed) = (0, 0);
-    let mut read_ms = 0.0;
+    if ids.is_empty() {
+        return;
+    }
+    // Every record in one round trip, so that all calls come back together.
+    let mut pipe = redis::pipe();
     for chunk in ids.chunks(500) {
-        let t_read = Instant::now();
-        let call_keys: Vec<String> = chunk.iter().map(|id| keys::call(id)).collect();
-        let records: Vec<Option<String>> = match conn.mget(&call_keys).await {
-            Ok(r) => r,
-            Err(e) => return tracing::error!(error = %e, "redis: cannot read call records"),
+        pipe.mget(chunk.iter().map(|id| keys::call(id)).collect::<Vec<_>>());
+    }
+    let chunks: Vec<Vec<Option<String>>> = match pipe.query_async(conn).await {
+        Ok(r) => r,
+        Err(e) => return tracing::error!(error = %e, "redis: cannot read call records"),
+    };
+    let read_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Concurrently: each call waits on its worker's reply, and the workers
+    // take the updates in batches. Records are written once all are back.
+    let restores = ids.iter().zip(chunks.into_iter().flatten()).map(|(id, text)| async move {
+        let result = match text.as_deref().map(CallRecord::from_json) {
+            None => Err("its record expired".to_string()),
+            Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
+            Some(Ok(rec)) => one(state, rec).await,
+            Some(Err(e)) => Err(e),
         };
-        read_ms += t_read.elapsed().as_secs_f64() * 1e3;
-        // Concurrently: each call waits on its worker's reply, and the
-        // workers take the updates in batches.
-        let restores = chunk.iter().zip(records).map(|(id, text)| async move {
-            let result = match text.as_deref().map(CallRecord::from_json) {
-                None => Err("its record expired".to_string()),
-                Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
-                Some(Ok(rec)) => one(state, rec).await,
-                Some(Err(e)) => Err(e),
-            };
-            (id, result)
-        });
-        for (id, result) in futures_util::future::join_all(restores).await {
-            let label = if result.is_ok() { "ok" } else { "failed" };
-            store.metrics.restored.with_label_values(&[label]).inc();
-            match result {
-                Ok(()) => ok += 1,
-                Err(reason) => {
-                    failed += 1;
-                    tracing::warn!(call_id = %id, from = instance, %reason, "call not restored");
-                }
+        (id, result)
+    });
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    for (id, result) in futures_util::future::join_all(restores).await {
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        store.metrics.restored.with_label_values(&[label]).inc();
+        match result {
+            Ok(handle) => ok.push(handle),
+            Err(reason) => {
+                failed += 1;
+                tracing::warn!(call_id = %id, from = instance, %reason, "call not restored");
             }
         }
     }
-    if ok + failed > 0 {
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(
-            restored = ok,
-            failed,
-            ms,
-            read_ms,
-            from = instance,
-            "calls restored from redis"
-        );
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    for handle in &ok {
+        super::replicate::call_changed(state, &*handle.lock().await);
     }
+    tracing::info!(
+        restored = ok.len(),
+        failed,
+        ms,
+        read_ms,
+        from = instance,
+        "calls restored from redis"
+    );
 }
 
 /// Recreates one call: its entry, its sockets on the recorded addresses and
-/// ports, its streams on a worker; then records it as ours.
-async fn one(state: &State, rec: CallRecord) -> Result<(), String> {
+/// ports, its streams on a worker. The caller records it as ours.
+async fn one(state: &State, rec: CallRecord) -> Result<CallHandle, String> {
     super::check_id("call", &rec.call_id).map_err(|e| e.to_string())?;
     let range = (state.config.port_min, state.config.port_max);
     let home = state.foreign.home_for(&state.home, &rec.interfaces, &rec.owner, range);
@@ -152,10 +158,11 @@ async fn one(state: &State, rec: CallRecord) -> Result<(), String> {
     let claimed = rec.session.all_ports().try_for_each(|(iface, p)| alloc.claim(iface, p));
     let pushed = match claimed {
         Ok(()) => {
-            e.session = rec.session.clone();
+            let created = rec.created_at();
+            e.session = rec.session;
             e.home = home.clone();
-            let age = SystemTime::now().duration_since(rec.created_at()).unwrap_or_default();
-            e.created_wall = rec.created_at();
+            let age = SystemTime::now().duration_since(created).unwrap_or_default();
+            e.created_wall = created;
             e.created = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             let change = Change { relearn_leg: 0 };
             push_to_worker(state, &e, &mut alloc, change)
@@ -170,8 +177,8 @@ async fn one(state: &State, rec: CallRecord) -> Result<(), String> {
         unregister(state, &rec.call_id, e.key);
         return Err(err);
     }
-    super::replicate::call_changed(state, &e);
-    Ok(())
+    drop(e);
+    Ok(handle)
 }
 
 /// The instances whose heartbeat expired while they still own calls or
