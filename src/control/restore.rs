@@ -108,15 +108,18 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
     let read_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Concurrently: each call waits on its worker's reply, and the workers
     // take the updates in batches. Records are written once all are back.
-    let restores = ids.iter().zip(chunks.into_iter().flatten()).map(|(id, text)| async move {
-        let result = match text.as_deref().map(CallRecord::from_json) {
-            None => Err("its record expired".to_string()),
-            Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
-            Some(Ok(rec)) => one(state, rec).await,
-            Some(Err(e)) => Err(e),
-        };
-        (id, result)
-    });
+    let restores = ids
+        .iter()
+        .zip(chunks.into_iter().flatten())
+        .map(|(id, text)| async move {
+            let result = match text.as_deref().map(CallRecord::from_json) {
+                None => Err("its record expired".to_string()),
+                Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
+                Some(Ok(rec)) => one(state, rec).await,
+                Some(Err(e)) => Err(e),
+            };
+            (id, result)
+        });
     let (mut ok, mut failed) = (Vec::new(), 0);
     for (id, result) in futures_util::future::join_all(restores).await {
         let label = if result.is_ok() { "ok" } else { "failed" };

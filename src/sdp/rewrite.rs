@@ -236,3 +236,50 @@ impl Sdp {
         self.origin_line()?.value().split(' ').nth(2)?.parse().ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+        a=fmtp:101 0-15\r\na=ptime:20\r\n";
+
+    fn stripped(strip: &[&str]) -> String {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let strip: Vec<String> = strip.iter().map(|s| s.to_string()).collect();
+        let streams = [StreamOut {
+            port: 30000,
+            rtcp_port: 30001,
+            mux: MuxOut::Absent,
+        }];
+        rewrite(
+            &sdp,
+            &Rewrite {
+                address: "192.0.2.1".parse().unwrap(),
+                streams: &streams,
+                remove_ice: false,
+                origin_version: None,
+                replace_origin: false,
+                strip_codecs: &strip,
+            },
+        )
+    }
+
+    #[test]
+    fn stripped_codecs_go_with_their_lines_and_the_rest_stays() {
+        let out = stripped(&["pcma", "101"]);
+        assert!(out.contains("m=audio 30000 RTP/AVP 0\r\n"), "{out}");
+        for gone in ["rtpmap:8", "rtpmap:101", "fmtp:101"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("a=ptime:20\r\n"), "{out}");
+        // Nothing stripped: every line stays, the formats as offered.
+        let out = stripped(&[]);
+        assert!(out.contains("m=audio 30000 RTP/AVP 0 8 101\r\n"), "{out}");
+        assert!(out.contains("a=rtpmap:8 PCMA/8000\r\na=rtpmap:101"), "{out}");
+        // Stripping only a static codec keeps the others' lines.
+        let out = stripped(&["PCMU"]);
+        assert!(out.contains("RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"), "{out}");
+    }
+}
