@@ -246,6 +246,10 @@ mod tests {
         a=fmtp:101 0-15\r\na=ptime:20\r\n";
 
     fn stripped(strip: &[&str]) -> String {
+        rewritten(strip, None, false, "192.0.2.1")
+    }
+
+    fn rewritten(strip: &[&str], origin_version: Option<u64>, replace_origin: bool, address: &str) -> String {
         let sdp = Sdp::parse(OFFER).unwrap();
         let strip: Vec<String> = strip.iter().map(|s| s.to_string()).collect();
         let streams = [StreamOut {
@@ -256,11 +260,11 @@ mod tests {
         rewrite(
             &sdp,
             &Rewrite {
-                address: "192.0.2.1".parse().unwrap(),
+                address: address.parse().unwrap(),
                 streams: &streams,
                 remove_ice: false,
-                origin_version: None,
-                replace_origin: false,
+                origin_version,
+                replace_origin,
                 strip_codecs: &strip,
             },
         )
@@ -281,5 +285,18 @@ mod tests {
         // Stripping only a static codec keeps the others' lines.
         let out = stripped(&["PCMU"]);
         assert!(out.contains("RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"), "{out}");
+    }
+
+    #[test]
+    fn the_origin_gets_chorus_address_and_version_when_asked() {
+        let o = |version, replace, address| rewritten(&[], version, replace, address);
+        assert!(o(None, false, "192.0.2.1").contains("o=- 1 1 IN IP4 10.0.0.1\r\n"));
+        assert!(o(Some(7), false, "192.0.2.1").contains("o=- 1 7 IN IP4 10.0.0.1\r\n"));
+        assert!(o(None, true, "192.0.2.1").contains("o=- 1 1 IN IP4 192.0.2.1\r\n"));
+        let v6 = o(None, true, "2001:db8::1");
+        assert!(
+            v6.contains("o=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\n"),
+            "{v6}"
+        );
     }
 }
