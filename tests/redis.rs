@@ -335,20 +335,70 @@ async fn conference_commands_reaching_another_instance_are_forwarded() {
         r.headers()["location"],
         format!("{}/v1/conferences/room/events", a.base).as_str()
     );
-    // A leg of a call on B cannot move into A's conference yet, and says why.
-    let (pa, pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
-    b.call("on-b", &pa, &pb).await;
-    let (s, e) = b
+    // A leg of a call on B moves into A's conference: B re-points it with a
+    // re-offer, and the phone keeps its ports on B.
+    let (mut pa, mut pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (pa_to, _) = b.call("on-b", &pa, &pb).await;
+    let (s, moved) = b
         .post(
             "/v1/conferences/room/participants",
             json!({"call_id": "on-b", "from_tag": "ta"}),
         )
         .await;
-    assert_eq!(s, 501, "{e}");
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("across instances"),
-        "{e}"
+    assert_eq!(s, 200, "{moved}");
+    assert_eq!(
+        (&moved["participant_id"], &moved["bridged_by"]),
+        (&json!(2), &json!("conf-b")),
+        "{moved}"
     );
+    let (_, q) = a.get("/v1/conferences/room").await;
+    assert_eq!(q["participants"].as_array().map(Vec::len), Some(2), "{q}");
+    // The first participant and the moved phone hear each other.
+    let mut phone = phone;
+    for _ in 0..25 {
+        phone.send_rtp(to);
+        pa.send_rtp(pa_to);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (heard_by_pa, heard_by_phone) = (recv_n(&pa.rtp, 10), recv_n(&phone.rtp, 10));
+    assert_eq!((heard_by_pa.len(), heard_by_phone.len()), (10, 10));
+    assert!(
+        heard_by_pa.iter().all(|(_, from)| *from == pa_to),
+        "from its own port on B"
+    );
+    assert!(recv_n(&pb.rtp, 1).is_empty(), "the other party is cut off");
+    let _ = &mut pb;
+    // A move the conference refuses leaves the call as it was.
+    let (s, _) = a
+        .post("/v1/conferences", json!({"id": "tiny", "max_participants": 1}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = a
+        .post(
+            "/v1/conferences/tiny/participants",
+            json!({"sdp": Peer::new("127.0.0.1").sdp()}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (mut pc, mut pd) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (c_to, d_to) = b.call("stays", &pc, &pd).await;
+    let (s, e) = b
+        .post(
+            "/v1/conferences/tiny/participants",
+            json!({"call_id": "stays", "from_tag": "ta"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("is full"), "{e}");
+    assert_eq!(flows(&mut pc, &mut pd, c_to, d_to), (5, 5), "the call goes on");
+    // A leg of a call on neither instance: a precise 404.
+    let (s, e) = b
+        .post(
+            "/v1/conferences/room/participants",
+            json!({"call_id": "nowhere", "from_tag": "ta"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{e}");
     let (s, _) = b.delete("/v1/conferences/room").await;
     assert_eq!(s, 200);
     let (s, _) = a.get("/v1/conferences/room").await;

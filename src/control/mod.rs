@@ -2,6 +2,7 @@
 //! and the HTTP API.
 
 pub mod alloc;
+pub mod bridge;
 pub mod callbacks;
 pub mod calls;
 pub mod command;
