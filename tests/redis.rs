@@ -274,6 +274,19 @@ async fn commands_reaching_another_instance_are_forwarded_to_the_owner() {
     // The ng door forwards too (Kamailio's rtpengine set without Call-ID hashing).
     let q = common::ng(&b, "c1", &common::ngd(&[("command", "query"), ("call-id", "rr")]));
     assert_eq!(q.get("result").and_then(|v| v.as_str()), Some("ok"), "{q}");
+    // A request another instance forwarded is answered where it lands, never
+    // forwarded again (two instances that disagree cannot bounce it).
+    let forwarded = reqwest::Client::new()
+        .post(format!("{}/ng", b.base))
+        .header("x-chorus-forwarded", "fwd-a")
+        .body("c2 d7:call-id2:rr7:command5:querye")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(forwarded.contains("no call `rr`"), "{forwarded}");
     let (s, _) = b.delete("/v1/calls/rr").await;
     assert_eq!(s, 200);
     let (s, gone) = a.get("/v1/calls/rr").await;
