@@ -10,10 +10,10 @@
 //! there), so both fail over like any other.
 
 use super::calls::{self, Sdpop};
-use super::conference_commands::{leg_audio, LegAudio};
 use super::forward;
 use super::{lock, State};
 use crate::error::Error;
+use crate::media::codec;
 use crate::session::Options;
 use serde_json::{json, Value};
 
@@ -81,6 +81,69 @@ pub async fn leg_to_remote(
         "moved": { "call_id": call_id, "from_tag": from_tag },
         "bridged_by": state.store.as_ref().map(|s| s.instance.clone()),
     }))
+}
+
+/// The conference and the call on different instances: the call's owner
+/// bridges the leg (`bridge`). Requests for a conference reach its owner
+/// first; it hands the move to the call's owner. `None`: both are here (or
+/// neither is anywhere).
+pub async fn move_across_instances(
+    state: &State,
+    conf_id: &str,
+    call_id: &str,
+    from_tag: &str,
+) -> Option<Result<Value, Error>> {
+    use super::forward::{route, route_conference, Route};
+    let conf_here = lock(&state.conferences).contains_key(conf_id);
+    let call_here = lock(&state.calls).contains_key(call_id);
+    match (conf_here, call_here) {
+        (true, false) => match route(state, call_id, false).await {
+            Route::Owner { url, .. } => Some(via_call_owner(state, conf_id, call_id, from_tag, &url).await),
+            Route::Here => None,
+        },
+        (false, true) => match route_conference(state, conf_id).await {
+            Route::Owner { url, .. } => Some(leg_to_remote(state, conf_id, call_id, from_tag, &url).await),
+            Route::Here => None,
+        },
+        _ => None,
+    }
+}
+
+/// A call's leg as a conference would take it: which leg, its first active
+/// audio stream, and the codec it keeps (what the call agreed on).
+pub struct LegAudio<'s> {
+    pub leg: usize,
+    pub stream: usize,
+    pub spec: codec::CodecSpec,
+    /// The leg's own media section.
+    pub media: &'s crate::sdp::Media,
+}
+
+pub fn leg_audio<'s>(s: &'s crate::session::Session, call_id: &str, from_tag: &str) -> Result<LegAudio<'s>, Error> {
+    let leg = s
+        .leg_by_tag(from_tag)
+        .ok_or_else(|| Error::NotFound(format!("call `{call_id}` has no leg with tag `{from_tag}`")))?;
+    let stream = s
+        .streams
+        .iter()
+        .position(|st| st.enabled && st.media == "audio" && st.sides[leg].local.is_some())
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "leg `{from_tag}` of call `{call_id}` has no active audio stream"
+            ))
+        })?;
+    let media_of = |l: usize| s.legs[l].sdp.as_ref().and_then(|sdp| sdp.media.get(stream));
+    let (Some(media), Some(answer)) = (media_of(leg), media_of(1 - s.offerer)) else {
+        return Err(Error::Conflict(format!("call `{call_id}` is not answered yet")));
+    };
+    let agreed = codec::negotiate(answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
+    let spec = codec::negotiate_preferring(media, Some(agreed.kind)).map_err(Error::BadRequest)?;
+    Ok(LegAudio {
+        leg,
+        stream,
+        spec,
+        media,
+    })
 }
 
 /// What the re-offer and a rollback need.

@@ -3,6 +3,7 @@
 //! conference (`worker::runner::conference_host`, `media::conference`).
 
 use super::alloc::{free_ports, Alloc};
+use super::bridge::{leg_audio, LegAudio};
 use super::home::Home;
 use super::{lock, State};
 use crate::error::Error;
@@ -355,20 +356,8 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
 /// sockets (so its ports), its codec and its latched address go along, so
 /// the phone needs no re-INVITE. The rest of the call stays as it was.
 pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag: &str) -> Result<Value, Error> {
-    // The conference and the call on different instances: the call's owner
-    // bridges the leg (`bridge`). Requests for a conference reach its owner
-    // first; it hands the move to the call's owner.
-    let conf_here = lock(&state.conferences).contains_key(conf_id);
-    let call_here = lock(&state.calls).contains_key(call_id);
-    if conf_here && !call_here {
-        if let super::forward::Route::Owner { url, .. } = super::forward::route(state, call_id, false).await {
-            return super::bridge::via_call_owner(state, conf_id, call_id, from_tag, &url).await;
-        }
-    }
-    if !conf_here && call_here {
-        if let super::forward::Route::Owner { url, .. } = super::forward::route_conference(state, conf_id).await {
-            return super::bridge::leg_to_remote(state, conf_id, call_id, from_tag, &url).await;
-        }
+    if let Some(moved) = super::bridge::move_across_instances(state, conf_id, call_id, from_tag).await {
+        return moved;
     }
     let conf = handle(state, conf_id)?;
     let mut e = conf.lock().await;
@@ -440,43 +429,6 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
         "call leg moved into conference"
     );
     Ok(json!({ "participant_id": pid, "codec": spec.name(), "moved": { "call_id": call_id, "from_tag": from_tag } }))
-}
-
-/// A call's leg as a conference would take it: which leg, its first active
-/// audio stream, and the codec it keeps (what the call agreed on).
-pub struct LegAudio<'s> {
-    pub leg: usize,
-    pub stream: usize,
-    pub spec: codec::CodecSpec,
-    /// The leg's own media section.
-    pub media: &'s crate::sdp::Media,
-}
-
-pub fn leg_audio<'s>(s: &'s crate::session::Session, call_id: &str, from_tag: &str) -> Result<LegAudio<'s>, Error> {
-    let leg = s
-        .leg_by_tag(from_tag)
-        .ok_or_else(|| Error::NotFound(format!("call `{call_id}` has no leg with tag `{from_tag}`")))?;
-    let stream = s
-        .streams
-        .iter()
-        .position(|st| st.enabled && st.media == "audio" && st.sides[leg].local.is_some())
-        .ok_or_else(|| {
-            Error::Conflict(format!(
-                "leg `{from_tag}` of call `{call_id}` has no active audio stream"
-            ))
-        })?;
-    let media_of = |l: usize| s.legs[l].sdp.as_ref().and_then(|sdp| sdp.media.get(stream));
-    let (Some(media), Some(answer)) = (media_of(leg), media_of(1 - s.offerer)) else {
-        return Err(Error::Conflict(format!("call `{call_id}` is not answered yet")));
-    };
-    let agreed = codec::negotiate(answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
-    let spec = codec::negotiate_preferring(media, Some(agreed.kind)).map_err(Error::BadRequest)?;
-    Ok(LegAudio {
-        leg,
-        stream,
-        spec,
-        media,
-    })
 }
 
 /// New participants are refused while the conference's worker is degraded
