@@ -269,44 +269,17 @@ impl Ng<'_> {
 
     /// Translates ng keys and flags into offer/answer options.
     fn options(&self, d: &Value, warnings: &mut Vec<String>) -> Result<Options, Error> {
-        let state = self.state;
         let mut o = Options::default();
-        for flag in strings(d, "flags")? {
-            match flag.to_ascii_lowercase().as_str() {
-                // chorus's behaviour already: trusts SDP addresses, latches
-                // symmetrically to the exact source, drops other sources.
-                "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
-                "sip-source-address" => o.sip_source_address = true,
-                "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
-                "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),
-                other => warnings.push(format!("unknown flag `{other}` ignored")),
-            }
-        }
-        for r in strings(d, "replace")? {
-            match r.as_str() {
-                "origin" => o.replace_origin = true,
-                "session-connection" | "session connection" => {} // always done
-                other => warnings.push(format!("unknown replace `{other}` ignored")),
-            }
-        }
-        match str_of(d, "ICE")? {
-            None | Some("default") => {}
-            Some("remove") => o.remove_ice = true,
-            Some(other) => {
-                return Err(Error::NotImplemented(format!(
-                    "ICE={other} is not supported: chorus is not an ICE agent (use ICE=remove)"
-                )))
-            }
-        }
-        for m in strings(d, "rtcp-mux")? {
-            o.rtcp_mux = Some(match m.as_str() {
-                "offer" => MuxOption::Offer,
-                "demux" => MuxOption::Demux,
-                "accept" => MuxOption::Accept,
-                "reject" => MuxOption::Reject,
-                other => return Err(Error::BadRequest(format!("unknown rtcp-mux value `{other}`"))),
-            });
-        }
+        behaviour_options(d, &mut o, warnings)?;
+        self.address_options(d, &mut o)?;
+        o.label = str_of(d, "label")?.map(str::to_string);
+        media_options(d, &mut o, warnings)?;
+        Ok(o)
+    }
+
+    /// `direction`, `received-from`, `media-address`, `address-family`.
+    fn address_options(&self, d: &Value, o: &mut Options) -> Result<(), Error> {
+        let state = self.state;
         let dir = strings(d, "direction")?;
         let iface = |name: &str| {
             state
@@ -357,40 +330,7 @@ impl Ng<'_> {
                 )));
             }
         }
-        o.label = str_of(d, "label")?.map(str::to_string);
-        if let Some(tp) = str_of(d, "transport-protocol")? {
-            let sdp = required(d, "sdp")?;
-            let offered: Vec<&str> = sdp
-                .lines()
-                .filter_map(|l| l.strip_prefix("m=")?.split(' ').nth(2))
-                .collect();
-            if offered.iter().any(|p| *p != tp) {
-                return Err(Error::NotImplemented(format!(
-                    "transport-protocol {tp} is not supported yet: chorus relays media in the protocol offered ({})",
-                    offered.join(", ")
-                )));
-            }
-        }
-        if let Some(codec) = d.get("codec") {
-            for key in ["strip", "mask"] {
-                if let Some(v) = codec.get(key) {
-                    o.strip_codecs.extend(list_of_strings(v, key)?);
-                }
-            }
-            for key in ["offer", "transcode", "accept", "consume"] {
-                if codec.get(key).is_some() {
-                    return Err(Error::NotImplemented(format!(
-                        "codec-{key} needs transcoding, which chorus does not do yet"
-                    )));
-                }
-            }
-        }
-        if let Some(r) = str_of(d, "record-call")? {
-            if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
-                warnings.push("record-call is not supported: the call is not recorded".into());
-            }
-        }
-        Ok(o)
+        Ok(())
     }
 
     /// rtpengine's `statistics` reply, the parts chorus can fill truthfully.
@@ -478,6 +418,84 @@ fn str_of<'a>(d: &'a Value, key: &str) -> Result<Option<&'a str>, Error> {
             .map(Some)
             .ok_or_else(|| Error::BadRequest(format!("`{key}` must be a UTF-8 string"))),
     }
+}
+
+/// `flags`, `replace`, `ICE` and `rtcp-mux`.
+fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
+    for flag in strings(d, "flags")? {
+        match flag.to_ascii_lowercase().as_str() {
+            // chorus's behaviour already: trusts SDP addresses, latches
+            // symmetrically to the exact source, drops other sources.
+            "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
+            "sip-source-address" => o.sip_source_address = true,
+            "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
+            "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),
+            other => warnings.push(format!("unknown flag `{other}` ignored")),
+        }
+    }
+    for r in strings(d, "replace")? {
+        match r.as_str() {
+            "origin" => o.replace_origin = true,
+            "session-connection" | "session connection" => {} // always done
+            other => warnings.push(format!("unknown replace `{other}` ignored")),
+        }
+    }
+    match str_of(d, "ICE")? {
+        None | Some("default") => {}
+        Some("remove") => o.remove_ice = true,
+        Some(other) => {
+            return Err(Error::NotImplemented(format!(
+                "ICE={other} is not supported: chorus is not an ICE agent (use ICE=remove)"
+            )))
+        }
+    }
+    for m in strings(d, "rtcp-mux")? {
+        o.rtcp_mux = Some(match m.as_str() {
+            "offer" => MuxOption::Offer,
+            "demux" => MuxOption::Demux,
+            "accept" => MuxOption::Accept,
+            "reject" => MuxOption::Reject,
+            other => return Err(Error::BadRequest(format!("unknown rtcp-mux value `{other}`"))),
+        });
+    }
+    Ok(())
+}
+
+/// `transport-protocol`, `codec` and `record-call`.
+fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
+    if let Some(tp) = str_of(d, "transport-protocol")? {
+        let sdp = required(d, "sdp")?;
+        let offered: Vec<&str> = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("m=")?.split(' ').nth(2))
+            .collect();
+        if offered.iter().any(|p| *p != tp) {
+            return Err(Error::NotImplemented(format!(
+                "transport-protocol {tp} is not supported yet: chorus relays media in the protocol offered ({})",
+                offered.join(", ")
+            )));
+        }
+    }
+    if let Some(codec) = d.get("codec") {
+        for key in ["strip", "mask"] {
+            if let Some(v) = codec.get(key) {
+                o.strip_codecs.extend(list_of_strings(v, key)?);
+            }
+        }
+        for key in ["offer", "transcode", "accept", "consume"] {
+            if codec.get(key).is_some() {
+                return Err(Error::NotImplemented(format!(
+                    "codec-{key} needs transcoding, which chorus does not do yet"
+                )));
+            }
+        }
+    }
+    if let Some(r) = str_of(d, "record-call")? {
+        if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
+            warnings.push("record-call is not supported: the call is not recorded".into());
+        }
+    }
+    Ok(())
 }
 
 fn required<'a>(d: &'a Value, key: &str) -> Result<&'a str, Error> {
