@@ -23,7 +23,7 @@ fn int(v: &Value, path: &[&str]) -> i64 {
 }
 
 /// The streams of a tag's first media in a query reply.
-fn streams(q: &Value, tag: &str) -> Vec<Value> {
+fn streams_of(q: &Value, tag: &str) -> Vec<Value> {
     let medias = q.get("tags").and_then(|t| t.get(tag)).and_then(|t| t.get("medias"));
     let Some(Value::List(medias)) = medias else {
         panic!("no medias for `{tag}` in {q}")
@@ -73,7 +73,7 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
     let (to_a, to_b) = (sdp_target(s(&answer, "sdp")), sdp_target(s(&offer, "sdp")));
     // Before any media, no stream is confirmed (latched).
     let q = ng(&d, "c4a", &ngd(&[("command", "query"), ("call-id", "k1")]));
-    assert!(!flags(&streams(&q, "fa")[0]).contains(&"confirmed".into()), "{q}");
+    assert!(!flags(&streams_of(&q, "fa")[0]).contains(&"confirmed".into()), "{q}");
     for _ in 0..5 {
         a.send_rtp(to_a);
     }
@@ -100,7 +100,7 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
         panic!("{q}")
     };
     assert_eq!(int(&medias[0], &["index"]), 1, "{q}");
-    let streams = streams(&q, "fa");
+    let streams = streams_of(&q, "fa");
     assert_eq!(int(&streams[0], &["local port"]), to_a.port() as i64);
     assert_eq!(int(&streams[0], &["stats", "packets"]), 5);
     assert_eq!(int(&streams[0], &["stats", "errors"]), 1);
@@ -113,6 +113,15 @@ async fn ping_offer_answer_query_list_delete_over_udp_with_media() {
         .as_secs() as i64;
     let last = int(&streams[0], &["last packet"]);
     assert!((now - 5..=now).contains(&last), "last packet {last}, now {now}");
+    // A second later, the last packet is that much in the past.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let later = ng(&d, "c4b", &ngd(&[("command", "query"), ("call-id", "k1")]));
+    let last_later = int(&streams_of(&later, "fa")[0], &["last packet"]);
+    let now = now + 1;
+    assert!(
+        (now - 5..now).contains(&last_later),
+        "last packet {last_later}, now {now}"
+    );
 
     let list = ng(&d, "c5", &ngd(&[("command", "list")]));
     assert_eq!(list.get("calls"), Some(&Value::List(vec![Value::str("k1")])));
