@@ -282,6 +282,9 @@ mod tests {
         let out = stripped(&[]);
         assert!(out.contains("m=audio 30000 RTP/AVP 0 8 101\r\n"), "{out}");
         assert!(out.contains("a=rtpmap:8 PCMA/8000\r\na=rtpmap:101"), "{out}");
+        // By name, the name its rtpmap gives (not another attribute's value).
+        let out = stripped(&["telephone-event"]);
+        assert!(out.contains("RTP/AVP 0 8\r\n") && !out.contains("fmtp:101"), "{out}");
         // Stripping only a static codec keeps the others' lines.
         let out = stripped(&["PCMU"]);
         assert!(out.contains("RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"), "{out}");
