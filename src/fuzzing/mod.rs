@@ -26,6 +26,7 @@ pub const TARGETS: &[&str] = &[
     "conference",
     "ng",
     "http",
+    "sdes",
 ];
 
 /// Runs `target` on `data`. Unknown targets panic: a typo in a fuzz harness
@@ -41,6 +42,7 @@ pub fn run(target: &str, data: &[u8]) {
         "conference" => media::conference(data),
         "ng" => control::ng(data),
         "http" => control::http(data),
+        "sdes" => wire::sdes(data),
         other => panic!("no fuzz target `{other}`; targets: {TARGETS:?}"),
     }
 }

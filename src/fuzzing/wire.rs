@@ -39,6 +39,16 @@ pub(super) fn rtcp(data: &[u8]) {
     }
 }
 
+/// An `a=crypto` value from a peer: read or refused, and what is read is
+/// written back to the same key.
+pub(super) fn sdes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(c) = crate::sdp::crypto::Crypto::parse(&text) {
+        let again = crate::sdp::crypto::Crypto::parse(&c.to_string()).expect("chorus's own a=crypto reads");
+        assert_eq!(again, c, "a=crypto round-trips");
+    }
+}
+
 pub(super) fn bencode(data: &[u8]) {
     let Ok(v) = bencode::decode(data) else { return };
     // Encoding sorts dict keys, so the canonical form is a fixed point.
