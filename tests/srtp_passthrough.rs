@@ -39,6 +39,18 @@ fn gst(pipeline: &str) -> Child {
         .expect("gst-launch-1.0 runs (scripts/test installs GStreamer)")
 }
 
+/// Whether some process holds UDP `port` (read from /proc, so the check
+/// never takes the port itself).
+fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let suffix = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&suffix))
+}
+
 /// Zero crossings per second of 16-bit little-endian mono at 8 kHz.
 fn crossings_per_second(pcm: &[u8]) -> f64 {
     let samples: Vec<i16> = pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
@@ -88,7 +100,15 @@ async fn sdes_legs_pass_through_and_a_real_receiver_hears_the_tone() {
          ! audio/x-raw,format=S16LE ! filesink location={}",
         out.display()
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the receiver holds its port (GStreamer's first run scans plugins).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !udp_port_bound(receiver_port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver never bound its port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let sent = gst(&format!(
         "audiotestsrc freq=1000 num-buffers=100 samplesperbuffer=160 ! audio/x-raw,rate=8000,channels=1 \
          ! mulawenc ! rtppcmupay ssrc=4660 ! application/x-rtp ! srtpenc key={OFFERER_KEY} \
