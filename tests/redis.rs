@@ -396,6 +396,11 @@ async fn conference_commands_reaching_another_instance_are_forwarded() {
         )
         .await;
     assert_eq!(s, 200);
+    let mut conn = redis.conn();
+    eventually("tiny's record", || {
+        conn.get::<_, Option<String>>("chorus:conference:tiny").unwrap()
+    })
+    .await;
     let (mut pc, mut pd) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     let (c_to, d_to) = b.call("stays", &pc, &pd).await;
     let (s, e) = b

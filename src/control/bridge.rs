@@ -101,7 +101,7 @@ pub async fn move_across_instances(
             Route::Owner { url, .. } => Some(via_call_owner(state, conf_id, call_id, from_tag, &url).await),
             Route::Here => None,
         },
-        (false, true) => match route_conference(state, conf_id).await {
+        (false, true) => match route_conference(state, conf_id, false).await {
             Route::Owner { url, .. } => Some(leg_to_remote(state, conf_id, call_id, from_tag, &url).await),
             Route::Here => None,
         },

@@ -174,7 +174,7 @@ pub async fn create(state: &State, opts: CreateOptions) -> Result<Value, Error> 
     let key = state.next_key.fetch_add(1, Relaxed);
     let id: Arc<str> = opts.id.unwrap_or_else(|| format!("conf-{key}")).into();
     super::check_id("conference", &id)?;
-    if let super::forward::Route::Owner { id: owner, .. } = super::forward::route_conference(state, &id).await {
+    if let super::forward::Route::Owner { id: owner, .. } = super::forward::route_conference(state, &id, true).await {
         return Err(Error::Conflict(format!(
             "conference `{id}` exists on instance `{owner}`"
         )));

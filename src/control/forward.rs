@@ -43,12 +43,14 @@ pub async fn route(state: &State, call_id: &str, creates: bool) -> Route {
     owner_of(state, &keys::call(call_id), if creates { 1 } else { 2 }).await
 }
 
-/// Decides where a command on a conference runs: on the instance that holds it.
-pub async fn route_conference(state: &State, conf_id: &str) -> Route {
+/// Decides where a command on a conference runs: on the instance that holds
+/// it. A conference just created elsewhere may not be written yet: unless
+/// the command creates it, its record is looked up once more.
+pub async fn route_conference(state: &State, conf_id: &str, creates: bool) -> Route {
     if lock(&state.conferences).contains_key(conf_id) {
         return Route::Here;
     }
-    owner_of(state, &keys::conference(conf_id), 1).await
+    owner_of(state, &keys::conference(conf_id), if creates { 1 } else { 2 }).await
 }
 
 /// The live owner named in the record at `key`, looked up `attempts` times
@@ -159,7 +161,7 @@ pub async fn http_layer(
             let creates = req.method() == axum::http::Method::POST && req.uri().path().ends_with("/offer");
             route(&state, call_id, creates).await
         }
-        (None, Some(conf_id)) => route_conference(&state, conf_id).await,
+        (None, Some(conf_id)) => route_conference(&state, conf_id, false).await,
         (None, None) => Route::Here,
     };
     let Route::Owner { id, url } = route else {
