@@ -40,21 +40,7 @@ impl Runner {
                 mix_rate,
                 reply,
             } => {
-                let mut core = Conference::with_rate(speakers, mix_rate);
-                if self.overload.degraded() {
-                    core.limit_speakers(Some(1));
-                }
-                let ci = self.conferences.insert(WConference {
-                    key,
-                    conf_id,
-                    core,
-                    members: HashMap::new(),
-                    late_ticks: 0,
-                });
-                self.conf_by_key.insert(key, ci);
-                if self.next_tick.is_none() {
-                    self.next_tick = Some(clock::now() + TICK);
-                }
+                self.create_conference(key, conf_id, speakers, mix_rate);
                 let _ = reply.send(());
             }
             ConfCommand::Join {
@@ -98,23 +84,51 @@ impl Runner {
                 let _ = reply.send(report);
             }
             ConfCommand::Delete { key, reply } => {
-                let Some(ci) = self.conf_by_key.remove(&key) else {
-                    let _ = reply.send(false);
-                    return;
-                };
-                let conf = self.conferences.remove(ci);
-                for m in conf.members.values() {
-                    self.close_member_sockets(m);
-                }
-                if self.conferences.is_empty() {
-                    self.next_tick = None;
-                    self.counters
-                        .participants
-                        .store(0, std::sync::atomic::Ordering::Relaxed);
-                }
-                let _ = reply.send(true);
+                let _ = reply.send(self.delete_conference(key));
             }
         }
+    }
+
+    fn create_conference(
+        &mut self,
+        key: CallKey,
+        conf_id: Arc<str>,
+        speakers: crate::media::mixer::speakers::SpeakerConfig,
+        mix_rate: u32,
+    ) {
+        let mut core = Conference::with_rate(speakers, mix_rate);
+        if self.overload.degraded() {
+            core.limit_speakers(Some(1));
+        }
+        let ci = self.conferences.insert(WConference {
+            key,
+            conf_id,
+            core,
+            members: HashMap::new(),
+            late_ticks: 0,
+        });
+        self.conf_by_key.insert(key, ci);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(clock::now() + TICK);
+        }
+    }
+
+    /// Stops a conference and closes its sockets; false if there is none.
+    fn delete_conference(&mut self, key: CallKey) -> bool {
+        let Some(ci) = self.conf_by_key.remove(&key) else {
+            return false;
+        };
+        let conf = self.conferences.remove(ci);
+        for m in conf.members.values() {
+            self.close_member_sockets(m);
+        }
+        if self.conferences.is_empty() {
+            self.next_tick = None;
+            self.counters
+                .participants
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        true
     }
 
     #[allow(clippy::too_many_arguments)] // one command's fields
