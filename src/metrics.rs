@@ -236,94 +236,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(workers: Vec<Arc<WorkerCounters>>) -> Self {
         let registry = Registry::new();
-        let calls_active = IntGauge::new("chorus_calls_active", "Calls being relayed").unwrap();
-        let calls_timed_out =
-            IntCounter::new("chorus_calls_timed_out_total", "Calls torn down for lack of media").unwrap();
-        let ports_free = IntGaugeVec::new(Opts::new("chorus_ports_free", "Free media ports"), &["interface"]).unwrap();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "chorus_control_requests_total",
-                "Control requests by endpoint and result",
-            ),
-            &["endpoint", "result"],
-        )
-        .unwrap();
-        let request_seconds = HistogramVec::new(
-            HistogramOpts::new("chorus_control_request_seconds", "Control request latency").buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-            &["endpoint"],
-        )
-        .unwrap();
-        let call_seconds = prometheus::Histogram::with_opts(
-            HistogramOpts::new("chorus_call_duration_seconds", "Duration of ended calls").buckets(vec![
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-            ]),
-        )
-        .unwrap();
-        let conferences_active = IntGauge::new("chorus_conferences_active", "Conferences being mixed").unwrap();
-        let mixer_tick_seconds = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "chorus_mixer_tick_seconds",
-                "Time a worker spends on one 20 ms tick of its conferences",
-            )
-            .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05]),
-        )
-        .unwrap();
-        let conference_rtt_seconds = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "chorus_conference_rtt_seconds",
-                "Round-trip times from participants' RTCP reports",
-            )
-            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]),
-        )
-        .unwrap();
-        let conference_reported_loss = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "chorus_conference_reported_loss_ratio",
-                "Fraction of chorus's packets lost, as participants report it",
-            )
-            .buckets(vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
-        )
-        .unwrap();
-        let callbacks = IntCounterVec::new(
-            Opts::new(
-                "chorus_callbacks_total",
-                "Callback POSTs by result (dropped: queue full)",
-            ),
-            &["result"],
-        )
-        .unwrap();
-        let limited = IntCounterVec::new(
-            Opts::new("chorus_limit_refusals_total", "Requests refused by a configured limit"),
-            &["limit"],
-        )
-        .unwrap();
-        let forwarded = IntCounterVec::new(
-            Opts::new(
-                "chorus_forwarded_requests_total",
-                "Commands forwarded to the instance that owns their call, by result",
-            ),
-            &["result"],
-        )
-        .unwrap();
-        for c in [
-            Box::new(callbacks.clone()) as Box<dyn Collector>,
-            Box::new(forwarded.clone()),
-            Box::new(limited.clone()),
-            Box::new(conference_rtt_seconds.clone()),
-            Box::new(conference_reported_loss.clone()),
-            Box::new(conferences_active.clone()),
-            Box::new(mixer_tick_seconds.clone()),
-            Box::new(calls_active.clone()),
-            Box::new(calls_timed_out.clone()),
-            Box::new(ports_free.clone()),
-            Box::new(requests.clone()),
-            Box::new(request_seconds.clone()),
-            Box::new(call_seconds.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+        let r = &registry;
         let descs = WORKER_METRICS
             .iter()
             .map(|(name, help, labels)| {
@@ -336,25 +249,78 @@ impl Metrics {
                 .expect("static metric name is valid")
             })
             .collect();
-        let collector = WorkerCollector { workers, descs };
         registry
-            .register(Box::new(collector))
+            .register(Box::new(WorkerCollector { workers, descs }))
             .expect("worker metrics register once");
         Metrics {
-            registry,
-            calls_active,
-            calls_timed_out,
-            ports_free,
-            requests,
-            request_seconds,
-            call_seconds,
-            conferences_active,
-            mixer_tick_seconds,
-            callbacks,
-            limited,
-            forwarded,
-            conference_rtt_seconds,
-            conference_reported_loss,
+            calls_active: register(r, IntGauge::new("chorus_calls_active", "Calls being relayed")),
+            calls_timed_out: register(
+                r,
+                IntCounter::new("chorus_calls_timed_out_total", "Calls torn down for lack of media"),
+            ),
+            ports_free: register(
+                r,
+                IntGaugeVec::new(Opts::new("chorus_ports_free", "Free media ports"), &["interface"]),
+            ),
+            requests: counters(
+                r,
+                "chorus_control_requests_total",
+                "Control requests by endpoint and result",
+                &["endpoint", "result"],
+            ),
+            request_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("chorus_control_request_seconds", "Control request latency").buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
+                    &["endpoint"],
+                ),
+            ),
+            call_seconds: histogram(
+                r,
+                "chorus_call_duration_seconds",
+                "Duration of ended calls",
+                vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0],
+            ),
+            conferences_active: register(r, IntGauge::new("chorus_conferences_active", "Conferences being mixed")),
+            mixer_tick_seconds: histogram(
+                r,
+                "chorus_mixer_tick_seconds",
+                "Time a worker spends on one 20 ms tick of its conferences",
+                vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05],
+            ),
+            conference_rtt_seconds: histogram(
+                r,
+                "chorus_conference_rtt_seconds",
+                "Round-trip times from participants' RTCP reports",
+                vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0],
+            ),
+            conference_reported_loss: histogram(
+                r,
+                "chorus_conference_reported_loss_ratio",
+                "Fraction of chorus's packets lost, as participants report it",
+                vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+            ),
+            callbacks: counters(
+                r,
+                "chorus_callbacks_total",
+                "Callback POSTs by result (dropped: queue full)",
+                &["result"],
+            ),
+            limited: counters(
+                r,
+                "chorus_limit_refusals_total",
+                "Requests refused by a configured limit",
+                &["limit"],
+            ),
+            forwarded: counters(
+                r,
+                "chorus_forwarded_requests_total",
+                "Commands forwarded to the instance that owns their call, by result",
+                &["result"],
+            ),
+            registry: registry.clone(),
         }
     }
 
@@ -363,4 +329,24 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// Registers `metric` (built from static, valid names) and hands it back.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+    let metric = metric.expect("static metric names and labels are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {
+    register(
+        registry,
+        prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
 }
