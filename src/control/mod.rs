@@ -240,6 +240,13 @@ impl State {
         crate::error::Error::NotFound(format!("no {what} `{id}`{why}"))
     }
 
+    /// Where state restored from `owner`'s record lives: this instance's
+    /// interfaces, or the dead owner's addresses with pools of our range.
+    pub fn home_for_record(&self, interfaces: &[crate::config::Interface], owner: &str) -> Arc<home::Home> {
+        let range = (self.config.port_min, self.config.port_max);
+        self.foreign.home_for(&self.home, interfaces, owner, range)
+    }
+
     pub fn interface_index(&self, name: &str) -> Option<usize> {
         self.home.interfaces.iter().position(|i| i.name == name)
     }

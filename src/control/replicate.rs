@@ -222,10 +222,13 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     let held: HashSet<&str> = pending.keys().map(|k| &**k).collect();
     let not_held: Vec<String> = listed.into_iter().filter(|id| !held.contains(id.as_str())).collect();
     // Records of calls that ended here are removed; a peer's are not.
-    let theirs = super::fence::owned_elsewhere(conn, &not_held, keys::call, &store.instance).await?;
+    let theirs: HashSet<String> = super::fence::owned_elsewhere(conn, &not_held, keys::call, &store.instance)
+        .await?
+        .into_iter()
+        .collect();
     let gone: Vec<Arc<str>> = not_held
         .iter()
-        .filter(|id| !theirs.contains(id))
+        .filter(|id| !theirs.contains(id.as_str()))
         .map(|id| id.as_str().into())
         .collect();
     let n = (pending.len(), gone.len());
@@ -240,8 +243,11 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
         }
     }
     let listed: Vec<String> = conn.smembers(keys::conferences_of(&store.instance)).await?;
-    let theirs = super::fence::owned_elsewhere(conn, &listed, keys::conference, &store.instance).await?;
-    for id in listed.iter().filter(|id| !theirs.contains(id)) {
+    let theirs: HashSet<String> = super::fence::owned_elsewhere(conn, &listed, keys::conference, &store.instance)
+        .await?
+        .into_iter()
+        .collect();
+    for id in listed.iter().filter(|id| !theirs.contains(id.as_str())) {
         confs.entry(id.as_str().into()).or_insert(None);
     }
     flush_conferences(store, conn, confs).await?;

@@ -150,8 +150,7 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
 /// ports, its streams on a worker. The caller records it as ours.
 async fn one(state: &State, rec: CallRecord) -> Result<CallHandle, String> {
     super::check_id("call", &rec.call_id).map_err(|e| e.to_string())?;
-    let range = (state.config.port_min, state.config.port_max);
-    let home = state.foreign.home_for(&state.home, &rec.interfaces, &rec.owner, range);
+    let home = state.home_for_record(&rec.interfaces, &rec.owner);
     let handle = entry(state, &rec.call_id, true).map_err(|e| e.to_string())?;
     let mut e = handle.lock().await;
     if e.session.offered {

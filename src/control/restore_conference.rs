@@ -63,12 +63,18 @@ pub async fn conferences_of(state: &State, store: &Store, conn: &mut Conn, insta
 /// the others keep their audio.
 async fn one(state: &State, rec: ConferenceRecord) -> Result<usize, String> {
     super::check_id("conference", &rec.id).map_err(|e| e.to_string())?;
-    let range = (state.config.port_min, state.config.port_max);
-    let home = state.foreign.home_for(&state.home, &rec.interfaces, &rec.owner, range);
+    let home = state.home_for_record(&rec.interfaces, &rec.owner);
+    let max = state.config.max_participants;
+    if rec.participants.len() > max {
+        return Err(format!(
+            "{} participants, more than this instance's max_participants ({max})",
+            rec.participants.len()
+        ));
+    }
     let settings = Settings {
         mix_rate: rec.sample_rate,
         max_speakers: rec.max_speakers,
-        max_participants: rec.max_participants.min(state.config.max_participants),
+        max_participants: rec.max_participants.min(max),
     };
     let created = crate::store::record::time_of(rec.created);
     let key = state.next_key.fetch_add(1, Relaxed);
