@@ -10,4 +10,5 @@ pub mod mixer;
 pub mod overload;
 pub mod relay;
 pub mod resample;
+pub mod srtp;
 pub mod stats;
