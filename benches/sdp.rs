@@ -22,6 +22,8 @@ fn bench(c: &mut Criterion) {
                 port: 40000,
                 rtcp_port: 40001,
                 mux: MuxOut::Absent,
+                proto: None,
+                crypto: None,
             })
             .collect();
         let plan = Rewrite {

@@ -7,13 +7,21 @@
 
 use chorus::error::Error;
 use chorus::sdp::Sdp;
-use chorus::session::{LocalPorts, MuxOption, Options, PortSource, Session};
+use chorus::session::{LocalPorts, MuxOption, Options, Resources, Session};
 use std::net::IpAddr;
 use std::path::Path;
 
 struct CountingPorts(u16);
 
-impl PortSource for CountingPorts {
+impl Resources for CountingPorts {
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        // Deterministic: tests compare rewritten SDP.
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, _iface: usize, pair: bool) -> Result<LocalPorts, Error> {
         let p = self.0;
         self.0 += 2;

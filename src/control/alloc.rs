@@ -6,7 +6,7 @@
 use super::home::Home;
 use super::{lock, State};
 use crate::error::Error;
-use crate::session::{LocalPorts, PortSource};
+use crate::session::{LocalPorts, Resources};
 use crate::worker::ports;
 use std::net::UdpSocket;
 
@@ -36,7 +36,12 @@ impl Drop for Alloc<'_> {
 /// Bind attempts before giving up on a range whose ports others hold.
 const BIND_ATTEMPTS: usize = 32;
 
-impl PortSource for Alloc<'_> {
+impl Resources for Alloc<'_> {
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        openssl::rand::rand_bytes(out).map_err(|e| Error::Internal(format!("no random bytes for SRTP keys: {e}")))
+    }
+
+
     fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
         let ip = self.home.bind[iface];
         let opts = &self.state.socket_options;

@@ -151,6 +151,7 @@ pub(super) async fn push_to_worker(
                     rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
                     peer: st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind)),
                     relearn: i == change.relearn_leg,
+                    srtp: st.sides[i].sdes.as_ref().and_then(|s| s.keys()),
                 })
             }),
         })

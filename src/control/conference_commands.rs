@@ -12,7 +12,7 @@ use crate::media::conference::{ConfEvent, Conference, Controls};
 use crate::media::mixer::speakers::SpeakerConfig;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::Sdp;
-use crate::session::{LocalPorts, PortSource};
+use crate::session::{LocalPorts, Resources};
 use crate::store::conference_record::{ConferenceRecord, ParticipantRecord};
 use crate::worker::{CallKey, Command, ConfCommand, ConfReport, WorkerError};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@ use super::calls;
 use super::command::{self, CallCommand, Outcome};
 use super::State;
 use crate::error::Error;
-use crate::session::{MuxOption, Options};
+use crate::session::{checked_transport, suites, MuxOption, Options, SdesOptions};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State as AxState};
@@ -211,6 +211,20 @@ struct HttpOptions {
     #[serde(default)]
     strip_codecs: Vec<String>,
     label: Option<String>,
+    transport_protocol: Option<String>,
+    #[serde(default)]
+    sdes: HttpSdes,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSdes {
+    #[serde(default)]
+    off: bool,
+    #[serde(default)]
+    only: Vec<String>,
+    #[serde(default)]
+    no: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -243,6 +257,12 @@ impl HttpOptions {
             media_address: self.media_address,
             strip_codecs: self.strip_codecs,
             label: self.label,
+            transport_protocol: self.transport_protocol.map(checked_transport).transpose()?,
+            sdes: SdesOptions {
+                off: self.sdes.off,
+                only: suites(&self.sdes.only)?,
+                no: suites(&self.sdes.no)?,
+            },
         })
     }
 }

@@ -35,6 +35,8 @@ const KNOWN_KEYS: &[&str] = &[
     "address-family",
     "label",
     "transport-protocol",
+    "SDES",
+    "DTLS",
     "codec",
     "record-call",
     "limit",
@@ -428,6 +430,7 @@ fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> 
             // symmetrically to the exact source, drops other sources.
             "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
             "sip-source-address" => o.sip_source_address = true,
+            sdes if sdes.starts_with("sdes-") => sdes_option(&flag["SDES-".len()..], o, warnings)?,
             "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
             "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),
             other => warnings.push(format!("unknown flag `{other}` ignored")),
@@ -464,17 +467,14 @@ fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> 
 /// `transport-protocol`, `codec` and `record-call`.
 fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
     if let Some(tp) = str_of(d, "transport-protocol")? {
-        let sdp = required(d, "sdp")?;
-        let offered: Vec<&str> = sdp
-            .lines()
-            .filter_map(|l| l.strip_prefix("m=")?.split(' ').nth(2))
-            .collect();
-        if offered.iter().any(|p| *p != tp) {
-            return Err(Error::NotImplemented(format!(
-                "transport-protocol {tp} is not supported yet: chorus relays media in the protocol offered ({})",
-                offered.join(", ")
-            )));
-        }
+        o.transport_protocol = Some(crate::session::checked_transport(tp.to_string())?);
+    }
+    for s in strings(d, "SDES")? {
+        sdes_option(&s, o, warnings)?;
+    }
+    match str_of(d, "DTLS")? {
+        None | Some("off" | "no" | "disable") => {}
+        Some(other) => warnings.push(format!("DTLS={other} ignored: chorus does not do DTLS-SRTP yet")),
     }
     if let Some(codec) = d.get("codec") {
         for key in ["strip", "mask"] {
@@ -494,6 +494,20 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
         if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
             warnings.push("record-call is not supported: the call is not recorded".into());
         }
+    }
+    Ok(())
+}
+
+/// One SDES choice, from the `SDES` list or an `SDES-...` flag.
+fn sdes_option(s: &str, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
+    if let Some(name) = s.strip_prefix("no-") {
+        o.sdes.no.push(crate::session::suite(name)?);
+    } else if let Some(name) = s.strip_prefix("only-") {
+        o.sdes.only.push(crate::session::suite(name)?);
+    } else if matches!(s, "off" | "no" | "disable" | "disabled") {
+        o.sdes.off = true;
+    } else {
+        warnings.push(format!("SDES option `{s}` ignored"));
     }
     Ok(())
 }

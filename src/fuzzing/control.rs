@@ -6,14 +6,22 @@ use crate::config::Config;
 use crate::control::{calls, conference_commands as conferences, http, ng, State};
 use crate::error::Error;
 use crate::sdp::Sdp;
-use crate::session::{LocalPorts, MuxOption, Options, PortSource, Session};
+use crate::session::{LocalPorts, MuxOption, Options, Resources, Session};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 /// Hands out ports without sockets; runs out after a few, as a real pool can.
 struct Ports(u16);
 
-impl PortSource for Ports {
+impl Resources for Ports {
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        // Deterministic: tests compare rewritten SDP.
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, _iface: usize, pair: bool) -> Result<LocalPorts, Error> {
         if self.0 > 40100 {
             return Err(Error::PortsExhausted("default".into()));

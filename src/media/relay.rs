@@ -108,16 +108,20 @@ pub enum DropReason {
     NoDestination = 3,
     /// The kernel refused the send (buffer full, unreachable).
     SendFailed = 4,
+    /// SRTP or SRTCP that did not authenticate (wrong key, tampered,
+    /// replayed), or a new SSRC beyond the side's limit.
+    Srtp = 5,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::ForeignSource,
         DropReason::NoDestination,
         DropReason::SendFailed,
+        DropReason::Srtp,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -126,6 +130,7 @@ impl DropReason {
             DropReason::ForeignSource => "foreign_source",
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
+            DropReason::Srtp => "srtp",
         }
     }
 }
@@ -531,7 +536,8 @@ mod tests {
                 "unknown_source",
                 "foreign_source",
                 "no_destination",
-                "send_failed"
+                "send_failed",
+                "srtp"
             ]
         );
     }

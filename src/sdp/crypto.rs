@@ -70,8 +70,8 @@ impl Suite {
 /// Most packets one master key may protect (RFC 3711 section 9.2: 2^48).
 pub const MAX_LIFETIME: u64 = 1 << 48;
 
-/// One `a=crypto` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `a=crypto` line. Its `Debug` leaves the key out (logs, panics).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Crypto {
     pub tag: u32,
     pub suite: Suite,
@@ -190,6 +190,17 @@ fn digits(text: &str) -> Option<u64> {
         return None;
     }
     text.parse().ok()
+}
+
+impl fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Crypto")
+            .field("tag", &self.tag)
+            .field("suite", &self.suite)
+            .field("lifetime", &self.lifetime)
+            .field("mki", &self.mki)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Display for Crypto {

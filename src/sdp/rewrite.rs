@@ -3,7 +3,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 /// What chorus puts into one `m=` section of the SDP it hands on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamOut {
     /// chorus's RTP port; 0 disables the stream (RFC 3264 section 6).
     pub port: u16,
@@ -11,6 +11,10 @@ pub struct StreamOut {
     pub rtcp_port: u16,
     /// Whether the section states `a=rtcp-mux`.
     pub mux: MuxOut,
+    /// The transport protocol to state instead of the input's.
+    pub proto: Option<String>,
+    /// `a=crypto` lines replacing the input's (`None` keeps them).
+    pub crypto: Option<Vec<String>>,
 }
 
 /// What to do with `a=rtcp-mux` in one section.
@@ -84,7 +88,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             continue;
         }
         let stripped = stripped_payload_types(m, plan.strip_codecs);
-        let proto_and_formats = if stripped.is_empty() {
+        let proto_and_formats = if stripped.is_empty() && s.proto.is_none() {
             mline.value().splitn(3, ' ').nth(2).unwrap_or_default().to_string()
         } else {
             let kept: Vec<&str> = m
@@ -93,7 +97,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
                 .map(String::as_str)
                 .filter(|f| !stripped.contains(f))
                 .collect();
-            format!("{} {}", m.proto, kept.join(" "))
+            format!("{} {}", s.proto.as_deref().unwrap_or(&m.proto), kept.join(" "))
         };
         push(
             &mut out,
@@ -101,12 +105,20 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             mline.eol,
         );
         let mut has_mux = false;
+        let mut crypto = s.crypto.as_deref();
         for line in &m.lines[1..] {
             if !stripped.is_empty() && describes_payload_type(line, &stripped) {
                 continue;
             }
             match line.attribute() {
                 Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
+                // chorus's keys go where the first of the input's was.
+                Some(("crypto", _)) if s.crypto.is_some() => {
+                    for c in crypto.take().unwrap_or_default() {
+                        push(&mut out, c, line.eol);
+                    }
+                    continue;
+                }
                 Some(("rtcp", _)) => {
                     let rtcp = format!("a=rtcp:{} IN {family} {}", s.rtcp_port, plan.address);
                     push(&mut out, &rtcp, line.eol);
@@ -129,6 +141,9 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         }
         if s.mux == MuxOut::Present && !has_mux {
             push(&mut out, "a=rtcp-mux", mline.eol);
+        }
+        for c in crypto.unwrap_or_default() {
+            push(&mut out, c, mline.eol);
         }
     }
     out
@@ -256,6 +271,8 @@ mod tests {
             port: 30000,
             rtcp_port: 30001,
             mux: MuxOut::Absent,
+            proto: None,
+            crypto: None,
         }];
         rewrite(
             &sdp,

@@ -6,13 +6,14 @@
 //! from leg `o` updates `sides[o]`'s peer and is rewritten to point at
 //! `sides[1 - o]`'s ports, which the other leg will send to.
 //!
-//! Ports come from a [`PortSource`], so the shell binds sockets and tests can
+//! Ports come from a [`Resources`], so the shell binds sockets and tests can
 //! count. A failed offer or answer leaves the session unchanged: the caller
 //! restores the clone it took (see `control::calls`).
 
 use crate::error::Error;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::{self, MuxOut, Sdp, StreamOut};
+pub use sdes::{checked_transport, suite, suites, SdesOptions, SdesSide, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,11 +25,13 @@ pub struct LocalPorts {
     pub rtcp: Option<u16>,
 }
 
-/// Where the shell gets and returns ports.
-pub trait PortSource {
+/// What the shell provides to offer/answer: ports, and randomness for keys.
+pub trait Resources {
     /// `pair`: an even RTP port and the odd RTCP port above it; else one port.
     fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error>;
     fn release(&mut self, iface: usize, ports: LocalPorts);
+    /// Fills `out` with key material (a CSPRNG in the shell).
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error>;
 }
 
 /// rtcp-mux handling asked for by the proxy.
@@ -70,6 +73,11 @@ pub struct Options {
     pub strip_codecs: Vec<String>,
     /// A name for the leg that sent this SDP, shown in queries.
     pub label: Option<String>,
+    /// The RTP profile to state to the receiver of this offer (ng
+    /// `transport-protocol`): RTP/SAVP towards a plain leg makes chorus
+    /// encrypt, RTP/AVP towards an SRTP leg makes it decrypt.
+    pub transport_protocol: Option<String>,
+    pub sdes: SdesOptions,
 }
 
 // Session and its parts are serialized into the call's record in Redis.
@@ -96,6 +104,9 @@ pub struct SideState {
     pub mux_stated: bool,
     /// chorus offered rtcp-mux to this leg.
     pub mux_offered: bool,
+    /// chorus's SDES-SRTP towards this leg, when it differs from the other.
+    #[serde(default)]
+    pub sdes: Option<SdesSide>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,7 +207,7 @@ impl Session {
         sdp: &Sdp,
         opts: &Options,
         advertise: &[IpAddr],
-        ports: &mut dyn PortSource,
+        ports: &mut dyn Resources,
     ) -> Result<(String, Change), Error> {
         check_strip(sdp, opts)?;
         let o = self.offering_leg(from_tag)?;
@@ -251,7 +262,9 @@ impl Session {
             };
             // A lone port can only carry RTCP multiplexed; raw UDP has no RTCP.
             st.sides[r].mux_offered = st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
-            outs.push(stream_out(local, st.sides[r].mux_offered));
+            let mut out = stream_out(local, st.sides[r].mux_offered);
+            (out.proto, out.crypto) = sdes::on_offer(m, i, st, o, opts, ports)?;
+            outs.push(out);
         }
         self.offerer = o;
         self.offered = true;
@@ -268,7 +281,7 @@ impl Session {
         sdp: &Sdp,
         opts: &Options,
         advertise: &[IpAddr],
-        ports: &mut dyn PortSource,
+        ports: &mut dyn Resources,
     ) -> Result<(String, Change), Error> {
         let o = self.offerer;
         if !self.offered || self.legs[o].tag.as_deref() != Some(from_tag) {
@@ -314,10 +327,10 @@ impl Session {
                     l
                 }
             };
-            outs.push(stream_out(
-                local,
-                st.kind == StreamKind::Rtp && (accept_mux || local.rtcp.is_none()),
-            ));
+            let mut out = stream_out(local, st.kind == StreamKind::Rtp && (accept_mux || local.rtcp.is_none()));
+            let offered = self.legs[o].sdp.as_ref().and_then(|s| s.media.get(i)).map(|m| m.proto.as_str());
+            (out.proto, out.crypto) = sdes::on_answer(m, i, st, o, offered)?;
+            outs.push(out);
         }
         self.answered = true;
         let text = self.render(sdp, o, &outs, opts, advertise);
@@ -361,6 +374,7 @@ impl StreamState {
             peer: None,
             mux_stated: false,
             mux_offered: false,
+            sdes: None,
         };
         StreamState {
             media: media.to_string(),
@@ -370,9 +384,10 @@ impl StreamState {
         }
     }
 
-    fn disable(&mut self, legs: &[Leg; 2], ports: &mut dyn PortSource) {
+    fn disable(&mut self, legs: &[Leg; 2], ports: &mut dyn Resources) {
         self.enabled = false;
         for (i, side) in self.sides.iter_mut().enumerate() {
+            side.sdes = None;
             if let Some(l) = side.local.take() {
                 ports.release(legs[i].iface, l);
             }
@@ -400,6 +415,8 @@ fn disabled() -> StreamOut {
         port: 0,
         rtcp_port: 0,
         mux: MuxOut::Absent,
+        proto: None,
+        crypto: None,
     }
 }
 
@@ -408,6 +425,8 @@ fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
         port: local.rtp,
         rtcp_port: local.rtcp.unwrap_or(local.rtp),
         mux: if mux { MuxOut::Present } else { MuxOut::Absent },
+        proto: None,
+        crypto: None,
     }
 }
 
@@ -460,5 +479,6 @@ impl PeerSpec {
     }
 }
 
+mod sdes;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,15 @@ struct Ports {
     given: Vec<(usize, LocalPorts)>,
 }
 
-impl PortSource for Ports {
+impl Resources for Ports {
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        // Deterministic: tests compare rewritten SDP.
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
         self.next += 2;
         let l = LocalPorts {

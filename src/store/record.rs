@@ -87,10 +87,18 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::session::{LocalPorts, Options, PortSource};
+    use crate::session::{LocalPorts, Options, Resources};
 
     struct Counter(u16);
-    impl PortSource for Counter {
+    impl Resources for Counter {
+    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        // Deterministic: tests compare rewritten SDP.
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Ok(())
+    }
+
         fn allocate(&mut self, _: usize, pair: bool) -> Result<LocalPorts, Error> {
             self.0 += 2;
             Ok(LocalPorts {

@@ -7,6 +7,7 @@ mod clock;
 pub mod ports;
 mod runner;
 
+use crate::media::srtp::Key;
 use crate::media::relay::{PeerSpec, SideReport, StreamKind};
 use crate::metrics::WorkerCounters;
 use serde::Serialize;
@@ -47,6 +48,9 @@ pub enum WorkerError {
     /// The call's leg is no longer on its worker.
     #[error("the call's worker no longer has the leg")]
     NoLeg,
+    /// libsrtp refused a key.
+    #[error("SRTP: {0}")]
+    Srtp(String),
 }
 
 impl From<WorkerError> for crate::error::Error {
@@ -66,6 +70,8 @@ pub struct SideSpec {
     pub peer: PeerSpec,
     /// Forget the latched source and learn again (new SDP from this leg).
     pub relearn: bool,
+    /// SRTP keys towards this leg (its own, chorus's) when chorus holds them.
+    pub srtp: Option<(Key, Key)>,
 }
 
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use super::{
     clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerError,
     WorkerEvent,
 };
-use crate::media::relay::{DropReason, RelayStream, Side, StreamKind};
+use crate::media::relay::{DropReason, PacketKind, RelayStream, Side, StreamKind};
+use crate::media::srtp::{self, Key, SrtpSide};
 use crate::metrics::WorkerCounters;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -26,7 +27,8 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 const BUDGET_PER_SOCKET: usize = 64;
 /// How often media timeouts and gauges are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
-/// Large enough for any UDP datagram: nothing is ever truncated.
+/// Large enough for any UDP datagram: nothing is ever truncated. The
+/// buffer has `srtp::TRAILER` more, so any packet can be encrypted in place.
 const BUF_BYTES: usize = 65536;
 
 /// Whom a socket's packets belong to.
@@ -50,6 +52,8 @@ struct WStream {
     relay: RelayStream,
     /// `sock[side][0]` RTP, `sock[side][1]` RTCP: slots in `Runner::sockets`.
     sock: [[Option<usize>; 2]; 2],
+    /// SRTP towards each leg, where chorus holds the keys.
+    srtp: [Option<Box<SrtpSide>>; 2],
 }
 
 struct WCall {
@@ -119,7 +123,7 @@ impl Runner {
             armed_panics: Default::default(),
             #[cfg(feature = "test-hooks")]
             kill_thread: false,
-            buf: vec![0u8; BUF_BYTES].into_boxed_slice(),
+            buf: vec![0u8; BUF_BYTES + srtp::TRAILER].into_boxed_slice(),
         }
     }
 
@@ -180,7 +184,7 @@ impl Runner {
             let Some(s) = self.sockets.get(slot) else {
                 return;
             };
-            match s.socket.recv_from(&mut self.buf) {
+            match s.socket.recv_from(&mut self.buf[..BUF_BYTES]) {
                 Ok((n, from)) => self.relay_one(slot, n, from),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 // ICMP errors from earlier sends surface here; the socket is fine.
@@ -245,8 +249,19 @@ impl Runner {
         let Some(ws) = call.streams.get_mut(stream) else {
             return;
         };
-        let packet = &self.buf[..n];
-        let fwd = match ws.relay.handle_packet(now, side, from, packet, rtcp) {
+        let mut n = n;
+        if let Some(srtp) = &mut ws.srtp[side] {
+            let is_rtcp = rtcp || crate::wire::is_rtcp(&self.buf[..n]);
+            match srtp.unprotect(&mut self.buf, n, is_rtcp) {
+                Ok(plain) => n = plain,
+                Err(_) => {
+                    ws.relay.sides[side].count_drop(DropReason::Srtp);
+                    WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
+                    return;
+                }
+            }
+        }
+        let fwd = match ws.relay.handle_packet(now, side, from, &self.buf[..n], rtcp) {
             Ok(f) => f,
             Err(reason) => {
                 WorkerCounters::add(&c.drops[reason as usize], 1);
@@ -254,6 +269,17 @@ impl Runner {
             }
         };
         call.last_activity = now;
+        if let Some(srtp) = &mut ws.srtp[1 - side] {
+            match srtp.protect(&mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
+                Ok(sealed) => n = sealed,
+                Err(_) => {
+                    ws.relay.sides[side].count_drop(DropReason::Srtp);
+                    WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
+                    return;
+                }
+            }
+        }
+        let packet = &self.buf[..n];
         let out = &ws.sock[1 - side];
         // A side that multiplexes has no RTCP socket: RTCP leaves from RTP.
         let tx = if fwd.from_rtcp_socket {
@@ -418,7 +444,9 @@ impl Runner {
                         opened.push((si, side, which, slot));
                     }
                 }
-                let relay_side = &mut self.calls[ci].streams[si].relay.sides[side];
+                let ws = &mut self.calls[ci].streams[si];
+                set_srtp(&mut ws.srtp[side], ss.as_ref().and_then(|s| s.srtp.as_ref()))?;
+                let relay_side = &mut ws.relay.sides[side];
                 match ss {
                     Some(s) if s.relearn => relay_side.update(s.peer),
                     Some(s) => relay_side.peer = s.peer,
@@ -567,6 +595,18 @@ impl WStream {
                 sides: [side(), side()],
             },
             sock: [[None; 2]; 2],
+            srtp: [None, None],
         }
     }
+}
+
+/// Brings one side's SRTP to `keys`: kept as it is when they did not change
+/// (its replay windows and rollover counters go on), rebuilt when they did.
+fn set_srtp(cur: &mut Option<Box<SrtpSide>>, keys: Option<&(Key, Key)>) -> Result<(), WorkerError> {
+    match keys {
+        None => *cur = None,
+        Some((theirs, ours)) if cur.as_ref().is_some_and(|s| s.has_keys(theirs, ours)) => {}
+        Some((theirs, ours)) => *cur = Some(Box::new(SrtpSide::new(theirs, ours).map_err(WorkerError::Srtp)?)),
+    }
+    Ok(())
 }
