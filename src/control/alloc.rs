@@ -41,7 +41,6 @@ impl Resources for Alloc<'_> {
         openssl::rand::rand_bytes(out).map_err(|e| Error::Internal(format!("no random bytes for SRTP keys: {e}")))
     }
 
-
     fn allocate(&mut self, iface: usize, pair: bool) -> Result<LocalPorts, Error> {
         let ip = self.home.bind[iface];
         let opts = &self.state.socket_options;

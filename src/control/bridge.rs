@@ -136,6 +136,12 @@ pub fn leg_audio<'s>(s: &'s crate::session::Session, call_id: &str, from_tag: &s
     let (Some(media), Some(answer)) = (media_of(leg), media_of(1 - s.offerer)) else {
         return Err(Error::Conflict(format!("call `{call_id}` is not answered yet")));
     };
+    if crate::session::Transport::of(&media.proto) != Some(crate::session::Transport::Plain) {
+        return Err(Error::NotImplemented(format!(
+            "leg `{from_tag}` uses {}: SRTP participants in conferences are not supported yet",
+            media.proto
+        )));
+    }
     let agreed = codec::negotiate(answer).map_err(|m| Error::BadRequest(format!("the call's codec: {m}")))?;
     let spec = codec::negotiate_preferring(media, Some(agreed.kind)).map_err(Error::BadRequest)?;
     Ok(LegAudio {

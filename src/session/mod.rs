@@ -327,8 +327,15 @@ impl Session {
                     l
                 }
             };
-            let mut out = stream_out(local, st.kind == StreamKind::Rtp && (accept_mux || local.rtcp.is_none()));
-            let offered = self.legs[o].sdp.as_ref().and_then(|s| s.media.get(i)).map(|m| m.proto.as_str());
+            let mut out = stream_out(
+                local,
+                st.kind == StreamKind::Rtp && (accept_mux || local.rtcp.is_none()),
+            );
+            let offered = self.legs[o]
+                .sdp
+                .as_ref()
+                .and_then(|s| s.media.get(i))
+                .map(|m| m.proto.as_str());
             (out.proto, out.crypto) = sdes::on_answer(m, i, st, o, offered)?;
             outs.push(out);
         }

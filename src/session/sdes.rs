@@ -99,7 +99,10 @@ impl SdesSide {
     /// (the leg's key, chorus's key) once both are agreed.
     pub fn keys(&self) -> Option<(Key, Key)> {
         let theirs = self.theirs.first()?;
-        let ours = self.ours.iter().find(|c| c.tag == theirs.tag && c.suite == theirs.suite)?;
+        let ours = self
+            .ours
+            .iter()
+            .find(|c| c.tag == theirs.tag && c.suite == theirs.suite)?;
         let key = |c: &Crypto| Key {
             suite: c.suite,
             master: c.master.clone(),
@@ -129,7 +132,9 @@ pub(super) fn on_offer(
     };
     let to_proto = opts.transport_protocol.as_deref().unwrap_or(&m.proto);
     let to = Transport::of(to_proto).ok_or_else(|| {
-        Error::BadRequest(format!("transport-protocol `{to_proto}` is not an RTP profile chorus knows"))
+        Error::BadRequest(format!(
+            "transport-protocol `{to_proto}` is not an RTP profile chorus knows"
+        ))
     })?;
     let proto = (to_proto != m.proto).then(|| to_proto.to_string());
     let r = 1 - o;
@@ -201,10 +206,12 @@ pub(super) fn offer_from_secure(
             m.kind
         ))
     })?;
-    let kept = side
-        .sdes
-        .as_ref()
-        .and_then(|s| s.ours.iter().find(|c| c.tag == theirs.tag && c.suite == theirs.suite).cloned());
+    let kept = side.sdes.as_ref().and_then(|s| {
+        s.ours
+            .iter()
+            .find(|c| c.tag == theirs.tag && c.suite == theirs.suite)
+            .cloned()
+    });
     let ours = match kept {
         Some(c) => c,
         None => fresh(theirs.tag, theirs.suite, res)?,

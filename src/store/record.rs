@@ -91,13 +91,13 @@ mod tests {
 
     struct Counter(u16);
     impl Resources for Counter {
-    fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
-        // Deterministic: tests compare rewritten SDP.
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = i as u8;
+        fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
+            // Deterministic: tests compare rewritten SDP.
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
         fn allocate(&mut self, _: usize, pair: bool) -> Result<LocalPorts, Error> {
             self.0 += 2;

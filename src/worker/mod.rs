@@ -7,8 +7,8 @@ mod clock;
 pub mod ports;
 mod runner;
 
-use crate::media::srtp::Key;
 use crate::media::relay::{PeerSpec, SideReport, StreamKind};
+use crate::media::srtp::Key;
 use crate::metrics::WorkerCounters;
 use serde::Serialize;
 use std::net::{SocketAddr, UdpSocket};

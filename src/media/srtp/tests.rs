@@ -71,7 +71,11 @@ fn short_and_non_rtp_input_is_malformed_not_a_crash() {
     for len in [0, 1, 7, 11] {
         assert_eq!(b.unprotect(&mut buf, len, false), Err(SrtpError::Malformed), "{len}");
     }
-    assert_eq!(b.unprotect(&mut buf, 100, false), Err(SrtpError::Malformed), "len beyond the buffer");
+    assert_eq!(
+        b.unprotect(&mut buf, 100, false),
+        Err(SrtpError::Malformed),
+        "len beyond the buffer"
+    );
     buf[0] = 0x80;
     assert_eq!(b.unprotect(&mut buf, 12, false), Err(SrtpError::Unauthentic));
     assert_eq!(b.unprotect(&mut buf, 8, true), Err(SrtpError::Unauthentic));
