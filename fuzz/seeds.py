@@ -124,3 +124,10 @@ ops += conf_rtp(1, 1, rtp(pt=101, seq=11, ts=1760, payload=bytes([5, 0x8a, 0, 16
 ops += conf_rtp(3, 20, rtp(pt=9, seq=1, ts=640, payload=b"\x11" * 320, ext=(0xBEDE, bytes([0x10, 0x20]))))
 ops += conf_rtcp(2, 5, sr[:250]) + conf_rtcp(1, 5, bytes([0x81, 201, 0, 0, 0x80, 201, 0, 1, 1, 2, 3, 4]))
 put("conference", "talk_dtmf_rtcp", ops)
+
+# SRTP: a selector byte (suite index, 0x80 for RTCP), then the packet.
+for i in range(6):
+    put("srtp", f"rtp_suite{i}", bytes([i]) + rtp(seq=i))
+put("srtp", "rtp_ext_csrc", bytes([3]) + rtp(csrc=(1, 2), ext=(0xBEDE, bytes([0x10, 0x20]))))
+put("srtp", "rtcp_sr", bytes([0x80]) + sr)
+put("srtp", "rtcp_gcm", bytes([0x81]) + rtcp_pkt(201, 0, struct.pack("!I", 0x99)))

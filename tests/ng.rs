@@ -344,9 +344,34 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     // What chorus cannot do is an error that says so.
     let r = offer("f4", "f4", &[("ICE", "force")]);
     assert!(s(&r, "error-reason").contains("not an ICE agent"), "{r}");
-    let r = offer("f5", "f5", &[("transport-protocol", "RTP/SAVPF")]);
+    // SDES-SRTP towards the receiver, suites chosen by flag and by list.
+    let r = offer(
+        "f5",
+        "f5",
+        &[
+            ("transport-protocol", "RTP/SAVPF"),
+            (
+                "flags",
+                "[SDES-only-AES_CM_128_HMAC_SHA1_80,SDES-only-AEAD_AES_128_GCM]",
+            ),
+            ("SDES", "[no-AEAD_AES_128_GCM]"),
+            ("DTLS", "passive"),
+        ],
+    );
+    let sdp = s(&r, "sdp");
+    assert!(sdp.contains(" RTP/SAVPF 0 8 101\r\n"), "{sdp}");
+    let keys: Vec<&str> = sdp.lines().filter(|l| l.starts_with("a=crypto:")).collect();
+    assert_eq!(keys.len(), 1, "{sdp}");
     assert!(
-        s(&r, "error-reason").contains("transport-protocol RTP/SAVPF is not supported yet"),
+        keys[0].starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{sdp}"
+    );
+    assert!(s(&r, "warning").contains("DTLS=passive ignored"), "{r}");
+    let r = offer("f5b", "f5b", &[("transport-protocol", "UDP/TLS/RTP/SAVPF")]);
+    assert!(s(&r, "error-reason").contains("needs DTLS-SRTP"), "{r}");
+    let r = offer("f5c", "f5c", &[("flags", "[SDES-no-AES_CM_999]")]);
+    assert!(
+        s(&r, "error-reason").contains("unknown crypto suite `AES_CM_999`"),
         "{r}"
     );
     let r = offer("f6", "f6", &[("direction", "[default,dmz]")]);

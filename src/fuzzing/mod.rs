@@ -27,6 +27,7 @@ pub const TARGETS: &[&str] = &[
     "ng",
     "http",
     "sdes",
+    "srtp",
 ];
 
 /// Runs `target` on `data`. Unknown targets panic: a typo in a fuzz harness
@@ -43,6 +44,7 @@ pub fn run(target: &str, data: &[u8]) {
         "ng" => control::ng(data),
         "http" => control::http(data),
         "sdes" => wire::sdes(data),
+        "srtp" => wire::srtp(data),
         other => panic!("no fuzz target `{other}`; targets: {TARGETS:?}"),
     }
 }

@@ -49,6 +49,35 @@ pub(super) fn sdes(data: &[u8]) {
     }
 }
 
+/// The SRTP stage on a hostile datagram: the first byte picks the suite
+/// and RTP or RTCP. Unprotecting it fails cleanly or yields no more than it
+/// read; protecting it and unprotecting at the other end gives it back.
+pub(super) fn srtp(data: &[u8]) {
+    use crate::media::srtp::{Key, SrtpSide, TRAILER};
+    use crate::sdp::crypto::Suite;
+    let Some((&pick, packet)) = data.split_first() else { return };
+    let suite = Suite::ALL[usize::from(pick) % Suite::ALL.len()];
+    let rtcp = pick & 0x80 != 0;
+    let key = |fill: u8| Key {
+        suite,
+        master: vec![fill; suite.master_len()],
+    };
+    let (k1, k2) = (key(1), key(2));
+    let mut near = SrtpSide::new(&k2, &k1).expect("valid keys");
+    let mut far = SrtpSide::new(&k1, &k2).expect("valid keys");
+    let mut buf = vec![0u8; packet.len() + TRAILER];
+    buf[..packet.len()].copy_from_slice(packet);
+    if let Ok(n) = near.unprotect(&mut buf, packet.len(), rtcp) {
+        assert!(n <= packet.len(), "unprotect grew the packet");
+    }
+    buf[..packet.len()].copy_from_slice(packet);
+    if let Ok(n) = near.protect(&mut buf, packet.len(), rtcp) {
+        assert!(n <= packet.len() + TRAILER);
+        let back = far.unprotect(&mut buf, n, rtcp).expect("the peer reads what chorus protected");
+        assert_eq!(&buf[..back], packet, "SRTP round-trips");
+    }
+}
+
 pub(super) fn bencode(data: &[u8]) {
     let Ok(v) = bencode::decode(data) else { return };
     // Encoding sorts dict keys, so the canonical form is a fixed point.
