@@ -5,6 +5,8 @@
 #
 #   sudo benches/relay_compare.sh [calls...]       (default: 500 1000)
 #   ROUNDS=3 SECONDS_PER_RUN=10 benches/relay_compare.sh 1000
+#   SRTP=1 benches/relay_compare.sh 1000   (adds SDES-SRTP bridging rounds:
+#     leg A on RTP/SAVP, leg B on RTP/AVP, both relays decrypt and encrypt)
 #
 # Needs root (unshare -n) and rtpengine (apt-get install rtpengine-daemon).
 # Prints one JSON line per run and a markdown table of medians.
@@ -38,6 +40,10 @@ for n in "${CALLS[@]}"; do
     ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" | tee -a "$OUT"
     ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
     ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+    if [ -n "${SRTP:-}" ]; then
+      ./target/release/chorus-load --target chorus --srtp --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
+      ./target/release/chorus-load --target rtpengine --srtp --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+    fi
   done
 done
 
@@ -48,17 +54,25 @@ med = lambda xs: statistics.median(xs) if xs else float("nan")
 print()
 print("| calls | relay | packets/s | loss % | CPU µs/packet | relay CPU (cores) | latency p50 ms | p99 ms | p99.9 ms |")
 print("|---|---|---|---|---|---|---|---|---|")
+kinds = [("direct", False), ("chorus", False), ("rtpengine", False), ("chorus", True), ("rtpengine", True)]
 for n in sorted({r["calls"] for r in runs}):
-    for t in ["direct", "chorus", "rtpengine"]:
-        rs = [r for r in runs if r["calls"] == n and r["target"] == t]
+    for t, srtp in kinds:
+        rs = [r for r in runs if r["calls"] == n and r["target"] == t and r.get("srtp", False) == srtp]
         if not rs: continue
+        name = t + (" SRTP⇄RTP" if srtp else "")
         cpu = [r["relay_cpu_us_per_packet"] for r in rs if r["relay_cpu_us_per_packet"] is not None]
         cores = [r["relay_cpu_cores"] for r in rs if r["relay_cpu_cores"] is not None]
         f = lambda x: f"{x:.2f}" if x == x else "–"
-        print(f"| {n} | {t} | {med([r['pps'] for r in rs]):.0f} | {med([r['loss_pct'] for r in rs]):.3f} | {f(med(cpu))} | {f(med(cores))} | "
+        print(f"| {n} | {name} | {med([r['pps'] for r in rs]):.0f} | {med([r['loss_pct'] for r in rs]):.3f} | {f(med(cpu))} | {f(med(cores))} | "
               f"{med([r['latency_ms']['p50'] for r in rs]):.3f} | {med([r['latency_ms']['p99'] for r in rs]):.3f} | {med([r['latency_ms']['p999'] for r in rs]):.3f} |")
-    c = [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == "chorus"]
-    e = [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == "rtpengine"]
-    if c and e:
-        print(f"\n{n} calls: chorus/rtpengine CPU per packet = {med(c)/med(e):.2f} (median of {len(c)} rounds each)\n")
+    cpu = lambda t, srtp: [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == t
+                           and r.get("srtp", False) == srtp and r["relay_cpu_us_per_packet"] is not None]
+    for a, b, what in [(("chorus", False), ("rtpengine", False), "chorus/rtpengine, plain"),
+                       (("chorus", True), ("rtpengine", True), "chorus/rtpengine, SRTP bridging"),
+                       (("chorus", True), ("chorus", False), "chorus SRTP bridging/plain"),
+                       (("rtpengine", True), ("rtpengine", False), "rtpengine SRTP bridging/plain")]:
+        x, y = cpu(*a), cpu(*b)
+        if x and y:
+            print(f"\n{n} calls: {what} CPU per packet = {med(x)/med(y):.2f} (medians of {len(x)} and {len(y)} rounds)")
+    print()
 PY

@@ -88,11 +88,15 @@ struct Args {
     /// Failover mode: the taker's log, for when its takeover started.
     #[arg(long)]
     takeover_log: Option<String>,
+    /// Leg A speaks SDES-SRTP, leg B plain RTP: the relay bridges them.
+    #[arg(long)]
+    srtp: bool,
 }
 
 mod conference;
 mod failover;
 mod spray;
+mod srtp;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -157,16 +161,34 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let mut relay_keys = Vec::new();
     for i in 0..args.calls {
         let (ai, bi) = (i % args.sockets, (i * 7 + 3) % args.sockets);
         let (a, b) = (addr(&a_socks[ai]), addr(&b_socks[bi]));
-        let (to_a, to_b) = match args.target {
-            Target::Direct => (b, a),
-            Target::Chorus => rt.block_on(setup_http(&args.api, &format!("load-{i}"), a, b)),
-            Target::Rtpengine => setup_ng(args.ng, &format!("load-{i}"), a, b),
+        let id = format!("load-{i}");
+        let (to_a, to_b) = match (args.target, args.srtp) {
+            (Target::Direct, false) => (b, a),
+            (Target::Chorus, false) => rt.block_on(setup_http(&args.api, &id, a, b)),
+            (Target::Rtpengine, false) => setup_ng(args.ng, &id, a, b),
+            (Target::Direct, true) => panic!("--srtp needs a relay to bridge"),
+            (Target::Chorus, true) => {
+                let opts = serde_json::json!({"transport_protocol": "RTP/AVP"});
+                let (to_a, to_b, to_phone) =
+                    rt.block_on(setup_http_with(&args.api, &id, srtp::offer_sdp(a, i), sdp(b, 1), opts));
+                relay_keys.push(srtp::relay_key(&to_phone));
+                (to_a, to_b)
+            }
+            (Target::Rtpengine, true) => {
+                let extra = [("transport-protocol", "RTP/AVP")];
+                let (to_a, to_b, to_phone) = setup_ng_with(args.ng, &id, &srtp::offer_sdp(a, i), &sdp(b, 1), &extra);
+                relay_keys.push(srtp::relay_key(&to_phone));
+                (to_a, to_b)
+            }
         };
         routes.push((ai, to_a, bi, to_b));
     }
+    // Phone A's SRTP: one set of contexts to send with, one to receive with.
+    let (mut phones_tx, mut phones_rx) = (srtp::phones(&relay_keys), srtp::phones(&relay_keys));
     let setup_s = t_setup.elapsed().as_secs_f64();
 
     let total_sent = Arc::new(AtomicU64::new(0));
@@ -195,11 +217,21 @@ fn main() {
             poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
             for ev in events.iter() {
                 let s = &socks[ev.token().0];
-                while let Ok((n, _)) = s.recv_from(&mut buf) {
+                while let Ok((mut n, _)) = s.recv_from(&mut buf) {
                     if n < 20 {
                         continue;
                     }
                     let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize;
+                    // B's packets (odd SSRC) reach A encrypted by the relay.
+                    if let Some(phone) = phones_rx.get_mut(ssrc / 2).filter(|_| ssrc % 2 == 1) {
+                        match phone.unprotect(&mut buf, n, false) {
+                            Ok(plain) => n = plain,
+                            Err(_) => continue,
+                        }
+                    }
+                    if n < 20 {
+                        continue;
+                    }
                     let sent_ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
                     if let Some(r) = received.get_mut(ssrc) {
                         *r += 1;
@@ -223,7 +255,7 @@ fn main() {
     let send_stop = stop.clone();
     let sent = total_sent.clone();
     let sender = std::thread::spawn(move || {
-        let mut buf = [0u8; PACKET];
+        let mut buf = [0u8; PACKET + chorus::media::srtp::TRAILER];
         let start = Instant::now();
         let mut seq = 0u16;
         let mut tick = 0u64;
@@ -246,7 +278,11 @@ fn main() {
                 for (dir, sock, to) in [(0, &a_tx[ai], to_a), (1, &b_tx[bi], to_b)] {
                     write_header(&mut buf, 0, seq, seq as u32 * 160, (2 * i + dir) as u32);
                     buf[12..20].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
-                    if sock.send_to(&buf, to).is_ok() {
+                    let mut len = PACKET;
+                    if let Some(phone) = phones_tx.get_mut(i).filter(|_| dir == 0) {
+                        len = phone.protect(&mut buf, PACKET, false).expect("room for the tag");
+                    }
+                    if sock.send_to(&buf[..len], to).is_ok() {
                         sent.fetch_add(1, Relaxed);
                     }
                 }
@@ -317,6 +353,7 @@ fn main() {
         "label": args.label,
         "target": format!("{:?}", args.target).to_lowercase(),
         "calls": args.calls,
+        "srtp": args.srtp,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "packets_sent": total,
         "packets_received": total_recv,
@@ -362,10 +399,23 @@ fn sdp_target(sdp: &str) -> SocketAddr {
 }
 
 async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let (to_a, to_b, _) = setup_http_with(api, id, sdp(a, 1), sdp(b, 1), serde_json::json!({})).await;
+    (to_a, to_b)
+}
+
+/// Offer `sa` from A with `options`, answer `sb` from B; returns where A and
+/// B send, and the SDP A got (its keys, with SRTP).
+async fn setup_http_with(
+    api: &str,
+    id: &str,
+    sa: String,
+    sb: String,
+    options: serde_json::Value,
+) -> (SocketAddr, SocketAddr, String) {
     let c = reqwest::Client::new();
     let offer: serde_json::Value = c
         .post(format!("{api}/v1/calls/{id}/offer"))
-        .json(&serde_json::json!({"from_tag": "ta", "sdp": sdp(a, 1)}))
+        .json(&serde_json::json!({"from_tag": "ta", "sdp": sa, "options": options}))
         .send()
         .await
         .expect("offer sent")
@@ -374,7 +424,7 @@ async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (Socke
         .expect("offer reply");
     let answer: serde_json::Value = c
         .post(format!("{api}/v1/calls/{id}/answer"))
-        .json(&serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": sdp(b, 1)}))
+        .json(&serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": sb}))
         .send()
         .await
         .expect("answer sent")
@@ -385,15 +435,19 @@ async fn setup_http(api: &str, id: &str, a: SocketAddr, b: SocketAddr) -> (Socke
     let an = answer["sdp"]
         .as_str()
         .unwrap_or_else(|| panic!("answer failed: {answer}"));
-    (sdp_target(an), sdp_target(o))
+    (sdp_target(an), sdp_target(o), an.to_string())
 }
 
 fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-    let (sa, sb) = (sdp(a, 1), sdp(b, 1));
-    let offer = ng_request(
-        ng,
-        &[("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", &sa)],
-    );
+    let (to_a, to_b, _) = setup_ng_with(ng, id, &sdp(a, 1), &sdp(b, 1), &[]);
+    (to_a, to_b)
+}
+
+/// As [`setup_http_with`], over ng with `extra` keys on the offer.
+fn setup_ng_with(ng: SocketAddr, id: &str, sa: &str, sb: &str, extra: &[(&str, &str)]) -> (SocketAddr, SocketAddr, String) {
+    let mut kv = vec![("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", sa)];
+    kv.extend_from_slice(extra);
+    let offer = ng_request(ng, &kv);
     let answer = ng_request(
         ng,
         &[
@@ -401,10 +455,10 @@ fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAd
             ("call-id", id),
             ("from-tag", "ta"),
             ("to-tag", "tb"),
-            ("sdp", &sb),
+            ("sdp", sb),
         ],
     );
-    (sdp_target(&answer), sdp_target(&offer))
+    (sdp_target(&answer), sdp_target(&offer), answer)
 }
 
 /// One ng request with string values; returns the reply's `sdp` (or "").
