@@ -23,7 +23,9 @@ fn bench(c: &mut Criterion) {
                 rtcp_port: 40001,
                 mux: MuxOut::Absent,
                 proto: None,
-                crypto: None,
+                transport: None,
+                candidate: false,
+                from_browser: false,
             })
             .collect();
         let plan = Rewrite {
@@ -33,6 +35,7 @@ fn bench(c: &mut Criterion) {
             origin_version: Some(7),
             replace_origin: false,
             strip_codecs: &[],
+            session_transport: None,
         };
         c.bench_function(&format!("sdp_rewrite/{case}"), |b| {
             b.iter(|| rewrite(black_box(&sdp), &plan))

@@ -343,7 +343,10 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     );
     // What chorus cannot do is an error that says so.
     let r = offer("f4", "f4", &[("ICE", "force")]);
-    assert!(s(&r, "error-reason").contains("not an ICE agent"), "{r}");
+    assert!(
+        s(&r, "error-reason").contains("ICE-lite agent only towards WebRTC legs"),
+        "{r}"
+    );
     // SDES-SRTP towards the receiver, suites chosen by flag and by list.
     let r = offer(
         "f5",
@@ -367,8 +370,26 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
         "{sdp}"
     );
     assert!(s(&r, "warning").contains("DTLS=passive ignored"), "{r}");
-    let r = offer("f5b", "f5b", &[("transport-protocol", "UDP/TLS/RTP/SAVPF")]);
-    assert!(s(&r, "error-reason").contains("needs DTLS-SRTP"), "{r}");
+    // Towards a browser: chorus is its ICE-lite peer and DTLS server.
+    let r = offer(
+        "f5b",
+        "f5b",
+        &[("transport-protocol", "UDP/TLS/RTP/SAVPF"), ("ICE", "force")],
+    );
+    let sdp = s(&r, "sdp");
+    assert!(sdp.contains(" UDP/TLS/RTP/SAVPF 0 8 101\r\n"), "{sdp}");
+    for line in [
+        "a=ice-lite\r\n",
+        "a=setup:actpass\r\n",
+        "a=fingerprint:sha-256 ",
+        "a=ice-ufrag:",
+        "a=ice-pwd:",
+        "a=rtcp-mux\r\n",
+        " typ host\r\n",
+    ] {
+        assert!(sdp.contains(line), "{line} in {sdp}");
+    }
+    assert!(!sdp.contains("a=crypto"), "{sdp}");
     let r = offer("f5c", "f5c", &[("flags", "[SDES-no-AES_CM_999]")]);
     assert!(
         s(&r, "error-reason").contains("unknown crypto suite `AES_CM_999`"),

@@ -37,6 +37,10 @@ impl Drop for Alloc<'_> {
 const BIND_ATTEMPTS: usize = 32;
 
 impl Resources for Alloc<'_> {
+    fn fingerprint(&self) -> String {
+        self.state.dtls.fingerprint.clone()
+    }
+
     fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
         openssl::rand::rand_bytes(out).map_err(|e| Error::Internal(format!("no random bytes for SRTP keys: {e}")))
     }

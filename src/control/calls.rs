@@ -6,7 +6,7 @@ use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
 use crate::session::{Change, Options, Session};
-use crate::worker::{CallReport, Command, SideSpec, StreamSpec, WorkerError};
+use crate::worker::{CallReport, Command, SideSpec, StreamSpec, WebRtcSpec, WorkerError};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -146,12 +146,29 @@ pub(super) async fn push_to_worker(
             kind: st.kind,
             sides: [0, 1].map(|i| {
                 let ip = e.home.bind[s.legs[i].iface];
-                st.sides[i].local.map(|l| SideSpec {
-                    rtp: SocketAddr::new(ip, l.rtp),
-                    rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
-                    peer: st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind)),
-                    relearn: i == change.relearn_leg,
-                    srtp: st.sides[i].sdes.as_ref().and_then(|s| s.keys()),
+                st.sides[i].local.map(|l| {
+                    let webrtc = st.sides[i].webrtc.as_ref().and_then(|w| {
+                        Some(WebRtcSpec {
+                            ufrag: w.ufrag.clone(),
+                            pwd: w.pwd.clone(),
+                            remote_ufrag: w.remote_ufrag.clone(),
+                            remote_fingerprint: w.remote_fingerprint.clone()?,
+                        })
+                    });
+                    let mut peer = st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind));
+                    if webrtc.is_some() {
+                        // A browser is reached where ICE proves it is, never where its SDP says.
+                        (peer.rtp, peer.rtcp, peer.sdp_ip, peer.signal_ip) = (None, None, None, None);
+                        (peer.any_source, peer.mux) = (false, true);
+                    }
+                    SideSpec {
+                        rtp: SocketAddr::new(ip, l.rtp),
+                        rtcp: l.rtcp.map(|p| SocketAddr::new(ip, p)),
+                        peer,
+                        relearn: i == change.relearn_leg,
+                        srtp: st.sides[i].sdes.as_ref().and_then(|s| s.keys()),
+                        webrtc,
+                    }
                 })
             }),
         })

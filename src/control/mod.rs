@@ -92,6 +92,8 @@ pub struct State {
     /// Tells this run from an earlier one under the same instance name.
     pub boot: String,
     pub started_wall: SystemTime,
+    /// chorus's DTLS certificate, made at start (browsers pin its fingerprint per call).
+    pub dtls: Arc<crate::media::dtls::Identity>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -113,8 +115,10 @@ impl State {
             config.workers
         };
         let (tx, events) = worker::event_channel();
+        let dtls = Arc::new(crate::media::dtls::Identity::generate().map_err(std::io::Error::other)?);
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
+            dtls: dtls.clone(),
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -176,6 +180,7 @@ impl State {
             store,
             boot,
             started_wall,
+            dtls,
             config,
         };
         Ok(Started {

@@ -446,9 +446,11 @@ fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> 
     match str_of(d, "ICE")? {
         None | Some("default") => {}
         Some("remove") => o.remove_ice = true,
+        // Towards a browser chorus is an ICE-lite agent anyway.
+        Some("force") if str_of(d, "transport-protocol")?.is_some_and(|p| p.starts_with("UDP/TLS/")) => {}
         Some(other) => {
             return Err(Error::NotImplemented(format!(
-                "ICE={other} is not supported: chorus is not an ICE agent (use ICE=remove)"
+                "ICE={other} is not supported: chorus is an ICE-lite agent only towards WebRTC legs (transport-protocol UDP/TLS/RTP/SAVPF); elsewhere use ICE=remove"
             )))
         }
     }

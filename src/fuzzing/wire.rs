@@ -55,7 +55,9 @@ pub(super) fn sdes(data: &[u8]) {
 pub(super) fn srtp(data: &[u8]) {
     use crate::media::srtp::{Key, SrtpSide, TRAILER};
     use crate::sdp::crypto::Suite;
-    let Some((&pick, packet)) = data.split_first() else { return };
+    let Some((&pick, packet)) = data.split_first() else {
+        return;
+    };
     let suite = Suite::ALL[usize::from(pick) % Suite::ALL.len()];
     let rtcp = pick & 0x80 != 0;
     let key = |fill: u8| Key {
@@ -73,7 +75,9 @@ pub(super) fn srtp(data: &[u8]) {
     buf[..packet.len()].copy_from_slice(packet);
     if let Ok(n) = near.protect(&mut buf, packet.len(), rtcp) {
         assert!(n <= packet.len() + TRAILER);
-        let back = far.unprotect(&mut buf, n, rtcp).expect("the peer reads what chorus protected");
+        let back = far
+            .unprotect(&mut buf, n, rtcp)
+            .expect("the peer reads what chorus protected");
         assert_eq!(&buf[..back], packet, "SRTP round-trips");
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod codec;
 pub mod conference;
+pub mod dtls;
+pub mod ice;
 pub mod jitter;
 pub mod mixer;
 pub mod overload;

@@ -13,8 +13,14 @@ pub struct StreamOut {
     pub mux: MuxOut,
     /// The transport protocol to state instead of the input's.
     pub proto: Option<String>,
-    /// `a=crypto` lines replacing the input's (`None` keeps them).
-    pub crypto: Option<Vec<String>>,
+    /// Lines replacing the input's transport attributes (`a=crypto`, ICE,
+    /// `a=fingerprint`, `a=setup`); `None` keeps them.
+    pub transport: Option<Vec<String>>,
+    /// State chorus's host candidate (address and port) after them.
+    pub candidate: bool,
+    /// The SDP is a browser's: its `c=0.0.0.0` is a placeholder (addresses
+    /// come from ICE), not hold, and is replaced like any other.
+    pub from_browser: bool,
 }
 
 /// What to do with `a=rtcp-mux` in one section.
@@ -41,7 +47,14 @@ pub struct Rewrite<'a> {
     pub replace_origin: bool,
     /// Codecs to remove: encoding names (any case) or payload type numbers.
     pub strip_codecs: &'a [String],
+    /// Session-level lines replacing the input's ICE and DTLS attributes
+    /// (`None` keeps them).
+    pub session_transport: Option<Vec<String>>,
 }
+
+/// What a transport chorus terminates replaces, at either level, beside
+/// the ICE attributes.
+const KEY_ATTRIBUTES: &[&str] = &["crypto", "fingerprint", "setup"];
 
 const ICE_ATTRIBUTES: &[&str] = &[
     "ice-ufrag",
@@ -73,7 +86,14 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             }
             'c' if !is_hold(line) => push(&mut out, &conn, line.eol),
             'a' if plan.remove_ice && is_ice(line) => {}
+            'a' if plan.session_transport.is_some() && is_transport(line) => {}
             _ => push(&mut out, &line.text, line.eol),
+        }
+    }
+    if let Some(lines) = &plan.session_transport {
+        let eol = sdp.session.last().map_or("\r\n", |l| l.eol);
+        for l in lines {
+            push(&mut out, l, eol);
         }
     }
     for (m, s) in sdp.media.iter().zip(plan.streams) {
@@ -105,16 +125,16 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             mline.eol,
         );
         let mut has_mux = false;
-        let mut crypto = s.crypto.as_deref();
+        let mut transport = s.transport.as_deref();
         for line in &m.lines[1..] {
             if !stripped.is_empty() && describes_payload_type(line, &stripped) {
                 continue;
             }
             match line.attribute() {
                 Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
-                // chorus's keys go where the first of the input's was.
-                Some(("crypto", _)) if s.crypto.is_some() => {
-                    for c in crypto.take().unwrap_or_default() {
+                // chorus's lines go where the first of the input's was.
+                Some((name, _)) if s.transport.is_some() && is_transport_attribute(name) => {
+                    for c in transport.take().unwrap_or_default() {
                         push(&mut out, c, line.eol);
                     }
                     continue;
@@ -133,7 +153,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
                 }
                 _ => {}
             }
-            if line.kind() == 'c' && !is_hold(line) {
+            if line.kind() == 'c' && (s.from_browser || !is_hold(line)) {
                 push(&mut out, &conn, line.eol);
             } else {
                 push(&mut out, &line.text, line.eol);
@@ -142,8 +162,13 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         if s.mux == MuxOut::Present && !has_mux {
             push(&mut out, "a=rtcp-mux", mline.eol);
         }
-        for c in crypto.unwrap_or_default() {
+        for c in transport.unwrap_or_default() {
             push(&mut out, c, mline.eol);
+        }
+        if s.candidate {
+            let c = format!("a=candidate:1 1 udp 2130706431 {} {} typ host", plan.address, s.port);
+            push(&mut out, &c, mline.eol);
+            push(&mut out, "a=end-of-candidates", mline.eol);
         }
     }
     out
@@ -210,6 +235,14 @@ fn is_ice(line: &Line) -> bool {
     matches!(line.attribute(), Some((n, _)) if ICE_ATTRIBUTES.contains(&n))
 }
 
+fn is_transport(line: &Line) -> bool {
+    matches!(line.attribute(), Some((n, _)) if is_transport_attribute(n))
+}
+
+fn is_transport_attribute(name: &str) -> bool {
+    KEY_ATTRIBUTES.contains(&name) || ICE_ATTRIBUTES.contains(&name)
+}
+
 fn origin(line: &Line, version: Option<u64>, address: Option<(&str, IpAddr)>) -> String {
     if version.is_none() && address.is_none() {
         return line.text.clone();
@@ -272,7 +305,9 @@ mod tests {
             rtcp_port: 30001,
             mux: MuxOut::Absent,
             proto: None,
-            crypto: None,
+            transport: None,
+            candidate: false,
+            from_browser: false,
         }];
         rewrite(
             &sdp,
@@ -283,6 +318,7 @@ mod tests {
                 origin_version,
                 replace_origin,
                 strip_codecs: &strip,
+                session_transport: None,
             },
         )
     }

@@ -16,6 +16,7 @@ use crate::sdp::{self, MuxOut, Sdp, StreamOut};
 pub use sdes::{checked_transport, suite, suites, SdesOptions, SdesSide, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
+pub use webrtc::WebRtcSide;
 
 /// chorus's ports for one side of one stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,8 @@ pub trait Resources {
     fn release(&mut self, iface: usize, ports: LocalPorts);
     /// Fills `out` with key material (a CSPRNG in the shell).
     fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error>;
+    /// chorus's DTLS certificate fingerprint, as `a=fingerprint` states it.
+    fn fingerprint(&self) -> String;
 }
 
 /// rtcp-mux handling asked for by the proxy.
@@ -107,6 +110,17 @@ pub struct SideState {
     /// chorus's SDES-SRTP towards this leg, when it differs from the other.
     #[serde(default)]
     pub sdes: Option<SdesSide>,
+    /// chorus's ICE-lite and DTLS-SRTP towards this leg (a browser).
+    #[serde(default)]
+    pub webrtc: Option<WebRtcSide>,
+}
+
+impl SideState {
+    /// No transport of chorus's own towards this leg: relayed as it is.
+    fn clear(&mut self) {
+        self.sdes = None;
+        self.webrtc = None;
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,8 +276,11 @@ impl Session {
             };
             // A lone port can only carry RTCP multiplexed; raw UDP has no RTCP.
             st.sides[r].mux_offered = st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
+            let t = transport::on_offer(sdp, i, st, o, opts, ports)?;
+            // A browser needs rtcp-mux (RFC 8829), and chorus is its ICE peer.
+            st.sides[r].mux_offered |= t.ice;
             let mut out = stream_out(local, st.sides[r].mux_offered);
-            (out.proto, out.crypto) = sdes::on_offer(m, i, st, o, opts, ports)?;
+            (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
             outs.push(out);
         }
         self.offerer = o;
@@ -336,7 +353,11 @@ impl Session {
                 .as_ref()
                 .and_then(|s| s.media.get(i))
                 .map(|m| m.proto.as_str());
-            (out.proto, out.crypto) = sdes::on_answer(m, i, st, o, offered)?;
+            let t = transport::on_answer(sdp, i, st, o, offered, ports)?;
+            if t.ice {
+                out.mux = MuxOut::Present;
+            }
+            (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
             outs.push(out);
         }
         self.answered = true;
@@ -352,6 +373,7 @@ impl Session {
             origin_version: None,
             replace_origin: opts.replace_origin,
             strip_codecs: &opts.strip_codecs,
+            session_transport: session_transport(outs),
         };
         let text = sdp::rewrite(sdp, &plan);
         plan.origin_version = self.origins[to_leg].next(sdp.origin_version(), &text);
@@ -382,6 +404,7 @@ impl StreamState {
             mux_stated: false,
             mux_offered: false,
             sdes: None,
+            webrtc: None,
         };
         StreamState {
             media: media.to_string(),
@@ -394,12 +417,22 @@ impl StreamState {
     fn disable(&mut self, legs: &[Leg; 2], ports: &mut dyn Resources) {
         self.enabled = false;
         for (i, side) in self.sides.iter_mut().enumerate() {
-            side.sdes = None;
+            side.clear();
             if let Some(l) = side.local.take() {
                 ports.release(legs[i].iface, l);
             }
         }
     }
+}
+
+/// Session-level transport lines: `a=ice-lite` when chorus is the
+/// receiver's ICE peer; the input's ICE and DTLS lines go wherever chorus
+/// terminates a transport.
+fn session_transport(outs: &[StreamOut]) -> Option<Vec<String>> {
+    if outs.iter().any(|o| o.candidate) {
+        return Some(vec!["a=ice-lite".into()]);
+    }
+    outs.iter().any(|o| o.transport.is_some()).then(Vec::new)
 }
 
 /// Stripping every codec of a live stream would leave an invalid `m=` line.
@@ -423,7 +456,9 @@ fn disabled() -> StreamOut {
         rtcp_port: 0,
         mux: MuxOut::Absent,
         proto: None,
-        crypto: None,
+        transport: None,
+        candidate: false,
+        from_browser: false,
     }
 }
 
@@ -433,7 +468,9 @@ fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
         rtcp_port: local.rtcp.unwrap_or(local.rtp),
         mux: if mux { MuxOut::Present } else { MuxOut::Absent },
         proto: None,
-        crypto: None,
+        transport: None,
+        candidate: false,
+        from_browser: false,
     }
 }
 
@@ -489,3 +526,5 @@ impl PeerSpec {
 mod sdes;
 #[cfg(test)]
 mod tests;
+mod transport;
+mod webrtc;

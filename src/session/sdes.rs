@@ -9,7 +9,7 @@
 //! under the same tag. A plain offerer turned into SRTP: chorus offers one
 //! key per suite, and the answerer's line picks one by tag.
 
-use super::{Options, Resources, SideState, StreamState};
+use super::{Resources, SideState};
 use crate::error::Error;
 use crate::media::srtp::Key;
 use crate::sdp::crypto::{Crypto, Suite};
@@ -73,12 +73,9 @@ pub fn suites(names: &[String]) -> Result<Vec<Suite>, Error> {
 /// A `transport-protocol` the proxy asked for, checked before any state changes.
 pub fn checked_transport(proto: String) -> Result<String, Error> {
     match Transport::of(&proto) {
-        Some(Transport::Plain | Transport::Sdes) => Ok(proto),
-        Some(Transport::Dtls) => Err(Error::NotImplemented(format!(
-            "transport-protocol {proto} needs DTLS-SRTP, which chorus does not do yet"
-        ))),
+        Some(_) => Ok(proto),
         None => Err(Error::BadRequest(format!(
-            "transport-protocol `{proto}` is not one of RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF"
+            "transport-protocol `{proto}` is not one of RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP, UDP/TLS/RTP/SAVPF"
         ))),
     }
 }
@@ -114,81 +111,6 @@ impl SdesSide {
     pub fn lines(&self) -> Vec<String> {
         self.ours.iter().map(|c| format!("a=crypto:{c}")).collect()
     }
-}
-
-/// The protocol and `a=crypto` lines (`None`: as the input has them) of
-/// stream `i` of an offer from leg `o`, and the sides' keys to match.
-pub(super) fn on_offer(
-    m: &Media,
-    i: usize,
-    st: &mut StreamState,
-    o: usize,
-    opts: &Options,
-    res: &mut dyn Resources,
-) -> Result<(Option<String>, Option<Vec<String>>), Error> {
-    let Some(from) = Transport::of(&m.proto) else {
-        // Not an RTP profile (or one chorus does not know): left as it is.
-        return Ok((None, None));
-    };
-    let to_proto = opts.transport_protocol.as_deref().unwrap_or(&m.proto);
-    let to = Transport::of(to_proto).ok_or_else(|| {
-        Error::BadRequest(format!(
-            "transport-protocol `{to_proto}` is not an RTP profile chorus knows"
-        ))
-    })?;
-    let proto = (to_proto != m.proto).then(|| to_proto.to_string());
-    let r = 1 - o;
-    match (from, to) {
-        (Transport::Sdes, Transport::Plain) => {
-            offer_from_secure(m, i + 1, &mut st.sides[o], &opts.sdes, res)?;
-            st.sides[r].sdes = None;
-            Ok((proto, Some(Vec::new())))
-        }
-        (Transport::Plain, Transport::Sdes) => {
-            offer_to_secure(&mut st.sides[r], &opts.sdes, res)?;
-            st.sides[o].sdes = None;
-            let lines = st.sides[r].sdes.as_ref().map(SdesSide::lines);
-            Ok((proto, lines))
-        }
-        (a, b) if a != b => Err(Error::NotImplemented(format!(
-            "stream {} ({}): bridging {} to {to_proto} needs DTLS-SRTP, which chorus does not do yet",
-            i + 1,
-            m.kind,
-            m.proto
-        ))),
-        _ => {
-            st.sides[o].sdes = None;
-            st.sides[r].sdes = None;
-            Ok((proto, None))
-        }
-    }
-}
-
-/// The same for an answer from leg `1 - o` to an offer whose stream `i`
-/// had protocol `offered`.
-pub(super) fn on_answer(
-    m: &Media,
-    i: usize,
-    st: &mut StreamState,
-    o: usize,
-    offered: Option<&str>,
-) -> Result<(Option<String>, Option<Vec<String>>), Error> {
-    let a = 1 - o;
-    let back = offered.filter(|p| *p != m.proto).map(str::to_string);
-    if let Some(s) = &st.sides[o].sdes {
-        // chorus decrypts the offerer: it answers with its own key.
-        return Ok((back, Some(s.lines())));
-    }
-    if st.sides[a].sdes.is_none() {
-        return Ok((back, None));
-    }
-    if Transport::of(&m.proto) == Some(Transport::Plain) {
-        // The answerer declined SRTP but kept the stream: plain on both legs.
-        st.sides[a].sdes = None;
-        return Ok((back, Some(Vec::new())));
-    }
-    answer_from_secure(m, i + 1, &mut st.sides[a])?;
-    Ok((back, Some(Vec::new())))
 }
 
 /// Offer from an SRTP leg to a plain one: the offerer's side decrypts with

@@ -91,6 +91,11 @@ mod tests {
 
     struct Counter(u16);
     impl Resources for Counter {
+        fn fingerprint(&self) -> String {
+            "sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"
+                .into()
+        }
+
         fn key_material(&mut self, out: &mut [u8]) -> Result<(), Error> {
             // Deterministic: tests compare rewritten SDP.
             for (i, b) in out.iter_mut().enumerate() {

@@ -7,6 +7,7 @@
 pub mod bencode;
 pub mod rtcp;
 pub mod rtp;
+pub mod stun;
 
 /// Why a datagram is not a packet we relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -72,6 +72,18 @@ pub struct SideSpec {
     pub relearn: bool,
     /// SRTP keys towards this leg (its own, chorus's) when chorus holds them.
     pub srtp: Option<(Key, Key)>,
+    /// ICE-lite and DTLS-SRTP towards this leg (a browser); the keys come
+    /// from the handshake.
+    pub webrtc: Option<WebRtcSpec>,
+}
+
+/// What the worker needs to be a browser's ICE-lite peer and DTLS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcSpec {
+    pub ufrag: String,
+    pub pwd: String,
+    pub remote_ufrag: Option<String>,
+    pub remote_fingerprint: crate::media::dtls::Fingerprint,
 }
 
 #[derive(Debug)]
@@ -344,6 +356,8 @@ impl WorkerHandle {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub media_timeout: Duration,
+    /// The certificate for DTLS handshakes with browsers.
+    pub dtls: Arc<crate::media::dtls::Identity>,
 }
 
 /// Starts worker `index` on its own thread, under a supervisor: a panic that

@@ -54,6 +54,8 @@ struct WStream {
     sock: [[Option<usize>; 2]; 2],
     /// SRTP towards each leg, where chorus holds the keys.
     srtp: [Option<Box<SrtpSide>>; 2],
+    /// ICE-lite and DTLS towards a browser leg.
+    webrtc: [Option<Box<webrtc::WebRtc>>; 2],
 }
 
 struct WCall {
@@ -92,6 +94,7 @@ pub(super) struct Runner {
 
 mod conference_host;
 mod isolation;
+mod webrtc;
 
 use isolation::guarded;
 pub(super) use isolation::panic_message;
@@ -212,7 +215,12 @@ impl Runner {
         let rtcp = s.rtcp;
         match s.owner {
             Owner::Call { call, stream, side } => {
-                if let Err(panic) = guarded(|| self.call_packet(now, call, stream, side, rtcp, n, from)) {
+                let packet = |r: &mut Self| {
+                    if !r.webrtc_datagram(now, call, stream, side, slot, n, from) {
+                        r.call_packet(now, call, stream, side, rtcp, n, from)
+                    }
+                };
+                if let Err(panic) = guarded(|| packet(self)) {
                     WorkerCounters::add(&self.counters.panics, 1);
                     self.fail_call(call, &panic);
                 }
@@ -250,6 +258,14 @@ impl Runner {
             return;
         };
         let mut n = n;
+        // A browser's media waits for its DTLS keys, both ways: nothing in
+        // the clear to or from it.
+        let unkeyed = |i: usize| ws.webrtc[i].is_some() && ws.srtp[i].is_none();
+        if unkeyed(side) || unkeyed(1 - side) {
+            ws.relay.sides[side].count_drop(DropReason::Srtp);
+            WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
+            return;
+        }
         if let Some(srtp) = &mut ws.srtp[side] {
             let is_rtcp = rtcp || crate::wire::is_rtcp(&self.buf[..n]);
             match srtp.unprotect(&mut self.buf, n, is_rtcp) {
@@ -445,10 +461,17 @@ impl Runner {
                     }
                 }
                 let ws = &mut self.calls[ci].streams[si];
-                set_srtp(&mut ws.srtp[side], ss.as_ref().and_then(|s| s.srtp.as_ref()))?;
+                let browser = ss.as_ref().and_then(|s| s.webrtc.as_ref());
+                let rebuilt = webrtc::set_webrtc(ws, side, browser, &self.config.dtls)?;
+                if browser.is_none() {
+                    set_srtp(&mut ws.srtp[side], ss.as_ref().and_then(|s| s.srtp.as_ref()))?;
+                }
                 let relay_side = &mut ws.relay.sides[side];
                 match ss {
-                    Some(s) if s.relearn => relay_side.update(s.peer),
+                    // A browser's address comes from ICE: new SDP keeps it
+                    // unless the credentials changed (an ICE restart).
+                    Some(s) if browser.is_some() && !rebuilt => relay_side.peer = s.peer,
+                    Some(s) if s.relearn || rebuilt => relay_side.update(s.peer),
                     Some(s) => relay_side.peer = s.peer,
                     None => relay_side.update(crate::media::relay::PeerSpec::unknown(spec.kind)),
                 }
@@ -596,6 +619,7 @@ impl WStream {
             },
             sock: [[None; 2]; 2],
             srtp: [None, None],
+            webrtc: [None, None],
         }
     }
 }

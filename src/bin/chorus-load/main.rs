@@ -444,7 +444,13 @@ fn setup_ng(ng: SocketAddr, id: &str, a: SocketAddr, b: SocketAddr) -> (SocketAd
 }
 
 /// As [`setup_http_with`], over ng with `extra` keys on the offer.
-fn setup_ng_with(ng: SocketAddr, id: &str, sa: &str, sb: &str, extra: &[(&str, &str)]) -> (SocketAddr, SocketAddr, String) {
+fn setup_ng_with(
+    ng: SocketAddr,
+    id: &str,
+    sa: &str,
+    sb: &str,
+    extra: &[(&str, &str)],
+) -> (SocketAddr, SocketAddr, String) {
     let mut kv = vec![("command", "offer"), ("call-id", id), ("from-tag", "ta"), ("sdp", sa)];
     kv.extend_from_slice(extra);
     let offer = ng_request(ng, &kv);

@@ -15,7 +15,9 @@ pub(crate) fn phone_key(i: usize) -> Key {
     let seed = (i as u64).to_be_bytes();
     Key {
         suite: SUITE,
-        master: (0..SUITE.master_len()).map(|j| seed[j % 8] ^ (j as u8).wrapping_mul(37)).collect(),
+        master: (0..SUITE.master_len())
+            .map(|j| seed[j % 8] ^ (j as u8).wrapping_mul(37))
+            .collect(),
     }
 }
 

@@ -12,6 +12,10 @@ struct Res {
 }
 
 impl Resources for Res {
+    fn fingerprint(&self) -> String {
+        "sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF".into()
+    }
+
     fn allocate(&mut self, _: usize, pair: bool) -> Result<LocalPorts, Error> {
         self.next += 2;
         Ok(LocalPorts {
@@ -277,8 +281,17 @@ fn what_cannot_be_keyed_is_refused_with_the_reason() {
             &mut res,
         )
         .unwrap_err();
-    assert_eq!(e.status(), 501, "{e}");
-    assert!(checked_transport("UDP/TLS/RTP/SAVPF".into()).is_err_and(|e| e.status() == 501));
+    assert!(e.to_string().contains("must state a=fingerprint"), "{e}");
+    let e = Session::default()
+        .offer(
+            "a",
+            &sdp("10.0.0.1", "RTP/SAVP", ""),
+            &to("UDP/TLS/RTP/SAVPF"),
+            &ADV,
+            &mut res,
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 501, "SDES to DTLS: {e}");
     assert!(checked_transport("RTP/XYZ".into()).is_err_and(|e| e.status() == 400));
 
     let mut only = to("RTP/SAVP");

@@ -1,0 +1,136 @@
+use super::*;
+
+fn fingerprint_of(id: &Identity) -> Fingerprint {
+    Fingerprint::parse(&id.fingerprint).unwrap()
+}
+
+/// A DTLS client (a browser's role) against chorus's server, datagrams
+/// shuttled by hand: returns the server's keys and the client's exporter.
+fn handshake(server_expects: Fingerprint) -> (Result<Option<Keys>, String>, Vec<u8>, Suite) {
+    let (server_id, client_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut server = Dtls::server(&server_id, server_expects).unwrap();
+    let ssl = Ssl::new(&client_id.ctx).unwrap();
+    let mut client = match ssl.connect(Datagrams::default()) {
+        Err(HandshakeError::WouldBlock(mid)) => mid,
+        _ => panic!("the client waits for the server"),
+    };
+    let mut result = Ok(None);
+    for _ in 0..10 {
+        let flight: Vec<Vec<u8>> = client.get_mut().outgoing.drain(..).collect();
+        let mut back = Vec::new();
+        for d in flight {
+            result = server.on_datagram(&d, &mut back);
+            if result.is_err() {
+                return (result, Vec::new(), Suite::AesCm128HmacSha1_80);
+            }
+        }
+        client.get_mut().incoming.extend(back);
+        match client.handshake() {
+            Ok(s) => {
+                let ssl = s.ssl();
+                let suite = match ssl.selected_srtp_profile().unwrap().name() {
+                    "SRTP_AEAD_AES_128_GCM" => Suite::AeadAes128Gcm,
+                    _ => Suite::AesCm128HmacSha1_80,
+                };
+                let (k, salt) = suite.key_salt_len();
+                let mut m = vec![0u8; 2 * (k + salt)];
+                ssl.export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None).unwrap();
+                assert!(s.ssl().peer_certificate().is_some());
+                let _ = fingerprint_of(&server_id);
+                return (result, m, suite);
+            }
+            Err(HandshakeError::WouldBlock(mid)) => client = mid,
+            Err(_) => panic!("client handshake failed"),
+        }
+    }
+    panic!("no handshake after 10 flights");
+}
+
+#[test]
+fn a_client_with_the_stated_fingerprint_gets_matching_srtp_keys() {
+    // The client's fingerprint is only known after it is generated: check
+    // with a server that expects whatever the client presents.
+    let client_id = Identity::generate().unwrap();
+    let server_id = Identity::generate().unwrap();
+    let mut server = Dtls::server(&server_id, fingerprint_of(&client_id)).unwrap();
+    let mut client = match Ssl::new(&client_id.ctx).unwrap().connect(Datagrams::default()) {
+        Err(HandshakeError::WouldBlock(mid)) => mid,
+        _ => panic!("the client waits for the server"),
+    };
+    let mut keys = None;
+    let mut done = None;
+    for _ in 0..10 {
+        let mut back = Vec::new();
+        for d in client.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
+            if let Some(k) = server.on_datagram(&d, &mut back).unwrap() {
+                keys = Some(k);
+            }
+        }
+        client.get_mut().incoming.extend(back);
+        match client.handshake() {
+            Ok(s) => {
+                done = Some(s);
+                break;
+            }
+            Err(HandshakeError::WouldBlock(mid)) => client = mid,
+            Err(_) => panic!("client handshake failed"),
+        }
+    }
+    let s = done.expect("handshake completes");
+    let (theirs, ours) = keys.expect("the server derived keys");
+    assert_eq!(theirs.suite, Suite::AeadAes128Gcm, "GCM is preferred");
+    let (k, salt) = theirs.suite.key_salt_len();
+    let mut m = vec![0u8; 2 * (k + salt)];
+    s.ssl()
+        .export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None)
+        .unwrap();
+    assert_eq!(
+        theirs.master,
+        [&m[..k], &m[2 * k..2 * k + salt]].concat(),
+        "the client's key"
+    );
+    assert_eq!(
+        ours.master,
+        [&m[k..2 * k], &m[2 * k + salt..]].concat(),
+        "the server's key"
+    );
+    assert_ne!(theirs.master, ours.master);
+}
+
+#[test]
+fn a_certificate_other_than_the_sdp_says_is_refused() {
+    let other = Identity::generate().unwrap();
+    let (result, _, _) = handshake(fingerprint_of(&other));
+    let e = result.unwrap_err();
+    assert!(e.contains("does not match the fingerprint"), "{e}");
+}
+
+#[test]
+fn fingerprints_are_read_strictly() {
+    let id = Identity::generate().unwrap();
+    let f = fingerprint_of(&id);
+    assert_eq!(f.hash, "sha-256");
+    assert_eq!(f.hex.len(), 32 * 3 - 1);
+    assert_eq!(Fingerprint::parse(&id.fingerprint.to_lowercase()), Ok(f));
+    for bad in [
+        "",
+        "sha-256",
+        "md5 AB:CD",
+        "sha-256 AB:CD",
+        "sha-1 ZZ:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00",
+    ] {
+        assert!(Fingerprint::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn garbage_fails_the_stream_without_panic() {
+    let id = Identity::generate().unwrap();
+    let mut d = Dtls::server(&id, fingerprint_of(&id)).unwrap();
+    let mut out = Vec::new();
+    let r = d.on_datagram(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5], &mut out);
+    assert!(r.is_err() || r == Ok(None));
+    for _ in 0..3 {
+        let _ = d.on_datagram(&[0xff; 40], &mut out);
+    }
+}
