@@ -13,23 +13,37 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The browser's page: `?offer` sends an offer and takes the answer back;
+/// `?answer` takes chorus's offer and answers it. Either way it reports
+/// the call's statistics after 5 s.
 const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc</title><script>
 (async () => {
-  const report = (r) => fetch('/result', {method: 'POST', body: JSON.stringify(r)});
+  const who = location.hash.slice(1);
+  const report = (r) => fetch('/result?' + who, {method: 'POST', body: JSON.stringify(r)});
   try {
-    const media = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
+    const media = await navigator.mediaDevices.getUserMedia(
+      {audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
     const pc = new RTCPeerConnection();
     media.getTracks().forEach(t => pc.addTrack(t, media));
     pc.ontrack = (e) => { const a = new Audio(); a.srcObject = e.streams[0]; a.play().catch(() => {}); };
-    await pc.setLocalDescription(await pc.createOffer());
-    const answer = await (await fetch('/offer', {method: 'POST', body: pc.localDescription.sdp})).text();
-    if (!answer.startsWith('v=0')) { report({error: answer}); return; }
-    await pc.setRemoteDescription({type: 'answer', sdp: answer});
+    if (location.search === '?offer') {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await (await fetch('/offer', {method: 'POST', body: pc.localDescription.sdp})).text();
+      if (!answer.startsWith('v=0')) { report({error: answer}); return; }
+      await pc.setRemoteDescription({type: 'answer', sdp: answer});
+    } else {
+      const offer = await (await fetch('/remote-offer')).text();
+      if (!offer.startsWith('v=0')) { report({error: offer}); return; }
+      await pc.setRemoteDescription({type: 'offer', sdp: offer});
+      await pc.setLocalDescription(await pc.createAnswer());
+      const r = await (await fetch('/answer', {method: 'POST', body: pc.localDescription.sdp})).text();
+      if (r !== 'ok') { report({error: r}); return; }
+    }
     await new Promise(r => setTimeout(r, 5000));
     const out = {ice: pc.iceConnectionState, connection: pc.connectionState};
     (await pc.getStats()).forEach(s => {
       if (s.type === 'inbound-rtp' && s.kind === 'audio')
-        out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy, codec: s.codecId};
+        out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy};
       if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound = {packets: s.packetsSent};
       if (s.type === 'transport') { out.dtls = s.dtlsState; out.srtp = s.srtpCipher; }
     });
@@ -69,32 +83,48 @@ fn phone_sdp(port: u16) -> String {
     )
 }
 
-struct Shared {
-    daemon_base: String,
-    phone_port: u16,
-    /// Where the phone sends (chorus's port towards it), once offered.
-    to_chorus: Option<SocketAddr>,
-    result: Option<Value>,
+/// Who answers the browser that offers, or who offers to the browser that answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    BrowserCallsPhone,
+    PhoneCallsBrowser,
+    BrowserCallsBrowser,
 }
 
-async fn page_server(shared: Arc<Mutex<Shared>>) -> SocketAddr {
+struct Shared {
+    scenario: Scenario,
+    daemon_base: String,
+    phone_port: u16,
+    /// Where the phone sends (chorus's port towards it), once known.
+    to_chorus: Option<SocketAddr>,
+    /// chorus's offer for an answering browser.
+    offer_for_browser: Option<String>,
+    /// chorus's answer for an offering browser (browser to browser).
+    answer_for_browser: Option<String>,
+    results: std::collections::HashMap<String, Value>,
+}
+
+type State = Arc<Mutex<Shared>>;
+
+async fn page_server(shared: State) -> SocketAddr {
+    use axum::extract::RawQuery;
     use axum::routing::{get, post};
-    let offer_state = shared.clone();
+    let (s1, s2, s3, s4) = (shared.clone(), shared.clone(), shared.clone(), shared);
     let app = axum::Router::new()
         .route("/", get(|| async { axum::response::Html(PAGE) }))
+        .route("/offer", post(move |sdp: String| browser_offers(s1.clone(), sdp)))
         .route(
-            "/offer",
-            post(move |browser_sdp: String| {
-                let shared = offer_state.clone();
-                async move { offer(shared, browser_sdp).await }
-            }),
+            "/remote-offer",
+            get(move || wait_for(s2.clone(), |s| s.offer_for_browser.clone())),
         )
+        .route("/answer", post(move |sdp: String| browser_answers(s3.clone(), sdp)))
         .route(
             "/result",
-            post(move |body: String| {
-                let shared = shared.clone();
+            post(move |RawQuery(who): RawQuery, body: String| {
+                let shared = s4.clone();
                 async move {
-                    shared.lock().unwrap().result = Some(serde_json::from_str(&body).unwrap_or(json!({"raw": body})));
+                    let v = serde_json::from_str(&body).unwrap_or(json!({"raw": body}));
+                    shared.lock().unwrap().results.insert(who.unwrap_or_default(), v);
                 }
             }),
         );
@@ -104,26 +134,76 @@ async fn page_server(shared: Arc<Mutex<Shared>>) -> SocketAddr {
     addr
 }
 
-/// The signalling a proxy would do: the browser's offer to chorus (towards
-/// a plain phone), the phone's answer back through chorus.
-async fn offer(shared: Arc<Mutex<Shared>>, browser_sdp: String) -> String {
-    let (base, phone_port) = {
+/// Polls `get` on the shared state for up to 30 s.
+async fn wait_for(shared: State, get: impl Fn(&Shared) -> Option<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(v) = get(&shared.lock().unwrap()) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    "timed out".into()
+}
+
+/// One request to chorus's HTTP API, as a proxy would make it; the SDP of
+/// the reply, or the error as text.
+async fn chorus(shared: &State, path: &str, body: Value) -> Result<String, String> {
+    let base = shared.lock().unwrap().daemon_base.clone();
+    let r: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/calls/web/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    r["sdp"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{path} refused: {r}"))
+}
+
+/// An offering browser: towards the phone (which answers at once) or
+/// towards the other browser (whose answer comes through `/answer`).
+async fn browser_offers(shared: State, sdp: String) -> String {
+    let (scenario, phone_port) = {
         let s = shared.lock().unwrap();
-        (s.daemon_base.clone(), s.phone_port)
+        (s.scenario, s.phone_port)
     };
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
-    let body = json!({"from_tag": "browser", "sdp": browser_sdp, "options": {"transport_protocol": "RTP/AVP"}});
-    let r: Value = post("/v1/calls/web/offer", body).await.unwrap().json().await.unwrap();
-    let Some(to_phone) = r["sdp"].as_str() else {
-        return format!("offer refused: {r}");
+    let to = if scenario == Scenario::BrowserCallsPhone {
+        "RTP/AVP"
+    } else {
+        "UDP/TLS/RTP/SAVPF"
     };
-    shared.lock().unwrap().to_chorus = Some(sdp_target(to_phone));
-    let body = json!({"from_tag": "browser", "to_tag": "phone", "sdp": phone_sdp(phone_port)});
-    let r: Value = post("/v1/calls/web/answer", body).await.unwrap().json().await.unwrap();
-    match r["sdp"].as_str() {
-        Some(s) => s.to_string(),
-        None => format!("answer refused: {r}"),
+    let body = json!({"from_tag": "a", "sdp": sdp, "options": {"transport_protocol": to}});
+    let onward = match chorus(&shared, "offer", body).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if scenario == Scenario::BrowserCallsBrowser {
+        shared.lock().unwrap().offer_for_browser = Some(onward);
+        return wait_for(shared, |s| s.answer_for_browser.clone()).await;
+    }
+    shared.lock().unwrap().to_chorus = Some(sdp_target(&onward));
+    let body = json!({"from_tag": "a", "to_tag": "b", "sdp": phone_sdp(phone_port)});
+    chorus(&shared, "answer", body).await.unwrap_or_else(|e| e)
+}
+
+/// An answering browser's SDP, through chorus to whoever offered.
+async fn browser_answers(shared: State, sdp: String) -> String {
+    let body = json!({"from_tag": "a", "to_tag": "b", "sdp": sdp});
+    match chorus(&shared, "answer", body).await {
+        Ok(back) => {
+            let mut s = shared.lock().unwrap();
+            match s.scenario {
+                Scenario::BrowserCallsBrowser => s.answer_for_browser = Some(back),
+                _ => s.to_chorus = Some(sdp_target(&back)),
+            }
+            "ok".into()
+        }
+        Err(e) => e,
     }
 }
 
@@ -171,22 +251,15 @@ fn phone_talks_and_listens(phone: &UdpSocket, shared: &Arc<Mutex<Shared>>, secon
     heard
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_and_a_plain_phone_hear_each_other_through_chorus() {
-    let d = Daemon::start(42, &[]).await;
-    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let shared = Arc::new(Mutex::new(Shared {
-        daemon_base: d.base.clone(),
-        phone_port: phone.local_addr().unwrap().port(),
-        to_chorus: None,
-        result: None,
-    }));
-    let page = page_server(shared.clone()).await;
-    let dir = std::env::temp_dir().join(format!("chorus-chromium-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wav = dir.join("tone.wav");
-    tone_wav(&wav);
-    let mut browser = Command::new("chromium")
+/// A headless Chromium on `page` (`?offer` or `?answer`, `#name` for its report).
+fn browser(
+    page: SocketAddr,
+    mode: &str,
+    name: &str,
+    dir: &std::path::Path,
+    wav: &std::path::Path,
+) -> std::process::Child {
+    Command::new("chromium")
         .args([
             "--headless=new",
             "--no-sandbox",
@@ -196,51 +269,100 @@ async fn a_browser_and_a_plain_phone_hear_each_other_through_chorus() {
             &format!("--use-file-for-fake-audio-capture={}", wav.display()),
             "--allow-loopback-in-peer-connection",
             "--autoplay-policy=no-user-gesture-required",
-            &format!("--user-data-dir={}", dir.join("profile").display()),
-            &format!("http://{page}/"),
+            &format!("--user-data-dir={}", dir.join(name).display()),
+            &format!("http://{page}/?{mode}#{name}"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromium runs (scripts/test installs Debian's chromium)");
-    let talk = {
+        .expect("chromium runs (scripts/test installs Debian's chromium)")
+}
+
+/// Runs one scenario on its own chorus: the browsers' reports by name, and
+/// what the phone heard.
+async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String, Value>, Vec<u8>, Daemon) {
+    let d = Daemon::start(slot, &[]).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let shared = Arc::new(Mutex::new(Shared {
+        scenario,
+        daemon_base: d.base.clone(),
+        phone_port: phone.local_addr().unwrap().port(),
+        to_chorus: None,
+        offer_for_browser: None,
+        answer_for_browser: None,
+        results: Default::default(),
+    }));
+    let page = page_server(shared.clone()).await;
+    let dir = std::env::temp_dir().join(format!("chorus-chromium-{}-{slot}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wav = dir.join("tone.wav");
+    tone_wav(&wav);
+    let mut browsers = Vec::new();
+    match scenario {
+        Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", &dir, &wav)),
+        Scenario::PhoneCallsBrowser => {
+            let body = json!({"from_tag": "a", "sdp": phone_sdp(phone.local_addr().unwrap().port()),
+                              "options": {"transport_protocol": "UDP/TLS/RTP/SAVPF"}});
+            let offer = chorus(&shared, "offer", body).await.unwrap();
+            shared.lock().unwrap().offer_for_browser = Some(offer);
+            browsers.push(browser(page, "answer", "b", &dir, &wav));
+        }
+        Scenario::BrowserCallsBrowser => {
+            browsers.push(browser(page, "offer", "a", &dir, &wav));
+            browsers.push(browser(page, "answer", "b", &dir, &wav));
+        }
+    }
+    let heard = if scenario == Scenario::BrowserCallsBrowser {
+        Vec::new()
+    } else {
         let shared = shared.clone();
-        let phone = phone.try_clone().unwrap();
         tokio::task::spawn_blocking(move || {
-            // Until the call is set up, then 8 s of talking and listening.
             let deadline = Instant::now() + Duration::from_secs(30);
             while shared.lock().unwrap().to_chorus.is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             phone_talks_and_listens(&phone, &shared, 8)
         })
+        .await
+        .unwrap()
     };
-    let heard = talk.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let result = loop {
-        if let Some(r) = shared.lock().unwrap().result.clone() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the page never reported");
+    let want = browsers.len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shared.lock().unwrap().results.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "a page never reported: {:?}",
+            shared.lock().unwrap().results
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = browser.kill();
-    let _ = browser.wait();
+    }
+    for mut b in browsers {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    let results = shared.lock().unwrap().results.clone();
+    (results, heard, d)
+}
 
-    eprintln!("browser: {result}");
-    assert!(result.get("error").is_none(), "the page: {result}");
-    assert_eq!(result["dtls"], "connected", "{result}");
+/// What the browser saw: DTLS-SRTP up, media both ways, sound coming in.
+fn assert_browser_connected(r: &Value) {
+    assert!(r.get("error").is_none(), "the page: {r}");
+    assert_eq!(r["dtls"], "connected", "{r}");
     assert!(
-        ["connected", "completed"].contains(&result["ice"].as_str().unwrap_or("")),
-        "{result}"
+        ["connected", "completed"].contains(&r["ice"].as_str().unwrap_or("")),
+        "{r}"
     );
-    assert!(result["outbound"]["packets"].as_u64().unwrap_or(0) > 100, "{result}");
-    assert!(result["inbound"]["packets"].as_u64().unwrap_or(0) > 100, "{result}");
+    assert!(r["outbound"]["packets"].as_u64().unwrap_or(0) > 100, "{r}");
+    assert!(r["inbound"]["packets"].as_u64().unwrap_or(0) > 100, "{r}");
     assert!(
-        result["inbound"]["energy"].as_f64().unwrap_or(0.0) > 0.0,
-        "the browser hears sound: {result}"
+        r["inbound"]["energy"].as_f64().unwrap_or(0.0) > 0.0,
+        "the browser hears sound: {r}"
     );
+}
+
+/// The phone heard the browser's 1 kHz tone.
+fn assert_phone_heard_tone(heard: &[u8]) {
     let seconds = heard.len() as f64 / 8000.0;
     assert!(seconds > 2.0, "the phone heard {seconds:.1} s of the browser");
     let rate = crossings_per_second(&heard[heard.len() / 2..]);
@@ -248,6 +370,13 @@ async fn a_browser_and_a_plain_phone_hear_each_other_through_chorus() {
         (1800.0..2200.0).contains(&rate),
         "the browser's 1 kHz tone crosses zero 2,000 times a second at the phone, not {rate:.0}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_calls_a_plain_phone_and_they_hear_each_other() {
+    let (results, heard, d) = run(42, Scenario::BrowserCallsPhone).await;
+    assert_browser_connected(&results["a"]);
+    assert_phone_heard_tone(&heard);
     let (_, call) = d.get("/v1/calls/web").await;
     assert!(
         call["legs"][0]["streams"][0]["stats"]["rtp"]["packets"]
@@ -256,4 +385,26 @@ async fn a_browser_and_a_plain_phone_hear_each_other_through_chorus() {
             > 100,
         "{call}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_phone_calls_a_browser_and_they_hear_each_other() {
+    let (results, heard, _d) = run(43, Scenario::PhoneCallsBrowser).await;
+    assert_browser_connected(&results["b"]);
+    assert_phone_heard_tone(&heard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_talk_through_chorus() {
+    let (results, _, d) = run(44, Scenario::BrowserCallsBrowser).await;
+    assert_browser_connected(&results["a"]);
+    assert_browser_connected(&results["b"]);
+    // The media went through chorus, both ways.
+    let (_, call) = d.get("/v1/calls/web").await;
+    for leg in 0..2 {
+        let packets = call["legs"][leg]["streams"][0]["stats"]["rtp"]["packets"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(packets > 100, "leg {leg}: {call}");
+    }
 }

@@ -74,6 +74,15 @@ pub(super) fn on_offer(
             let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), "actpass", None));
             Ok(out(w, true))
         }
+        (Transport::Dtls, Transport::Dtls) => {
+            // Two browsers: chorus is each one's ICE peer and DTLS server,
+            // so media flows through it (decrypted, encrypted again).
+            webrtc::check_offer_setup(sdp, i)?;
+            webrtc::offer_from_browser(sdp, i, &mut st.sides[o], res)?;
+            webrtc::offer_to_browser(&mut st.sides[r], res)?;
+            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), "actpass", None));
+            Ok(out(w, true))
+        }
         (a, b) if a != b => Err(Error::NotImplemented(format!(
             "stream {} ({}): bridging {} to {to_proto} is not supported yet (chorus bridges RTP/SAVP and UDP/TLS/RTP/SAVPF to plain RTP)",
             i + 1,
@@ -111,13 +120,15 @@ pub(super) fn on_answer(
         // chorus decrypts the offerer: it answers with its own key.
         return Ok(out(Some(s.lines()), false));
     }
+    if st.sides[a].webrtc.is_some() {
+        webrtc::answer_from_browser(sdp, i, &mut st.sides[a])?;
+    }
     if let Some(w) = &st.sides[o].webrtc {
-        // chorus is the browser's ICE-lite peer and DTLS server.
+        // chorus is the offering browser's ICE-lite peer and DTLS server.
         let mid_missing = w.mid.as_deref().filter(|_| !m.has_attribute("mid"));
         return Ok(out(Some(w.lines(&res.fingerprint(), "passive", mid_missing)), true));
     }
     if st.sides[a].webrtc.is_some() {
-        webrtc::answer_from_browser(sdp, i, &mut st.sides[a])?;
         return Ok(out(Some(Vec::new()), false));
     }
     if st.sides[a].sdes.is_none() {
