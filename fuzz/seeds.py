@@ -131,3 +131,9 @@ for i in range(6):
 put("srtp", "rtp_ext_csrc", bytes([3]) + rtp(csrc=(1, 2), ext=(0xBEDE, bytes([0x10, 0x20]))))
 put("srtp", "rtcp_sr", bytes([0x80]) + sr)
 put("srtp", "rtcp_gcm", bytes([0x81]) + rtcp_pkt(201, 0, struct.pack("!I", 0x99)))
+
+# WebRTC: op (0 raw STUN, 1 signed check around fuzzed bytes, 2 DTLS), length, body.
+def op(kind, body):
+    return bytes([kind, len(body)]) + body
+stun_req = bytes.fromhex("000100582112a442b7e7a701bc34d686fa87dfae")  # RFC 5769 2.1 header
+put("webrtc", "checks_and_dtls", op(1, b"") + op(1, b"goog") + op(0, stun_req + b"\0" * 8) + op(2, bytes([22, 0xfe, 0xfd]) + b"\0" * 10))

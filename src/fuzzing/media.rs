@@ -137,3 +137,68 @@ pub(super) fn conference(data: &[u8]) {
     }
     let _ = conf.report(now);
 }
+
+/// A browser's side as the network feeds it: datagrams that may be STUN
+/// (raw, or a check signed with the right password around fuzzed
+/// attributes) or DTLS, in any order. A check with the right password is
+/// answered with a response that carries a valid FINGERPRINT; nothing else
+/// is answered; DTLS garbage fails the stream, never the process.
+pub(super) fn webrtc(data: &[u8]) {
+    use crate::media::dtls::{Dtls, Fingerprint, Identity};
+    use crate::media::ice::IceLite;
+    use crate::wire::stun::{self, StunError, MAX_RESPONSE};
+    static IDENTITY: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    let id = IDENTITY.get_or_init(|| Identity::generate().expect("identity"));
+    let fp = Fingerprint::parse(&id.fingerprint).expect("own fingerprint");
+    let mut ice = IceLite::new("chorus", "fuzzpassword0123456789", Some("web")).expect("ice");
+    let mut dtls = Dtls::server(id, fp).expect("dtls");
+    let mut input = Input(data);
+    let now = Instant::now();
+    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+    let mut out = [0u8; MAX_RESPONSE];
+    while !input.is_empty() {
+        let op = input.u8();
+        let len = usize::from(input.u8());
+        let body = input.bytes(len);
+        match op % 3 {
+            0 => {
+                if let Ok(c) = ice.on_stun(now, from, body, &mut out) {
+                    assert_eq!(stun::parse_request(&out[..c.len]), Err(StunError::NotBindingRequest));
+                }
+            }
+            1 => {
+                let check = signed_check(body, "chorus:web", "fuzzpassword0123456789");
+                let c = ice.on_stun(now, from, &check, &mut out).expect("a correctly signed check");
+                assert_eq!(stun::parse_request(&out[..c.len]), Err(StunError::NotBindingRequest));
+                assert!(ice.is_validated(from));
+            }
+            _ => {
+                let mut sent = Vec::new();
+                let _ = dtls.on_datagram(body, &mut sent);
+            }
+        }
+    }
+}
+
+/// A Binding request with USERNAME `user`, the fuzzed bytes as an unknown
+/// comprehension-optional attribute, and MESSAGE-INTEGRITY with `pwd`.
+fn signed_check(extra: &[u8], user: &str, pwd: &str) -> Vec<u8> {
+    let mut b = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    b.extend_from_slice(&[9; 12]);
+    for (kind, value) in [(0x0006u16, user.as_bytes()), (0x8055, extra)] {
+        b.extend_from_slice(&kind.to_be_bytes());
+        b.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        b.extend_from_slice(value);
+        b.resize(b.len().next_multiple_of(4), 0);
+    }
+    let len = (b.len() + 24 - 20) as u16;
+    b[2..4].copy_from_slice(&len.to_be_bytes());
+    let key = crate::wire::stun::key(pwd).expect("key");
+    let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha1(), &key).expect("signer");
+    s.update(&b).expect("hmac");
+    let mac = s.sign_to_vec().expect("hmac");
+    b.extend_from_slice(&0x0008u16.to_be_bytes());
+    b.extend_from_slice(&20u16.to_be_bytes());
+    b.extend_from_slice(&mac);
+    b
+}

@@ -28,6 +28,7 @@ pub const TARGETS: &[&str] = &[
     "http",
     "sdes",
     "srtp",
+    "webrtc",
 ];
 
 /// Runs `target` on `data`. Unknown targets panic: a typo in a fuzz harness
@@ -45,6 +46,7 @@ pub fn run(target: &str, data: &[u8]) {
         "http" => control::http(data),
         "sdes" => wire::sdes(data),
         "srtp" => wire::srtp(data),
+        "webrtc" => media::webrtc(data),
         other => panic!("no fuzz target `{other}`; targets: {TARGETS:?}"),
     }
 }

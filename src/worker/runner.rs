@@ -592,6 +592,11 @@ impl Runner {
         let streams: usize = self.calls.iter().map(|(_, c)| c.streams.len()).sum();
         self.counters.streams.store(streams as u64, Relaxed);
         self.counters.calls.store(self.calls.len() as u64, Relaxed);
+        for (_, c) in self.calls.iter_mut() {
+            for ws in &mut c.streams {
+                webrtc::check_consent(ws, now, &c.call_id);
+            }
+        }
         let timeout = self.config.media_timeout;
         if timeout.is_zero() {
             return;

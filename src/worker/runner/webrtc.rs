@@ -48,6 +48,19 @@ pub(super) fn set_webrtc(
     }
 }
 
+/// A browser that stopped checking has withdrawn consent (RFC 7675): no
+/// more media goes to it until a check proves its address again.
+pub(super) fn check_consent(ws: &mut WStream, now: Instant, call_id: &str) {
+    for side in 0..2 {
+        let Some(w) = ws.webrtc[side].as_ref() else { continue };
+        let relay = &mut ws.relay.sides[side];
+        if relay.latched().is_some() && w.ice.consent_expired(now) {
+            tracing::info!(call = %call_id, side, "browser consent expired: media to it stops");
+            relay.set_latched(None);
+        }
+    }
+}
+
 /// RFC 7983's demultiplexing by the first byte.
 fn is_stun_or_dtls(first: u8) -> bool {
     first < 4 || (20..64).contains(&first)
