@@ -147,14 +147,7 @@ pub(super) async fn push_to_worker(
             sides: [0, 1].map(|i| {
                 let ip = e.home.bind[s.legs[i].iface];
                 st.sides[i].local.map(|l| {
-                    let webrtc = st.sides[i].webrtc.as_ref().and_then(|w| {
-                        Some(WebRtcSpec {
-                            ufrag: w.ufrag.clone(),
-                            pwd: w.pwd.clone(),
-                            remote_ufrag: w.remote_ufrag.clone(),
-                            remote_fingerprint: w.remote_fingerprint.clone()?,
-                        })
-                    });
+                    let webrtc = st.sides[i].webrtc.as_ref().and_then(WebRtcSpec::of);
                     let mut peer = st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind));
                     if webrtc.is_some() {
                         // A browser is reached where ICE proves it is, never where its SDP says.

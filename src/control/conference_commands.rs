@@ -14,7 +14,7 @@ use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::Sdp;
 use crate::session::{LocalPorts, Resources};
 use crate::store::conference_record::{ConferenceRecord, ParticipantRecord};
-use crate::worker::{CallKey, Command, ConfCommand, ConfReport, WorkerError};
+use crate::worker::{CallKey, Command, ConfCommand, ConfReport, MemberTransport, WebRtcSpec, WorkerError};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +66,8 @@ pub struct Member {
     pub peer: PeerSpec,
     /// Mute, deafen and gain as set so far.
     pub controls: Controls,
+    /// SRTP or WebRTC, when the participant's offer asked for it.
+    pub transport: MemberTransport,
 }
 
 impl ConfEntry {
@@ -86,6 +88,7 @@ impl ConfEntry {
                 codec: (&m.spec).into(),
                 peer: m.peer.clone(),
                 controls: m.controls,
+                transport: m.transport.clone(),
             })
             .collect();
         participants.sort_by_key(|p| p.pid);
@@ -267,6 +270,7 @@ pub async fn attach(
         rtcp: member.ports.rtcp.map(|p| SocketAddr::new(bind, p)),
         sockets,
         latched,
+        transport: Box::new(member.transport.clone()),
         reply,
     })
     .await
@@ -290,12 +294,6 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         .enumerate()
         .find(|(_, m)| m.kind == "audio" && m.port != 0)
         .ok_or_else(|| Error::BadRequest("the offer has no active audio stream".into()))?;
-    if m.proto != "RTP/AVP" && m.proto != "RTP/AVPF" {
-        return Err(Error::NotImplemented(format!(
-            "transport {} is not supported in conferences yet (RTP/AVP only)",
-            m.proto
-        )));
-    }
     let spec = codec::negotiate(m).map_err(Error::BadRequest)?;
     refuse_if_overloaded(state, &e)?;
     refuse_if_full(state, &e)?;
@@ -308,11 +306,14 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
             .ok_or_else(|| Error::BadRequest(format!("no interface named `{n}`")))?,
         None => 0,
     };
-    let mux = m.has_attribute("rtcp-mux");
     let home = e.home.clone();
     let mut alloc = Alloc::new(state, &home);
+    let secured = crate::session::terminate_offer(&offer, mi, &mut alloc)?;
+    let (transport, browser) = member_transport(&secured)?;
+    // A browser multiplexes RTCP and is reached where ICE proves it is.
+    let mux = browser || m.has_attribute("rtcp-mux");
     let ports = alloc.allocate(iface, !mux)?;
-    let ip = offer.media_address(mi).filter(|a| !a.is_unspecified());
+    let ip = offer.media_address(mi).filter(|a| !a.is_unspecified() && !browser);
     let peer = PeerSpec {
         kind: StreamKind::Rtp,
         rtp: ip.map(|ip| SocketAddr::new(ip, m.port)),
@@ -331,13 +332,21 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         spec,
         peer,
         controls: Controls::default(),
+        transport,
     };
     if let Err(err) = attach(state, &mut e, pid, member, sockets, None).await {
         alloc.rollback();
         return Err(err);
     }
     super::replicate::conference_changed(state, &e);
-    let answer = answer_sdp(&offer, mi, &spec, e.home.advertise[iface], ports, mux, e.key, pid);
+    let mut answer = answer_sdp(&offer, mi, &spec, e.home.advertise[iface], ports, mux, e.key, pid);
+    secure_answer(
+        &mut answer,
+        &secured,
+        &state.dtls.fingerprint,
+        e.home.advertise[iface],
+        ports.rtp,
+    );
     tracing::info!(
         conference = conf_id,
         participant = pid,
@@ -410,6 +419,8 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
         spec,
         peer: *detached.peer,
         controls: Controls::default(),
+        // leg_audio admits plain legs only.
+        transport: MemberTransport::Plain,
     };
     if let Err(err) = attach(state, &mut e, pid, member, detached.sockets, detached.latched).await {
         free_ports(&e.home, iface, ports);
@@ -499,6 +510,43 @@ fn answer_sdp(
         }
     }
     s
+}
+
+/// What the worker holds for a participant's secured offer; true for a browser.
+fn member_transport(t: &crate::session::Terminated) -> Result<(MemberTransport, bool), Error> {
+    use crate::session::Terminated;
+    let missing = || Error::Internal("a secured offer without keys".into());
+    Ok(match t {
+        Terminated::Plain => (MemberTransport::Plain, false),
+        Terminated::Sdes(s) => {
+            let (theirs, ours) = s.keys().ok_or_else(missing)?;
+            (MemberTransport::Sdes { theirs, ours }, false)
+        }
+        Terminated::WebRtc(w) => (MemberTransport::Webrtc(WebRtcSpec::of(w).ok_or_else(missing)?), true),
+    })
+}
+
+/// Adds chorus's keys (SDES) or its ICE and DTLS lines and host candidate
+/// (a browser) to the answer built for a plain participant.
+fn secure_answer(answer: &mut String, t: &crate::session::Terminated, fingerprint: &str, addr: IpAddr, port: u16) {
+    let (session, media) = t.answer_lines(fingerprint);
+    if session.is_empty() && media.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(answer.len() + 512);
+    for line in answer.split_inclusive("\r\n") {
+        if line.starts_with("m=") && !out.contains("\r\nm=") {
+            session.iter().for_each(|l| out.extend([l.as_str(), "\r\n"]));
+        }
+        out += line;
+        if line.starts_with("m=audio ") && !line.starts_with("m=audio 0 ") {
+            media.iter().for_each(|l| out.extend([l.as_str(), "\r\n"]));
+            if matches!(t, crate::session::Terminated::WebRtc(_)) {
+                out += &format!("a=candidate:1 1 udp 2130706431 {addr} {port} typ host\r\na=end-of-candidates\r\n");
+            }
+        }
+    }
+    *answer = out;
 }
 
 /// Records an event: kept for `GET`, sent to live subscribers, and POSTed

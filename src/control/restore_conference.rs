@@ -102,6 +102,10 @@ async fn one(state: &State, rec: ConferenceRecord) -> Result<usize, String> {
             spec,
             peer: p.peer,
             controls: Default::default(),
+            // SDES keys carry over; a browser must renegotiate with the
+            // taker (its certificate differs), which the ICE and DTLS
+            // state here cannot spare it.
+            transport: p.transport,
         };
         if let Err(err) = conf::attach(state, &mut e, p.pid, member, sockets, None).await {
             alloc.rollback();

@@ -168,7 +168,9 @@ pub(super) fn webrtc(data: &[u8]) {
             }
             1 => {
                 let check = signed_check(body, "chorus:web", "fuzzpassword0123456789");
-                let c = ice.on_stun(now, from, &check, &mut out).expect("a correctly signed check");
+                let c = ice
+                    .on_stun(now, from, &check, &mut out)
+                    .expect("a correctly signed check");
                 assert_eq!(stun::parse_request(&out[..c.len]), Err(StunError::NotBindingRequest));
                 assert!(ice.is_validated(from));
             }

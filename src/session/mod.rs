@@ -16,6 +16,7 @@ use crate::sdp::{self, MuxOut, Sdp, StreamOut};
 pub use sdes::{checked_transport, suite, suites, SdesOptions, SdesSide, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
+pub use transport::{terminate_offer, Terminated};
 pub use webrtc::WebRtcSide;
 
 /// chorus's ports for one side of one stream.

@@ -3,8 +3,9 @@
 //! RTP and WebRTC against plain RTP are terminated by chorus on the secure
 //! leg (`sdes`, `webrtc`). The result says what the rewritten SDP states.
 
-use super::sdes::{self, Transport};
-use super::{webrtc, Options, Resources, StreamState};
+use super::sdes::{self, SdesOptions, SdesSide, Transport};
+use super::webrtc::WebRtcSide;
+use super::{webrtc, Options, Resources, SideState, StreamState};
 use crate::error::Error;
 use crate::sdp::Sdp;
 
@@ -141,4 +142,58 @@ pub(super) fn on_answer(
     }
     sdes::answer_from_secure(m, i + 1, &mut st.sides[a])?;
     Ok(out(Some(Vec::new()), false))
+}
+
+/// What chorus holds towards a conference participant: the mixer needs its
+/// audio in the clear, so a secured offer is always terminated.
+#[derive(Debug, Clone)]
+pub enum Terminated {
+    Plain,
+    Sdes(SdesSide),
+    WebRtc(WebRtcSide),
+}
+
+impl Terminated {
+    /// Session-level and media-level lines for chorus's answer (a host
+    /// candidate, for a browser, is the caller's to add).
+    pub fn answer_lines(&self, fingerprint: &str) -> (Vec<String>, Vec<String>) {
+        match self {
+            Terminated::Plain => (Vec::new(), Vec::new()),
+            Terminated::Sdes(s) => (Vec::new(), s.lines()),
+            Terminated::WebRtc(w) => (
+                vec!["a=ice-lite".into()],
+                w.lines(fingerprint, "passive", w.mid.as_deref()),
+            ),
+        }
+    }
+}
+
+/// Stream `i` of a conference participant's offer.
+pub fn terminate_offer(sdp: &Sdp, i: usize, res: &mut dyn Resources) -> Result<Terminated, Error> {
+    let m = &sdp.media[i];
+    let mut side = SideState {
+        local: None,
+        peer: None,
+        mux_stated: false,
+        mux_offered: false,
+        sdes: None,
+        webrtc: None,
+    };
+    let internal = || Error::Internal("terminated transport without state".into());
+    match Transport::of(&m.proto) {
+        Some(Transport::Plain) => Ok(Terminated::Plain),
+        Some(Transport::Sdes) => {
+            sdes::offer_from_secure(m, i + 1, &mut side, &SdesOptions::default(), res)?;
+            Ok(Terminated::Sdes(side.sdes.ok_or_else(internal)?))
+        }
+        Some(Transport::Dtls) => {
+            webrtc::check_offer_setup(sdp, i)?;
+            webrtc::offer_from_browser(sdp, i, &mut side, res)?;
+            Ok(Terminated::WebRtc(side.webrtc.ok_or_else(internal)?))
+        }
+        None => Err(Error::NotImplemented(format!(
+            "transport {} is not supported in conferences (RTP/AVP, RTP/SAVP and UDP/TLS/RTP/SAVPF are)",
+            m.proto
+        ))),
+    }
 }

@@ -40,6 +40,9 @@ pub struct ParticipantRecord {
     /// Mute, deafen and gain as the API last set them.
     #[serde(default)]
     pub controls: Controls,
+    /// SDES keys, or a browser's ICE and DTLS parameters.
+    #[serde(default)]
+    pub transport: crate::worker::MemberTransport,
 }
 
 /// What a participant's offer chose; the rates follow from the kind.
@@ -162,6 +165,7 @@ mod tests {
                         muted: Some(pid == 2),
                         ..Controls::default()
                     },
+                    transport: Default::default(),
                 })
                 .into(),
         }

@@ -77,13 +77,37 @@ pub struct SideSpec {
     pub webrtc: Option<WebRtcSpec>,
 }
 
+/// How a conference participant's media is protected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MemberTransport {
+    #[default]
+    Plain,
+    /// SDES-SRTP: the participant's key and chorus's.
+    Sdes { theirs: Key, ours: Key },
+    /// A browser: ICE-lite and DTLS-SRTP.
+    Webrtc(WebRtcSpec),
+}
+
 /// What the worker needs to be a browser's ICE-lite peer and DTLS server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebRtcSpec {
     pub ufrag: String,
     pub pwd: String,
     pub remote_ufrag: Option<String>,
     pub remote_fingerprint: crate::media::dtls::Fingerprint,
+}
+
+impl WebRtcSpec {
+    /// Once the browser's SDP named its fingerprint.
+    pub fn of(w: &crate::session::WebRtcSide) -> Option<WebRtcSpec> {
+        Some(WebRtcSpec {
+            ufrag: w.ufrag.clone(),
+            pwd: w.pwd.clone(),
+            remote_ufrag: w.remote_ufrag.clone(),
+            remote_fingerprint: w.remote_fingerprint.clone()?,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -192,6 +216,7 @@ pub enum ConfCommand {
         sockets: Vec<UdpSocket>,
         /// Where the participant already latched (moved from a call).
         latched: Option<SocketAddr>,
+        transport: Box<MemberTransport>,
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
     Leave {

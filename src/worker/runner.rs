@@ -226,7 +226,7 @@ impl Runner {
                 }
             }
             Owner::Member { conf, pid } => {
-                if let Err(panic) = guarded(|| self.member_packet(now, conf, pid, rtcp, n, from)) {
+                if let Err(panic) = guarded(|| self.member_packet(now, conf, pid, slot, rtcp, n, from)) {
                     WorkerCounters::add(&self.counters.panics, 1);
                     self.fail_conference(conf, &panic);
                 }

@@ -1,11 +1,14 @@
 //! Conferences on a worker: participants' sockets, source checks, and the
 //! 20 ms tick that runs each conference's mixer.
 
+use super::webrtc::{is_handshake, BrowserSide, WebRtc};
 use super::{clock, CallKey, Owner, Runner};
 use crate::media::conference::{Conference, TICK_MS};
 use crate::media::overload::Change;
-use crate::media::relay::{PacketKind, PeerSpec, Side};
+use crate::media::relay::{DropReason, PacketKind, PeerSpec, Side};
+use crate::media::srtp::{SrtpSide, TRAILER};
 use crate::metrics::WorkerCounters;
+use crate::worker::MemberTransport;
 use crate::worker::{ConfCommand, ConfReport, WorkerError, WorkerEvent};
 use mio::net::UdpSocket;
 use std::collections::HashMap;
@@ -20,6 +23,9 @@ pub(super) struct Member {
     side: Side,
     rtp: usize,
     rtcp: Option<usize>,
+    /// SRTP with the participant (SDES keys, or a browser's once DTLS is done).
+    srtp: Option<Box<SrtpSide>>,
+    webrtc: Option<Box<WebRtc>>,
 }
 
 pub(in crate::worker) struct WConference {
@@ -52,9 +58,11 @@ impl Runner {
                 rtcp,
                 sockets,
                 latched,
+                transport,
                 reply,
             } => {
-                let _ = reply.send(self.join(key, pid, spec, *peer, rtp, rtcp, sockets, latched));
+                let joined = self.join(key, pid, spec, *peer, rtp, rtcp, sockets, latched, *transport);
+                let _ = reply.send(joined);
             }
             ConfCommand::Leave { key, pid, reply } => {
                 let _ = reply.send(self.leave(key, pid));
@@ -142,8 +150,17 @@ impl Runner {
         rtcp: Option<SocketAddr>,
         sockets: Vec<std::net::UdpSocket>,
         latched: Option<SocketAddr>,
+        transport: MemberTransport,
     ) -> Result<(), WorkerError> {
         let ci = *self.conf_by_key.get(&key).ok_or(WorkerError::NoConference)?;
+        let (srtp, webrtc) = match &transport {
+            MemberTransport::Plain => (None, None),
+            MemberTransport::Sdes { theirs, ours } => (
+                Some(Box::new(SrtpSide::new(theirs, ours).map_err(WorkerError::Srtp)?)),
+                None,
+            ),
+            MemberTransport::Webrtc(spec) => (None, Some(Box::new(WebRtc::new(spec, &self.config.dtls)?))),
+        };
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
         for s in sockets {
             let local = s.local_addr().map_err(|e| WorkerError::LocalAddr(e.to_string()))?;
@@ -170,6 +187,8 @@ impl Runner {
                 side,
                 rtp: rtp_slot,
                 rtcp: rtcp_slot,
+                srtp,
+                webrtc,
             },
         );
         Ok(())
@@ -195,21 +214,61 @@ impl Runner {
         }
     }
 
-    /// A packet on a participant's socket: source check, then the mixer.
-    pub(super) fn member_packet(&mut self, now: Instant, ci: usize, pid: u32, rtcp: bool, n: usize, from: SocketAddr) {
+    /// A packet on a participant's socket: a browser's handshake, SRTP
+    /// taken off, source check, then the mixer.
+    #[allow(clippy::too_many_arguments)] // the packet and where it came from
+    pub(super) fn member_packet(
+        &mut self,
+        now: Instant,
+        ci: usize,
+        pid: u32,
+        slot: usize,
+        rtcp: bool,
+        n: usize,
+        from: SocketAddr,
+    ) {
         let Some(conf) = self.conferences.get_mut(ci) else {
             return;
         };
         let Some(m) = conf.members.get_mut(&pid) else { return };
+        let c = &*self.counters;
+        let drop = |m: &mut Member, reason: DropReason| {
+            m.side.count_drop(reason);
+            WorkerCounters::add(&c.drops[reason as usize], 1);
+        };
+        let mut n = n;
+        if let Some(webrtc) = m.webrtc.as_deref_mut() {
+            if is_handshake(&self.buf[..n]) {
+                let mut b = BrowserSide {
+                    webrtc,
+                    relay: &mut m.side,
+                    srtp: &mut m.srtp,
+                };
+                let reply = self.sockets.get(slot).map(|s| &s.socket);
+                let who = format_args!("conference {} participant {pid}", conf.conf_id);
+                if let Some(reason) = b.datagram(now, from, &self.buf[..n], reply, &who) {
+                    drop(m, reason);
+                }
+                return;
+            }
+        }
+        if m.webrtc.is_some() && m.srtp.is_none() {
+            // Nothing from a browser counts before its DTLS keys exist.
+            return drop(m, DropReason::Srtp);
+        }
+        if let Some(srtp) = &mut m.srtp {
+            let is_rtcp = rtcp || crate::wire::is_rtcp(&self.buf[..n]);
+            match srtp.unprotect(&mut self.buf, n, is_rtcp) {
+                Ok(plain) => n = plain,
+                Err(_) => return drop(m, DropReason::Srtp),
+            }
+        }
         let packet = &self.buf[..n];
         match m.side.receive(now, from, packet, rtcp) {
             Ok(PacketKind::Rtp) => conf.core.handle_rtp(now, pid, packet),
             Ok(PacketKind::Rtcp) => conf.core.handle_rtcp(now, clock::ntp_now(), pid, packet),
             Ok(PacketKind::Raw) => {}
-            Err(reason) => {
-                m.side.count_drop(reason);
-                WorkerCounters::add(&self.counters.drops[reason as usize], 1);
-            }
+            Err(reason) => drop(m, reason),
         }
     }
 
@@ -289,9 +348,26 @@ fn tick_one(
     events: &crate::worker::EventSink,
 ) {
     let concealed_before = conf.core.concealed_total;
-    let (core, members) = (&mut conf.core, &conf.members);
+    let (core, members) = (&mut conf.core, &mut conf.members);
+    // Room to encrypt a mixed packet in place, on the stack.
+    let mut sealed = [0u8; 1500 + TRAILER];
     core.tick(now, ntp, &mut |pid, is_rtcp, bytes| {
-        let Some(m) = members.get(&pid) else { return };
+        let Some(m) = members.get_mut(&pid) else { return };
+        let bytes = match &mut m.srtp {
+            Some(srtp) => {
+                let Some(room) = sealed.get_mut(..bytes.len()) else {
+                    return;
+                };
+                room.copy_from_slice(bytes);
+                match srtp.protect(&mut sealed, bytes.len(), is_rtcp) {
+                    Ok(len) => &sealed[..len],
+                    Err(_) => return,
+                }
+            }
+            // A browser gets nothing before its keys exist.
+            None if m.webrtc.is_some() => return,
+            None => bytes,
+        };
         // RTCP leaves from the RTCP socket unless the participant multiplexes.
         let (to, slot) = if is_rtcp {
             match m.side.rtcp_destination() {

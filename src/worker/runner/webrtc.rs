@@ -5,7 +5,7 @@
 use super::{Runner, WStream};
 use crate::media::dtls::{Dtls, Identity};
 use crate::media::ice::IceLite;
-use crate::media::relay::DropReason;
+use crate::media::relay::{DropReason, Side};
 use crate::media::srtp::SrtpSide;
 use crate::metrics::WorkerCounters;
 use crate::wire::stun::MAX_RESPONSE;
@@ -17,6 +17,16 @@ pub(super) struct WebRtc {
     spec: WebRtcSpec,
     ice: IceLite,
     dtls: Dtls,
+}
+
+impl WebRtc {
+    pub(super) fn new(spec: &WebRtcSpec, identity: &Identity) -> Result<WebRtc, WorkerError> {
+        Ok(WebRtc {
+            spec: spec.clone(),
+            ice: IceLite::new(&spec.ufrag, &spec.pwd, spec.remote_ufrag.as_deref()).map_err(WorkerError::Srtp)?,
+            dtls: Dtls::server(identity, spec.remote_fingerprint.clone()).map_err(WorkerError::Srtp)?,
+        })
+    }
 }
 
 /// Brings one side's WebRTC stage to `spec`. Returns true when it was
@@ -35,13 +45,7 @@ pub(super) fn set_webrtc(
         }
         Some(s) if cur.as_ref().is_some_and(|w| w.spec == *s) => Ok(false),
         Some(s) => {
-            let ice = IceLite::new(&s.ufrag, &s.pwd, s.remote_ufrag.as_deref()).map_err(WorkerError::Srtp)?;
-            let dtls = Dtls::server(identity, s.remote_fingerprint.clone()).map_err(WorkerError::Srtp)?;
-            *cur = Some(Box::new(WebRtc {
-                spec: s.clone(),
-                ice,
-                dtls,
-            }));
+            *cur = Some(Box::new(WebRtc::new(s, identity)?));
             ws.srtp[side] = None;
             Ok(true)
         }
@@ -66,6 +70,73 @@ fn is_stun_or_dtls(first: u8) -> bool {
     first < 4 || (20..64).contains(&first)
 }
 
+/// One browser side's parts, as a call stream or a conference member holds them.
+pub(super) struct BrowserSide<'a> {
+    pub webrtc: &'a mut WebRtc,
+    pub relay: &'a mut Side,
+    pub srtp: &'a mut Option<Box<SrtpSide>>,
+}
+
+impl BrowserSide<'_> {
+    /// A STUN or DTLS datagram from `from`: answered from `reply`. Returns
+    /// why it was dropped, if it was.
+    pub(super) fn datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+        reply: Option<&mio::net::UdpSocket>,
+        who: &dyn std::fmt::Display,
+    ) -> Option<DropReason> {
+        let w = &mut *self.webrtc;
+        if packet.first().is_some_and(|b| *b < 4) {
+            let mut resp = [0u8; MAX_RESPONSE];
+            let checked = w.ice.on_stun(now, from, packet, &mut resp).ok()?;
+            // The check proved the address: media goes where the browser nominates.
+            if checked.nominated || self.relay.latched().is_none() {
+                self.relay.set_latched(Some(from));
+            }
+            if let Some(s) = reply {
+                let _ = s.send_to(&resp[..checked.len], from);
+            }
+            return None;
+        }
+        if !w.ice.is_validated(from) {
+            return Some(DropReason::UnknownSource);
+        }
+        let mut out = Vec::new();
+        let result = w.dtls.on_datagram(packet, &mut out);
+        if let Some(s) = reply {
+            for d in out {
+                let _ = s.send_to(&d, from);
+            }
+        }
+        match result {
+            Ok(Some((theirs, ours))) => match SrtpSide::new(&theirs, &ours) {
+                Ok(s) => {
+                    tracing::info!(%who, suite = theirs.suite.name(), "DTLS-SRTP established");
+                    *self.srtp = Some(Box::new(s));
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(%who, error = %e, "DTLS keys refused by libsrtp");
+                    Some(DropReason::Srtp)
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%who, error = %e, "DTLS");
+                Some(DropReason::Srtp)
+            }
+        }
+    }
+}
+
+/// Whether a datagram on a browser's port is STUN or DTLS, not media.
+pub(super) fn is_handshake(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| is_stun_or_dtls(*b))
+}
+
 impl Runner {
     /// A datagram on a browser's side that is STUN or DTLS; false when it
     /// is neither (media, handled by the caller) or the side is no browser's.
@@ -80,65 +151,29 @@ impl Runner {
         n: usize,
         from: SocketAddr,
     ) -> bool {
+        let packet = &self.buf[..n];
+        if !is_handshake(packet) {
+            return false;
+        }
         let Some(wcall) = self.calls.get_mut(call) else {
             return false;
         };
-        let call_id = &wcall.call_id;
         let Some(ws) = wcall.streams.get_mut(stream) else {
             return false;
         };
-        let (Some(w), Some(&first)) = (ws.webrtc[side].as_mut(), self.buf.first()) else {
+        let Some(webrtc) = ws.webrtc[side].as_deref_mut() else {
             return false;
         };
-        if !is_stun_or_dtls(first) {
-            return false;
-        }
-        let packet = &self.buf[..n];
-        let drop = |ws: &mut WStream, reason: DropReason| {
+        let mut b = BrowserSide {
+            webrtc,
+            relay: &mut ws.relay.sides[side],
+            srtp: &mut ws.srtp[side],
+        };
+        let reply = self.sockets.get(slot).map(|s| &s.socket);
+        let who = format_args!("call {} stream {stream} side {side}", wcall.call_id);
+        if let Some(reason) = b.datagram(now, from, packet, reply, &who) {
             ws.relay.sides[side].count_drop(reason);
             WorkerCounters::add(&self.counters.drops[reason as usize], 1);
-        };
-        let reply_from = self.sockets.get(slot).map(|s| &s.socket);
-        if first < 4 {
-            let mut resp = [0u8; MAX_RESPONSE];
-            match w.ice.on_stun(now, from, packet, &mut resp) {
-                Ok(checked) => {
-                    let relay = &mut ws.relay.sides[side];
-                    // The check proved the address: media goes where the browser nominates.
-                    if checked.nominated || relay.latched().is_none() {
-                        relay.set_latched(Some(from));
-                    }
-                    if let Some(s) = reply_from {
-                        let _ = s.send_to(&resp[..checked.len], from);
-                    }
-                }
-                Err(_) => drop(ws, DropReason::UnknownSource),
-            }
-            return true;
-        }
-        if !w.ice.is_validated(from) {
-            drop(ws, DropReason::UnknownSource);
-            return true;
-        }
-        let mut out = Vec::new();
-        match w.dtls.on_datagram(packet, &mut out) {
-            Ok(Some((theirs, ours))) => match SrtpSide::new(&theirs, &ours) {
-                Ok(s) => {
-                    tracing::info!(call = %call_id, stream, side, suite = theirs.suite.name(), "DTLS-SRTP established");
-                    ws.srtp[side] = Some(Box::new(s));
-                }
-                Err(e) => tracing::warn!(call = %call_id, error = %e, "DTLS keys refused by libsrtp"),
-            },
-            Ok(None) => {}
-            Err(e) => {
-                drop(ws, DropReason::Srtp);
-                tracing::warn!(call = %call_id, stream, side, error = %e, "DTLS");
-            }
-        }
-        if let Some(s) = reply_from {
-            for d in out {
-                let _ = s.send_to(&d, from);
-            }
         }
         true
     }
