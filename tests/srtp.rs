@@ -92,7 +92,7 @@ async fn sdes_legs_pass_through_and_a_real_receiver_hears_the_tone() {
     );
     let to_chorus = sdp_target(answer_sdp);
 
-    let caps = srtp_caps(OFFERER_KEY, "aes-128-icm", "hmac-sha1-80");
+    let caps = srtp_caps(OFFERER_KEY, "aes-128-icm", "hmac-sha1-80", 4660);
     let pcm = tone_through(
         &format!("udpsrc port={receiver_port} caps={caps} ! srtpdec"),
         &srtpenc(OFFERER_KEY, "aes-128-icm", "hmac-sha1-80"),
@@ -106,10 +106,10 @@ async fn sdes_legs_pass_through_and_a_real_receiver_hears_the_tone() {
     assert_eq!(call["legs"][0]["streams"][0]["stats"]["rtp"]["packets"], 100, "{call}");
 }
 
-fn srtp_caps(key_hex: &str, cipher: &str, auth: &str) -> String {
+fn srtp_caps(key_hex: &str, cipher: &str, auth: &str, ssrc: u32) -> String {
     format!(
         "application/x-srtp,media=(string)audio,clock-rate=(int)8000,encoding-name=(string)PCMU,\
-         payload=(int)0,ssrc=(uint)4660,srtp-key=(buffer){key_hex},srtp-cipher=(string){cipher},\
+         payload=(int)0,ssrc=(uint){ssrc},srtp-key=(buffer){key_hex},srtp-cipher=(string){cipher},\
          srtp-auth=(string){auth},srtcp-cipher=(string){cipher},srtcp-auth=(string){auth}"
     )
 }
@@ -161,7 +161,8 @@ async fn tone_through(source: &str, encrypt: &str, receiver_port: u16, sender_po
 fn assert_tone(pcm: &[u8]) {
     let seconds = pcm.len() as f64 / 16000.0;
     assert!(seconds >= 1.5, "decoded {seconds:.2} s of the 2 s sent");
-    let rate = crossings_per_second(pcm);
+    // The middle half: a conference's mix starts and ends with silence.
+    let rate = crossings_per_second(&pcm[pcm.len() / 4 / 2 * 2..pcm.len() * 3 / 4 / 2 * 2]);
     assert!(
         (1900.0..2100.0).contains(&rate),
         "a 1 kHz tone crosses zero 2,000 times a second, not {rate:.0}"
@@ -274,7 +275,7 @@ async fn a_plain_phone_is_encrypted_for_an_srtp_one_with_gcm() {
         "{answer_sdp}"
     );
 
-    let caps = srtp_caps(&hex(&gcm.master), "aes-128-gcm", "null");
+    let caps = srtp_caps(&hex(&gcm.master), "aes-128-gcm", "null", 4660);
     let pcm = tone_through(
         &format!("udpsrc port={receiver_port} caps={caps} ! srtpdec"),
         "identity",
@@ -309,4 +310,59 @@ async fn unusable_keys_and_sdes_to_dtls_are_refused_with_the_reason() {
     assert_eq!(s, 400, "{e}");
     let (s, _) = d.get("/v1/calls/bad-keys").await;
     assert_eq!(s, 404);
+}
+
+/// A conference participant's SDP: PCMU, on `proto`, with `extra` lines.
+fn participant_sdp(port: u16, proto: &str, extra: &str) -> String {
+    format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=rtcp-mux\r\n{extra}"
+    )
+}
+
+/// SDES-SRTP participants in a conference, with real SRTP peers: chorus
+/// encrypts the mix for one (srtpdec hears a plain phone's tone) and
+/// decrypts another's speech (a plain phone hears srtpenc's tone).
+#[tokio::test]
+async fn sdes_participants_in_a_conference_hear_and_are_heard() {
+    let d = Daemon::start(45, &[]).await;
+    let crypto = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OFFERER_INLINE}\r\n");
+    for (conf, srtp_listens) in [("hear", true), ("heard", false)] {
+        let (s, r) = d.post("/v1/conferences", json!({"id": conf})).await;
+        assert_eq!(s, 200, "{r}");
+        let (plain_port, srtp_port) = free_ports();
+        let path = format!("/v1/conferences/{conf}/participants");
+        let join = |port: u16, proto: &str, extra: &str| {
+            let body = json!({"sdp": participant_sdp(port, proto, extra)});
+            d.post(&path, body)
+        };
+        let (s, plain) = join(plain_port, "RTP/AVP", "").await;
+        assert_eq!(s, 200, "{plain}");
+        let (s, secure) = join(srtp_port, "RTP/SAVP", &crypto).await;
+        assert_eq!(s, 200, "{secure}");
+        let answer = secure["sdp"].as_str().unwrap();
+        assert!(answer.contains(" RTP/SAVP 0\r\n"), "{answer}");
+        let ours = cryptos(answer);
+        assert_eq!(ours.len(), 1, "{answer}");
+        assert!(!answer.contains(OFFERER_INLINE), "chorus answers with its own key");
+        let pcm = if srtp_listens {
+            // The plain phone talks; the SRTP participant decrypts the mix.
+            // chorus states the mix's SSRC (srtpdec keys by SSRC).
+            let ssrc = answer
+                .lines()
+                .find_map(|l| l.strip_prefix("a=ssrc:")?.split(' ').next()?.parse().ok())
+                .expect("a=ssrc in chorus's answer");
+            let caps = srtp_caps(&hex(&ours[0].master), "aes-128-icm", "hmac-sha1-80", ssrc);
+            let to_chorus = sdp_target(plain["sdp"].as_str().unwrap()).port();
+            let source = format!("udpsrc port={srtp_port} caps={caps} ! srtpdec");
+            tone_through(&source, "identity", srtp_port, plain_port, to_chorus).await
+        } else {
+            // The SRTP participant talks; the plain phone hears it.
+            let to_chorus = sdp_target(answer).port();
+            let source = format!("udpsrc port={plain_port} caps={PLAIN_CAPS}");
+            let encrypt = srtpenc(OFFERER_KEY, "aes-128-icm", "hmac-sha1-80");
+            tone_through(&source, &encrypt, plain_port, srtp_port, to_chorus).await
+        };
+        assert_tone(&pcm);
+    }
 }

@@ -503,6 +503,8 @@ fn answer_sdp(
         s += &format!("m=audio {} {} {fmts}\r\n", ports.rtp, m.proto);
         s += &spec.sdp_lines();
         s += &format!("a=ptime:{}\r\na=sendrecv\r\n", spec.ptime_ms);
+        let ssrc = crate::media::conference::participant_ssrc(key, pid);
+        s += &format!("a=ssrc:{ssrc} cname:chorus-{key}\r\n");
         if mux {
             s += "a=rtcp-mux\r\n";
         } else if let Some(r) = ports.rtcp {

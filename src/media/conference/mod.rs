@@ -26,6 +26,13 @@ use std::time::{Duration, Instant};
 
 /// The mixer's tick and frame length.
 pub const TICK_MS: u32 = 20;
+
+/// The SSRC of the mix a participant receives: fixed by the conference's
+/// key and the participant id, so the answer can state it (`a=ssrc`) and a
+/// restored conference keeps it.
+pub fn participant_ssrc(key: u64, pid: u32) -> u32 {
+    (key as u32).wrapping_mul(2654435761) ^ pid.wrapping_mul(40503)
+}
 /// RFC 6464 levels (in -dBov) at or below which a packet counts as silence:
 /// quieter than the speaker detector's off threshold (-52 dBov).
 const SILENT_LEVEL: u8 = 55;

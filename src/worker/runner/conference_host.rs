@@ -176,7 +176,7 @@ impl Runner {
             Some(a) => Some(open(self, a, true)?),
             None => None,
         };
-        let ssrc = (key as u32).wrapping_mul(2654435761) ^ pid.wrapping_mul(40503);
+        let ssrc = crate::media::conference::participant_ssrc(key, pid);
         let conf = &mut self.conferences[ci];
         conf.core.join(pid, spec, ssrc).map_err(WorkerError::Codec)?;
         let mut side = Side::new(peer);
