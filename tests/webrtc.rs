@@ -39,8 +39,15 @@ const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc<
       const r = await (await fetch('/answer', {method: 'POST', body: pc.localDescription.sdp})).text();
       if (r !== 'ok') { report({error: r}); return; }
     }
-    await new Promise(r => setTimeout(r, 5000));
-    const out = {ice: pc.iceConnectionState, connection: pc.connectionState};
+    // Received sound over time: totalAudioEnergy every 500 ms for 8 s.
+    const series = [];
+    for (let i = 0; i < 16; i++) {
+      await new Promise(r => setTimeout(r, 500));
+      (await pc.getStats()).forEach(s => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') series.push(s.totalAudioEnergy || 0);
+      });
+    }
+    const out = {ice: pc.iceConnectionState, connection: pc.connectionState, series};
     (await pc.getStats()).forEach(s => {
       if (s.type === 'inbound-rtp' && s.kind === 'audio')
         out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy};
@@ -89,6 +96,7 @@ enum Scenario {
     BrowserCallsPhone,
     PhoneCallsBrowser,
     BrowserCallsBrowser,
+    BrowserJoinsConference,
 }
 
 struct Shared {
@@ -172,6 +180,9 @@ async fn browser_offers(shared: State, sdp: String) -> String {
         let s = shared.lock().unwrap();
         (s.scenario, s.phone_port)
     };
+    if scenario == Scenario::BrowserJoinsConference {
+        return join_conference(&shared, sdp).await;
+    }
     let to = if scenario == Scenario::BrowserCallsPhone {
         "RTP/AVP"
     } else {
@@ -189,6 +200,25 @@ async fn browser_offers(shared: State, sdp: String) -> String {
     shared.lock().unwrap().to_chorus = Some(sdp_target(&onward));
     let body = json!({"from_tag": "a", "to_tag": "b", "sdp": phone_sdp(phone_port)});
     chorus(&shared, "answer", body).await.unwrap_or_else(|e| e)
+}
+
+/// The browser joins conference `room` with its offer; chorus's answer.
+async fn join_conference(shared: &State, sdp: String) -> String {
+    let base = shared.lock().unwrap().daemon_base.clone();
+    let r: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/conferences/room/participants"))
+        .json(&json!({"sdp": sdp}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The phones start talking now.
+    shared.lock().unwrap().to_chorus = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
+    r["sdp"]
+        .as_str()
+        .map_or_else(|| format!("join refused: {r}"), str::to_string)
 }
 
 /// An answering browser's SDP, through chorus to whoever offered.
@@ -220,32 +250,51 @@ fn crossings_per_second(ulaw: &[u8]) -> f64 {
 /// Sends a 1 kHz PCMU tone from the phone for `seconds`; returns what the
 /// phone received meanwhile (payloads of RTP from chorus).
 fn phone_talks_and_listens(phone: &UdpSocket, shared: &Arc<Mutex<Shared>>, seconds: u64) -> Vec<u8> {
-    phone.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let mut heard = Vec::new();
+    let Some(to) = shared.lock().unwrap().to_chorus else {
+        return Vec::new();
+    };
+    let talk = Duration::ZERO..Duration::from_secs(seconds);
+    phones_talk_and_listen(&[(phone, to, talk)], seconds).remove(0)
+}
+
+/// Phones, each sending a 1 kHz PCMU tone to its address during its window
+/// and listening all along, for `seconds`; what each heard (RTP payloads).
+fn phones_talk_and_listen(
+    phones: &[(&UdpSocket, SocketAddr, std::ops::Range<Duration>)],
+    seconds: u64,
+) -> Vec<Vec<u8>> {
+    for (sock, _, _) in phones {
+        sock.set_nonblocking(true).unwrap();
+    }
+    let mut heard = vec![Vec::new(); phones.len()];
     let mut buf = [0u8; 2048];
     let start = Instant::now();
     let mut seq = 0u16;
     while start.elapsed() < Duration::from_secs(seconds) {
-        let to = shared.lock().unwrap().to_chorus;
-        if let Some(to) = to {
-            let mut pkt = vec![0u8; 12 + 160];
-            chorus::wire::rtp::write_header(&mut pkt, 0, seq, seq as u32 * 160, 0x0bad_cafe).unwrap();
-            for (i, b) in pkt[12..].iter_mut().enumerate() {
-                let t = (seq as usize * 160 + i) as f64 / 8000.0;
-                *b = chorus::media::codec::g711::encode_ulaw(
-                    ((t * 2000.0 * std::f64::consts::PI).sin() * 12000.0) as i16,
-                );
+        let tick = start + Duration::from_millis(20) * u32::from(seq);
+        for (i, (sock, to, talk)) in phones.iter().enumerate() {
+            if !talk.contains(&start.elapsed()) {
+                continue;
             }
-            let _ = phone.send_to(&pkt, to);
-            seq = seq.wrapping_add(1);
+            let mut pkt = vec![0u8; 12 + 160];
+            chorus::wire::rtp::write_header(&mut pkt, 0, seq, seq as u32 * 160, 0x0bad_0000 + i as u32).unwrap();
+            for (j, b) in pkt[12..].iter_mut().enumerate() {
+                let t = (seq as usize * 160 + j) as f64 / 8000.0;
+                let s = (t * 2000.0 * std::f64::consts::PI).sin() * 12000.0;
+                *b = chorus::media::codec::g711::encode_ulaw(s as i16);
+            }
+            let _ = sock.send_to(&pkt, to);
         }
-        let until = Instant::now() + Duration::from_millis(20);
-        while Instant::now() < until {
-            if let Ok((n, _)) = phone.recv_from(&mut buf) {
-                if n > 12 && buf[1] & 0x7f == 0 {
-                    heard.extend_from_slice(&buf[12..n]);
+        seq = seq.wrapping_add(1);
+        while Instant::now() < tick + Duration::from_millis(20) {
+            for (i, (sock, _, _)) in phones.iter().enumerate() {
+                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    if n > 12 && buf[1] & 0x7f == 0 {
+                        heard[i].extend_from_slice(&buf[12..n]);
+                    }
                 }
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     heard
@@ -280,7 +329,7 @@ fn browser(
 
 /// Runs one scenario on its own chorus: the browsers' reports by name, and
 /// what the phone heard.
-async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String, Value>, Vec<u8>, Daemon) {
+async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String, Value>, Vec<Vec<u8>>, Daemon) {
     let d = Daemon::start(slot, &[]).await;
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
     let shared = Arc::new(Mutex::new(Shared {
@@ -311,20 +360,27 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
             browsers.push(browser(page, "offer", "a", &dir, &wav));
             browsers.push(browser(page, "answer", "b", &dir, &wav));
         }
+        Scenario::BrowserJoinsConference => {
+            let (s, r) = d.post("/v1/conferences", json!({"id": "room"})).await;
+            assert_eq!(s, 200, "{r}");
+            browsers.push(browser(page, "offer", "a", &dir, &wav));
+        }
     }
-    let heard = if scenario == Scenario::BrowserCallsBrowser {
-        Vec::new()
-    } else {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while shared.lock().unwrap().to_chorus.is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            phone_talks_and_listens(&phone, &shared, 8)
-        })
-        .await
-        .unwrap()
+    let heard = match scenario {
+        Scenario::BrowserCallsBrowser => Vec::new(),
+        Scenario::BrowserJoinsConference => two_phones_in_the_room(&d, &shared).await,
+        _ => {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while shared.lock().unwrap().to_chorus.is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                vec![phone_talks_and_listens(&phone, &shared, 8)]
+            })
+            .await
+            .unwrap()
+        }
     };
     let want = browsers.len();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -343,6 +399,34 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
     let _ = std::fs::remove_dir_all(&dir);
     let results = shared.lock().unwrap().results.clone();
     (results, heard, d)
+}
+
+/// Two plain phones join `room`; once the browser has joined, phone 0
+/// talks for 4 s, then phone 1 for 4 s, both listening all along.
+async fn two_phones_in_the_room(d: &Daemon, shared: &State) -> Vec<Vec<u8>> {
+    let mut phones = Vec::new();
+    for _ in 0..2 {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sdp = phone_sdp(sock.local_addr().unwrap().port()) + "a=rtcp-mux\r\n";
+        let (s, r) = d.post("/v1/conferences/room/participants", json!({"sdp": sdp})).await;
+        assert_eq!(s, 200, "{r}");
+        phones.push((sock, sdp_target(r["sdp"].as_str().unwrap())));
+    }
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shared.lock().unwrap().to_chorus.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let four = Duration::from_secs(4);
+        let plan = [
+            (&phones[0].0, phones[0].1, Duration::ZERO..four),
+            (&phones[1].0, phones[1].1, four..four * 2),
+        ];
+        phones_talk_and_listen(&plan, 8)
+    })
+    .await
+    .unwrap()
 }
 
 /// What the browser saw: DTLS-SRTP up, media both ways, sound coming in.
@@ -376,7 +460,7 @@ fn assert_phone_heard_tone(heard: &[u8]) {
 async fn a_browser_calls_a_plain_phone_and_they_hear_each_other() {
     let (results, heard, d) = run(42, Scenario::BrowserCallsPhone).await;
     assert_browser_connected(&results["a"]);
-    assert_phone_heard_tone(&heard);
+    assert_phone_heard_tone(&heard[0]);
     let (_, call) = d.get("/v1/calls/web").await;
     assert!(
         call["legs"][0]["streams"][0]["stats"]["rtp"]["packets"]
@@ -391,7 +475,7 @@ async fn a_browser_calls_a_plain_phone_and_they_hear_each_other() {
 async fn a_plain_phone_calls_a_browser_and_they_hear_each_other() {
     let (results, heard, _d) = run(43, Scenario::PhoneCallsBrowser).await;
     assert_browser_connected(&results["b"]);
-    assert_phone_heard_tone(&heard);
+    assert_phone_heard_tone(&heard[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,5 +490,30 @@ async fn two_browsers_talk_through_chorus() {
             .as_u64()
             .unwrap_or(0);
         assert!(packets > 100, "leg {leg}: {call}");
+    }
+}
+
+/// The meeting chorus is for: a browser joins a conference with two phones.
+/// It hears the first phone, then the second (its received energy rises in
+/// each one's turn), and both phones hear the browser's tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_in_a_conference_hears_both_phones_and_is_heard() {
+    let (results, heard, _d) = run(46, Scenario::BrowserJoinsConference).await;
+    let r = &results["a"];
+    assert_browser_connected(r);
+    let series: Vec<f64> = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(series.len(), 16, "{r}");
+    // Samples every 500 ms: phone 0 alone in 1.0–3.5 s, phone 1 alone in 5.0–7.5 s.
+    let rise = |from: usize, to: usize| series[to] - series[from];
+    assert!(rise(1, 6) > 0.01, "the browser hears the first phone: {series:?}");
+    assert!(rise(9, 14) > 0.01, "the browser hears the second phone: {series:?}");
+    for (i, h) in heard.iter().enumerate() {
+        assert!(h.len() > 8000 * 4, "phone {i} heard {} s", h.len() / 8000);
+        assert_phone_heard_tone(h);
     }
 }
