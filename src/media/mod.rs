@@ -14,3 +14,4 @@ pub mod relay;
 pub mod resample;
 pub mod srtp;
 pub mod stats;
+pub mod transcode;
