@@ -26,6 +26,8 @@ fn bench(c: &mut Criterion) {
                 transport: None,
                 candidate: false,
                 from_browser: false,
+                add_codecs: Vec::new(),
+                codecs: None,
             })
             .collect();
         let plan = Rewrite {

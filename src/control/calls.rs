@@ -161,6 +161,7 @@ pub(super) async fn push_to_worker(
                         relearn: i == change.relearn_leg,
                         srtp: st.sides[i].sdes.as_ref().and_then(|s| s.keys()),
                         webrtc,
+                        transcode: st.transcode.map(|t| (t.codecs[i], t.codecs[1 - i])),
                     }
                 })
             }),

@@ -214,6 +214,10 @@ struct HttpOptions {
     transport_protocol: Option<String>,
     #[serde(default)]
     sdes: HttpSdes,
+    #[serde(default)]
+    transcode: Vec<String>,
+    #[serde(default)]
+    mask_codecs: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -263,6 +267,8 @@ impl HttpOptions {
                 only: suites(&self.sdes.only)?,
                 no: suites(&self.sdes.no)?,
             },
+            transcode: self.transcode,
+            mask_codecs: self.mask_codecs,
         })
     }
 }

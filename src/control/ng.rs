@@ -479,12 +479,18 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
         Some(other) => warnings.push(format!("DTLS={other} ignored: chorus does not do DTLS-SRTP yet")),
     }
     if let Some(codec) = d.get("codec") {
-        for key in ["strip", "mask"] {
+        if let Some(v) = codec.get("strip") {
+            o.strip_codecs.extend(list_of_strings(v, "strip")?);
+        }
+        if let Some(v) = codec.get("mask") {
+            o.mask_codecs.extend(list_of_strings(v, "mask")?);
+        }
+        for key in ["transcode", "offer"] {
             if let Some(v) = codec.get(key) {
-                o.strip_codecs.extend(list_of_strings(v, key)?);
+                o.transcode.extend(list_of_strings(v, key)?);
             }
         }
-        for key in ["offer", "transcode", "accept", "consume"] {
+        for key in ["accept", "consume"] {
             if codec.get(key).is_some() {
                 return Err(Error::NotImplemented(format!(
                     "codec-{key} needs transcoding, which chorus does not do yet"

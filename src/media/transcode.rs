@@ -14,8 +14,9 @@ use crate::wire::rtp::{write_header, RtpView};
 const CHUNK_MS: u32 = 20;
 /// Longest gap concealed frame by frame; a longer one restarts the timing.
 const MAX_CONCEALED: u16 = 3;
-/// Output packet buffer: header, the largest frame, room to spare.
-pub const MAX_PACKET: usize = 12 + MAX_PAYLOAD;
+/// Output packet buffer: header, the largest frame, and room for SRTP to
+/// protect it in place.
+pub const MAX_PACKET: usize = 12 + MAX_PAYLOAD + super::srtp::TRAILER;
 
 pub struct Transcoder {
     from: CodecSpec,
@@ -71,7 +72,12 @@ impl Transcoder {
     /// One validated RTP packet from the sender. Each packet for the
     /// receiver is written to `out` and handed to `emit` (zero, one or
     /// more per input: ptimes may differ).
-    pub fn push(&mut self, packet: &[u8], out: &mut [u8; MAX_PACKET], emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize)) {
+    pub fn push(
+        &mut self,
+        packet: &[u8],
+        out: &mut [u8; MAX_PACKET],
+        emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize),
+    ) {
         let Ok(v) = RtpView::parse(packet) else { return };
         let pt = v.payload_type();
         if Some(pt) == self.from.dtmf_pt {
@@ -87,7 +93,9 @@ impl Transcoder {
             self.pending_ts = out_ts;
         }
         self.marker |= v.marker();
-        let n = self.dec.decode(Some(v.payload()), self.from.frame_samples(), &mut self.frame);
+        let n = self
+            .dec
+            .decode(Some(v.payload()), self.from.frame_samples(), &mut self.frame);
         self.input.extend_from_slice(&self.frame[..n]);
         self.resample();
         self.encode(out, emit);
@@ -134,7 +142,7 @@ impl Transcoder {
             if std::mem::take(&mut self.marker) {
                 out[1] |= 0x80;
             }
-            let len = self.enc.encode(&self.pending[..frame], &mut out[h..]);
+            let len = self.enc.encode(&self.pending[..frame], &mut out[h..h + MAX_PAYLOAD]);
             self.pending.drain(..frame);
             self.out_seq = self.out_seq.wrapping_add(1);
             self.pending_ts = self.pending_ts.wrapping_add(self.to.frame_ts());
@@ -146,7 +154,12 @@ impl Transcoder {
 
     /// An RFC 4733 event: its payload type, timestamp and duration moved
     /// to the receiver's side.
-    fn event(&mut self, v: &RtpView<'_>, out: &mut [u8; MAX_PACKET], emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize)) {
+    fn event(
+        &mut self,
+        v: &RtpView<'_>,
+        out: &mut [u8; MAX_PACKET],
+        emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize),
+    ) {
         let (Some(pt), Some(body)) = (self.to.dtmf_pt, v.payload().get(..4)) else {
             return;
         };

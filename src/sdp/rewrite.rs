@@ -21,6 +21,10 @@ pub struct StreamOut {
     /// The SDP is a browser's: its `c=0.0.0.0` is a placeholder (addresses
     /// come from ICE), not hold, and is replaced like any other.
     pub from_browser: bool,
+    /// Codecs chorus adds for the receiver to choose (payload type, lines).
+    pub add_codecs: Vec<(String, Vec<String>)>,
+    /// Formats and codec lines replacing the input's (chorus transcodes).
+    pub codecs: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// What to do with `a=rtcp-mux` in one section.
@@ -107,16 +111,22 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             }
             continue;
         }
-        let stripped = stripped_payload_types(m, plan.strip_codecs);
-        let proto_and_formats = if stripped.is_empty() && s.proto.is_none() {
+        let stripped: Vec<&str> = match &s.codecs {
+            Some(_) => m.formats.iter().map(String::as_str).collect(),
+            None => stripped_payload_types(m, plan.strip_codecs),
+        };
+        let unchanged = stripped.is_empty() && s.proto.is_none() && s.add_codecs.is_empty();
+        let proto_and_formats = if unchanged {
             mline.value().splitn(3, ' ').nth(2).unwrap_or_default().to_string()
         } else {
-            let kept: Vec<&str> = m
+            let mut kept: Vec<&str> = m
                 .formats
                 .iter()
                 .map(String::as_str)
                 .filter(|f| !stripped.contains(f))
                 .collect();
+            kept.extend(s.add_codecs.iter().map(|(pt, _)| pt.as_str()));
+            kept.extend(s.codecs.iter().flat_map(|(f, _)| f.iter().map(String::as_str)));
             format!("{} {}", s.proto.as_deref().unwrap_or(&m.proto), kept.join(" "))
         };
         push(
@@ -128,6 +138,9 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         let mut transport = s.transport.as_deref();
         for line in &m.lines[1..] {
             if !stripped.is_empty() && describes_payload_type(line, &stripped) {
+                continue;
+            }
+            if s.codecs.is_some() && matches!(line.attribute(), Some(("ptime" | "maxptime", _))) {
                 continue;
             }
             match line.attribute() {
@@ -164,6 +177,14 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
         }
         for c in transport.unwrap_or_default() {
             push(&mut out, c, mline.eol);
+        }
+        let codec_lines = s
+            .add_codecs
+            .iter()
+            .flat_map(|(_, l)| l)
+            .chain(s.codecs.iter().flat_map(|(_, l)| l));
+        for l in codec_lines {
+            push(&mut out, l, mline.eol);
         }
         if s.candidate {
             let c = format!("a=candidate:1 1 udp 2130706431 {} {} typ host", plan.address, s.port);
@@ -308,6 +329,8 @@ mod tests {
             transport: None,
             candidate: false,
             from_browser: false,
+            add_codecs: Vec::new(),
+            codecs: None,
         }];
         rewrite(
             &sdp,

@@ -13,6 +13,7 @@
 use crate::error::Error;
 use crate::media::relay::{ClockRates, PeerSpec, StreamKind};
 use crate::sdp::{self, MuxOut, Sdp, StreamOut};
+pub use codecs::Transcode;
 pub use sdes::{checked_transport, suite, suites, SdesOptions, SdesSide, Transport};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -82,6 +83,13 @@ pub struct Options {
     /// encrypt, RTP/AVP towards an SRTP leg makes it decrypt.
     pub transport_protocol: Option<String>,
     pub sdes: SdesOptions,
+    /// Codecs added to an offer for the answerer to choose; chorus
+    /// transcodes when it picks one the offerer did not offer (ng
+    /// `codec-transcode`).
+    pub transcode: Vec<String>,
+    /// Codecs removed from the offer handed on but still accepted from the
+    /// offerer: chorus transcodes (ng `codec-mask`).
+    pub mask_codecs: Vec<String>,
 }
 
 // Session and its parts are serialized into the call's record in Redis.
@@ -130,6 +138,9 @@ pub struct StreamState {
     pub kind: StreamKind,
     pub enabled: bool,
     pub sides: [SideState; 2],
+    /// The codecs chorus converts between, when the legs share none.
+    #[serde(default)]
+    pub transcode: Option<Transcode>,
 }
 
 /// The `o=` versions chorus stated towards one leg (RFC 3264 section 8:
@@ -282,6 +293,18 @@ impl Session {
             st.sides[r].mux_offered |= t.ice;
             let mut out = stream_out(local, st.sides[r].mux_offered);
             (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
+            if m.kind == "audio" && st.kind == StreamKind::Rtp {
+                out.add_codecs = codecs::added(m, &opts.transcode)?;
+            }
+            let masked: Vec<String> = opts.strip_codecs.iter().chain(&opts.mask_codecs).cloned().collect();
+            if sdp::stripped_payload_types(m, &masked).len() == m.formats.len() && out.add_codecs.is_empty() {
+                return Err(Error::BadRequest(format!(
+                    "masking codecs {:?} leaves stream {} ({}) with none; add one to transcode to",
+                    opts.mask_codecs,
+                    i + 1,
+                    m.kind
+                )));
+            }
             outs.push(out);
         }
         self.offerer = o;
@@ -359,6 +382,12 @@ impl Session {
                 out.mux = MuxOut::Present;
             }
             (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
+            let offer_media = self.legs[o].sdp.as_ref().and_then(|s| s.media.get(i));
+            st.transcode = match offer_media {
+                Some(om) if m.kind == "audio" && st.kind == StreamKind::Rtp => codecs::transcoding(om, m, o)?,
+                _ => None,
+            };
+            out.codecs = st.transcode.map(|t| t.sdp_for(o));
             outs.push(out);
         }
         self.answered = true;
@@ -367,13 +396,19 @@ impl Session {
     }
 
     fn render(&mut self, sdp: &Sdp, to_leg: usize, outs: &[StreamOut], opts: &Options, advertise: &[IpAddr]) -> String {
+        // Masked codecs leave the offer handed on, not the answer.
+        let masked = !opts.mask_codecs.is_empty() && to_leg != self.offerer;
+        let strip: Vec<String> = match masked {
+            true => opts.strip_codecs.iter().chain(&opts.mask_codecs).cloned().collect(),
+            false => opts.strip_codecs.clone(),
+        };
         let mut plan = sdp::Rewrite {
             address: opts.media_address.unwrap_or(advertise[self.legs[to_leg].iface]),
             streams: outs,
             remove_ice: opts.remove_ice,
             origin_version: None,
             replace_origin: opts.replace_origin,
-            strip_codecs: &opts.strip_codecs,
+            strip_codecs: &strip,
             session_transport: session_transport(outs),
         };
         let text = sdp::rewrite(sdp, &plan);
@@ -412,6 +447,7 @@ impl StreamState {
             kind: if rtp { StreamKind::Rtp } else { StreamKind::Raw },
             enabled: false,
             sides: [side.clone(), side],
+            transcode: None,
         }
     }
 
@@ -460,6 +496,8 @@ fn disabled() -> StreamOut {
         transport: None,
         candidate: false,
         from_browser: false,
+        add_codecs: Vec::new(),
+        codecs: None,
     }
 }
 
@@ -472,6 +510,8 @@ fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
         transport: None,
         candidate: false,
         from_browser: false,
+        add_codecs: Vec::new(),
+        codecs: None,
     }
 }
 
@@ -524,6 +564,7 @@ impl PeerSpec {
     }
 }
 
+mod codecs;
 mod sdes;
 #[cfg(test)]
 mod tests;

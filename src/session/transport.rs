@@ -75,7 +75,9 @@ pub(super) fn on_offer(
             let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), "actpass", None));
             Ok(out(w, true))
         }
-        (Transport::Dtls, Transport::Dtls) => {
+        // Asked for explicitly (without the flag, two browsers' SDP passes
+        // through as it is, as two SDES legs' does).
+        (Transport::Dtls, Transport::Dtls) if opts.transport_protocol.is_some() => {
             // Two browsers: chorus is each one's ICE peer and DTLS server,
             // so media flows through it (decrypted, encrypted again).
             webrtc::check_offer_setup(sdp, i)?;

@@ -4,7 +4,6 @@
 
 use super::record::VERSION;
 use crate::config::Interface;
-use crate::media::codec::{CodecKind, CodecSpec};
 use crate::media::conference::{Conference, Controls};
 use crate::media::relay::PeerSpec;
 use crate::session::LocalPorts;
@@ -45,42 +44,7 @@ pub struct ParticipantRecord {
     pub transport: crate::worker::MemberTransport,
 }
 
-/// What a participant's offer chose; the rates follow from the kind.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct CodecRecord {
-    pub kind: CodecKind,
-    pub pt: u8,
-    pub channels: u8,
-    pub ptime_ms: u32,
-    pub dtmf_pt: Option<u8>,
-    pub audio_level_id: Option<u8>,
-}
-
-impl From<&CodecSpec> for CodecRecord {
-    fn from(s: &CodecSpec) -> Self {
-        CodecRecord {
-            kind: s.kind,
-            pt: s.pt,
-            channels: s.channels,
-            ptime_ms: s.ptime_ms,
-            dtmf_pt: s.dtmf_pt,
-            audio_level_id: s.audio_level_id,
-        }
-    }
-}
-
-impl CodecRecord {
-    pub fn spec(&self) -> Result<CodecSpec, String> {
-        CodecSpec::new(
-            self.kind,
-            self.pt,
-            self.channels,
-            self.ptime_ms,
-            self.dtmf_pt,
-            self.audio_level_id,
-        )
-    }
-}
+pub use crate::media::codec::CodecRecord;
 
 impl ConferenceRecord {
     pub fn to_json(&self) -> String {
@@ -124,6 +88,7 @@ impl ConferenceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec::{CodecKind, CodecSpec};
     use crate::media::relay::{ClockRates, StreamKind};
 
     fn record() -> ConferenceRecord {

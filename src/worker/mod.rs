@@ -75,6 +75,9 @@ pub struct SideSpec {
     /// ICE-lite and DTLS-SRTP towards this leg (a browser); the keys come
     /// from the handshake.
     pub webrtc: Option<WebRtcSpec>,
+    /// The codec this leg sends and the one the other leg takes, when
+    /// chorus transcodes between them.
+    pub transcode: Option<(crate::media::codec::CodecSpec, crate::media::codec::CodecSpec)>,
 }
 
 /// How a conference participant's media is protected.

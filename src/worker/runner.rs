@@ -11,6 +11,7 @@ use super::{
 };
 use crate::media::relay::{DropReason, PacketKind, RelayStream, Side, StreamKind};
 use crate::media::srtp::{self, Key, SrtpSide};
+use crate::media::transcode::Transcoder;
 use crate::metrics::WorkerCounters;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -56,6 +57,9 @@ struct WStream {
     srtp: [Option<Box<SrtpSide>>; 2],
     /// ICE-lite and DTLS towards a browser leg.
     webrtc: [Option<Box<webrtc::WebRtc>>; 2],
+    /// `transcode[side]` converts what leg `side` sends, when the legs
+    /// share no codec.
+    transcode: [Option<Box<Transcoder>>; 2],
 }
 
 struct WCall {
@@ -94,10 +98,12 @@ pub(super) struct Runner {
 
 mod conference_host;
 mod isolation;
+mod stream;
 mod webrtc;
 
 use isolation::guarded;
 pub(super) use isolation::panic_message;
+use stream::count_drop;
 
 impl Runner {
     pub(super) fn new(
@@ -257,26 +263,10 @@ impl Runner {
         let Some(ws) = call.streams.get_mut(stream) else {
             return;
         };
-        let mut n = n;
-        // A browser's media waits for its DTLS keys, both ways: nothing in
-        // the clear to or from it.
-        let unkeyed = |i: usize| ws.webrtc[i].is_some() && ws.srtp[i].is_none();
-        if unkeyed(side) || unkeyed(1 - side) {
-            ws.relay.sides[side].count_drop(DropReason::Srtp);
-            WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
-            return;
-        }
-        if let Some(srtp) = &mut ws.srtp[side] {
-            let is_rtcp = rtcp || crate::wire::is_rtcp(&self.buf[..n]);
-            match srtp.unprotect(&mut self.buf, n, is_rtcp) {
-                Ok(plain) => n = plain,
-                Err(_) => {
-                    ws.relay.sides[side].count_drop(DropReason::Srtp);
-                    WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
-                    return;
-                }
-            }
-        }
+        let n = match ws.open(side, &mut self.buf, n, rtcp) {
+            Ok(plain) => plain,
+            Err(reason) => return count_drop(ws, side, reason, c),
+        };
         let fwd = match ws.relay.handle_packet(now, side, from, &self.buf[..n], rtcp) {
             Ok(f) => f,
             Err(reason) => {
@@ -285,17 +275,6 @@ impl Runner {
             }
         };
         call.last_activity = now;
-        if let Some(srtp) = &mut ws.srtp[1 - side] {
-            match srtp.protect(&mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
-                Ok(sealed) => n = sealed,
-                Err(_) => {
-                    ws.relay.sides[side].count_drop(DropReason::Srtp);
-                    WorkerCounters::add(&c.drops[DropReason::Srtp as usize], 1);
-                    return;
-                }
-            }
-        }
-        let packet = &self.buf[..n];
         let out = &ws.sock[1 - side];
         // A side that multiplexes has no RTCP socket: RTCP leaves from RTP.
         let tx = if fwd.from_rtcp_socket {
@@ -303,9 +282,18 @@ impl Runner {
         } else {
             out[0]
         };
-        let sent = tx
-            .and_then(|t| self.sockets.get(t))
-            .map(|t| t.socket.send_to(packet, fwd.to));
+        let sock = tx.and_then(|t| self.sockets.get(t)).map(|t| &t.socket);
+        if fwd.kind == PacketKind::Rtp && ws.transcode[side].is_some() {
+            if let Some(sock) = sock {
+                ws.transcode_out(side, &self.buf[..n], sock, fwd.to, c);
+            }
+            return;
+        }
+        let n = match ws.seal(1 - side, &mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
+            Ok(sealed) => sealed,
+            Err(reason) => return count_drop(ws, side, reason, c),
+        };
+        let sent = sock.map(|s| s.send_to(&self.buf[..n], fwd.to));
         let reason = match sent {
             Some(Ok(_)) => {
                 WorkerCounters::add(&c.packets_relayed, 1);
@@ -315,8 +303,7 @@ impl Runner {
             Some(Err(_)) => DropReason::SendFailed,
             None => DropReason::NoDestination,
         };
-        ws.relay.sides[side].count_drop(reason);
-        WorkerCounters::add(&c.drops[reason as usize], 1);
+        count_drop(ws, side, reason, c);
     }
 
     /// Handles every queued command; false when the worker must stop. A
@@ -460,7 +447,9 @@ impl Runner {
                         opened.push((si, side, which, slot));
                     }
                 }
+                let ssrc = (self.calls[ci].key as u32).wrapping_mul(2654435761) ^ (2 * si + side) as u32;
                 let ws = &mut self.calls[ci].streams[si];
+                set_transcoder(&mut ws.transcode[side], ss.as_ref().and_then(|s| s.transcode), ssrc)?;
                 let browser = ss.as_ref().and_then(|s| s.webrtc.as_ref());
                 let rebuilt = webrtc::set_webrtc(ws, side, browser, &self.config.dtls)?;
                 if browser.is_none() {
@@ -625,8 +614,23 @@ impl WStream {
             sock: [[None; 2]; 2],
             srtp: [None, None],
             webrtc: [None, None],
+            transcode: [None, None],
         }
     }
+}
+
+/// Brings one side's transcoder to `codecs`, kept when they did not change.
+fn set_transcoder(
+    cur: &mut Option<Box<Transcoder>>,
+    codecs: Option<(crate::media::codec::CodecSpec, crate::media::codec::CodecSpec)>,
+    ssrc: u32,
+) -> Result<(), WorkerError> {
+    match codecs {
+        None => *cur = None,
+        Some(c) if cur.as_ref().is_some_and(|t| t.codecs() == c) => {}
+        Some((from, to)) => *cur = Some(Box::new(Transcoder::new(from, to, ssrc).map_err(WorkerError::Codec)?)),
+    }
+    Ok(())
 }
 
 /// Brings one side's SRTP to `keys`: kept as it is when they did not change

@@ -17,7 +17,9 @@ pub enum CodecKind {
 }
 
 /// A negotiated codec: what to send and expect on one participant's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Stored as a [`CodecRecord`], checked again when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "CodecRecord", try_from = "CodecRecord")]
 pub struct CodecSpec {
     pub kind: CodecKind,
     pub pt: u8,
@@ -138,6 +140,56 @@ impl CodecSpec {
             s += &format!("a=extmap:{id}/recvonly {AUDIO_LEVEL_URI}\r\n");
         }
         s
+    }
+}
+
+/// What a participant's offer chose; the rates follow from the kind.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct CodecRecord {
+    pub kind: CodecKind,
+    pub pt: u8,
+    pub channels: u8,
+    pub ptime_ms: u32,
+    pub dtmf_pt: Option<u8>,
+    pub audio_level_id: Option<u8>,
+}
+
+impl From<&CodecSpec> for CodecRecord {
+    fn from(s: &CodecSpec) -> Self {
+        CodecRecord {
+            kind: s.kind,
+            pt: s.pt,
+            channels: s.channels,
+            ptime_ms: s.ptime_ms,
+            dtmf_pt: s.dtmf_pt,
+            audio_level_id: s.audio_level_id,
+        }
+    }
+}
+
+impl CodecRecord {
+    pub fn spec(&self) -> Result<CodecSpec, String> {
+        CodecSpec::new(
+            self.kind,
+            self.pt,
+            self.channels,
+            self.ptime_ms,
+            self.dtmf_pt,
+            self.audio_level_id,
+        )
+    }
+}
+
+impl From<CodecSpec> for CodecRecord {
+    fn from(s: CodecSpec) -> Self {
+        CodecRecord::from(&s)
+    }
+}
+
+impl TryFrom<CodecRecord> for CodecSpec {
+    type Error = String;
+    fn try_from(r: CodecRecord) -> Result<Self, String> {
+        r.spec()
     }
 }
 

@@ -51,7 +51,13 @@ fn assert_continuous(s: CodecSpec, packets: &[Vec<u8>]) {
     for w in packets.windows(2) {
         let (a, b) = (RtpView::parse(&w[0]).unwrap(), RtpView::parse(&w[1]).unwrap());
         assert_eq!(b.sequence(), a.sequence().wrapping_add(1));
-        assert_eq!(b.timestamp(), a.timestamp().wrapping_add(s.frame_ts()), "{} ptime {}", s.name(), s.ptime_ms);
+        assert_eq!(
+            b.timestamp(),
+            a.timestamp().wrapping_add(s.frame_ts()),
+            "{} ptime {}",
+            s.name(),
+            s.ptime_ms
+        );
         assert_eq!((b.payload_type(), b.ssrc()), (s.pt, 9));
     }
 }
@@ -62,12 +68,28 @@ fn a_browser_s_opus_tone_reaches_a_phone_as_pcmu_and_back() {
     for (from, to) in [(opus, pcmu), (pcmu, opus)] {
         let mut t = Transcoder::new(from, to, 9).unwrap();
         let out = run(&mut t, &tone_packets(from, 50));
-        assert!((47..=50).contains(&out.len()), "{} -> {}: {} packets", from.name(), to.name(), out.len());
+        assert!(
+            (47..=50).contains(&out.len()),
+            "{} -> {}: {} packets",
+            from.name(),
+            to.name(),
+            out.len()
+        );
         assert_continuous(to, &out);
         let pcm = decode(to, &out);
         let tail = &pcm[pcm.len() / 2..];
-        assert!(tone_level(tail, to.rate as f32, 1000.0) > 0.3, "{} -> {}", from.name(), to.name());
-        assert!(tone_level(tail, to.rate as f32, 2500.0) < 0.05, "clean: {} -> {}", from.name(), to.name());
+        assert!(
+            tone_level(tail, to.rate as f32, 1000.0) > 0.3,
+            "{} -> {}",
+            from.name(),
+            to.name()
+        );
+        assert!(
+            tone_level(tail, to.rate as f32, 2500.0) < 0.05,
+            "clean: {} -> {}",
+            from.name(),
+            to.name()
+        );
     }
 }
 
@@ -99,9 +121,17 @@ fn dtmf_crosses_with_its_clock_mapped() {
     let last = RtpView::parse(out.last().unwrap()).unwrap();
     assert_eq!(last.payload_type(), 110);
     assert!(last.marker());
-    assert_eq!(last.payload(), &[5, 0x0a, 0x09, 0x60], "duration 400 at 8 kHz is 2400 at 48 kHz");
+    assert_eq!(
+        last.payload(),
+        &[5, 0x0a, 0x09, 0x60],
+        "duration 400 at 8 kHz is 2400 at 48 kHz"
+    );
     let first = RtpView::parse(&out[0]).unwrap();
-    assert_eq!(last.timestamp().wrapping_sub(first.timestamp()), 5 * 960, "the event's time, on Opus's clock");
+    assert_eq!(
+        last.timestamp().wrapping_sub(first.timestamp()),
+        5 * 960,
+        "the event's time, on Opus's clock"
+    );
 }
 
 #[test]

@@ -1,0 +1,66 @@
+//! A relayed stream's transport stages in the worker: SRTP taken off what a
+//! leg sends and put on what it receives, and the transcoder between legs
+//! that share no codec. In place in the worker's buffer, no allocation.
+
+use super::WStream;
+use crate::media::relay::DropReason;
+use crate::media::transcode::MAX_PACKET;
+use crate::metrics::WorkerCounters;
+use std::net::SocketAddr;
+
+impl WStream {
+    /// What leg `side` sent, made plain in `buf`: its new length. A
+    /// browser's media waits for its DTLS keys, both ways: nothing in the
+    /// clear goes to or comes from it.
+    pub(super) fn open(&mut self, side: usize, buf: &mut [u8], n: usize, rtcp: bool) -> Result<usize, DropReason> {
+        let unkeyed = |i: usize| self.webrtc[i].is_some() && self.srtp[i].is_none();
+        if unkeyed(side) || unkeyed(1 - side) {
+            return Err(DropReason::Srtp);
+        }
+        let Some(srtp) = &mut self.srtp[side] else { return Ok(n) };
+        let is_rtcp = rtcp || buf.get(..n).is_some_and(crate::wire::is_rtcp);
+        srtp.unprotect(buf, n, is_rtcp).map_err(|_| DropReason::Srtp)
+    }
+
+    /// A plain packet in `buf`, protected for leg `to_side`: its new length.
+    pub(super) fn seal(&mut self, to_side: usize, buf: &mut [u8], n: usize, rtcp: bool) -> Result<usize, DropReason> {
+        match &mut self.srtp[to_side] {
+            Some(srtp) => srtp.protect(buf, n, rtcp).map_err(|_| DropReason::Srtp),
+            None => Ok(n),
+        }
+    }
+
+    /// RTP from leg `side` in the other leg's codec, sealed and sent to `to`.
+    pub(super) fn transcode_out(
+        &mut self,
+        side: usize,
+        packet: &[u8],
+        sock: &mio::net::UdpSocket,
+        to: SocketAddr,
+        c: &WorkerCounters,
+    ) {
+        let (Some(t), srtp_out) = (self.transcode[side].as_deref_mut(), &mut self.srtp[1 - side]) else {
+            return;
+        };
+        let mut buf = [0u8; MAX_PACKET];
+        t.push(packet, &mut buf, &mut |b, len| {
+            let len = match srtp_out {
+                Some(s) => match s.protect(b, len, false) {
+                    Ok(l) => l,
+                    Err(_) => return,
+                },
+                None => len,
+            };
+            if sock.send_to(&b[..len], to).is_ok() {
+                WorkerCounters::add(&c.packets_relayed, 1);
+                WorkerCounters::add(&c.bytes_relayed, len as u64);
+            }
+        });
+    }
+}
+
+/// Counts a packet from leg `side` that was not relayed.
+pub(super) fn count_drop(ws: &mut WStream, side: usize, reason: DropReason, c: &WorkerCounters) {
+    ws.relay.sides[side].count_drop(reason);
+    WorkerCounters::add(&c.drops[reason as usize], 1);
+}
