@@ -48,9 +48,11 @@ const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc<
       });
     }
     const out = {ice: pc.iceConnectionState, connection: pc.connectionState, series};
-    (await pc.getStats()).forEach(s => {
+    const stats = await pc.getStats();
+    stats.forEach(s => {
       if (s.type === 'inbound-rtp' && s.kind === 'audio')
-        out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy};
+        out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy,
+                       codec: (stats.get(s.codecId) || {}).mimeType};
       if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound = {packets: s.packetsSent};
       if (s.type === 'transport') { out.dtls = s.dtlsState; out.srtp = s.srtpCipher; }
     });
@@ -97,6 +99,9 @@ enum Scenario {
     PhoneCallsBrowser,
     BrowserCallsBrowser,
     BrowserJoinsConference,
+    /// The phone offers PCMU; the browser is offered only Opus, and chorus
+    /// transcodes.
+    PhoneCallsBrowserInOpus,
 }
 
 struct Shared {
@@ -349,9 +354,14 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
     let mut browsers = Vec::new();
     match scenario {
         Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", &dir, &wav)),
-        Scenario::PhoneCallsBrowser => {
+        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus => {
+            let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
+            if scenario == Scenario::PhoneCallsBrowserInOpus {
+                options["transcode"] = json!(["opus"]);
+                options["mask_codecs"] = json!(["PCMU"]);
+            }
             let body = json!({"from_tag": "a", "sdp": phone_sdp(phone.local_addr().unwrap().port()),
-                              "options": {"transport_protocol": "UDP/TLS/RTP/SAVPF"}});
+                              "options": options});
             let offer = chorus(&shared, "offer", body).await.unwrap();
             shared.lock().unwrap().offer_for_browser = Some(offer);
             browsers.push(browser(page, "answer", "b", &dir, &wav));
@@ -516,4 +526,15 @@ async fn a_browser_in_a_conference_hears_both_phones_and_is_heard() {
         assert!(h.len() > 8000 * 4, "phone {i} heard {} s", h.len() / 8000);
         assert_phone_heard_tone(h);
     }
+}
+
+/// A phone in PCMU and a browser in Opus: chorus transcodes between them
+/// (and SRTP on the browser's side), and each hears the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pcmu_phone_and_a_browser_in_opus_hear_each_other_through_the_transcoder() {
+    let (results, heard, _d) = run(49, Scenario::PhoneCallsBrowserInOpus).await;
+    let r = &results["b"];
+    assert_browser_connected(r);
+    assert_eq!(r["inbound"]["codec"], "audio/opus", "{r}");
+    assert_phone_heard_tone(&heard[0]);
 }
