@@ -91,12 +91,18 @@ struct Args {
     /// Leg A speaks SDES-SRTP, leg B plain RTP: the relay bridges them.
     #[arg(long)]
     srtp: bool,
+    /// Leg A sends PCMU, leg B Opus (a browser's codec): the relay
+    /// transcodes every packet both ways. Latency is not measured (the
+    /// payload carries no send time through a codec).
+    #[arg(long)]
+    transcode: bool,
 }
 
 mod conference;
 mod failover;
 mod spray;
 mod srtp;
+mod transcode;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -167,6 +173,13 @@ fn main() {
         let (a, b) = (addr(&a_socks[ai]), addr(&b_socks[bi]));
         let id = format!("load-{i}");
         let (to_a, to_b) = match (args.target, args.srtp) {
+            (Target::Chorus, false) if args.transcode => {
+                let opts = serde_json::json!({"transcode": ["opus"]});
+                let answer = transcode::opus_answer(b);
+                let (to_a, to_b, _) = rt.block_on(setup_http_with(&args.api, &id, sdp(a, 1), answer, opts));
+                (to_a, to_b)
+            }
+            (_, false) if args.transcode => panic!("--transcode is measured on chorus"),
             (Target::Direct, false) => (b, a),
             (Target::Chorus, false) => rt.block_on(setup_http(&args.api, &id, a, b)),
             (Target::Rtpengine, false) => setup_ng(args.ng, &id, a, b),
@@ -189,6 +202,8 @@ fn main() {
     }
     // Phone A's SRTP: one set of contexts to send with, one to receive with.
     let (mut phones_tx, mut phones_rx) = (srtp::phones(&relay_keys), srtp::phones(&relay_keys));
+    let opus_frames = args.transcode.then(transcode::opus_frames);
+    let transcoding = args.transcode;
     let setup_s = t_setup.elapsed().as_secs_f64();
 
     let total_sent = Arc::new(AtomicU64::new(0));
@@ -210,6 +225,8 @@ fn main() {
         let mut events = Events::with_capacity(256);
         let mut buf = [0u8; 2048];
         let mut received = vec![0u64; 2 * n_calls];
+        // Everything that arrived (a transcoder sends with its own SSRC).
+        let mut all = 0u64;
         let mut lat = vec![0u32; LAT_BUCKETS_US + 1];
         let mut measured = 0u64;
         let mut last_rx = Instant::now();
@@ -232,6 +249,11 @@ fn main() {
                     if n < 20 {
                         continue;
                     }
+                    all += 1;
+                    last_rx = Instant::now();
+                    if transcoding {
+                        continue;
+                    }
                     let sent_ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
                     if let Some(r) = received.get_mut(ssrc) {
                         *r += 1;
@@ -246,7 +268,7 @@ fn main() {
                 }
             }
             if recv_stop.load(Relaxed) && last_rx.elapsed() > Duration::from_millis(500) {
-                return (received, lat, measured);
+                return (received, lat, measured, all);
             }
         }
     });
@@ -255,7 +277,7 @@ fn main() {
     let send_stop = stop.clone();
     let sent = total_sent.clone();
     let sender = std::thread::spawn(move || {
-        let mut buf = [0u8; PACKET + chorus::media::srtp::TRAILER];
+        let mut buf = [0u8; 1500 + chorus::media::srtp::TRAILER];
         let start = Instant::now();
         let mut seq = 0u16;
         let mut tick = 0u64;
@@ -276,9 +298,14 @@ fn main() {
             for i in (slot..n).step_by(20) {
                 let (ai, to_a, bi, to_b) = routes[i];
                 for (dir, sock, to) in [(0, &a_tx[ai], to_a), (1, &b_tx[bi], to_b)] {
-                    write_header(&mut buf, 0, seq, seq as u32 * 160, (2 * i + dir) as u32);
-                    buf[12..20].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
                     let mut len = PACKET;
+                    if let Some(frames) = opus_frames.as_ref().filter(|_| dir == 1) {
+                        // B speaks Opus: real frames, not a send time.
+                        len = transcode::opus_packet(&mut buf, frames, seq, (2 * i + dir) as u32);
+                    } else {
+                        write_header(&mut buf, 0, seq, seq as u32 * 160, (2 * i + dir) as u32);
+                        buf[12..20].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+                    }
                     if let Some(phone) = phones_tx.get_mut(i).filter(|_| dir == 0) {
                         len = phone.protect(&mut buf, PACKET, false).expect("room for the tag");
                     }
@@ -304,8 +331,8 @@ fn main() {
     let sent_window = total_sent.load(Relaxed) - sent0;
     stop.store(true, Relaxed);
     let late_ms = sender.join().unwrap();
-    let (received, lat, measured) = receiver.join().unwrap();
-    let total_recv: u64 = received.iter().sum();
+    let (received, lat, measured, all) = receiver.join().unwrap();
+    let total_recv: u64 = if args.transcode { all } else { received.iter().sum() };
     let total = total_sent.load(Relaxed);
     let pct = |p: f64| -> f64 {
         let target = (measured as f64 * p).ceil() as u64;
@@ -354,6 +381,7 @@ fn main() {
         "target": format!("{:?}", args.target).to_lowercase(),
         "calls": args.calls,
         "srtp": args.srtp,
+        "transcode": args.transcode,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "packets_sent": total,
         "packets_received": total_recv,

@@ -316,7 +316,8 @@ impl Decoder {
             CodecKind::Pcma => Decoder::G711(g711::Law::Alaw, vec![0; spec.frame_samples()], Vec::new(), 0),
             CodecKind::G722 => Decoder::G722(Box::default(), vec![0; 2 * 480], Vec::new(), 0),
             CodecKind::Opus => Decoder::Opus(
-                Box::new(opus::Decoder::new(48000, opus::Channels::Mono).map_err(|e| e.to_string())?),
+                // libopus decodes to 8, 12, 16, 24 or 48 kHz: a transcoder asks for its peer's rate.
+                Box::new(opus::Decoder::new(spec.rate, opus::Channels::Mono).map_err(|e| e.to_string())?),
                 vec![0; 5760],
             ),
         })
@@ -396,7 +397,7 @@ impl Encoder {
             CodecKind::Pcma => Encoder::G711(g711::Law::Alaw, Vec::with_capacity(spec.frame_samples())),
             CodecKind::G722 => Encoder::G722(Box::default(), Vec::with_capacity(spec.frame_samples())),
             CodecKind::Opus => {
-                let mut e = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)
+                let mut e = opus::Encoder::new(spec.rate, opus::Channels::Mono, opus::Application::Voip)
                     .map_err(|e| e.to_string())?;
                 // Complexity 5: ~40% cheaper than 10 (DEPENDENCIES.md), fine for speech.
                 let _ = e.set_complexity(5);
@@ -409,6 +410,13 @@ impl Encoder {
                 Encoder::Opus(Box::new(e), Vec::with_capacity(960))
             }
         })
+    }
+
+    /// Opus's complexity (0..=10); other codecs have none.
+    pub fn set_complexity(&mut self, c: i32) {
+        if let Encoder::Opus(e, _) = self {
+            let _ = e.set_complexity(c);
+        }
     }
 
     /// Encodes one frame of f32 PCM; returns the payload length in `out`.
