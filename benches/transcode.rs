@@ -21,7 +21,11 @@ fn packets(s: CodecSpec, count: usize, silent: usize) -> Vec<Vec<u8>> {
             let pcm: Vec<f32> = (0..n)
                 .map(|i| {
                     let t = (k * n + i) as f32 / s.rate as f32;
-                    if k < silent { 0.0 } else { 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin() }
+                    if k < silent {
+                        0.0
+                    } else {
+                        0.5 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin()
+                    }
                 })
                 .collect();
             let mut p = vec![0u8; MAX_PACKET];
@@ -53,7 +57,10 @@ fn onset_delay_ms(from: CodecSpec, to: CodecSpec) -> f64 {
 fn bench(c: &mut Criterion) {
     let (pcmu, opus) = (spec(CodecKind::Pcmu, 0), spec(CodecKind::Opus, 96));
     for (name, from, to) in [("pcmu_to_opus", pcmu, opus), ("opus_to_pcmu", opus, pcmu)] {
-        println!("transcode/{name}: tone onset {:.1} ms later at the output", onset_delay_ms(from, to));
+        println!(
+            "transcode/{name}: tone onset {:.1} ms later at the output",
+            onset_delay_ms(from, to)
+        );
         let input = packets(from, 50, 0);
         let mut t = Transcoder::new(from, to, 9).unwrap();
         let mut out = [0u8; MAX_PACKET];

@@ -6,7 +6,7 @@
 //! the phone's packets arriving with sound in them.
 
 mod common;
-use common::{sdp_target, Daemon};
+use common::{sdp_target, tone_wav, Daemon};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -60,30 +60,6 @@ const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc<
   } catch (e) { report({error: String(e)}); }
 })();
 </script>"#;
-
-/// A 16-bit mono 48 kHz WAV of a 1 kHz tone (Chromium's fake microphone).
-fn tone_wav(path: &std::path::Path) {
-    let rate = 48000u32;
-    let samples: Vec<i16> = (0..rate * 10)
-        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 1000.0 / rate as f64).sin() * 12000.0) as i16)
-        .collect();
-    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut w = Vec::new();
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    w.extend_from_slice(&data);
-    std::fs::write(path, w).unwrap();
-}
 
 /// The phone: plain RTP/AVP PCMU on a real socket.
 fn phone_sdp(port: u16) -> String {

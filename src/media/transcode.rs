@@ -52,7 +52,10 @@ impl Transcoder {
         // libopus runs at the other side's rate (8 or 16 kHz against G.711
         // or G.722): no resampling, and narrowband Opus costs less.
         let other = |a: CodecSpec, b: CodecSpec| match (a.kind, b.kind) {
-            (CodecKind::Opus, k) if k != CodecKind::Opus => CodecSpec { rate: k.pcm_rate(), ..a },
+            (CodecKind::Opus, k) if k != CodecKind::Opus => CodecSpec {
+                rate: k.pcm_rate(),
+                ..a
+            },
             _ => a,
         };
         let asked = (from, to);

@@ -195,10 +195,17 @@ impl Echo {
 /// Kamailio with the shipped configuration, its ports and rtpengine set
 /// replaced for the test, and `defines` (`-A`) set.
 pub fn kamailio(dir: &Path, kport: u16, ng: &[SocketAddr], defines: &[&str]) -> (Group, PathBuf) {
+    kamailio_ws(dir, kport, 8088, ng, defines)
+}
+
+/// As [`kamailio`], with SIP over WebSocket on `ws_port` when `defines`
+/// has `WITH_WEBSOCKET`.
+pub fn kamailio_ws(dir: &Path, kport: u16, ws_port: u16, ng: &[SocketAddr], defines: &[&str]) -> (Group, PathBuf) {
     let socks: Vec<String> = ng.iter().map(|a| format!("udp:{a}")).collect();
     let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg"))
         .unwrap()
         .replace("udp:127.0.0.1:5060", &format!("udp:127.0.0.1:{kport}"))
+        .replace("tcp:127.0.0.1:8088", &format!("tcp:127.0.0.1:{ws_port}"))
         .replace("udp:127.0.0.1:22222 udp:127.0.0.1:22223", &socks.join(" "))
         .replace("udp:127.0.0.1:22222", &socks[0]);
     let cfg_path = dir.join("kamailio.cfg");
