@@ -9,7 +9,6 @@ mod common;
 use common::{sdp_target, tone_wav, Daemon};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -289,23 +288,7 @@ fn browser(
     dir: &std::path::Path,
     wav: &std::path::Path,
 ) -> std::process::Child {
-    Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            &format!("--use-file-for-fake-audio-capture={}", wav.display()),
-            "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required",
-            &format!("--user-data-dir={}", dir.join(name).display()),
-            &format!("http://{page}/?{mode}#{name}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium runs (scripts/test installs Debian's chromium)")
+    common::chromium(&format!("http://{page}/?{mode}#{name}"), &dir.join(name), wav)
 }
 
 /// Runs one scenario on its own chorus: the browsers' reports by name, and

@@ -143,23 +143,8 @@ async fn a_jssip_browser_calls_a_sip_phone_through_kamailio_and_chorus() {
     let target = format!("sip:bob@127.0.0.1:{kport}");
     let wav = dir.join("tone.wav");
     tone_wav(&wav);
-    let mut browser = Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            &format!("--use-file-for-fake-audio-capture={}", wav.display()),
-            "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required",
-            &format!("--user-data-dir={}", dir.join("profile").display()),
-            &format!("http://{page}/#ws://127.0.0.1:{ws_port}|{target}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium runs");
+    let url = format!("http://{page}/#ws://127.0.0.1:{ws_port}|{target}");
+    let mut browser = common::chromium(&url, &dir.join("profile"), &wav);
     let deadline = Instant::now() + Duration::from_secs(40);
     let r = loop {
         if let Some(r) = result.lock().unwrap().clone() {

@@ -379,3 +379,25 @@ pub fn tone_wav(path: &std::path::Path) {
     w.extend_from_slice(&data);
     std::fs::write(path, w).unwrap();
 }
+
+/// Debian's Chromium, headless, on `url`: its microphone plays `wav`, and
+/// WebRTC may use loopback (where the tests' chorus listens).
+pub fn chromium(url: &str, profile: &std::path::Path, wav: &std::path::Path) -> Child {
+    Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &format!("--use-file-for-fake-audio-capture={}", wav.display()),
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            &format!("--user-data-dir={}", profile.display()),
+            url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium runs (scripts/test installs Debian's chromium)")
+}
