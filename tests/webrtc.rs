@@ -77,6 +77,8 @@ enum Scenario {
     /// The phone offers PCMU; the browser is offered only Opus, and chorus
     /// transcodes.
     PhoneCallsBrowserInOpus,
+    /// The phone's offer makes chorus the DTLS client (`dtls: active`).
+    PhoneCallsBrowserChorusActive,
 }
 
 struct Shared {
@@ -313,11 +315,14 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
     let mut browsers = Vec::new();
     match scenario {
         Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", &dir, &wav)),
-        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus => {
+        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus | Scenario::PhoneCallsBrowserChorusActive => {
             let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
             if scenario == Scenario::PhoneCallsBrowserInOpus {
                 options["transcode"] = json!(["opus"]);
                 options["mask_codecs"] = json!(["PCMU"]);
+            }
+            if scenario == Scenario::PhoneCallsBrowserChorusActive {
+                options["dtls"] = json!("active");
             }
             let body = json!({"from_tag": "a", "sdp": phone_sdp(phone.local_addr().unwrap().port()),
                               "options": options});
@@ -495,5 +500,14 @@ async fn a_pcmu_phone_and_a_browser_in_opus_hear_each_other_through_the_transcod
     let r = &results["b"];
     assert_browser_connected(r);
     assert_eq!(r["inbound"]["codec"], "audio/opus", "{r}");
+    assert_phone_heard_tone(&heard[0]);
+}
+
+/// chorus as the DTLS client: it offers `a=setup:active`, the browser
+/// answers passive, and chorus starts the handshake once ICE has checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chorus_as_dtls_client_to_a_browser() {
+    let (results, heard, _d) = run(51, Scenario::PhoneCallsBrowserChorusActive).await;
+    assert_browser_connected(&results["b"]);
     assert_phone_heard_tone(&heard[0]);
 }

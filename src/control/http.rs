@@ -214,6 +214,7 @@ struct HttpOptions {
     transport_protocol: Option<String>,
     #[serde(default)]
     sdes: HttpSdes,
+    dtls: Option<crate::media::dtls::Role>,
     #[serde(default)]
     transcode: Vec<String>,
     #[serde(default)]
@@ -267,6 +268,7 @@ impl HttpOptions {
                 only: suites(&self.sdes.only)?,
                 no: suites(&self.sdes.no)?,
             },
+            dtls: self.dtls,
             transcode: self.transcode,
             mask_codecs: self.mask_codecs,
         })

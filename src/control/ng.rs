@@ -456,7 +456,8 @@ fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> 
     }
     for m in strings(d, "rtcp-mux")? {
         o.rtcp_mux = Some(match m.as_str() {
-            "offer" => MuxOption::Offer,
+            // `require`: offered, and chorus always takes it where offered.
+            "offer" | "require" => MuxOption::Offer,
             "demux" => MuxOption::Demux,
             "accept" => MuxOption::Accept,
             "reject" => MuxOption::Reject,
@@ -476,7 +477,9 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
     }
     match str_of(d, "DTLS")? {
         None | Some("off" | "no" | "disable") => {}
-        Some(other) => warnings.push(format!("DTLS={other} ignored: chorus does not do DTLS-SRTP yet")),
+        Some("passive") => o.dtls = Some(crate::media::dtls::Role::Server),
+        Some("active") => o.dtls = Some(crate::media::dtls::Role::Client),
+        Some(other) => warnings.push(format!("DTLS={other} ignored (chorus takes passive or active)")),
     }
     if let Some(codec) = d.get("codec") {
         if let Some(v) = codec.get("strip") {

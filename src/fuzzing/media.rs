@@ -176,7 +176,7 @@ pub(super) fn webrtc(data: &[u8]) {
             }
             _ => {
                 let mut sent = Vec::new();
-                let _ = dtls.on_datagram(body, &mut sent);
+                let _ = dtls.on_datagram(now, body, &mut sent);
             }
         }
     }

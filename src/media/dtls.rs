@@ -3,8 +3,11 @@
 //! peer's certificate must match the fingerprint its SDP stated, and the
 //! SRTP keys come from the handshake's exporter.
 //!
-//! chorus takes the DTLS server role (`a=setup:passive`): the browser, as
-//! client, drives retransmission, so no timer is needed on chorus's side.
+//! chorus is usually the DTLS server (`a=setup:passive`): the browser, as
+//! client, drives retransmission. As client (`a=setup:active`, when the
+//! peer insists on being passive) chorus starts the handshake once ICE has
+//! proved the peer's address, and sends its last flight again while no
+//! answer comes ([`Dtls::retransmit`], from the worker's housekeeping).
 
 use super::srtp::Key;
 use crate::sdp::crypto::Suite;
@@ -165,10 +168,26 @@ enum Phase {
     Failed,
 }
 
-/// The DTLS side of one stream, chorus as server.
+/// Which end of the handshake chorus is; spelled as `a=setup` and ng's
+/// `DTLS` flag spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// `a=setup:passive`: the peer starts.
+    #[serde(rename = "passive")]
+    Server,
+    /// `a=setup:active`: chorus starts.
+    #[serde(rename = "active")]
+    Client,
+}
+
+/// The DTLS side of one stream.
 pub struct Dtls {
     phase: Phase,
     remote: Fingerprint,
+    role: Role,
+    /// The client's last flight and when it goes again (doubling, RFC 6347).
+    last_flight: Vec<Vec<u8>>,
+    resend: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for Dtls {
@@ -188,11 +207,65 @@ pub type Keys = (Key, Key);
 
 impl Dtls {
     pub fn server(identity: &Identity, remote: Fingerprint) -> Result<Dtls, String> {
+        Dtls::new(identity, remote, Role::Server)
+    }
+
+    pub fn new(identity: &Identity, remote: Fingerprint, role: Role) -> Result<Dtls, String> {
         let ssl = Ssl::new(&identity.ctx).map_err(|e| format!("DTLS: {e}"))?;
         Ok(Dtls {
             phase: Phase::Waiting(ssl),
             remote,
+            role,
+            last_flight: Vec::new(),
+            resend: None,
         })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// As client, the first flight (ClientHello), once: records to send.
+    pub fn start(&mut self, now: std::time::Instant, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+        if self.role != Role::Client || !matches!(self.phase, Phase::Waiting(_)) {
+            return Ok(());
+        }
+        let Phase::Waiting(ssl) = std::mem::replace(&mut self.phase, Phase::Failed) else {
+            return Ok(());
+        };
+        match ssl.connect(Datagrams::default()) {
+            Err(HandshakeError::WouldBlock(mut mid)) => {
+                let flight = std::mem::take(&mut mid.get_mut().outgoing);
+                self.remember(now, &flight);
+                out.extend(flight);
+                self.phase = Phase::Handshaking(mid);
+                Ok(())
+            }
+            Ok(_) => Err("DTLS: a handshake cannot finish before the peer speaks".into()),
+            Err(HandshakeError::Failure(mid)) => Err(format!("DTLS handshake failed: {}", mid.error())),
+            Err(HandshakeError::SetupFailure(e)) => Err(format!("DTLS: {e}")),
+        }
+    }
+
+    /// As client, while the handshake waits for the peer: the last flight
+    /// again when its time has come.
+    pub fn retransmit(&mut self, now: std::time::Instant, out: &mut Vec<Vec<u8>>) {
+        let Some((at, wait)) = self.resend else { return };
+        if now < at || !matches!(self.phase, Phase::Handshaking(_)) {
+            return;
+        }
+        out.extend(self.last_flight.iter().cloned());
+        // RFC 6347 section 4.2.4.1: double the timer, up to 60 s.
+        let wait = (wait * 2).min(std::time::Duration::from_secs(60));
+        self.resend = Some((now + wait, wait));
+    }
+
+    fn remember(&mut self, now: std::time::Instant, flight: &[Vec<u8>]) {
+        if self.role == Role::Client && !flight.is_empty() {
+            self.last_flight = flight.to_vec();
+            let wait = std::time::Duration::from_secs(1);
+            self.resend = Some((now + wait, wait));
+        }
     }
 
     pub fn remote(&self) -> &Fingerprint {
@@ -201,13 +274,23 @@ impl Dtls {
 
     /// A DTLS datagram from the peer. Records to send back go to `out`;
     /// returns the SRTP keys when this datagram completed the handshake.
-    pub fn on_datagram(&mut self, b: &[u8], out: &mut Vec<Vec<u8>>) -> Result<Option<Keys>, String> {
+    pub fn on_datagram(
+        &mut self,
+        now: std::time::Instant,
+        b: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<Keys>, String> {
         let phase = std::mem::replace(&mut self.phase, Phase::Failed);
         let step = match phase {
-            Phase::Waiting(ssl) => {
+            Phase::Waiting(ssl) if self.role == Role::Server => {
                 let mut d = Datagrams::default();
                 d.incoming.push_back(b.to_vec());
                 ssl.accept(d)
+            }
+            // A client that has not started hears nothing yet.
+            Phase::Waiting(ssl) => {
+                self.phase = Phase::Waiting(ssl);
+                return Ok(None);
             }
             Phase::Handshaking(mut mid) => {
                 queue(&mut mid.get_mut().incoming, b);
@@ -227,12 +310,17 @@ impl Dtls {
         match step {
             Ok(mut s) => {
                 out.append(&mut s.get_mut().outgoing);
+                self.resend = None;
                 let keys = self.keys(&s)?;
                 self.phase = Phase::Done(s);
                 Ok(Some(keys))
             }
             Err(HandshakeError::WouldBlock(mut mid)) => {
-                out.append(&mut mid.get_mut().outgoing);
+                let flight = std::mem::take(&mut mid.get_mut().outgoing);
+                if !flight.is_empty() {
+                    self.remember(now, &flight);
+                }
+                out.extend(flight);
                 self.phase = Phase::Handshaking(mid);
                 Ok(None)
             }
@@ -262,10 +350,19 @@ impl Dtls {
         let mut m = vec![0u8; 2 * (k + salt)];
         ssl.export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None)
             .map_err(|e| format!("DTLS exporter: {e}"))?;
-        let client = [&m[..k], &m[2 * k..2 * k + salt]].concat();
-        let server = [&m[k..2 * k], &m[2 * k + salt..]].concat();
-        // chorus is the server: it encrypts with the server's key.
-        Ok((Key { suite, master: client }, Key { suite, master: server }))
+        let client = Key {
+            suite,
+            master: [&m[..k], &m[2 * k..2 * k + salt]].concat(),
+        };
+        let server = Key {
+            suite,
+            master: [&m[k..2 * k], &m[2 * k + salt..]].concat(),
+        };
+        // Each end encrypts with its own role's key.
+        Ok(match self.role {
+            Role::Server => (client, server),
+            Role::Client => (server, client),
+        })
     }
 }
 

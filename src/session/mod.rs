@@ -83,6 +83,9 @@ pub struct Options {
     /// encrypt, RTP/AVP towards an SRTP leg makes it decrypt.
     pub transport_protocol: Option<String>,
     pub sdes: SdesOptions,
+    /// chorus's DTLS role towards a browser this offer goes to (ng
+    /// `DTLS=passive|active`); `None` offers `actpass`.
+    pub dtls: Option<crate::media::dtls::Role>,
     /// Codecs added to an offer for the answerer to choose; chorus
     /// transcodes when it picks one the offerer did not offer (ng
     /// `codec-transcode`).

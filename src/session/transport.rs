@@ -64,15 +64,14 @@ pub(super) fn on_offer(
             Ok(out(st.sides[r].sdes.as_ref().map(sdes::SdesSide::lines), false))
         }
         (Transport::Dtls, Transport::Plain) => {
-            webrtc::check_offer_setup(sdp, i)?;
             webrtc::offer_from_browser(sdp, i, &mut st.sides[o], res)?;
             st.sides[r].clear();
             Ok(out(Some(Vec::new()), false))
         }
         (Transport::Plain, Transport::Dtls) => {
-            webrtc::offer_to_browser(&mut st.sides[r], res)?;
+            webrtc::offer_to_browser(&mut st.sides[r], opts.dtls, res)?;
             st.sides[o].clear();
-            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), "actpass", None));
+            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), webrtc::offer_setup(opts.dtls), None));
             Ok(out(w, true))
         }
         // Asked for explicitly (without the flag, two browsers' SDP passes
@@ -80,10 +79,9 @@ pub(super) fn on_offer(
         (Transport::Dtls, Transport::Dtls) if opts.transport_protocol.is_some() => {
             // Two browsers: chorus is each one's ICE peer and DTLS server,
             // so media flows through it (decrypted, encrypted again).
-            webrtc::check_offer_setup(sdp, i)?;
             webrtc::offer_from_browser(sdp, i, &mut st.sides[o], res)?;
-            webrtc::offer_to_browser(&mut st.sides[r], res)?;
-            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), "actpass", None));
+            webrtc::offer_to_browser(&mut st.sides[r], opts.dtls, res)?;
+            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), webrtc::offer_setup(opts.dtls), None));
             Ok(out(w, true))
         }
         (a, b) if a != b => Err(Error::NotImplemented(format!(
@@ -129,7 +127,8 @@ pub(super) fn on_answer(
     if let Some(w) = &st.sides[o].webrtc {
         // chorus is the offering browser's ICE-lite peer and DTLS server.
         let mid_missing = w.mid.as_deref().filter(|_| !m.has_attribute("mid"));
-        return Ok(out(Some(w.lines(&res.fingerprint(), "passive", mid_missing)), true));
+        let setup = webrtc::answer_setup(w.role);
+        return Ok(out(Some(w.lines(&res.fingerprint(), setup, mid_missing)), true));
     }
     if st.sides[a].webrtc.is_some() {
         return Ok(out(Some(Vec::new()), false));
@@ -164,7 +163,7 @@ impl Terminated {
             Terminated::Sdes(s) => (Vec::new(), s.lines()),
             Terminated::WebRtc(w) => (
                 vec!["a=ice-lite".into()],
-                w.lines(fingerprint, "passive", w.mid.as_deref()),
+                w.lines(fingerprint, webrtc::answer_setup(w.role), w.mid.as_deref()),
             ),
         }
     }
@@ -189,7 +188,6 @@ pub fn terminate_offer(sdp: &Sdp, i: usize, res: &mut dyn Resources) -> Result<T
             Ok(Terminated::Sdes(side.sdes.ok_or_else(internal)?))
         }
         Some(Transport::Dtls) => {
-            webrtc::check_offer_setup(sdp, i)?;
             webrtc::offer_from_browser(sdp, i, &mut side, res)?;
             Ok(Terminated::WebRtc(side.webrtc.ok_or_else(internal)?))
         }

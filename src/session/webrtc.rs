@@ -5,7 +5,7 @@
 
 use super::{Resources, SideState};
 use crate::error::Error;
-use crate::media::dtls::Fingerprint;
+use crate::media::dtls::{Fingerprint, Role};
 use crate::sdp::{Media, Sdp};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,29 @@ pub struct WebRtcSide {
     pub remote_fingerprint: Option<Fingerprint>,
     /// The browser's `a=mid`, echoed in chorus's answer.
     pub mid: Option<String>,
+    /// chorus's end of the DTLS handshake.
+    #[serde(default = "server")]
+    pub role: Role,
+    /// The role chorus offered outright (not `actpass`), if it did.
+    #[serde(default)]
+    pub offered: Option<Role>,
+}
+
+fn server() -> Role {
+    Role::Server
+}
+
+/// `a=setup` for chorus's answer in `role`.
+pub fn answer_setup(role: Role) -> &'static str {
+    match role {
+        Role::Server => "passive",
+        Role::Client => "active",
+    }
+}
+
+/// `a=setup` of chorus's offer to a browser.
+pub fn offer_setup(role: Option<Role>) -> &'static str {
+    role.map_or("actpass", answer_setup)
 }
 
 impl WebRtcSide {
@@ -34,6 +57,8 @@ impl WebRtcSide {
             remote_ufrag: None,
             remote_fingerprint: None,
             mid: None,
+            role: Role::Server,
+            offered: None,
         })
     }
 
@@ -88,7 +113,8 @@ fn learn_browser(sdp: &Sdp, i: usize, side: &mut WebRtcSide) -> Result<(), Error
 }
 
 /// An offer from a browser to a plain leg: the browser's side gets chorus's
-/// credentials (kept on a re-offer) and learns the browser's.
+/// credentials (kept on a re-offer) and learns the browser's. chorus is the
+/// DTLS server unless the browser insists on being it (`a=setup:passive`).
 pub(super) fn offer_from_browser(
     sdp: &Sdp,
     i: usize,
@@ -100,50 +126,47 @@ pub(super) fn offer_from_browser(
         None => WebRtcSide::fresh(res)?,
     };
     learn_browser(sdp, i, &mut w)?;
+    w.role = match attribute(sdp, &sdp.media[i], "setup") {
+        Some("passive") => Role::Client,
+        _ => Role::Server,
+    };
     side.webrtc = Some(w);
     side.sdes = None;
     Ok(())
 }
 
 /// An offer from a plain leg to a browser: chorus's credentials now, the
-/// browser's with its answer.
-pub(super) fn offer_to_browser(side: &mut SideState, res: &mut dyn Resources) -> Result<(), Error> {
+/// browser's with its answer. `role` is what the proxy asked chorus to be
+/// (ng `DTLS=passive|active`); without it chorus offers `actpass`.
+pub(super) fn offer_to_browser(side: &mut SideState, role: Option<Role>, res: &mut dyn Resources) -> Result<(), Error> {
     if side.webrtc.is_none() {
         side.webrtc = Some(WebRtcSide::fresh(res)?);
+    }
+    if let Some(w) = side.webrtc.as_mut() {
+        w.offered = role;
     }
     side.sdes = None;
     Ok(())
 }
 
-/// The browser's answer to chorus's offer. It must take the DTLS client
-/// role: chorus is the server.
+/// The browser's answer to chorus's offer: its `a=setup` settles who
+/// starts the handshake (RFC 4145), unless chorus offered a fixed role.
 pub(super) fn answer_from_browser(sdp: &Sdp, i: usize, side: &mut SideState) -> Result<(), Error> {
     let Some(w) = side.webrtc.as_mut() else {
         return Ok(());
     };
     let m = &sdp.media[i];
-    match attribute(sdp, m, "setup") {
-        Some("active") | None => {}
-        Some(other) => {
-            return Err(Error::NotImplemented(format!(
-                "stream {} ({}): the answer chose a=setup:{other}; chorus offers actpass and takes only the DTLS server role (answer active)",
+    w.role = match (w.offered, attribute(sdp, m, "setup")) {
+        (Some(r), _) => r,
+        (None, Some("passive")) => Role::Client,
+        (None, Some("active") | None) => Role::Server,
+        (None, Some(other)) => {
+            return Err(Error::BadRequest(format!(
+                "stream {} ({}): a=setup:{other} is not an answer to actpass (RFC 4145)",
                 i + 1,
                 m.kind
             )))
         }
-    }
+    };
     learn_browser(sdp, i, w)
-}
-
-/// The setup a browser's offer allows chorus to answer: passive (server).
-pub(super) fn check_offer_setup(sdp: &Sdp, i: usize) -> Result<(), Error> {
-    let m = &sdp.media[i];
-    match attribute(sdp, m, "setup") {
-        Some("actpass" | "active") | None => Ok(()),
-        Some(other) => Err(Error::NotImplemented(format!(
-            "stream {} ({}): the offer asks chorus to be DTLS client (a=setup:{other}); chorus takes only the server role",
-            i + 1,
-            m.kind
-        ))),
-    }
 }

@@ -99,6 +99,12 @@ pub struct WebRtcSpec {
     pub pwd: String,
     pub remote_ufrag: Option<String>,
     pub remote_fingerprint: crate::media::dtls::Fingerprint,
+    #[serde(default = "passive")]
+    pub role: crate::media::dtls::Role,
+}
+
+fn passive() -> crate::media::dtls::Role {
+    crate::media::dtls::Role::Server
 }
 
 impl WebRtcSpec {
@@ -109,6 +115,7 @@ impl WebRtcSpec {
             pwd: w.pwd.clone(),
             remote_ufrag: w.remote_ufrag.clone(),
             remote_fingerprint: w.remote_fingerprint.clone()?,
+            role: w.role,
         })
     }
 }

@@ -583,7 +583,7 @@ impl Runner {
         self.counters.calls.store(self.calls.len() as u64, Relaxed);
         for (_, c) in self.calls.iter_mut() {
             for ws in &mut c.streams {
-                webrtc::check_consent(ws, now, &c.call_id);
+                webrtc::check_consent(ws, now, &c.call_id, &self.sockets);
             }
         }
         let timeout = self.config.media_timeout;

@@ -19,7 +19,7 @@ fn handshake(server_expects: Fingerprint) -> (Result<Option<Keys>, String>, Vec<
         let flight: Vec<Vec<u8>> = client.get_mut().outgoing.drain(..).collect();
         let mut back = Vec::new();
         for d in flight {
-            result = server.on_datagram(&d, &mut back);
+            result = server.on_datagram(std::time::Instant::now(), &d, &mut back);
             if result.is_err() {
                 return (result, Vec::new(), Suite::AesCm128HmacSha1_80);
             }
@@ -62,7 +62,7 @@ fn a_client_with_the_stated_fingerprint_gets_matching_srtp_keys() {
     for _ in 0..10 {
         let mut back = Vec::new();
         for d in client.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
-            if let Some(k) = server.on_datagram(&d, &mut back).unwrap() {
+            if let Some(k) = server.on_datagram(std::time::Instant::now(), &d, &mut back).unwrap() {
                 keys = Some(k);
             }
         }
@@ -128,9 +128,75 @@ fn garbage_fails_the_stream_without_panic() {
     let id = Identity::generate().unwrap();
     let mut d = Dtls::server(&id, fingerprint_of(&id)).unwrap();
     let mut out = Vec::new();
-    let r = d.on_datagram(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5], &mut out);
+    let r = d.on_datagram(
+        std::time::Instant::now(),
+        &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5],
+        &mut out,
+    );
     assert!(r.is_err() || r == Ok(None));
     for _ in 0..3 {
-        let _ = d.on_datagram(&[0xff; 40], &mut out);
+        let _ = d.on_datagram(std::time::Instant::now(), &[0xff; 40], &mut out);
     }
+}
+
+#[test]
+fn as_client_chorus_starts_resends_and_gets_keys_of_its_role() {
+    let (chorus_id, peer_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut chorus = Dtls::new(&chorus_id, fingerprint_of(&peer_id), Role::Client).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut hello = Vec::new();
+    chorus.start(t0, &mut hello).unwrap();
+    assert!(!hello.is_empty(), "a ClientHello");
+    // Lost: nothing before the timer, the same flight after it.
+    let mut again = Vec::new();
+    chorus.retransmit(t0 + std::time::Duration::from_millis(500), &mut again);
+    assert!(again.is_empty());
+    chorus.retransmit(t0 + std::time::Duration::from_millis(1100), &mut again);
+    assert_eq!(again, hello, "the ClientHello again");
+    // The peer, as server, answers the retransmission.
+    let mut server = match Ssl::new(&peer_id.ctx).unwrap().accept({
+        let mut d = Datagrams::default();
+        d.incoming.extend(again);
+        d
+    }) {
+        Err(HandshakeError::WouldBlock(mid)) => mid,
+        _ => panic!("the server waits"),
+    };
+    let mut keys = None;
+    for _ in 0..10 {
+        let mut back = Vec::new();
+        for d in server.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
+            if let Some(k) = chorus.on_datagram(t0, &d, &mut back).unwrap() {
+                keys = Some(k);
+            }
+        }
+        server.get_mut().incoming.extend(back);
+        match server.handshake() {
+            Ok(mut s) => {
+                // The server's last flight completes chorus's side.
+                let mut back = Vec::new();
+                for d in s.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
+                    if let Some(k) = chorus.on_datagram(t0, &d, &mut back).unwrap() {
+                        keys = Some(k);
+                    }
+                }
+                let (theirs, ours) = keys.expect("chorus derived keys");
+                let (k, salt) = ours.suite.key_salt_len();
+                let mut m = vec![0u8; 2 * (k + salt)];
+                s.ssl()
+                    .export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None)
+                    .unwrap();
+                assert_eq!(
+                    ours.master,
+                    [&m[..k], &m[2 * k..2 * k + salt]].concat(),
+                    "chorus encrypts as client"
+                );
+                assert_eq!(theirs.master, [&m[k..2 * k], &m[2 * k + salt..]].concat());
+                return;
+            }
+            Err(HandshakeError::WouldBlock(mid)) => server = mid,
+            Err(_) => panic!("server handshake failed"),
+        }
+    }
+    panic!("no handshake after 10 flights");
 }

@@ -24,7 +24,7 @@ impl WebRtc {
         Ok(WebRtc {
             spec: spec.clone(),
             ice: IceLite::new(&spec.ufrag, &spec.pwd, spec.remote_ufrag.as_deref()).map_err(WorkerError::Srtp)?,
-            dtls: Dtls::server(identity, spec.remote_fingerprint.clone()).map_err(WorkerError::Srtp)?,
+            dtls: Dtls::new(identity, spec.remote_fingerprint.clone(), spec.role).map_err(WorkerError::Srtp)?,
         })
     }
 }
@@ -53,10 +53,22 @@ pub(super) fn set_webrtc(
 }
 
 /// A browser that stopped checking has withdrawn consent (RFC 7675): no
-/// more media goes to it until a check proves its address again.
-pub(super) fn check_consent(ws: &mut WStream, now: Instant, call_id: &str) {
+/// more media goes to it until a check proves its address again. As DTLS
+/// client, chorus's last flight goes again while the browser is silent.
+pub(super) fn check_consent(ws: &mut WStream, now: Instant, call_id: &str, sockets: &slab::Slab<super::Sock>) {
     for side in 0..2 {
-        let Some(w) = ws.webrtc[side].as_ref() else { continue };
+        let Some(w) = ws.webrtc[side].as_deref_mut() else {
+            continue;
+        };
+        let mut again = Vec::new();
+        w.dtls.retransmit(now, &mut again);
+        let to = ws.relay.sides[side].latched();
+        let sock = ws.sock[side][0].and_then(|s| sockets.get(s));
+        if let (Some(to), Some(sock)) = (to, sock) {
+            for d in again {
+                let _ = sock.socket.send_to(&d, to);
+            }
+        }
         let relay = &mut ws.relay.sides[side];
         if relay.latched().is_some() && w.ice.consent_expired(now) {
             tracing::info!(call = %call_id, side, "browser consent expired: media to it stops");
@@ -98,6 +110,14 @@ impl BrowserSide<'_> {
             }
             if let Some(s) = reply {
                 let _ = s.send_to(&resp[..checked.len], from);
+                // As DTLS client, chorus starts once ICE has proved the address.
+                let mut hello = Vec::new();
+                if let Err(e) = w.dtls.start(now, &mut hello) {
+                    tracing::warn!(%who, error = %e, "DTLS");
+                }
+                for d in hello {
+                    let _ = s.send_to(&d, from);
+                }
             }
             return None;
         }
@@ -105,7 +125,7 @@ impl BrowserSide<'_> {
             return Some(DropReason::UnknownSource);
         }
         let mut out = Vec::new();
-        let result = w.dtls.on_datagram(packet, &mut out);
+        let result = w.dtls.on_datagram(now, packet, &mut out);
         if let Some(s) = reply {
             for d in out {
                 let _ = s.send_to(&d, from);
