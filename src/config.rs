@@ -76,6 +76,10 @@ pub struct Config {
     /// commands on its calls; by default `http://` + `http_listen` (with
     /// the media address when that listens on all addresses).
     pub advertise_http: Option<String>,
+    /// PEM files of the DTLS certificate and key chorus shows browsers;
+    /// by default a fresh ECDSA P-256 certificate is made at start.
+    pub dtls_certificate: Option<String>,
+    pub dtls_private_key: Option<String>,
 }
 
 impl Default for Config {
@@ -106,6 +110,8 @@ impl Default for Config {
             redis_heartbeat_ms: 200,
             redis_record_ttl: 120,
             advertise_http: None,
+            dtls_certificate: None,
+            dtls_private_key: None,
         }
     }
 }
@@ -136,6 +142,8 @@ const ENV_KEYS: &[&str] = &[
     "redis_heartbeat_ms",
     "redis_record_ttl",
     "advertise_http",
+    "dtls_certificate",
+    "dtls_private_key",
 ];
 
 impl Config {

@@ -81,6 +81,14 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     callback_url: Option<String>,
+    /// PEM certificate for DTLS with browsers [default: one made at start].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dtls_certificate: Option<String>,
+    /// PEM private key of `--dtls-certificate`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dtls_private_key: Option<String>,
     /// Bearer token the /v1 API requires (prefer CHORUS_TOKEN: flags show in `ps`).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -115,7 +115,11 @@ impl State {
             config.workers
         };
         let (tx, events) = worker::event_channel();
-        let dtls = Arc::new(crate::media::dtls::Identity::generate().map_err(std::io::Error::other)?);
+        let dtls = crate::media::dtls::Identity::from_config(
+            config.dtls_certificate.as_deref(),
+            config.dtls_private_key.as_deref(),
+        );
+        let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
             dtls: dtls.clone(),

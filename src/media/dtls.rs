@@ -39,6 +39,21 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
+    /// chorus's identity from configured PEM files, or a fresh one.
+    pub fn from_config(cert: Option<&str>, key: Option<&str>) -> Result<Identity, String> {
+        match (cert, key) {
+            (None, None) => Identity::generate(),
+            (Some(c), Some(k)) => {
+                let read = |p: &str| std::fs::read(p).map_err(|e| format!("DTLS: cannot read {p}: {e}"));
+                let cert = X509::from_pem(&read(c)?).map_err(|e| format!("DTLS: {c} is not a PEM certificate: {e}"))?;
+                let key = PKey::private_key_from_pem(&read(k)?)
+                    .map_err(|e| format!("DTLS: {k} is not a PEM private key: {e}"))?;
+                Identity::with(&cert, &key)
+            }
+            _ => Err("DTLS: set both dtls_certificate and dtls_private_key, or neither".into()),
+        }
+    }
+
     /// A fresh ECDSA P-256 key and a self-signed certificate (browsers check
     /// the fingerprint in the SDP, not a chain).
     pub fn generate() -> Result<Identity, String> {
@@ -64,10 +79,16 @@ impl Identity {
         cert.set_not_before(&from).map_err(e("certificate"))?;
         cert.set_not_after(&until).map_err(e("certificate"))?;
         cert.sign(&key, MessageDigest::sha256()).map_err(e("signing"))?;
-        let cert = cert.build();
+        Identity::with(&cert.build(), &key)
+    }
+
+    fn with(cert: &X509, key: &PKey<openssl::pkey::Private>) -> Result<Identity, String> {
+        let e = |what: &'static str| move |err: openssl::error::ErrorStack| format!("DTLS identity: {what}: {err}");
         let mut ctx = SslContext::builder(SslMethod::dtls()).map_err(e("context"))?;
-        ctx.set_certificate(&cert).map_err(e("context"))?;
-        ctx.set_private_key(&key).map_err(e("context"))?;
+        ctx.set_certificate(cert).map_err(e("context"))?;
+        let mismatch = "the key does not match the certificate";
+        ctx.set_private_key(key).map_err(e(mismatch))?;
+        ctx.check_private_key().map_err(e(mismatch))?;
         ctx.set_tlsext_use_srtp("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80")
             .map_err(e("SRTP profiles"))?;
         // Any certificate passes the chain check; its fingerprint is checked

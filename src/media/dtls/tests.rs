@@ -200,3 +200,43 @@ fn as_client_chorus_starts_resends_and_gets_keys_of_its_role() {
     }
     panic!("no handshake after 10 flights");
 }
+
+#[test]
+fn a_configured_certificate_is_used_and_a_wrong_key_refused() {
+    let dir = std::env::temp_dir().join(format!("chorus-dtls-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = |name: &str| dir.join(name).to_string_lossy().to_string();
+    // openssl(1) is not needed: the crate writes the PEM files.
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let keys: Vec<PKey<openssl::pkey::Private>> = (0..2)
+        .map(|_| PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
+        .collect();
+    let mut b = X509::builder().unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "pbx.example").unwrap();
+    let name = name.build();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&keys[0]).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.sign(&keys[0], MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    std::fs::write(pem("cert.pem"), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(pem("key.pem"), keys[0].private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(pem("other.pem"), keys[1].private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let id = Identity::from_config(Some(&pem("cert.pem")), Some(&pem("key.pem"))).unwrap();
+    let digest = hex_colons(&cert.digest(MessageDigest::sha256()).unwrap());
+    assert_eq!(id.fingerprint, format!("sha-256 {digest}"));
+    let e = Identity::from_config(Some(&pem("cert.pem")), Some(&pem("other.pem")))
+        .err()
+        .unwrap();
+    assert!(e.contains("does not match"), "{e}");
+    let e = Identity::from_config(Some(&pem("cert.pem")), None).err().unwrap();
+    assert!(e.contains("both"), "{e}");
+    let e = Identity::from_config(Some(&pem("missing.pem")), Some(&pem("key.pem")))
+        .err()
+        .unwrap();
+    assert!(e.contains("cannot read"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
