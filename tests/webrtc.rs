@@ -21,11 +21,15 @@ const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc<
   const report = (r) => fetch('/result?' + who, {method: 'POST', body: JSON.stringify(r)});
   try {
     const media = await navigator.mediaDevices.getUserMedia(
-      {audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
+      {audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false},
+       video: location.search.includes('video')});
     const pc = new RTCPeerConnection();
     media.getTracks().forEach(t => pc.addTrack(t, media));
-    pc.ontrack = (e) => { const a = new Audio(); a.srcObject = e.streams[0]; a.play().catch(() => {}); };
-    if (location.search === '?offer') {
+    pc.ontrack = (e) => {
+      if (e.track.kind !== 'audio') return;
+      const a = new Audio(); a.srcObject = new MediaStream([e.track]); a.play().catch(() => {});
+    };
+    if (location.search.startsWith('?offer')) {
       await pc.setLocalDescription(await pc.createOffer());
       const answer = await (await fetch('/offer', {method: 'POST', body: pc.localDescription.sdp})).text();
       if (!answer.startsWith('v=0')) { report({error: answer}); return; }
@@ -79,12 +83,16 @@ enum Scenario {
     PhoneCallsBrowserInOpus,
     /// The phone's offer makes chorus the DTLS client (`dtls: active`).
     PhoneCallsBrowserChorusActive,
+    /// A browser sends audio and video (BUNDLE offered) to a video phone.
+    BrowserCallsVideoPhone,
 }
 
 struct Shared {
     scenario: Scenario,
     daemon_base: String,
     phone_port: u16,
+    /// The video phone's video port (0: no video).
+    video_port: u16,
     /// Where the phone sends (chorus's port towards it), once known.
     to_chorus: Option<SocketAddr>,
     /// chorus's offer for an answering browser.
@@ -158,14 +166,14 @@ async fn chorus(shared: &State, path: &str, body: Value) -> Result<String, Strin
 /// An offering browser: towards the phone (which answers at once) or
 /// towards the other browser (whose answer comes through `/answer`).
 async fn browser_offers(shared: State, sdp: String) -> String {
-    let (scenario, phone_port) = {
+    let (scenario, phone_port, video_port) = {
         let s = shared.lock().unwrap();
-        (s.scenario, s.phone_port)
+        (s.scenario, s.phone_port, s.video_port)
     };
     if scenario == Scenario::BrowserJoinsConference {
         return join_conference(&shared, sdp).await;
     }
-    let to = if scenario == Scenario::BrowserCallsPhone {
+    let to = if matches!(scenario, Scenario::BrowserCallsPhone | Scenario::BrowserCallsVideoPhone) {
         "RTP/AVP"
     } else {
         "UDP/TLS/RTP/SAVPF"
@@ -180,7 +188,16 @@ async fn browser_offers(shared: State, sdp: String) -> String {
         return wait_for(shared, |s| s.answer_for_browser.clone()).await;
     }
     shared.lock().unwrap().to_chorus = Some(sdp_target(&onward));
-    let body = json!({"from_tag": "a", "to_tag": "b", "sdp": phone_sdp(phone_port)});
+    let mut answer = phone_sdp(phone_port);
+    if video_port != 0 {
+        // The video phone takes the browser's VP8.
+        let vp8 = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" VP8/90000"))
+            .unwrap_or("96");
+        answer += &format!("m=video {video_port} RTP/AVP {vp8}\r\na=rtpmap:{vp8} VP8/90000\r\n");
+    }
+    let body = json!({"from_tag": "a", "to_tag": "b", "sdp": answer});
     chorus(&shared, "answer", body).await.unwrap_or_else(|e| e)
 }
 
@@ -295,13 +312,31 @@ fn browser(
 
 /// Runs one scenario on its own chorus: the browsers' reports by name, and
 /// what the phone heard.
-async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String, Value>, Vec<Vec<u8>>, Daemon) {
+/// What a scenario left: the pages' reports, what the phones heard, the
+/// daemon (for queries), and how many video packets the phone got.
+type Outcome = (std::collections::HashMap<String, Value>, Vec<Vec<u8>>, Daemon, u64);
+
+async fn run(slot: u16, scenario: Scenario) -> Outcome {
     let d = Daemon::start(slot, &[]).await;
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+    video.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let video_port = video.local_addr().unwrap().port();
+    // Video packets the phone gets, counted for 10 s.
+    let video_count = std::thread::spawn(move || {
+        let (start, mut buf, mut n) = (Instant::now(), [0u8; 2048], 0u64);
+        while start.elapsed() < Duration::from_secs(10) {
+            if video.recv_from(&mut buf).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
     let shared = Arc::new(Mutex::new(Shared {
         scenario,
         daemon_base: d.base.clone(),
         phone_port: phone.local_addr().unwrap().port(),
+        video_port: video_port * u16::from(scenario == Scenario::BrowserCallsVideoPhone),
         to_chorus: None,
         offer_for_browser: None,
         answer_for_browser: None,
@@ -315,6 +350,7 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
     let mut browsers = Vec::new();
     match scenario {
         Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", &dir, &wav)),
+        Scenario::BrowserCallsVideoPhone => browsers.push(browser(page, "offer&video", "a", &dir, &wav)),
         Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus | Scenario::PhoneCallsBrowserChorusActive => {
             let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
             if scenario == Scenario::PhoneCallsBrowserInOpus {
@@ -372,7 +408,7 @@ async fn run(slot: u16, scenario: Scenario) -> (std::collections::HashMap<String
     }
     let _ = std::fs::remove_dir_all(&dir);
     let results = shared.lock().unwrap().results.clone();
-    (results, heard, d)
+    (results, heard, d, video_count.join().unwrap())
 }
 
 /// Two plain phones join `room`; once the browser has joined, phone 0
@@ -432,7 +468,7 @@ fn assert_phone_heard_tone(heard: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_calls_a_plain_phone_and_they_hear_each_other() {
-    let (results, heard, d) = run(42, Scenario::BrowserCallsPhone).await;
+    let (results, heard, d, _) = run(42, Scenario::BrowserCallsPhone).await;
     assert_browser_connected(&results["a"]);
     assert_phone_heard_tone(&heard[0]);
     let (_, call) = d.get("/v1/calls/web").await;
@@ -447,14 +483,14 @@ async fn a_browser_calls_a_plain_phone_and_they_hear_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_phone_calls_a_browser_and_they_hear_each_other() {
-    let (results, heard, _d) = run(43, Scenario::PhoneCallsBrowser).await;
+    let (results, heard, _d, _) = run(43, Scenario::PhoneCallsBrowser).await;
     assert_browser_connected(&results["b"]);
     assert_phone_heard_tone(&heard[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_talk_through_chorus() {
-    let (results, _, d) = run(44, Scenario::BrowserCallsBrowser).await;
+    let (results, _, d, _) = run(44, Scenario::BrowserCallsBrowser).await;
     assert_browser_connected(&results["a"]);
     assert_browser_connected(&results["b"]);
     // The media went through chorus, both ways.
@@ -472,7 +508,7 @@ async fn two_browsers_talk_through_chorus() {
 /// each one's turn), and both phones hear the browser's tone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_in_a_conference_hears_both_phones_and_is_heard() {
-    let (results, heard, _d) = run(46, Scenario::BrowserJoinsConference).await;
+    let (results, heard, _d, _) = run(46, Scenario::BrowserJoinsConference).await;
     let r = &results["a"];
     assert_browser_connected(r);
     let series: Vec<f64> = r["series"]
@@ -496,7 +532,7 @@ async fn a_browser_in_a_conference_hears_both_phones_and_is_heard() {
 /// (and SRTP on the browser's side), and each hears the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pcmu_phone_and_a_browser_in_opus_hear_each_other_through_the_transcoder() {
-    let (results, heard, _d) = run(49, Scenario::PhoneCallsBrowserInOpus).await;
+    let (results, heard, _d, _) = run(49, Scenario::PhoneCallsBrowserInOpus).await;
     let r = &results["b"];
     assert_browser_connected(r);
     assert_eq!(r["inbound"]["codec"], "audio/opus", "{r}");
@@ -507,7 +543,18 @@ async fn a_pcmu_phone_and_a_browser_in_opus_hear_each_other_through_the_transcod
 /// answers passive, and chorus starts the handshake once ICE has checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chorus_as_dtls_client_to_a_browser() {
-    let (results, heard, _d) = run(51, Scenario::PhoneCallsBrowserChorusActive).await;
+    let (results, heard, _d, _) = run(51, Scenario::PhoneCallsBrowserChorusActive).await;
     assert_browser_connected(&results["b"]);
     assert_phone_heard_tone(&heard[0]);
+}
+
+/// Audio and video from a browser (which offers BUNDLE) to a video phone on
+/// plain RTP: chorus answers without BUNDLE, so the browser keeps one ICE
+/// and DTLS transport per m= line, and both streams reach the phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sends_audio_and_video_to_a_video_phone() {
+    let (results, heard, _d, video) = run(52, Scenario::BrowserCallsVideoPhone).await;
+    assert_browser_connected(&results["a"]);
+    assert_phone_heard_tone(&heard[0]);
+    assert!(video > 50, "the phone got {video} video packets");
 }
