@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
                 from_browser: false,
                 add_codecs: Vec::new(),
                 codecs: None,
+                extra: Vec::new(),
             })
             .collect();
         let plan = Rewrite {

@@ -374,11 +374,16 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     let r = offer(
         "f5b",
         "f5b",
-        &[("transport-protocol", "UDP/TLS/RTP/SAVPF"), ("ICE", "force")],
+        &[
+            ("transport-protocol", "UDP/TLS/RTP/SAVPF"),
+            ("ICE", "force"),
+            ("flags", "[generate-mid]"),
+        ],
     );
     let sdp = s(&r, "sdp");
     assert!(sdp.contains(" UDP/TLS/RTP/SAVPF 0 8 101\r\n"), "{sdp}");
     for line in [
+        "a=mid:0\r\n",
         "a=ice-lite\r\n",
         "a=setup:actpass\r\n",
         "a=fingerprint:sha-256 ",

@@ -216,6 +216,8 @@ struct HttpOptions {
     sdes: HttpSdes,
     dtls: Option<crate::media::dtls::Role>,
     #[serde(default)]
+    generate_mid: bool,
+    #[serde(default)]
     transcode: Vec<String>,
     #[serde(default)]
     mask_codecs: Vec<String>,
@@ -269,6 +271,7 @@ impl HttpOptions {
                 no: suites(&self.sdes.no)?,
             },
             dtls: self.dtls,
+            generate_mid: self.generate_mid,
             transcode: self.transcode,
             mask_codecs: self.mask_codecs,
         })

@@ -430,6 +430,7 @@ fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> 
             // symmetrically to the exact source, drops other sources.
             "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
             "sip-source-address" => o.sip_source_address = true,
+            "generate-mid" => o.generate_mid = true,
             sdes if sdes.starts_with("sdes-") => sdes_option(&flag["SDES-".len()..], o, warnings)?,
             "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
             "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),

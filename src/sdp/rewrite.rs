@@ -25,6 +25,8 @@ pub struct StreamOut {
     pub add_codecs: Vec<(String, Vec<String>)>,
     /// Formats and codec lines replacing the input's (chorus transcodes).
     pub codecs: Option<(Vec<String>, Vec<String>)>,
+    /// Lines added at the end of the section (`a=mid`, for ng `generate-mid`).
+    pub extra: Vec<String>,
 }
 
 /// What to do with `a=rtcp-mux` in one section.
@@ -183,7 +185,7 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             .iter()
             .flat_map(|(_, l)| l)
             .chain(s.codecs.iter().flat_map(|(_, l)| l));
-        for l in codec_lines {
+        for l in codec_lines.chain(&s.extra) {
             push(&mut out, l, mline.eol);
         }
         if s.candidate {
@@ -331,6 +333,7 @@ mod tests {
             from_browser: false,
             add_codecs: Vec::new(),
             codecs: None,
+            extra: Vec::new(),
         }];
         rewrite(
             &sdp,

@@ -83,6 +83,9 @@ pub struct Options {
     /// encrypt, RTP/AVP towards an SRTP leg makes it decrypt.
     pub transport_protocol: Option<String>,
     pub sdes: SdesOptions,
+    /// Give every offered `m=` section without `a=mid` one (its index; ng
+    /// `generate-mid`), as WebRTC peers expect.
+    pub generate_mid: bool,
     /// chorus's DTLS role towards a browser this offer goes to (ng
     /// `DTLS=passive|active`); `None` offers `actpass`.
     pub dtls: Option<crate::media::dtls::Role>,
@@ -299,6 +302,9 @@ impl Session {
             if m.kind == "audio" && st.kind == StreamKind::Rtp {
                 out.add_codecs = codecs::added(m, &opts.transcode)?;
             }
+            if opts.generate_mid && !m.has_attribute("mid") {
+                out.extra.push(format!("a=mid:{i}"));
+            }
             let masked: Vec<String> = opts.strip_codecs.iter().chain(&opts.mask_codecs).cloned().collect();
             if sdp::stripped_payload_types(m, &masked).len() == m.formats.len() && out.add_codecs.is_empty() {
                 return Err(Error::BadRequest(format!(
@@ -501,6 +507,7 @@ fn disabled() -> StreamOut {
         from_browser: false,
         add_codecs: Vec::new(),
         codecs: None,
+        extra: Vec::new(),
     }
 }
 
@@ -515,6 +522,7 @@ fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
         from_browser: false,
         add_codecs: Vec::new(),
         codecs: None,
+        extra: Vec::new(),
     }
 }
 
