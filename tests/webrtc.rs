@@ -347,35 +347,7 @@ async fn run(slot: u16, scenario: Scenario) -> Outcome {
     std::fs::create_dir_all(&dir).unwrap();
     let wav = dir.join("tone.wav");
     tone_wav(&wav);
-    let mut browsers = Vec::new();
-    match scenario {
-        Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", &dir, &wav)),
-        Scenario::BrowserCallsVideoPhone => browsers.push(browser(page, "offer&video", "a", &dir, &wav)),
-        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus | Scenario::PhoneCallsBrowserChorusActive => {
-            let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
-            if scenario == Scenario::PhoneCallsBrowserInOpus {
-                options["transcode"] = json!(["opus"]);
-                options["mask_codecs"] = json!(["PCMU"]);
-            }
-            if scenario == Scenario::PhoneCallsBrowserChorusActive {
-                options["dtls"] = json!("active");
-            }
-            let body = json!({"from_tag": "a", "sdp": phone_sdp(phone.local_addr().unwrap().port()),
-                              "options": options});
-            let offer = chorus(&shared, "offer", body).await.unwrap();
-            shared.lock().unwrap().offer_for_browser = Some(offer);
-            browsers.push(browser(page, "answer", "b", &dir, &wav));
-        }
-        Scenario::BrowserCallsBrowser => {
-            browsers.push(browser(page, "offer", "a", &dir, &wav));
-            browsers.push(browser(page, "answer", "b", &dir, &wav));
-        }
-        Scenario::BrowserJoinsConference => {
-            let (s, r) = d.post("/v1/conferences", json!({"id": "room"})).await;
-            assert_eq!(s, 200, "{r}");
-            browsers.push(browser(page, "offer", "a", &dir, &wav));
-        }
-    }
+    let browsers = start_browsers(scenario, &d, &shared, page, &dir, &wav).await;
     let heard = match scenario {
         Scenario::BrowserCallsBrowser => Vec::new(),
         Scenario::BrowserJoinsConference => two_phones_in_the_room(&d, &shared).await,
@@ -409,6 +381,48 @@ async fn run(slot: u16, scenario: Scenario) -> Outcome {
     let _ = std::fs::remove_dir_all(&dir);
     let results = shared.lock().unwrap().results.clone();
     (results, heard, d, video_count.join().unwrap())
+}
+
+/// The browsers of a scenario, after what must happen before they load
+/// (chorus's offer for an answering browser, the conference).
+async fn start_browsers(
+    scenario: Scenario,
+    d: &Daemon,
+    shared: &State,
+    page: SocketAddr,
+    dir: &std::path::Path,
+    wav: &std::path::Path,
+) -> Vec<std::process::Child> {
+    let phone_port = shared.lock().unwrap().phone_port;
+    let mut browsers = Vec::new();
+    match scenario {
+        Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", dir, wav)),
+        Scenario::BrowserCallsVideoPhone => browsers.push(browser(page, "offer&video", "a", dir, wav)),
+        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus | Scenario::PhoneCallsBrowserChorusActive => {
+            let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
+            if scenario == Scenario::PhoneCallsBrowserInOpus {
+                options["transcode"] = json!(["opus"]);
+                options["mask_codecs"] = json!(["PCMU"]);
+            }
+            if scenario == Scenario::PhoneCallsBrowserChorusActive {
+                options["dtls"] = json!("active");
+            }
+            let body = json!({"from_tag": "a", "sdp": phone_sdp(phone_port), "options": options});
+            let offer = chorus(shared, "offer", body).await.unwrap();
+            shared.lock().unwrap().offer_for_browser = Some(offer);
+            browsers.push(browser(page, "answer", "b", dir, wav));
+        }
+        Scenario::BrowserCallsBrowser => {
+            browsers.push(browser(page, "offer", "a", dir, wav));
+            browsers.push(browser(page, "answer", "b", dir, wav));
+        }
+        Scenario::BrowserJoinsConference => {
+            let (s, r) = d.post("/v1/conferences", json!({"id": "room"})).await;
+            assert_eq!(s, 200, "{r}");
+            browsers.push(browser(page, "offer", "a", dir, wav));
+        }
+    }
+    browsers
 }
 
 /// Two plain phones join `room`; once the browser has joined, phone 0

@@ -1,4 +1,4 @@
-use super::{Line, Sdp};
+use super::{Line, Media, Sdp};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -117,84 +117,97 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             Some(_) => m.formats.iter().map(String::as_str).collect(),
             None => stripped_payload_types(m, plan.strip_codecs),
         };
-        let unchanged = stripped.is_empty() && s.proto.is_none() && s.add_codecs.is_empty();
-        let proto_and_formats = if unchanged {
-            mline.value().splitn(3, ' ').nth(2).unwrap_or_default().to_string()
-        } else {
-            let mut kept: Vec<&str> = m
-                .formats
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !stripped.contains(f))
-                .collect();
-            kept.extend(s.add_codecs.iter().map(|(pt, _)| pt.as_str()));
-            kept.extend(s.codecs.iter().flat_map(|(f, _)| f.iter().map(String::as_str)));
-            format!("{} {}", s.proto.as_deref().unwrap_or(&m.proto), kept.join(" "))
-        };
-        push(
-            &mut out,
-            &format!("m={} {} {proto_and_formats}", m.kind, s.port),
-            mline.eol,
-        );
-        let mut has_mux = false;
-        let mut transport = s.transport.as_deref();
-        for line in &m.lines[1..] {
-            if !stripped.is_empty() && describes_payload_type(line, &stripped) {
-                continue;
-            }
-            if s.codecs.is_some() && matches!(line.attribute(), Some(("ptime" | "maxptime", _))) {
-                continue;
-            }
-            match line.attribute() {
-                Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
-                // chorus's lines go where the first of the input's was.
-                Some((name, _)) if s.transport.is_some() && is_transport_attribute(name) => {
-                    for c in transport.take().unwrap_or_default() {
-                        push(&mut out, c, line.eol);
-                    }
-                    continue;
-                }
-                Some(("rtcp", _)) => {
-                    let rtcp = format!("a=rtcp:{} IN {family} {}", s.rtcp_port, plan.address);
-                    push(&mut out, &rtcp, line.eol);
-                    continue;
-                }
-                Some(("rtcp-mux", None)) => {
-                    if s.mux == MuxOut::Present && !has_mux {
-                        push(&mut out, &line.text, line.eol);
-                    }
-                    has_mux = true;
-                    continue;
-                }
-                _ => {}
-            }
-            if line.kind() == 'c' && (s.from_browser || !is_hold(line)) {
-                push(&mut out, &conn, line.eol);
-            } else {
-                push(&mut out, &line.text, line.eol);
-            }
-        }
-        if s.mux == MuxOut::Present && !has_mux {
-            push(&mut out, "a=rtcp-mux", mline.eol);
-        }
-        for c in transport.unwrap_or_default() {
-            push(&mut out, c, mline.eol);
-        }
-        let codec_lines = s
-            .add_codecs
-            .iter()
-            .flat_map(|(_, l)| l)
-            .chain(s.codecs.iter().flat_map(|(_, l)| l));
-        for l in codec_lines.chain(&s.extra) {
-            push(&mut out, l, mline.eol);
-        }
-        if s.candidate {
-            let c = format!("a=candidate:1 1 udp 2130706431 {} {} typ host", plan.address, s.port);
-            push(&mut out, &c, mline.eol);
-            push(&mut out, "a=end-of-candidates", mline.eol);
-        }
+        push(&mut out, &m_line(m, s, &stripped), mline.eol);
+        section(&mut out, m, s, plan, &stripped, (family, &conn));
     }
     out
+}
+
+/// The `m=` line: chorus's port, and the protocol and formats as changed.
+fn m_line(m: &Media, s: &StreamOut, stripped: &[&str]) -> String {
+    let mline = &m.lines[0];
+    let unchanged = stripped.is_empty() && s.proto.is_none() && s.add_codecs.is_empty();
+    let proto_and_formats = if unchanged {
+        mline.value().splitn(3, ' ').nth(2).unwrap_or_default().to_string()
+    } else {
+        let mut kept: Vec<&str> = m
+            .formats
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !stripped.contains(f))
+            .collect();
+        kept.extend(s.add_codecs.iter().map(|(pt, _)| pt.as_str()));
+        kept.extend(s.codecs.iter().flat_map(|(f, _)| f.iter().map(String::as_str)));
+        format!("{} {}", s.proto.as_deref().unwrap_or(&m.proto), kept.join(" "))
+    };
+    format!("m={} {} {proto_and_formats}", m.kind, s.port)
+}
+
+/// The lines of one enabled `m=` section after its `m=` line.
+fn section(
+    out: &mut String,
+    m: &Media,
+    s: &StreamOut,
+    plan: &Rewrite<'_>,
+    stripped: &[&str],
+    (family, conn): (&str, &str),
+) {
+    let eol = m.lines[0].eol;
+    let mut has_mux = false;
+    let mut transport = s.transport.as_deref();
+    for line in &m.lines[1..] {
+        if !stripped.is_empty() && describes_payload_type(line, stripped) {
+            continue;
+        }
+        if s.codecs.is_some() && matches!(line.attribute(), Some(("ptime" | "maxptime", _))) {
+            continue;
+        }
+        match line.attribute() {
+            Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
+            // chorus's lines go where the first of the input's was.
+            Some((name, _)) if s.transport.is_some() && is_transport_attribute(name) => {
+                for c in transport.take().unwrap_or_default() {
+                    push(out, c, line.eol);
+                }
+                continue;
+            }
+            Some(("rtcp", _)) => {
+                let rtcp = format!("a=rtcp:{} IN {family} {}", s.rtcp_port, plan.address);
+                push(out, &rtcp, line.eol);
+                continue;
+            }
+            Some(("rtcp-mux", None)) => {
+                if s.mux == MuxOut::Present && !has_mux {
+                    push(out, &line.text, line.eol);
+                }
+                has_mux = true;
+                continue;
+            }
+            _ => {}
+        }
+        if line.kind() == 'c' && (s.from_browser || !is_hold(line)) {
+            push(out, conn, line.eol);
+        } else {
+            push(out, &line.text, line.eol);
+        }
+    }
+    if s.mux == MuxOut::Present && !has_mux {
+        push(out, "a=rtcp-mux", eol);
+    }
+    let added = transport.unwrap_or_default().iter();
+    let codec_lines = s
+        .add_codecs
+        .iter()
+        .flat_map(|(_, l)| l)
+        .chain(s.codecs.iter().flat_map(|(_, l)| l));
+    for l in added.chain(codec_lines).chain(&s.extra) {
+        push(out, l, eol);
+    }
+    if s.candidate {
+        let c = format!("a=candidate:1 1 udp 2130706431 {} {} typ host", plan.address, s.port);
+        push(out, &c, eol);
+        push(out, "a=end-of-candidates", eol);
+    }
 }
 
 /// `c=IN IP4 0.0.0.0` is RFC 2543 hold: "do not send to me". Kept as is, so

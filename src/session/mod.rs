@@ -294,27 +294,7 @@ impl Session {
             };
             // A lone port can only carry RTCP multiplexed; raw UDP has no RTCP.
             st.sides[r].mux_offered = st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
-            let t = transport::on_offer(sdp, i, st, o, opts, ports)?;
-            // A browser needs rtcp-mux (RFC 8829), and chorus is its ICE peer.
-            st.sides[r].mux_offered |= t.ice;
-            let mut out = stream_out(local, st.sides[r].mux_offered);
-            (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
-            if m.kind == "audio" && st.kind == StreamKind::Rtp {
-                out.add_codecs = codecs::added(m, &opts.transcode)?;
-            }
-            if opts.generate_mid && !m.has_attribute("mid") {
-                out.extra.push(format!("a=mid:{i}"));
-            }
-            let masked: Vec<String> = opts.strip_codecs.iter().chain(&opts.mask_codecs).cloned().collect();
-            if sdp::stripped_payload_types(m, &masked).len() == m.formats.len() && out.add_codecs.is_empty() {
-                return Err(Error::BadRequest(format!(
-                    "masking codecs {:?} leaves stream {} ({}) with none; add one to transcode to",
-                    opts.mask_codecs,
-                    i + 1,
-                    m.kind
-                )));
-            }
-            outs.push(out);
+            outs.push(offered_stream(sdp, i, st, o, local, opts, ports)?);
         }
         self.offerer = o;
         self.offered = true;
@@ -469,6 +449,41 @@ impl StreamState {
             }
         }
     }
+}
+
+/// What chorus states for stream `i` of an offer from leg `o`: its
+/// transport (SRTP, WebRTC), codecs to transcode to, a generated `a=mid`.
+fn offered_stream(
+    sdp: &Sdp,
+    i: usize,
+    st: &mut StreamState,
+    o: usize,
+    local: LocalPorts,
+    opts: &Options,
+    res: &mut dyn Resources,
+) -> Result<StreamOut, Error> {
+    let m = &sdp.media[i];
+    let t = transport::on_offer(sdp, i, st, o, opts, res)?;
+    // A browser needs rtcp-mux (RFC 8829), and chorus is its ICE peer.
+    st.sides[1 - o].mux_offered |= t.ice;
+    let mut out = stream_out(local, st.sides[1 - o].mux_offered);
+    (out.proto, out.transport, out.candidate, out.from_browser) = (t.proto, t.lines, t.ice, t.from_browser);
+    if m.kind == "audio" && st.kind == StreamKind::Rtp {
+        out.add_codecs = codecs::added(m, &opts.transcode)?;
+    }
+    if opts.generate_mid && !m.has_attribute("mid") {
+        out.extra.push(format!("a=mid:{i}"));
+    }
+    let masked: Vec<String> = opts.strip_codecs.iter().chain(&opts.mask_codecs).cloned().collect();
+    if sdp::stripped_payload_types(m, &masked).len() == m.formats.len() && out.add_codecs.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "masking codecs {:?} leaves stream {} ({}) with none; add one to transcode to",
+            opts.mask_codecs,
+            i + 1,
+            m.kind
+        )));
+    }
+    Ok(out)
 }
 
 /// Session-level transport lines: `a=ice-lite` when chorus is the
