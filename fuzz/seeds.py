@@ -68,7 +68,10 @@ texts = [p.read_text() for p in sdps]
 # SDP sessions: an offer from one real device answered by another, then a re-offer.
 for i, p in enumerate(sdps):
     other = texts[(i + 1) % len(texts)]
-    seq = [bytes([i % 32]) + texts[i].encode(), bytes([0]) + other.encode(), bytes([2]) + texts[i].encode()]
+    # Two option bytes each: the second picks transport-protocol (SRTP,
+    # WebRTC), transcode, mask, generate-mid and the DTLS role.
+    seq = [bytes([i % 32, i % 64]) + texts[i].encode(), bytes([0, 0]) + other.encode(),
+           bytes([2, 3]) + texts[i].encode()]
     put("sdp_session", p.parent.name, b"\0".join(seq))
 
 # ng: what Kamailio's rtpengine module sends.

@@ -49,6 +49,7 @@ pub(super) fn sdp_session(data: &[u8]) {
     for (i, body) in data.split(|b| *b == 0).take(8).enumerate() {
         let mut input = Input(body);
         let flags = input.u8();
+        let more = input.u8();
         let Ok(text) = std::str::from_utf8(input.bytes(body.len())) else {
             continue;
         };
@@ -63,6 +64,14 @@ pub(super) fn sdp_session(data: &[u8]) {
             ][usize::from(flags >> 1 & 3)],
             to_interface: Some(usize::from(flags >> 3 & 1)),
             replace_origin: flags & 16 != 0,
+            // SRTP, WebRTC and transcoding reach the same rewrite.
+            transport_protocol: [None, Some("RTP/AVP"), Some("RTP/SAVP"), Some("UDP/TLS/RTP/SAVPF")]
+                [usize::from(more & 3)]
+            .map(str::to_string),
+            transcode: if more & 4 != 0 { vec!["opus".into(), "PCMU".into()] } else { Vec::new() },
+            mask_codecs: if more & 8 != 0 { vec!["PCMU".into()] } else { Vec::new() },
+            generate_mid: more & 16 != 0,
+            dtls: (more & 32 != 0).then_some(crate::media::dtls::Role::Client),
             ..Options::default()
         };
         let (me, other) = if i % 4 < 2 { ("a", "b") } else { ("b", "a") };
