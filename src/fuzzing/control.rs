@@ -68,7 +68,11 @@ pub(super) fn sdp_session(data: &[u8]) {
             transport_protocol: [None, Some("RTP/AVP"), Some("RTP/SAVP"), Some("UDP/TLS/RTP/SAVPF")]
                 [usize::from(more & 3)]
             .map(str::to_string),
-            transcode: if more & 4 != 0 { vec!["opus".into(), "PCMU".into()] } else { Vec::new() },
+            transcode: if more & 4 != 0 {
+                vec!["opus".into(), "PCMU".into()]
+            } else {
+                Vec::new()
+            },
             mask_codecs: if more & 8 != 0 { vec!["PCMU".into()] } else { Vec::new() },
             generate_mid: more & 16 != 0,
             dtls: (more & 32 != 0).then_some(crate::media::dtls::Role::Client),

@@ -586,6 +586,7 @@ impl Runner {
                 webrtc::check_consent(ws, now, &c.call_id, &self.sockets);
             }
         }
+        self.housekeep_members(now);
         let timeout = self.config.media_timeout;
         if timeout.is_zero() {
             return;

@@ -272,6 +272,18 @@ impl Runner {
         }
     }
 
+    /// Browser participants' timers (DTLS client resends, consent).
+    pub(super) fn housekeep_members(&mut self, now: Instant) {
+        for (_, conf) in self.conferences.iter_mut() {
+            for (pid, m) in conf.members.iter_mut() {
+                let Some(w) = m.webrtc.as_deref_mut() else { continue };
+                let sock = self.sockets.get(m.rtp).map(|s| &s.socket);
+                let who = format_args!("conference {} participant {pid}", conf.conf_id);
+                super::webrtc::housekeep(w, &mut m.side, sock, now, &who);
+            }
+        }
+    }
+
     /// Runs every conference's mixer once, on the 20 ms grid.
     pub(super) fn tick_conferences(&mut self, now: Instant) {
         let Some(due) = self.next_tick else { return };

@@ -60,20 +60,31 @@ pub(super) fn check_consent(ws: &mut WStream, now: Instant, call_id: &str, socke
         let Some(w) = ws.webrtc[side].as_deref_mut() else {
             continue;
         };
-        let mut again = Vec::new();
-        w.dtls.retransmit(now, &mut again);
-        let to = ws.relay.sides[side].latched();
-        let sock = ws.sock[side][0].and_then(|s| sockets.get(s));
-        if let (Some(to), Some(sock)) = (to, sock) {
-            for d in again {
-                let _ = sock.socket.send_to(&d, to);
-            }
+        let sock = ws.sock[side][0].and_then(|s| sockets.get(s)).map(|s| &s.socket);
+        let who = format_args!("call {call_id} side {side}");
+        housekeep(w, &mut ws.relay.sides[side], sock, now, &who);
+    }
+}
+
+/// One browser side's timers: the DTLS client's last flight again, and
+/// consent (RFC 7675).
+pub(super) fn housekeep(
+    w: &mut WebRtc,
+    relay: &mut Side,
+    sock: Option<&mio::net::UdpSocket>,
+    now: Instant,
+    who: &dyn std::fmt::Display,
+) {
+    let mut again = Vec::new();
+    w.dtls.retransmit(now, &mut again);
+    if let (Some(to), Some(sock)) = (relay.latched(), sock) {
+        for d in again {
+            let _ = sock.send_to(&d, to);
         }
-        let relay = &mut ws.relay.sides[side];
-        if relay.latched().is_some() && w.ice.consent_expired(now) {
-            tracing::info!(call = %call_id, side, "browser consent expired: media to it stops");
-            relay.set_latched(None);
-        }
+    }
+    if relay.latched().is_some() && w.ice.consent_expired(now) {
+        tracing::info!(%who, "browser consent expired: media to it stops");
+        relay.set_latched(None);
     }
 }
 
