@@ -289,22 +289,28 @@ async fn a_plain_phone_is_encrypted_for_an_srtp_one_with_gcm() {
 
 /// Keys chorus cannot use are refused with the reason, and nothing is created.
 #[tokio::test]
-async fn unusable_keys_and_sdes_to_dtls_are_refused_with_the_reason() {
+async fn unusable_keys_are_refused_with_the_reason() {
     let d = Daemon::start(41, &[]).await;
     let mki = savp_sdp(40000, &format!("{OFFERER_INLINE}|1:4"));
     let body = json!({"from_tag": "a", "sdp": mki, "options": {"transport_protocol": "RTP/AVP"}});
     let (s, e) = d.post("/v1/calls/bad-keys/offer", body).await;
     assert_eq!(s, 400, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("MKI"), "{e}");
-    // SDES on one leg, DTLS on the other: not bridged yet, and said so.
+    // SDES on one leg, DTLS on the other: chorus holds keys on both.
     let sdes = savp_sdp(40000, OFFERER_INLINE);
     let body = json!({"from_tag": "a", "sdp": sdes, "options": {"transport_protocol": "UDP/TLS/RTP/SAVPF"}});
-    let (s, e) = d.post("/v1/calls/dtls/offer", body).await;
-    assert_eq!(s, 501, "{e}");
+    let (s, r) = d.post("/v1/calls/dtls/offer", body).await;
+    assert_eq!(s, 200, "{r}");
+    let to_browser = r["sdp"].as_str().unwrap();
     assert!(
-        e["error"]["message"].as_str().unwrap().contains("not supported yet"),
-        "{e}"
+        to_browser.contains("a=fingerprint:sha-256 ") && !to_browser.contains("a=crypto"),
+        "{to_browser}"
     );
+    // An MKI is refused towards a browser as towards a plain leg.
+    let mki = savp_sdp(40002, &format!("{OFFERER_INLINE}|1:4"));
+    let body = json!({"from_tag": "a", "sdp": mki, "options": {"transport_protocol": "UDP/TLS/RTP/SAVPF"}});
+    let (s, e) = d.post("/v1/calls/dtls-mki/offer", body).await;
+    assert_eq!(s, 400, "{e}");
     let body = json!({"from_tag": "a", "sdp": avp_sdp(40000), "options": {"transport_protocol": "RTP/SAVP", "sdes": {"only": ["AES_CM_999"]}}});
     let (s, e) = d.post("/v1/calls/suite/offer", body).await;
     assert_eq!(s, 400, "{e}");

@@ -6,6 +6,8 @@
 //! the phone's packets arriving with sound in them.
 
 mod common;
+use chorus::media::srtp::{Key, SrtpSide};
+use chorus::sdp::crypto::Crypto;
 use common::{sdp_target, tone_wav, Daemon};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
@@ -85,6 +87,8 @@ enum Scenario {
     PhoneCallsBrowserChorusActive,
     /// A browser sends audio and video (BUNDLE offered) to a video phone.
     BrowserCallsVideoPhone,
+    /// An SDES-SRTP phone calls a browser: keys on both legs.
+    SdesPhoneCallsBrowser,
 }
 
 struct Shared {
@@ -99,6 +103,8 @@ struct Shared {
     offer_for_browser: Option<String>,
     /// chorus's answer for an offering browser (browser to browser).
     answer_for_browser: Option<String>,
+    /// chorus's answer to a phone that offered (its SRTP key, for SDES).
+    answer_to_phone: Option<String>,
     results: std::collections::HashMap<String, Value>,
 }
 
@@ -228,7 +234,10 @@ async fn browser_answers(shared: State, sdp: String) -> String {
             let mut s = shared.lock().unwrap();
             match s.scenario {
                 Scenario::BrowserCallsBrowser => s.answer_for_browser = Some(back),
-                _ => s.to_chorus = Some(sdp_target(&back)),
+                _ => {
+                    s.to_chorus = Some(sdp_target(&back));
+                    s.answer_to_phone = Some(back);
+                }
             }
             "ok".into()
         }
@@ -249,11 +258,29 @@ fn crossings_per_second(ulaw: &[u8]) -> f64 {
 /// Sends a 1 kHz PCMU tone from the phone for `seconds`; returns what the
 /// phone received meanwhile (payloads of RTP from chorus).
 fn phone_talks_and_listens(phone: &UdpSocket, shared: &Arc<Mutex<Shared>>, seconds: u64) -> Vec<u8> {
-    let Some(to) = shared.lock().unwrap().to_chorus else {
+    let (Some(to), answer) = ({
+        let s = shared.lock().unwrap();
+        (s.to_chorus, s.answer_to_phone.clone())
+    }) else {
         return Vec::new();
     };
+    // An SDES phone decrypts with the key chorus answered it with.
+    let srtp = answer.filter(|a| a.contains("a=crypto:")).map(|a| {
+        let c = Crypto::parse(a.lines().find_map(|l| l.strip_prefix("a=crypto:")).unwrap()).unwrap();
+        let mine = Crypto::parse(&format!("1 {}", sdes_phone_key())).unwrap();
+        let key = |c: &Crypto| Key {
+            suite: c.suite,
+            master: c.master.clone(),
+        };
+        SrtpSide::new(&key(&c), &key(&mine)).unwrap()
+    });
     let talk = Duration::ZERO..Duration::from_secs(seconds);
-    phones_talk_and_listen(&[(phone, to, talk)], seconds).remove(0)
+    secure_phones_talk_and_listen(&[(phone, to, talk)], &mut [srtp], seconds).remove(0)
+}
+
+/// The SDES phone's own key (AES_CM_128_HMAC_SHA1_80), as its a=crypto says.
+fn sdes_phone_key() -> String {
+    "AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR".into()
 }
 
 /// Phones, each sending a 1 kHz PCMU tone to its address during its window
@@ -262,11 +289,21 @@ fn phones_talk_and_listen(
     phones: &[(&UdpSocket, SocketAddr, std::ops::Range<Duration>)],
     seconds: u64,
 ) -> Vec<Vec<u8>> {
+    let mut plain: Vec<Option<SrtpSide>> = phones.iter().map(|_| None).collect();
+    secure_phones_talk_and_listen(phones, &mut plain, seconds)
+}
+
+/// As [`phones_talk_and_listen`], each phone with SRTP where `srtp` has it.
+fn secure_phones_talk_and_listen(
+    phones: &[(&UdpSocket, SocketAddr, std::ops::Range<Duration>)],
+    srtp: &mut [Option<SrtpSide>],
+    seconds: u64,
+) -> Vec<Vec<u8>> {
     for (sock, _, _) in phones {
         sock.set_nonblocking(true).unwrap();
     }
     let mut heard = vec![Vec::new(); phones.len()];
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 2048 + chorus::media::srtp::TRAILER];
     let start = Instant::now();
     let mut seq = 0u16;
     while start.elapsed() < Duration::from_secs(seconds) {
@@ -275,19 +312,29 @@ fn phones_talk_and_listen(
             if !talk.contains(&start.elapsed()) {
                 continue;
             }
-            let mut pkt = vec![0u8; 12 + 160];
+            let mut pkt = vec![0u8; 12 + 160 + chorus::media::srtp::TRAILER];
             chorus::wire::rtp::write_header(&mut pkt, 0, seq, seq as u32 * 160, 0x0bad_0000 + i as u32).unwrap();
-            for (j, b) in pkt[12..].iter_mut().enumerate() {
+            for (j, b) in pkt[12..172].iter_mut().enumerate() {
                 let t = (seq as usize * 160 + j) as f64 / 8000.0;
                 let s = (t * 2000.0 * std::f64::consts::PI).sin() * 12000.0;
                 *b = chorus::media::codec::g711::encode_ulaw(s as i16);
             }
-            let _ = sock.send_to(&pkt, to);
+            let len = match &mut srtp[i] {
+                Some(s) => s.protect(&mut pkt, 172, false).unwrap(),
+                None => 172,
+            };
+            let _ = sock.send_to(&pkt[..len], to);
         }
         seq = seq.wrapping_add(1);
         while Instant::now() < tick + Duration::from_millis(20) {
             for (i, (sock, _, _)) in phones.iter().enumerate() {
-                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                while let Ok((mut n, _)) = sock.recv_from(&mut buf) {
+                    if let Some(s) = &mut srtp[i] {
+                        let Ok(plain) = s.unprotect(&mut buf, n, false) else {
+                            continue;
+                        };
+                        n = plain;
+                    }
                     if n > 12 && buf[1] & 0x7f == 0 {
                         heard[i].extend_from_slice(&buf[12..n]);
                     }
@@ -340,6 +387,7 @@ async fn run(slot: u16, scenario: Scenario) -> Outcome {
         to_chorus: None,
         offer_for_browser: None,
         answer_for_browser: None,
+        answer_to_phone: None,
         results: Default::default(),
     }));
     let page = page_server(shared.clone()).await;
@@ -398,7 +446,10 @@ async fn start_browsers(
     match scenario {
         Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", dir, wav)),
         Scenario::BrowserCallsVideoPhone => browsers.push(browser(page, "offer&video", "a", dir, wav)),
-        Scenario::PhoneCallsBrowser | Scenario::PhoneCallsBrowserInOpus | Scenario::PhoneCallsBrowserChorusActive => {
+        Scenario::PhoneCallsBrowser
+        | Scenario::PhoneCallsBrowserInOpus
+        | Scenario::PhoneCallsBrowserChorusActive
+        | Scenario::SdesPhoneCallsBrowser => {
             let mut options = json!({"transport_protocol": "UDP/TLS/RTP/SAVPF"});
             if scenario == Scenario::PhoneCallsBrowserInOpus {
                 options["transcode"] = json!(["opus"]);
@@ -407,7 +458,11 @@ async fn start_browsers(
             if scenario == Scenario::PhoneCallsBrowserChorusActive {
                 options["dtls"] = json!("active");
             }
-            let body = json!({"from_tag": "a", "sdp": phone_sdp(phone_port), "options": options});
+            let mut sdp = phone_sdp(phone_port);
+            if scenario == Scenario::SdesPhoneCallsBrowser {
+                sdp = sdp.replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:1 {}\r\n", sdes_phone_key());
+            }
+            let body = json!({"from_tag": "a", "sdp": sdp, "options": options});
             let offer = chorus(shared, "offer", body).await.unwrap();
             shared.lock().unwrap().offer_for_browser = Some(offer);
             browsers.push(browser(page, "answer", "b", dir, wav));
@@ -571,4 +626,13 @@ async fn a_browser_sends_audio_and_video_to_a_video_phone() {
     assert_browser_connected(&results["a"]);
     assert_phone_heard_tone(&heard[0]);
     assert!(video > 50, "the phone got {video} video packets");
+}
+
+/// An SDES-SRTP phone and a browser: chorus decrypts the phone's SRTP and
+/// encrypts it again with the DTLS keys, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdes_phone_and_a_browser_hear_each_other() {
+    let (results, heard, _d, _) = run(53, Scenario::SdesPhoneCallsBrowser).await;
+    assert_browser_connected(&results["b"]);
+    assert_phone_heard_tone(&heard[0]);
 }

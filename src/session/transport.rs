@@ -84,6 +84,18 @@ pub(super) fn on_offer(
             let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), webrtc::offer_setup(opts.dtls), None));
             Ok(out(w, true))
         }
+        // An SDES phone and a browser: chorus holds keys on both legs.
+        (Transport::Sdes, Transport::Dtls) => {
+            sdes::offer_from_secure(m, i + 1, &mut st.sides[o], &opts.sdes, res)?;
+            webrtc::offer_to_browser(&mut st.sides[r], opts.dtls, res)?;
+            let w = st.sides[r].webrtc.as_ref().map(|w| w.lines(&res.fingerprint(), webrtc::offer_setup(opts.dtls), None));
+            Ok(out(w, true))
+        }
+        (Transport::Dtls, Transport::Sdes) => {
+            webrtc::offer_from_browser(sdp, i, &mut st.sides[o], res)?;
+            sdes::offer_to_secure(&mut st.sides[r], &opts.sdes, res)?;
+            Ok(out(st.sides[r].sdes.as_ref().map(sdes::SdesSide::lines), false))
+        }
         (a, b) if a != b => Err(Error::NotImplemented(format!(
             "stream {} ({}): bridging {} to {to_proto} is not supported yet (chorus bridges RTP/SAVP and UDP/TLS/RTP/SAVPF to plain RTP)",
             i + 1,
@@ -117,32 +129,30 @@ pub(super) fn on_answer(
         ice,
         from_browser: Transport::of(&m.proto) == Some(Transport::Dtls),
     };
+    // First what the answerer's SDP settles for its own side...
+    if st.sides[a].webrtc.is_some() {
+        webrtc::answer_from_browser(sdp, i, &mut st.sides[a])?;
+    } else if st.sides[a].sdes.is_some() {
+        if Transport::of(&m.proto) == Some(Transport::Plain) {
+            // The answerer declined SRTP but kept the stream: it goes plain.
+            st.sides[a].sdes = None;
+        } else {
+            sdes::answer_from_secure(m, i + 1, &mut st.sides[a])?;
+        }
+    }
+    // ...then what the offerer is told.
     if let Some(s) = &st.sides[o].sdes {
         // chorus decrypts the offerer: it answers with its own key.
         return Ok(out(Some(s.lines()), false));
     }
-    if st.sides[a].webrtc.is_some() {
-        webrtc::answer_from_browser(sdp, i, &mut st.sides[a])?;
-    }
     if let Some(w) = &st.sides[o].webrtc {
-        // chorus is the offering browser's ICE-lite peer and DTLS server.
+        // chorus is the offering browser's ICE-lite peer and DTLS end.
         let mid_missing = w.mid.as_deref().filter(|_| !m.has_attribute("mid"));
         let setup = webrtc::answer_setup(w.role);
         return Ok(out(Some(w.lines(&res.fingerprint(), setup, mid_missing)), true));
     }
-    if st.sides[a].webrtc.is_some() {
-        return Ok(out(Some(Vec::new()), false));
-    }
-    if st.sides[a].sdes.is_none() {
-        return Ok(out(None, false));
-    }
-    if Transport::of(&m.proto) == Some(Transport::Plain) {
-        // The answerer declined SRTP but kept the stream: plain on both legs.
-        st.sides[a].sdes = None;
-        return Ok(out(Some(Vec::new()), false));
-    }
-    sdes::answer_from_secure(m, i + 1, &mut st.sides[a])?;
-    Ok(out(Some(Vec::new()), false))
+    let answerer_terminated = st.sides[a].webrtc.is_some() || st.sides[a].sdes.is_some();
+    Ok(out(answerer_terminated.then(Vec::new), false))
 }
 
 /// What chorus holds towards a conference participant: the mixer needs its
