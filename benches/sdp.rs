@@ -18,18 +18,7 @@ fn bench(c: &mut Criterion) {
         let streams: Vec<StreamOut> = sdp
             .media
             .iter()
-            .map(|_| StreamOut {
-                port: 40000,
-                rtcp_port: 40001,
-                mux: MuxOut::Absent,
-                proto: None,
-                transport: None,
-                candidate: false,
-                from_browser: false,
-                add_codecs: Vec::new(),
-                codecs: None,
-                extra: Vec::new(),
-            })
+            .map(|_| StreamOut::new(40000, 40001, MuxOut::Absent))
             .collect();
         let plan = Rewrite {
             address: "203.0.113.1".parse().unwrap(),

@@ -141,11 +141,7 @@ fn srtp_bridging_allocates_nothing(state: &State, rt: &tokio::runtime::Runtime) 
         .find_map(|l| l.strip_prefix("a=crypto:"))
         .map(|v| Crypto::parse(v).unwrap())
         .expect("chorus answers with its key");
-    let key = |c: &Crypto| Key {
-        suite: c.suite,
-        master: c.master.clone(),
-    };
-    let mut srtp = SrtpSide::new(&key(&chorus_key), &key(&phone)).unwrap();
+    let mut srtp = SrtpSide::new(&Key::from(&chorus_key), &Key::from(&phone)).unwrap();
     let to_a = target(&answer);
     let mut buf = [0u8; 2048];
     let n = allocations(|seq| {

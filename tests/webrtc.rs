@@ -268,11 +268,7 @@ fn phone_talks_and_listens(phone: &UdpSocket, shared: &Arc<Mutex<Shared>>, secon
     let srtp = answer.filter(|a| a.contains("a=crypto:")).map(|a| {
         let c = Crypto::parse(a.lines().find_map(|l| l.strip_prefix("a=crypto:")).unwrap()).unwrap();
         let mine = Crypto::parse(&format!("1 {}", sdes_phone_key())).unwrap();
-        let key = |c: &Crypto| Key {
-            suite: c.suite,
-            master: c.master.clone(),
-        };
-        SrtpSide::new(&key(&c), &key(&mine)).unwrap()
+        SrtpSide::new(&Key::from(&c), &Key::from(&mine)).unwrap()
     });
     let talk = Duration::ZERO..Duration::from_secs(seconds);
     secure_phones_talk_and_listen(&[(phone, to, talk)], &mut [srtp], seconds).remove(0)

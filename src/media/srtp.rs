@@ -27,6 +27,15 @@ pub struct Key {
     pub master: Vec<u8>,
 }
 
+impl From<&crate::sdp::crypto::Crypto> for Key {
+    fn from(c: &crate::sdp::crypto::Crypto) -> Key {
+        Key {
+            suite: c.suite,
+            master: c.master.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for Key {
     // Never print key material (logs, panics).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

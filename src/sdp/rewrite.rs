@@ -29,6 +29,24 @@ pub struct StreamOut {
     pub extra: Vec<String>,
 }
 
+impl StreamOut {
+    /// A section relayed as it is but for chorus's ports and `a=rtcp-mux`.
+    pub fn new(port: u16, rtcp_port: u16, mux: MuxOut) -> StreamOut {
+        StreamOut {
+            port,
+            rtcp_port,
+            mux,
+            proto: None,
+            transport: None,
+            candidate: false,
+            from_browser: false,
+            add_codecs: Vec::new(),
+            codecs: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// What to do with `a=rtcp-mux` in one section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MuxOut {
@@ -336,18 +354,7 @@ mod tests {
     fn rewritten(strip: &[&str], origin_version: Option<u64>, replace_origin: bool, address: &str) -> String {
         let sdp = Sdp::parse(OFFER).unwrap();
         let strip: Vec<String> = strip.iter().map(|s| s.to_string()).collect();
-        let streams = [StreamOut {
-            port: 30000,
-            rtcp_port: 30001,
-            mux: MuxOut::Absent,
-            proto: None,
-            transport: None,
-            candidate: false,
-            from_browser: false,
-            add_codecs: Vec::new(),
-            codecs: None,
-            extra: Vec::new(),
-        }];
+        let streams = [StreamOut::new(30000, 30001, MuxOut::Absent)];
         rewrite(
             &sdp,
             &Rewrite {

@@ -113,7 +113,7 @@ pub struct Leg {
     pub sdp: Option<Sdp>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SideState {
     pub local: Option<LocalPorts>,
     /// What this side's leg said in its last SDP; `None` before it spoke.
@@ -423,14 +423,7 @@ impl Session {
 
 impl StreamState {
     fn new(media: &str, rtp: bool) -> Self {
-        let side = SideState {
-            local: None,
-            peer: None,
-            mux_stated: false,
-            mux_offered: false,
-            sdes: None,
-            webrtc: None,
-        };
+        let side = SideState::default();
         StreamState {
             media: media.to_string(),
             kind: if rtp { StreamKind::Rtp } else { StreamKind::Raw },
@@ -512,33 +505,12 @@ fn check_strip(sdp: &Sdp, opts: &Options) -> Result<(), Error> {
 }
 
 fn disabled() -> StreamOut {
-    StreamOut {
-        port: 0,
-        rtcp_port: 0,
-        mux: MuxOut::Absent,
-        proto: None,
-        transport: None,
-        candidate: false,
-        from_browser: false,
-        add_codecs: Vec::new(),
-        codecs: None,
-        extra: Vec::new(),
-    }
+    StreamOut::new(0, 0, MuxOut::Absent)
 }
 
 fn stream_out(local: LocalPorts, mux: bool) -> StreamOut {
-    StreamOut {
-        port: local.rtp,
-        rtcp_port: local.rtcp.unwrap_or(local.rtp),
-        mux: if mux { MuxOut::Present } else { MuxOut::Absent },
-        proto: None,
-        transport: None,
-        candidate: false,
-        from_browser: false,
-        add_codecs: Vec::new(),
-        codecs: None,
-        extra: Vec::new(),
-    }
+    let mux = if mux { MuxOut::Present } else { MuxOut::Absent };
+    StreamOut::new(local.rtp, local.rtcp.unwrap_or(local.rtp), mux)
 }
 
 /// What leg `leg`'s SDP says about stream `i`.

@@ -100,11 +100,7 @@ impl SdesSide {
             .ours
             .iter()
             .find(|c| c.tag == theirs.tag && c.suite == theirs.suite)?;
-        let key = |c: &Crypto| Key {
-            suite: c.suite,
-            master: c.master.clone(),
-        };
-        Some((key(theirs), key(ours)))
+        Some((Key::from(theirs), Key::from(ours)))
     }
 
     /// The `a=crypto` lines chorus states to the leg.

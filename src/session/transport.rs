@@ -182,14 +182,7 @@ impl Terminated {
 /// Stream `i` of a conference participant's offer.
 pub fn terminate_offer(sdp: &Sdp, i: usize, res: &mut dyn Resources) -> Result<Terminated, Error> {
     let m = &sdp.media[i];
-    let mut side = SideState {
-        local: None,
-        peer: None,
-        mux_stated: false,
-        mux_offered: false,
-        sdes: None,
-        webrtc: None,
-    };
+    let mut side = SideState::default();
     let internal = || Error::Internal("terminated transport without state".into());
     match Transport::of(&m.proto) {
         Some(Transport::Plain) => Ok(Terminated::Plain),

@@ -41,10 +41,7 @@ pub(crate) fn relay_key(sdp: &str) -> Key {
         .unwrap_or_else(|| panic!("the relay answered A without a=crypto: {sdp}"))
         .unwrap_or_else(|e| panic!("the relay's a=crypto: {e}"));
     assert_eq!(c.suite, SUITE, "the relay answered with another suite");
-    Key {
-        suite: c.suite,
-        master: c.master,
-    }
+    Key::from(&c)
 }
 
 /// A's SRTP contexts for every call, indexed by call.
