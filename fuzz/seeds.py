@@ -74,6 +74,20 @@ for i, p in enumerate(sdps):
            bytes([2, 3]) + texts[i].encode()]
     put("sdp_session", p.parent.name, b"\0".join(seq))
 
+# BUNDLE: Chromium's audio and video offer terminated towards a video
+# phone (RTP/AVP), the phone's answer, the browser's re-offer; then the
+# phone offering to a browser (chorus offers the group).
+chrome = (root.parent / "tests/sdp/webrtc_chrome/input.sdp").read_text().replace(
+    "a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+video = chrome[chrome.index("m=audio"):].replace("m=audio", "m=video").replace("a=mid:0", "a=mid:1")
+video = video.replace("111 63 9 0 8 13 110 126", "96 97").replace("opus/48000/2", "VP8/90000")
+chrome += video.replace("a=sendrecv", "a=bundle-only\r\na=sendrecv").replace("m=video 54555", "m=video 0")
+bria = (root.parent / "tests/sdp/bria_audio_video/input.sdp").read_text()
+put("sdp_session", "bundle_to_phone", b"\0".join(
+    [bytes([0, 1]) + chrome.encode(), bytes([0, 0]) + bria.encode(), bytes([0, 1]) + chrome.encode()]))
+put("sdp_session", "bundle_from_phone", b"\0".join(
+    [bytes([0, 3]) + bria.encode(), bytes([0, 0]) + chrome.replace("actpass", "active").encode()]))
+
 # ng: what Kamailio's rtpengine module sends.
 offer = {"command": "offer", "call-id": "k1", "from-tag": "fa", "sdp": texts[0],
          "flags": ["trust-address"], "replace": ["origin", "session-connection"],

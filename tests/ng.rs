@@ -329,6 +329,13 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     }
     let r = ng(&d, "f2b", &codec);
     assert!(s(&r, "sdp").contains(" RTP/AVP 0 101\r\n"), "{r}");
+    // codec-accept is rtpengine's, not chorus's: refused by name.
+    if let Value::Dict(items) = &mut codec {
+        items.retain(|(k, _)| k.as_slice() != b"codec");
+        items.push((b"codec".to_vec(), ngd(&[("accept", "PCMA")])));
+    }
+    let r = ng(&d, "f2c", &codec);
+    assert!(s(&r, "error-reason").contains("codec-accept is not supported"), "{r}");
     // Unknown keys and flags and record-call: warnings, not errors.
     let r = offer(
         "f3",

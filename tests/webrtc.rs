@@ -59,7 +59,11 @@ const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>chorus webrtc<
         out.inbound = {packets: s.packetsReceived, level: s.audioLevel, energy: s.totalAudioEnergy,
                        codec: (stats.get(s.codecId) || {}).mimeType};
       if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound = {packets: s.packetsSent};
-      if (s.type === 'transport') { out.dtls = s.dtlsState; out.srtp = s.srtpCipher; }
+      if (s.type === 'inbound-rtp' && s.kind === 'video') out.video_in = s.packetsReceived;
+      if (s.type === 'outbound-rtp' && s.kind === 'video') out.video_out = s.packetsSent;
+      if (s.type === 'transport') {
+        out.dtls = s.dtlsState; out.srtp = s.srtpCipher; out.transports = (out.transports || 0) + 1;
+      }
     });
     report(out);
   } catch (e) { report({error: String(e)}); }
@@ -85,8 +89,11 @@ enum Scenario {
     PhoneCallsBrowserInOpus,
     /// The phone's offer makes chorus the DTLS client (`dtls: active`).
     PhoneCallsBrowserChorusActive,
-    /// A browser sends audio and video (BUNDLE offered) to a video phone.
+    /// A browser and a video phone, audio and video both ways; the
+    /// browser offers BUNDLE.
     BrowserCallsVideoPhone,
+    /// A video phone calls a browser: chorus offers it BUNDLE.
+    VideoPhoneCallsBrowser,
     /// An SDES-SRTP phone calls a browser: keys on both legs.
     SdesPhoneCallsBrowser,
 }
@@ -99,6 +106,8 @@ struct Shared {
     video_port: u16,
     /// Where the phone sends (chorus's port towards it), once known.
     to_chorus: Option<SocketAddr>,
+    /// Where the video phone sends its video.
+    video_to: Option<SocketAddr>,
     /// chorus's offer for an answering browser.
     offer_for_browser: Option<String>,
     /// chorus's answer for an offering browser (browser to browser).
@@ -193,7 +202,11 @@ async fn browser_offers(shared: State, sdp: String) -> String {
         shared.lock().unwrap().offer_for_browser = Some(onward);
         return wait_for(shared, |s| s.answer_for_browser.clone()).await;
     }
-    shared.lock().unwrap().to_chorus = Some(sdp_target(&onward));
+    {
+        let mut s = shared.lock().unwrap();
+        s.to_chorus = Some(sdp_target(&onward));
+        s.video_to = video_target(&onward);
+    }
     let mut answer = phone_sdp(phone_port);
     if video_port != 0 {
         // The video phone takes the browser's VP8.
@@ -236,6 +249,7 @@ async fn browser_answers(shared: State, sdp: String) -> String {
                 Scenario::BrowserCallsBrowser => s.answer_for_browser = Some(back),
                 _ => {
                     s.to_chorus = Some(sdp_target(&back));
+                    s.video_to = video_target(&back);
                     s.answer_to_phone = Some(back);
                 }
             }
@@ -243,6 +257,44 @@ async fn browser_answers(shared: State, sdp: String) -> String {
         }
         Err(e) => e,
     }
+}
+
+/// chorus's address for a video phone's video (the `m=video` port).
+fn video_target(sdp: &str) -> Option<SocketAddr> {
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=video "))?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(sdp_target(sdp).ip(), port))
+}
+
+/// The video phone for 10 s: counts the video it gets and, once it knows
+/// where to, sends 30 VP8 packets a second (a key frame's first packet
+/// each time; the browser counts them, it need not show them).
+fn video_phone(video: UdpSocket, shared: State, pt: u8) -> u64 {
+    video.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let (start, mut buf, mut n) = (Instant::now(), [0u8; 2048], 0u64);
+    let (mut seq, mut next_send) = (0u16, Instant::now());
+    while start.elapsed() < Duration::from_secs(10) {
+        if video.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        let to = shared.lock().unwrap().video_to;
+        if let Some(to) = to.filter(|_| Instant::now() >= next_send) {
+            let mut pkt = [0u8; 12 + 11];
+            chorus::wire::rtp::write_header(&mut pkt, pt, seq, u32::from(seq) * 3000, 0x0f1d_e000).unwrap();
+            pkt[1] |= 0x80; // marker: one packet per frame
+                            // VP8 descriptor (S, partition 0), then a key frame header (RFC 7741).
+            pkt[12..].copy_from_slice(&[0x10, 0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]);
+            let _ = video.send_to(&pkt, to);
+            seq = seq.wrapping_add(1);
+            next_send += Duration::from_millis(33);
+        }
+    }
+    n
 }
 
 /// Zero crossings per second of μ-law audio at 8 kHz.
@@ -363,29 +415,28 @@ async fn run(slot: u16, scenario: Scenario) -> Outcome {
     let d = Daemon::start(slot, &[]).await;
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
     let video = UdpSocket::bind("127.0.0.1:0").unwrap();
-    video.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let video_port = video.local_addr().unwrap().port();
-    // Video packets the phone gets, counted for 10 s.
-    let video_count = std::thread::spawn(move || {
-        let (start, mut buf, mut n) = (Instant::now(), [0u8; 2048], 0u64);
-        while start.elapsed() < Duration::from_secs(10) {
-            if video.recv_from(&mut buf).is_ok() {
-                n += 1;
-            }
-        }
-        n
-    });
+    let with_video = matches!(
+        scenario,
+        Scenario::BrowserCallsVideoPhone | Scenario::VideoPhoneCallsBrowser
+    );
     let shared = Arc::new(Mutex::new(Shared {
         scenario,
         daemon_base: d.base.clone(),
         phone_port: phone.local_addr().unwrap().port(),
-        video_port: video_port * u16::from(scenario == Scenario::BrowserCallsVideoPhone),
+        video_port: video_port * u16::from(with_video),
         to_chorus: None,
+        video_to: None,
         offer_for_browser: None,
         answer_for_browser: None,
         answer_to_phone: None,
         results: Default::default(),
     }));
+    // Chromium's first VP8 payload type, which both scenarios use.
+    let video_count = {
+        let shared = shared.clone();
+        std::thread::spawn(move || video_phone(video, shared, 96))
+    };
     let page = page_server(shared.clone()).await;
     let dir = std::env::temp_dir().join(format!("chorus-chromium-{}-{slot}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -443,6 +494,7 @@ async fn start_browsers(
         Scenario::BrowserCallsPhone => browsers.push(browser(page, "offer", "a", dir, wav)),
         Scenario::BrowserCallsVideoPhone => browsers.push(browser(page, "offer&video", "a", dir, wav)),
         Scenario::PhoneCallsBrowser
+        | Scenario::VideoPhoneCallsBrowser
         | Scenario::PhoneCallsBrowserInOpus
         | Scenario::PhoneCallsBrowserChorusActive
         | Scenario::SdesPhoneCallsBrowser => {
@@ -455,13 +507,21 @@ async fn start_browsers(
                 options["dtls"] = json!("active");
             }
             let mut sdp = phone_sdp(phone_port);
+            if scenario == Scenario::VideoPhoneCallsBrowser {
+                let video_port = shared.lock().unwrap().video_port;
+                sdp += &format!("m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n");
+            }
             if scenario == Scenario::SdesPhoneCallsBrowser {
                 sdp = sdp.replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:1 {}\r\n", sdes_phone_key());
             }
             let body = json!({"from_tag": "a", "sdp": sdp, "options": options});
             let offer = chorus(shared, "offer", body).await.unwrap();
             shared.lock().unwrap().offer_for_browser = Some(offer);
-            browsers.push(browser(page, "answer", "b", dir, wav));
+            let mode = match scenario {
+                Scenario::VideoPhoneCallsBrowser => "answer&video",
+                _ => "answer",
+            };
+            browsers.push(browser(page, mode, "b", dir, wav));
         }
         Scenario::BrowserCallsBrowser => {
             browsers.push(browser(page, "offer", "a", dir, wav));
@@ -613,15 +673,35 @@ async fn chorus_as_dtls_client_to_a_browser() {
     assert_phone_heard_tone(&heard[0]);
 }
 
-/// Audio and video from a browser (which offers BUNDLE) to a video phone on
-/// plain RTP: chorus answers without BUNDLE, so the browser keeps one ICE
-/// and DTLS transport per m= line, and both streams reach the phone.
+/// What a browser with a video phone saw: one transport (BUNDLE) for
+/// audio and video, and the phone's video arriving on it.
+fn assert_bundled_video(r: &Value, video_at_phone: u64) {
+    assert_browser_connected(r);
+    assert_eq!(r["transports"], 1, "audio and video share one transport: {r}");
+    assert!(
+        r["video_in"].as_u64().unwrap_or(0) > 50,
+        "the phone's video reaches the browser: {r}"
+    );
+    assert!(video_at_phone > 50, "the phone got {video_at_phone} video packets");
+}
+
+/// Audio and video between a browser (which offers BUNDLE) and a video
+/// phone on plain RTP: chorus answers the group, so the browser has one
+/// ICE and DTLS transport for both, and the phone one port for each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_sends_audio_and_video_to_a_video_phone() {
+async fn a_browser_and_a_video_phone_share_audio_and_video_over_one_bundle() {
     let (results, heard, _d, video) = run(52, Scenario::BrowserCallsVideoPhone).await;
-    assert_browser_connected(&results["a"]);
+    assert_bundled_video(&results["a"], video);
     assert_phone_heard_tone(&heard[0]);
-    assert!(video > 50, "the phone got {video} video packets");
+}
+
+/// A video phone calls a browser: chorus offers the browser a BUNDLE
+/// group, the browser keeps it, and audio and video flow on one transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_phone_calls_a_browser_which_takes_the_offered_bundle() {
+    let (results, heard, _d, video) = run(54, Scenario::VideoPhoneCallsBrowser).await;
+    assert_bundled_video(&results["b"], video);
+    assert_phone_heard_tone(&heard[0]);
 }
 
 /// An SDES-SRTP phone and a browser: chorus decrypts the phone's SRTP and

@@ -6,7 +6,7 @@ use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
 use crate::session::{Change, Options, Session};
-use crate::worker::{CallReport, Command, SideSpec, StreamSpec, WebRtcSpec, WorkerError};
+use crate::worker::{Bundled, CallReport, Command, SideSpec, StreamSpec, WebRtcSpec, WorkerError};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -142,14 +142,23 @@ pub(super) async fn push_to_worker(
     let streams = s
         .streams
         .iter()
-        .map(|st| StreamSpec {
+        .enumerate()
+        .map(|(si, st)| StreamSpec {
             kind: st.kind,
             sides: [0, 1].map(|i| {
                 let ip = e.home.bind[s.legs[i].iface];
-                st.sides[i].local.map(|l| {
-                    let webrtc = st.sides[i].webrtc.as_ref().and_then(WebRtcSpec::of);
+                let bundle = st.sides[i].bundle.map(|owner| Bundled {
+                    owner,
+                    pts: s.payload_types(si),
+                });
+                s.side_ports(si, i).map(|l| {
+                    let webrtc = st.sides[i]
+                        .webrtc
+                        .as_ref()
+                        .filter(|_| bundle.is_none())
+                        .and_then(WebRtcSpec::of);
                     let mut peer = st.sides[i].peer.clone().unwrap_or_else(|| PeerSpec::unknown(st.kind));
-                    if webrtc.is_some() {
+                    if webrtc.is_some() || bundle.is_some() {
                         // A browser is reached where ICE proves it is, never where its SDP says.
                         (peer.rtp, peer.rtcp, peer.sdp_ip, peer.signal_ip) = (None, None, None, None);
                         (peer.any_source, peer.mux) = (false, true);
@@ -162,6 +171,7 @@ pub(super) async fn push_to_worker(
                         srtp: st.sides[i].sdes.as_ref().and_then(|s| s.keys()),
                         webrtc,
                         transcode: st.transcode.map(|t| (t.codecs[i], t.codecs[1 - i])),
+                        bundle,
                     }
                 })
             }),

@@ -497,7 +497,7 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
         for key in ["accept", "consume"] {
             if codec.get(key).is_some() {
                 return Err(Error::NotImplemented(format!(
-                    "codec-{key} needs transcoding, which chorus does not do yet"
+                    "codec-{key} is not supported: chorus takes codec-offer, codec-transcode, codec-mask and codec-strip"
                 )));
             }
         }

@@ -125,6 +125,11 @@ pub struct StatsReport {
 }
 
 impl RtpStats {
+    /// The SSRC last seen in order, once RTP came.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.seq.as_ref().map(|s| s.ssrc)
+    }
+
     /// Accounts one RTP packet. `clock_rate` is the payload type's RTP clock
     /// (Hz); 0 when unknown, which skips the jitter estimate.
     pub fn on_rtp(&mut self, now: Instant, len: usize, ssrc: u32, seq: u16, ts: u32, clock_rate: u32) {

@@ -72,7 +72,7 @@ pub struct Rewrite<'a> {
     /// Codecs to remove: encoding names (any case) or payload type numbers.
     pub strip_codecs: &'a [String],
     /// Session-level lines replacing the input's ICE and DTLS attributes
-    /// (`None` keeps them).
+    /// and BUNDLE groups (`None` keeps them).
     pub session_transport: Option<Vec<String>>,
 }
 
@@ -110,7 +110,8 @@ pub fn rewrite(sdp: &Sdp, plan: &Rewrite<'_>) -> String {
             }
             'c' if !is_hold(line) => push(&mut out, &conn, line.eol),
             'a' if plan.remove_ice && is_ice(line) => {}
-            'a' if plan.session_transport.is_some() && is_transport(line) => {}
+            // chorus's transport replaces the input's, BUNDLE groups included.
+            'a' if plan.session_transport.is_some() && (is_transport(line) || is_bundle_group(line)) => {}
             _ => push(&mut out, &line.text, line.eol),
         }
     }
@@ -183,6 +184,7 @@ fn section(
         match line.attribute() {
             Some((name, _)) if plan.remove_ice && ICE_ATTRIBUTES.contains(&name) => continue,
             // chorus's lines go where the first of the input's was.
+            Some(("bundle-only", None)) if s.transport.is_some() => continue,
             Some((name, _)) if s.transport.is_some() && is_transport_attribute(name) => {
                 for c in transport.take().unwrap_or_default() {
                     push(out, c, line.eol);
@@ -291,6 +293,10 @@ fn is_ice(line: &Line) -> bool {
 
 fn is_transport(line: &Line) -> bool {
     matches!(line.attribute(), Some((n, _)) if is_transport_attribute(n))
+}
+
+fn is_bundle_group(line: &Line) -> bool {
+    matches!(line.attribute(), Some(("group", Some(v))) if v.starts_with("BUNDLE"))
 }
 
 fn is_transport_attribute(name: &str) -> bool {

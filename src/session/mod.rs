@@ -128,6 +128,9 @@ pub struct SideState {
     /// chorus's ICE-lite and DTLS-SRTP towards this leg (a browser).
     #[serde(default)]
     pub webrtc: Option<WebRtcSide>,
+    /// This side rides stream N's transport (BUNDLE): no ports of its own.
+    #[serde(default)]
+    pub bundle: Option<usize>,
 }
 
 impl SideState {
@@ -135,6 +138,7 @@ impl SideState {
     fn clear(&mut self) {
         self.sdes = None;
         self.webrtc = None;
+        self.bundle = None;
     }
 }
 
@@ -260,6 +264,7 @@ impl Session {
                 self.streams.push(StreamState::new(&m.kind, m.is_rtp()));
             }
             let peer = peer_spec(sdp, i, &self.legs[o]);
+            let bundled = bundle::ports(&self.streams, i, r).filter(|_| self.streams[i].sides[r].bundle.is_some());
             let st = &mut self.streams[i];
             if st.media != m.kind {
                 return Err(Error::BadRequest(format!(
@@ -271,7 +276,7 @@ impl Session {
             }
             st.sides[o].mux_stated = m.has_attribute("rtcp-mux");
             st.sides[o].peer = Some(peer);
-            if m.port == 0 {
+            if m.port == 0 && !bundle::bundle_only(m) {
                 st.disable(&self.legs, ports);
                 outs.push(disabled());
                 continue;
@@ -283,7 +288,7 @@ impl Session {
                     Some(MuxOption::Demux) => false,
                     _ => st.sides[o].mux_stated,
                 };
-            let local = match st.sides[r].local {
+            let local = match bundled.or(st.sides[r].local) {
                 Some(l) => l,
                 None => {
                     // The answerer may refuse rtcp-mux, so an RTP stream gets a pair.
@@ -296,9 +301,11 @@ impl Session {
             st.sides[r].mux_offered = st.kind == StreamKind::Rtp && (offer_mux || local.rtcp.is_none());
             outs.push(offered_stream(sdp, i, st, o, local, opts, ports)?);
         }
+        bundle::take_groups(sdp, &mut self.streams, o, self.legs[o].iface, ports);
+        let groups = self.bundle_offer(sdp, r, &mut outs, opts, ports);
         self.offerer = o;
         self.offered = true;
-        let text = self.render(sdp, r, &outs, opts, advertise);
+        let text = self.render(sdp, r, &outs, opts, advertise, groups);
         Ok((text, Change { relearn_leg: o }))
     }
 
@@ -332,9 +339,11 @@ impl Session {
         self.legs[a].tag = Some(to_tag.to_string());
         self.apply_interfaces(a, opts)?;
         self.legs[a].sdp = Some(sdp.clone());
+        self.allocate_bundle_owners(o, ports)?;
         let mut outs = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             let mut peer = peer_spec(sdp, i, &self.legs[a]);
+            let bundled = bundle::ports(&self.streams, i, o).filter(|_| self.streams[i].sides[o].bundle.is_some());
             let st = &mut self.streams[i];
             if !st.enabled || m.port == 0 {
                 st.sides[a].peer = Some(peer);
@@ -349,7 +358,7 @@ impl Session {
             if let Some(p) = &mut st.sides[o].peer {
                 p.mux = accept_mux;
             }
-            let local = match st.sides[o].local {
+            let local = match bundled.or(st.sides[o].local) {
                 Some(l) => l,
                 None => {
                     let l = ports.allocate(self.legs[o].iface, st.kind == StreamKind::Rtp && !accept_mux)?;
@@ -379,12 +388,65 @@ impl Session {
             out.codecs = st.transcode.map(|t| t.sdp_for(o));
             outs.push(out);
         }
+        bundle::take_groups(sdp, &mut self.streams, a, self.legs[a].iface, ports);
         self.answered = true;
-        let text = self.render(sdp, o, &outs, opts, advertise);
+        let groups = bundle::answer_lines(&self.streams, o);
+        let text = self.render(sdp, o, &outs, opts, advertise, groups);
         Ok((text, Change { relearn_leg: a }))
     }
 
-    fn render(&mut self, sdp: &Sdp, to_leg: usize, outs: &[StreamOut], opts: &Options, advertise: &[IpAddr]) -> String {
+    /// Offers the streams chorus terminates towards a browser on side `r`
+    /// as one BUNDLE group: the group line, and each member's mid and
+    /// (shared) ICE and DTLS lines.
+    fn bundle_offer(
+        &mut self,
+        sdp: &Sdp,
+        r: usize,
+        outs: &mut [StreamOut],
+        opts: &Options,
+        res: &dyn Resources,
+    ) -> Vec<String> {
+        let Some((group, members)) = bundle::offer_to_browser(sdp, &mut self.streams, r) else {
+            return Vec::new();
+        };
+        let setup = webrtc::offer_setup(opts.dtls);
+        for i in members {
+            let (m, out) = (&sdp.media[i], &mut outs[i]);
+            out.transport = self.streams[i].sides[r]
+                .webrtc
+                .as_ref()
+                .map(|w| w.lines(&res.fingerprint(), setup, None));
+            let mid = format!("a=mid:{}", bundle::offered_mid(m, i));
+            if bundle::mid(m).is_none() && !out.extra.contains(&mid) {
+                out.extra.push(mid);
+            }
+        }
+        vec![group]
+    }
+
+    /// Before an answer: the port of each bundle chorus answers a browser
+    /// with on side `o` (one port, rtcp-mux: RFC 8843 requires it).
+    fn allocate_bundle_owners(&mut self, o: usize, res: &mut dyn Resources) -> Result<(), Error> {
+        for i in 0..self.streams.len() {
+            let Some(owner) = self.streams[i].sides[o].bundle else {
+                continue;
+            };
+            if self.streams.get(owner).is_some_and(|s| s.sides[o].local.is_none()) {
+                self.streams[owner].sides[o].local = Some(res.allocate(self.legs[o].iface, false)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn render(
+        &mut self,
+        sdp: &Sdp,
+        to_leg: usize,
+        outs: &[StreamOut],
+        opts: &Options,
+        advertise: &[IpAddr],
+        groups: Vec<String>,
+    ) -> String {
         // Masked codecs leave the offer handed on, not the answer.
         let masked = !opts.mask_codecs.is_empty() && to_leg != self.offerer;
         let strip: Vec<String> = match masked {
@@ -398,7 +460,7 @@ impl Session {
             origin_version: None,
             replace_origin: opts.replace_origin,
             strip_codecs: &strip,
-            session_transport: session_transport(outs),
+            session_transport: session_transport(outs, groups),
         };
         let text = sdp::rewrite(sdp, &plan);
         plan.origin_version = self.origins[to_leg].next(sdp.origin_version(), &text);
@@ -413,6 +475,23 @@ impl Session {
         self.streams
             .iter()
             .flat_map(move |s| (0..2).filter_map(move |i| s.sides[i].local.map(|l| (self.legs[i].iface, l))))
+    }
+
+    /// chorus's ports for stream `i` on `side`: its own, or those of the
+    /// stream whose transport it rides (BUNDLE).
+    pub fn side_ports(&self, i: usize, side: usize) -> Option<LocalPorts> {
+        bundle::ports(&self.streams, i, side)
+    }
+
+    /// The payload types either leg's SDP names for stream `i` (bit n for
+    /// type n): what marks its RTP on a bundled transport.
+    pub fn payload_types(&self, i: usize) -> u128 {
+        let formats = self.legs.iter().filter_map(|l| l.sdp.as_ref()?.media.get(i));
+        formats
+            .flat_map(|m| &m.formats)
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter(|pt| *pt < 128)
+            .fold(0, |mask, pt| mask | 1u128 << pt)
     }
 
     /// The leg with this tag, if any.
@@ -482,11 +561,12 @@ fn offered_stream(
 /// Session-level transport lines: `a=ice-lite` when chorus is the
 /// receiver's ICE peer; the input's ICE and DTLS lines go wherever chorus
 /// terminates a transport.
-fn session_transport(outs: &[StreamOut]) -> Option<Vec<String>> {
+/// A BUNDLE group chorus states (`groups`) goes with them.
+fn session_transport(outs: &[StreamOut], groups: Vec<String>) -> Option<Vec<String>> {
     if outs.iter().any(|o| o.candidate) {
-        return Some(vec!["a=ice-lite".into()]);
+        return Some(std::iter::once("a=ice-lite".to_string()).chain(groups).collect());
     }
-    outs.iter().any(|o| o.transport.is_some()).then(Vec::new)
+    outs.iter().any(|o| o.transport.is_some()).then_some(groups)
 }
 
 /// Stripping every codec of a live stream would leave an invalid `m=` line.
@@ -562,6 +642,7 @@ impl PeerSpec {
     }
 }
 
+mod bundle;
 mod codecs;
 mod sdes;
 #[cfg(test)]

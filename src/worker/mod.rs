@@ -78,6 +78,18 @@ pub struct SideSpec {
     /// The codec this leg sends and the one the other leg takes, when
     /// chorus transcodes between them.
     pub transcode: Option<(crate::media::codec::CodecSpec, crate::media::codec::CodecSpec)>,
+    /// This side rides another stream's transport (BUNDLE): it opens no
+    /// socket (`rtp` is the owner's) and has no SRTP or WebRTC of its own.
+    pub bundle: Option<Bundled>,
+}
+
+/// A side sharing another stream's socket, ICE, DTLS and SRTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bundled {
+    /// The stream whose transport it uses.
+    pub owner: usize,
+    /// The payload types that mark its RTP there (bit n for type n).
+    pub pts: u128,
 }
 
 /// How a conference participant's media is protected.

@@ -60,6 +60,10 @@ struct WStream {
     /// `transcode[side]` converts what leg `side` sends, when the legs
     /// share no codec.
     transcode: [Option<Box<Transcoder>>; 2],
+    /// `bundle[side]`: this side rides another stream's transport.
+    bundle: [Option<super::Bundled>; 2],
+    /// Other streams ride this one's transport on that side.
+    has_followers: [bool; 2],
 }
 
 struct WCall {
@@ -96,6 +100,7 @@ pub(super) struct Runner {
     kill_thread: bool,
 }
 
+mod bundle;
 mod conference_host;
 mod isolation;
 mod stream;
@@ -267,6 +272,10 @@ impl Runner {
             Ok(plain) => plain,
             Err(reason) => return count_drop(ws, side, reason, c),
         };
+        // On a bundled transport: which stream it is, and where the browser is.
+        let si = bundle::demux(&call.streams, stream, side, &self.buf[..n]);
+        bundle::sync_latch(&mut call.streams, si);
+        let ws = &mut call.streams[si];
         let fwd = match ws.relay.handle_packet(now, side, from, &self.buf[..n], rtcp) {
             Ok(f) => f,
             Err(reason) => {
@@ -275,23 +284,27 @@ impl Runner {
             }
         };
         call.last_activity = now;
-        let out = &ws.sock[1 - side];
+        // Towards a bundled side the owner's socket and keys carry it.
+        let tx = ws.bundle[1 - side].map_or(si, |b| b.owner);
+        let out = call.streams.get(tx).map_or(&[None, None], |t| &t.sock[1 - side]);
         // A side that multiplexes has no RTCP socket: RTCP leaves from RTP.
-        let tx = if fwd.from_rtcp_socket {
+        let tx_slot = if fwd.from_rtcp_socket {
             out[1].or(out[0])
         } else {
             out[0]
         };
-        let sock = tx.and_then(|t| self.sockets.get(t)).map(|t| &t.socket);
+        let sock = tx_slot.and_then(|t| self.sockets.get(t)).map(|t| &t.socket);
+        let (ws, tx_stream) = stream_pair(&mut call.streams, si, tx);
         if fwd.kind == PacketKind::Rtp && ws.transcode[side].is_some() {
             if let Some(sock) = sock {
-                ws.transcode_out(side, &self.buf[..n], sock, fwd.to, c);
+                ws.transcode_out(side, tx_stream, &self.buf[..n], sock, fwd.to, c);
             }
             return;
         }
-        let n = match ws.seal(1 - side, &mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
+        let sealer = tx_stream.unwrap_or(ws);
+        let n = match sealer.seal(1 - side, &mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
             Ok(sealed) => sealed,
-            Err(reason) => return count_drop(ws, side, reason, c),
+            Err(reason) => return count_drop(&mut call.streams[si], side, reason, c),
         };
         let sent = sock.map(|s| s.send_to(&self.buf[..n], fwd.to));
         let reason = match sent {
@@ -303,7 +316,7 @@ impl Runner {
             Some(Err(_)) => DropReason::SendFailed,
             None => DropReason::NoDestination,
         };
-        count_drop(ws, side, reason, c);
+        count_drop(&mut call.streams[si], side, reason, c);
     }
 
     /// Handles every queued command; false when the worker must stop. A
@@ -422,9 +435,10 @@ impl Runner {
                 self.calls[ci].streams.push(WStream::new(spec.kind));
             }
             for (side, ss) in spec.sides.into_iter().enumerate() {
+                // A bundled side uses its owner's socket.
                 let want = match &ss {
-                    Some(s) => [Some(s.rtp), s.rtcp],
-                    None => [None, None],
+                    Some(s) if s.bundle.is_none() => [Some(s.rtp), s.rtcp],
+                    _ => [None, None],
                 };
                 for (which, want) in want.into_iter().enumerate() {
                     let cur = self.calls[ci].streams[si].sock[side][which];
@@ -449,6 +463,7 @@ impl Runner {
                 }
                 let ssrc = (self.calls[ci].key as u32).wrapping_mul(2654435761) ^ (2 * si + side) as u32;
                 let ws = &mut self.calls[ci].streams[si];
+                ws.bundle[side] = ss.as_ref().and_then(|s| s.bundle);
                 set_transcoder(&mut ws.transcode[side], ss.as_ref().and_then(|s| s.transcode), ssrc)?;
                 let browser = ss.as_ref().and_then(|s| s.webrtc.as_ref());
                 let rebuilt = webrtc::set_webrtc(ws, side, browser, &self.config.dtls)?;
@@ -466,6 +481,7 @@ impl Runner {
                 }
             }
         }
+        bundle::mark_owners(&mut self.calls[ci].streams);
         Ok(())
     }
 
@@ -616,7 +632,23 @@ impl WStream {
             srtp: [None, None],
             webrtc: [None, None],
             transcode: [None, None],
+            bundle: [None, None],
+            has_followers: [false, false],
         }
+    }
+}
+
+/// Streams `a` and `b` of one call, both mutable; `None` for `b` when it is `a`.
+fn stream_pair(streams: &mut [WStream], a: usize, b: usize) -> (&mut WStream, Option<&mut WStream>) {
+    if a == b {
+        return (&mut streams[a], None);
+    }
+    let (lo, hi) = streams.split_at_mut(a.max(b));
+    let (x, y) = (&mut lo[a.min(b)], &mut hi[0]);
+    if a < b {
+        (x, Some(y))
+    } else {
+        (y, Some(x))
     }
 }
 

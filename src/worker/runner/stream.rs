@@ -24,24 +24,37 @@ impl WStream {
 
     /// A plain packet in `buf`, protected for leg `to_side`: its new length.
     pub(super) fn seal(&mut self, to_side: usize, buf: &mut [u8], n: usize, rtcp: bool) -> Result<usize, DropReason> {
+        if self.webrtc[to_side].is_some() && self.srtp[to_side].is_none() {
+            return Err(DropReason::Srtp);
+        }
         match &mut self.srtp[to_side] {
             Some(srtp) => srtp.protect(buf, n, rtcp).map_err(|_| DropReason::Srtp),
             None => Ok(n),
         }
     }
 
-    /// RTP from leg `side` in the other leg's codec, sealed and sent to `to`.
+    /// RTP from leg `side` in the other leg's codec, sealed (with `tx`'s
+    /// keys when the other side rides its transport) and sent to `to`.
     pub(super) fn transcode_out(
         &mut self,
         side: usize,
+        tx: Option<&mut WStream>,
         packet: &[u8],
         sock: &mio::net::UdpSocket,
         to: SocketAddr,
         c: &WorkerCounters,
     ) {
-        let (Some(t), srtp_out) = (self.transcode[side].as_deref_mut(), &mut self.srtp[1 - side]) else {
+        let sealer = match tx {
+            Some(t) => (&t.webrtc[1 - side], &mut t.srtp[1 - side]),
+            None => (&self.webrtc[1 - side], &mut self.srtp[1 - side]),
+        };
+        let (webrtc, srtp_out) = sealer;
+        let Some(t) = self.transcode[side].as_deref_mut() else {
             return;
         };
+        if webrtc.is_some() && srtp_out.is_none() {
+            return;
+        }
         let mut buf = [0u8; MAX_PACKET];
         t.push(packet, &mut buf, &mut |b, len| {
             let len = match srtp_out {
