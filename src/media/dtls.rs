@@ -268,8 +268,8 @@ impl Dtls {
         }
     }
 
-    /// As client, while the handshake waits for the peer: the last flight
-    /// again when its time has come.
+    /// While the handshake waits for the peer: chorus's last flight again
+    /// when its time has come (either role: a lost flight stalls both).
     pub fn retransmit(&mut self, now: std::time::Instant, out: &mut Vec<Vec<u8>>) {
         let Some((at, wait)) = self.resend else { return };
         if now < at || !matches!(self.phase, Phase::Handshaking(_)) {
@@ -282,7 +282,7 @@ impl Dtls {
     }
 
     fn remember(&mut self, now: std::time::Instant, flight: &[Vec<u8>]) {
-        if self.role == Role::Client && !flight.is_empty() {
+        if !flight.is_empty() {
             self.last_flight = flight.to_vec();
             let wait = std::time::Duration::from_secs(1);
             self.resend = Some((now + wait, wait));

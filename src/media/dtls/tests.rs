@@ -140,6 +140,45 @@ fn garbage_fails_the_stream_without_panic() {
 }
 
 #[test]
+fn as_server_chorus_resends_its_flight_when_the_client_stays_silent() {
+    let (chorus_id, client_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut chorus = Dtls::server(&chorus_id, fingerprint_of(&client_id)).unwrap();
+    let mut client = match Ssl::new(&client_id.ctx).unwrap().connect(Datagrams::default()) {
+        Err(HandshakeError::WouldBlock(mid)) => mid,
+        _ => panic!("the client waits for the server"),
+    };
+    let t0 = std::time::Instant::now();
+    let mut flight = Vec::new();
+    for d in client.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
+        chorus.on_datagram(t0, &d, &mut flight).unwrap();
+    }
+    assert!(!flight.is_empty(), "the server's flight");
+    // Lost on the way: the same flight again once the timer has run.
+    let mut again = Vec::new();
+    chorus.retransmit(t0 + std::time::Duration::from_millis(500), &mut again);
+    assert!(again.is_empty());
+    chorus.retransmit(t0 + std::time::Duration::from_millis(1100), &mut again);
+    assert_eq!(again, flight);
+    client.get_mut().incoming.extend(again);
+    let mut client = match client.handshake() {
+        Err(HandshakeError::WouldBlock(mid)) => mid,
+        _ => panic!("the client answers the resent flight"),
+    };
+    let mut keys = None;
+    for d in client.get_mut().outgoing.drain(..).collect::<Vec<_>>() {
+        let mut back = Vec::new();
+        keys = keys.or(chorus.on_datagram(t0, &d, &mut back).unwrap());
+        client.get_mut().incoming.extend(back);
+    }
+    assert!(keys.is_some(), "the handshake completes on the resent flight");
+    assert!(client.handshake().is_ok());
+    // Done: nothing more to resend.
+    let mut late = Vec::new();
+    chorus.retransmit(t0 + std::time::Duration::from_secs(10), &mut late);
+    assert!(late.is_empty());
+}
+
+#[test]
 fn as_client_chorus_starts_resends_and_gets_keys_of_its_role() {
     let (chorus_id, peer_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let mut chorus = Dtls::new(&chorus_id, fingerprint_of(&peer_id), Role::Client).unwrap();
