@@ -80,3 +80,66 @@ pub(super) fn mark_owners(streams: &mut [WStream]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::relay::StreamKind;
+    use crate::worker::Bundled;
+    use proptest::prelude::*;
+
+    /// Audio (owner, stream 0) and video (stream 1) bundled on side 0.
+    fn bundled() -> Vec<WStream> {
+        let mut s = vec![WStream::new(StreamKind::Rtp), WStream::new(StreamKind::Rtp)];
+        s[1].bundle[0] = Some(Bundled { owner: 0, pts: 1 << 96 });
+        mark_owners(&mut s);
+        s
+    }
+
+    fn rtp(pt: u8, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 20];
+        crate::wire::rtp::write_header(&mut p, pt, 1, 160, ssrc).unwrap();
+        p
+    }
+
+    #[test]
+    fn rtp_goes_by_payload_type_and_rtcp_by_the_ssrcs_it_names() {
+        let mut s = bundled();
+        assert!(s[0].has_followers[0] && !s[0].has_followers[1]);
+        assert_eq!(demux(&s, 0, 0, &rtp(111, 1)), 0);
+        assert_eq!(demux(&s, 0, 0, &rtp(96, 2)), 1);
+        // Not bundled on side 1: always the stream itself.
+        assert_eq!(demux(&s, 0, 1, &rtp(96, 2)), 0);
+        // The video stream has seen SSRC 2 from the browser: its RR goes there.
+        let now = std::time::Instant::now();
+        let from = "127.0.0.1:5000".parse().unwrap();
+        s[1].relay.sides[0].set_latched(Some(from));
+        s[1].relay.sides[0].receive(now, from, &rtp(96, 2), false).unwrap();
+        let rr = |sender: u32| [[0x80, 201, 0, 1], sender.to_be_bytes()].concat();
+        assert_eq!(demux(&s, 0, 0, &rr(2)), 1);
+        assert_eq!(demux(&s, 0, 0, &rr(7)), 0, "unknown sources go to the owner");
+    }
+
+    #[test]
+    fn a_follower_learns_where_the_browser_is_from_its_owner() {
+        let mut s = bundled();
+        let at = "127.0.0.1:5000".parse().unwrap();
+        s[0].relay.sides[0].set_latched(Some(at));
+        sync_latch(&mut s, 1);
+        assert_eq!(s[1].relay.sides[0].latched(), Some(at));
+        s[0].relay.sides[0].set_latched(None); // consent expired
+        sync_latch(&mut s, 1);
+        assert_eq!(s[1].relay.sides[0].latched(), None);
+    }
+
+    proptest! {
+        /// Whatever the browser sends, demux names a stream of the call.
+        #[test]
+        fn any_datagram_is_given_to_a_stream_of_the_call(bytes in proptest::collection::vec(any::<u8>(), 0..64),
+                                                        owner in 0usize..3, side in 0usize..2) {
+            let s = bundled();
+            let i = demux(&s, owner, side, &bytes);
+            prop_assert!(i == owner || (i < s.len() && s[i].bundle[side].is_some()));
+        }
+    }
+}
