@@ -173,6 +173,18 @@ async fn four_pcmu_participants_hear_everyone_but_themselves() {
             .any(|e| e["event"] == "started_speaking"),
         "{q}"
     );
+    // The phones stopped sending: within the 500 ms hangover nobody speaks.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, q) = d.get("/v1/conferences/room1").await;
+    for p in q["participants"].as_array().unwrap() {
+        assert_eq!(p["speaking"], false, "{q}");
+    }
+    let stopped = q["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "stopped_speaking");
+    assert_eq!(stopped.count(), 2, "both speakers stopped: {q}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -388,6 +400,7 @@ async fn events_stream_as_server_sent_events_and_reach_the_callback() {
         "event: started_speaking",
         "event: dtmf",
         "\"digit\":\"5\"",
+        "event: stopped_speaking",
         "event: left",
     ] {
         assert!(text.contains(e), "no `{e}` in the stream:\n{text}");

@@ -272,6 +272,10 @@ impl Conference {
     }
 
     pub fn leave(&mut self, id: ParticipantId) -> bool {
+        // Whoever was speaking stops: every started has its stopped.
+        if self.speakers.is_speaking(id) {
+            self.events.push(ConfEvent::StoppedSpeaking { participant: id });
+        }
         let before = self.participants.len();
         self.participants.retain(|p| p.id != id);
         self.index = self.participants.iter().enumerate().map(|(i, p)| (p.id, i)).collect();

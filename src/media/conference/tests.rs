@@ -542,3 +542,42 @@ fn a_flood_of_reports_gives_one_sample_per_second() {
     assert_eq!(conf.reported_loss.len(), 2, "two seconds of reports, two samples");
     assert_eq!(conf.report(t0)[0].remote_fraction_lost, Some(10.0 / 256.0));
 }
+
+/// A speaker whose packets stop (a phone that hangs up without BYE, a
+/// network gone) leaves the speaking state within the hangover.
+#[test]
+fn a_speaker_that_stops_sending_stops_speaking() {
+    let t0 = Instant::now();
+    for codec in [PCMU, OPUS] {
+        let s = spec(codec);
+        let mut conf = Conference::new(SpeakerConfig::default());
+        conf.join(0, s, 1000).unwrap();
+        conf.join(1, s, 1001).unwrap();
+        let mut enc = Encoder::new(&s).unwrap();
+        let n = s.frame_samples();
+        for k in 0..150u32 {
+            let now = t0 + Duration::from_millis(u64::from(k) * 20);
+            if k < 50 {
+                let pcm: Vec<f32> = (0..n)
+                    .map(|j| {
+                        0.3 * (2.0 * std::f32::consts::PI * 440.0 * (k as usize * n + j) as f32 / s.rate as f32).sin()
+                    })
+                    .collect();
+                let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+                let len = enc.encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 77);
+                conf.handle_rtp(now, 0, &pkt[..12 + len]);
+            }
+            conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
+        }
+        let r = &conf.report(t0)[0];
+        assert!(!r.speaking, "{}: {r:?}", s.name());
+        assert!(conf.events.contains(&ConfEvent::StartedSpeaking { participant: 0 }));
+        assert!(
+            conf.events.contains(&ConfEvent::StoppedSpeaking { participant: 0 }),
+            "{}: {:?}",
+            s.name(),
+            conf.events
+        );
+    }
+}

@@ -200,6 +200,11 @@ impl Runner {
         };
         let conf = &mut self.conferences[ci];
         conf.core.leave(pid);
+        // A speaker's `stopped_speaking` goes out now, ahead of `left`.
+        if !conf.core.events.is_empty() {
+            let events = std::mem::take(&mut conf.core.events);
+            self.events.send(WorkerEvent::Conference { key, events });
+        }
         let Some(m) = conf.members.remove(&pid) else {
             return false;
         };
