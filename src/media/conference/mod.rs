@@ -13,6 +13,7 @@ mod tick;
 
 use crate::media::codec::{CodecKind, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
 use crate::media::jitter::{JitterBuffer, Pop};
+use crate::media::mixer::estimate;
 use crate::media::mixer::level::{dbov, SILENCE_DBOV};
 use crate::media::mixer::speakers::{SpeakerConfig, SpeakerEvent, Speakers};
 use crate::media::mixer::{MixId, MixMinus, ParticipantId};
@@ -79,9 +80,11 @@ struct Participant {
     concealed: u64,
     /// Packets not decoded because their audio level said silence.
     skipped: u64,
-    /// Packets not decoded because the participant was not mixed (its
-    /// header's audio level stood in for the decoded level).
+    /// Packets not decoded for the mix because the participant was not
+    /// mixed (a header level or the estimate stood in for it).
     undecoded: u64,
+    /// Packets whose level was estimated (see `mixer::estimate`).
+    estimated: u64,
     sent_octets: u64,
     /// Middle 32 bits of the NTP time of the participant's last SR, and when it came.
     last_sr: Option<(u32, Instant)>,
@@ -133,8 +136,12 @@ pub struct ParticipantReport {
     pub jitter_buffer_ms: u64,
     pub concealed_frames: u64,
     pub silent_packets_skipped: u64,
-    /// Packets not decoded while the participant was not among the mixed speakers.
+    /// Packets not decoded for the mix while the participant was not among
+    /// the mixed speakers (a header level or an estimate stood in).
     pub unmixed_packets_not_decoded: u64,
+    /// Of those without a header level, packets whose level was estimated
+    /// cheaply (G.711/G.722 without resampling, Opus by its VAD flag).
+    pub unmixed_packets_estimated: u64,
     /// Round-trip time from the participant's reception reports (RFC 3550 6.4.1).
     pub rtt_ms: Option<f64>,
     /// What the participant reports about chorus's stream to it.
@@ -257,6 +264,7 @@ impl Conference {
             concealed: 0,
             skipped: 0,
             undecoded: 0,
+            estimated: 0,
             sent_octets: 0,
             last_sr: None,
             next_rtcp: None,
@@ -324,6 +332,7 @@ impl Conference {
                 concealed_frames: p.concealed,
                 silent_packets_skipped: p.skipped,
                 unmixed_packets_not_decoded: p.undecoded,
+                unmixed_packets_estimated: p.estimated,
                 rtt_ms: p.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
                 remote_fraction_lost: p.remote.map(|b| b.fraction_lost as f64 / 256.0),
                 remote_cumulative_lost: p.remote.map(|b| b.cumulative_lost),

@@ -581,3 +581,77 @@ fn a_speaker_that_stops_sending_stops_speaking() {
         );
     }
 }
+
+/// Syllables as a voice makes them (pitch and loudness change, short
+/// pauses), which a VAD calls voice; 0 before `from` tick.
+fn voice(k: u32, from: u32, rate: u32, n: usize) -> Vec<f32> {
+    let on = k >= from && (k - from) % 15 < 10;
+    let pitch = 120.0 + 30.0 * ((k.saturating_sub(from) / 15) % 4) as f32;
+    (0..n)
+        .map(|j| {
+            let t = (k as usize * n + j) as f32 / rate as f32;
+            let v: f32 = (1..6)
+                .map(|h| 0.08 / h as f32 * (2.0 * std::f32::consts::PI * pitch * h as f32 * t).sin())
+                .sum();
+            if on {
+                v
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Desk phones: everyone sends every 20 ms, silence included, without
+/// audio levels. Listeners are cleared by the estimate (not decoded for the
+/// mix), speakers are mixed, and one who starts talking late is picked up
+/// within 100 ms.
+#[test]
+fn plain_silence_is_not_decoded_and_a_new_speaker_is_picked_up_at_once() {
+    for codec in [PCMU, OPUS] {
+        let t0 = Instant::now();
+        let s = spec(codec);
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let n = 20u32;
+        for i in 0..n {
+            conf.join(i, s, 100 + i).unwrap();
+        }
+        let mut enc: Vec<Encoder> = (0..n).map(|_| Encoder::new(&s).unwrap()).collect();
+        // Participant 0 talks from the start, participant 1 from tick 100.
+        let (late_start, ticks) = (100u32, 200u32);
+        let mut started_at = None;
+        for k in 0..ticks {
+            let now = t0 + Duration::from_millis(20 * u64::from(k));
+            for i in 0..n {
+                let pcm = match i {
+                    0 => voice(k, 0, s.rate, s.frame_samples()),
+                    1 => voice(k, late_start, s.rate, s.frame_samples()),
+                    _ => vec![0.0; s.frame_samples()],
+                };
+                let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+                let len = enc[i as usize].encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 500 + i);
+                conf.handle_rtp(now, i, &pkt[..12 + len]);
+            }
+            conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
+            if started_at.is_none() && conf.events.contains(&ConfEvent::StartedSpeaking { participant: 1 }) {
+                started_at = Some(k);
+            }
+        }
+        let picked_up = started_at.expect("the late speaker starts speaking") - late_start;
+        assert!(picked_up <= 5, "{}: picked up after {picked_up} ticks", s.name());
+        let r = conf.report(t0);
+        for p in &r[2..] {
+            assert!(!p.speaking, "{}: {p:?}", s.name());
+            // All but the rotation's forced decodes (one in 25).
+            assert!(
+                p.unmixed_packets_estimated >= 180,
+                "{}: listener {} estimated {} of 200",
+                s.name(),
+                p.id,
+                p.unmixed_packets_estimated
+            );
+        }
+        assert!(r[0].mixed && r[1].mixed, "{}: {:?}", s.name(), &r[..2]);
+    }
+}

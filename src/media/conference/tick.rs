@@ -59,9 +59,11 @@ impl Conference {
         self.active.clear();
         self.active.extend(self.speakers.active());
         self.levels.clear();
-        for p in &mut self.participants {
-            let mixed = self.active.contains(&p.id);
-            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, mixed) {
+        for (i, p) in self.participants.iter_mut().enumerate() {
+            // Not mixed: a cheap estimate of the level will do, except on
+            // the participant's turn in the rotation (see `estimate`).
+            let full = self.active.contains(&p.id) || estimate::rotation_due(self.tick_no, i);
+            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, full) {
                 _ if p.muted => SILENCE_DBOV,
                 Heard::Decoded => dbov(&p.frame),
                 Heard::Level(l) => -(l as f32),
@@ -166,11 +168,38 @@ impl Conference {
     }
 }
 
+impl Participant {
+    /// Decodes one packet (or conceals one) into the FIFO at the mix rate.
+    fn decode(&mut self, payload: Option<&[u8]>, n: usize) {
+        self.decoder.decode(payload, n, &mut self.decoded);
+        let hi = self.up.process(&self.decoded);
+        self.fifo.extend_from_slice(hi);
+    }
+
+    /// The level (-dBov) of a packet from a participant who is not mixed,
+    /// without the full decode where that is cheaper; `None` when only a
+    /// decode can tell. G.711 and G.722 are decoded but not resampled;
+    /// Opus without voice (its VAD flag) is not decoded at all.
+    fn estimate(&mut self, payload: &[u8], n: usize) -> Option<u8> {
+        match self.spec.kind {
+            CodecKind::Opus => match estimate::opus_voice(payload) {
+                estimate::Voice::No => Some(127),
+                _ => None,
+            },
+            CodecKind::Pcmu | CodecKind::Pcma | CodecKind::G722 => {
+                self.decoder.decode(Some(payload), n, &mut self.decoded);
+                Some((-dbov(&self.decoded)).clamp(0.0, 127.0) as u8)
+            }
+        }
+    }
+}
+
 /// What a participant's frame holds this tick.
 enum Heard {
     /// Decoded audio: measure its level.
     Decoded,
-    /// Not decoded; the packets' RFC 6464 level (-dBov) stands for it.
+    /// Not decoded for the mix; the packets' RFC 6464 level (-dBov), or
+    /// the estimate's, stands for it.
     Level(u8),
     /// Nothing (silence, DTX, start-up).
     Nothing,
@@ -179,8 +208,9 @@ enum Heard {
 impl Participant {
     /// Fills `frame` with this tick's audio at the mix rate, decoding as many
     /// packets as its ptime needs (two of 10 ms, half of one of 40 ms...).
-    /// Returns false when there was nothing to hear (silence, DTX, start-up).
-    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, mixed: bool) -> Heard {
+    /// Without `full` (a participant not mixed) a level in the header or a
+    /// cheap estimate stands in for the decode.
+    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, full: bool) -> Heard {
         // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
         let mut heard = self.fifo_audio;
         let mut header_level: Option<u8> = None;
@@ -195,8 +225,17 @@ impl Participant {
                 }
                 // Not mixed, and the header says how loud: that is all the
                 // speaker selection needs. Decode only those who are mixed.
-                Pop::Packet(pk) if !mixed && pk.level.is_some() => {
-                    let l = pk.level.unwrap_or(127);
+                Pop::Packet(pk) if !full => {
+                    let level = match pk.level {
+                        Some(l) => Some(l),
+                        None => self.estimate(&pk.payload, n).inspect(|_| self.estimated += 1),
+                    };
+                    let Some(l) = level else {
+                        // The estimate cannot clear it: decode.
+                        self.decode(Some(&pk.payload), n);
+                        heard = true;
+                        continue;
+                    };
                     header_level = Some(header_level.map_or(l, |h: u8| h.min(l)));
                     self.undecoded += 1;
                     let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
@@ -222,9 +261,7 @@ impl Participant {
                 }
                 Pop::Empty => break,
             };
-            self.decoder.decode(payload.as_deref(), n, &mut self.decoded);
-            let hi = self.up.process(&self.decoded);
-            self.fifo.extend_from_slice(hi);
+            self.decode(payload.as_deref(), n);
             heard = true;
         }
         let take = self.fifo.len().min(frame_len);

@@ -6,6 +6,7 @@
 //! mix (all active speakers) plus one mix-minus per active speaker; every
 //! listener gets the shared mix, so it is encoded once per codec setting.
 
+pub mod estimate;
 pub mod level;
 pub mod limiter;
 pub mod speakers;
