@@ -624,10 +624,13 @@ pub async fn leave(state: &State, conf_id: &str, pid: u32) -> Result<Value, Erro
         )));
     };
     let key = e.key;
-    ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
+    let events = ask(state, e.worker, |reply| ConfCommand::Leave { key, pid, reply }).await?;
     e.participants.remove(&pid);
     free_ports(&e.home, iface, ports);
     super::replicate::conference_changed(state, &e);
+    for ev in events {
+        push_event(state, &mut e, serde_json::to_value(&ev).unwrap_or_default());
+    }
     push_event(state, &mut e, json!({ "event": "left", "participant": pid }));
     tracing::info!(conference = conf_id, participant = pid, "participant left");
     Ok(json!({ "participant_id": pid, "left": true }))

@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 /// Packets held at most; more means the sender is far ahead (or hostile).
 pub const MAX_PACKETS: usize = 64;
-pub const MIN_TARGET: Duration = Duration::from_millis(20);
+/// The least delay added: the mixer's tick meets arrivals at a random
+/// phase anyway (10 ms on average), so a path without jitter needs little.
+pub const MIN_TARGET: Duration = Duration::from_millis(5);
 pub const MAX_TARGET: Duration = Duration::from_millis(200);
+/// Added to three times the jitter: scheduling noise on the mixer's side.
+const SAFETY: Duration = Duration::from_millis(2);
 /// A timestamp jump beyond this (in seconds) re-bases the clock mapping.
 const REBASE_SECONDS: f64 = 2.0;
 /// Largest payload kept: an Opus frame is at most 1,275 bytes, 60 ms of
@@ -82,6 +86,8 @@ pub struct JitterBuffer {
     /// A packet far outside the sequence window: if the next one follows
     /// it, the stream restarted.
     far: Option<u64>,
+    /// Timestamp of the last packet played.
+    played_ts: Option<u32>,
     pub stats: JitterStats,
 }
 
@@ -99,6 +105,7 @@ impl JitterBuffer {
             last_transit: None,
             target: MIN_TARGET,
             far: None,
+            played_ts: None,
             stats: JitterStats::default(),
         }
     }
@@ -142,6 +149,7 @@ impl JitterBuffer {
         self.last_ts = None;
         self.last_transit = None;
         self.far = None;
+        self.played_ts = None;
         self.stats.restarts += 1;
     }
 
@@ -197,6 +205,9 @@ impl JitterBuffer {
         }
         // After a restart the numbering starts afresh around this packet.
         let e = self.extended(seq);
+        // The packet right after the newest: its step is the ptime (a step
+        // across a loss is not).
+        let consecutive = self.max_seq.is_some_and(|m| m + 1 == e);
         if self.max_seq.is_none_or(|m| e > m) {
             self.max_seq = Some(e);
         }
@@ -211,7 +222,7 @@ impl JitterBuffer {
         self.update_clock(now, ts);
         if let Some(last) = self.last_ts {
             let step = ts.wrapping_sub(last) as i32;
-            if step > 0 && (step as f64 / self.rate) < 0.2 && self.max_seq == Some(e) {
+            if step > 0 && (step as f64 / self.rate) < 0.2 && consecutive {
                 self.spacing = Duration::from_secs_f64(step as f64 / self.rate);
             }
         }
@@ -268,7 +279,7 @@ impl JitterBuffer {
         }
         self.last_transit = Some(transit.max(0.0));
         // Three times the jitter covers nearly all arrivals of a Gaussian-ish path.
-        let want = Duration::from_secs_f64(self.jitter * 3.0) + self.spacing / 2;
+        let want = Duration::from_secs_f64(self.jitter * 3.0) + SAFETY;
         self.target = want.clamp(MIN_TARGET, MAX_TARGET);
     }
 
@@ -289,13 +300,21 @@ impl JitterBuffer {
                 let (p, _) = self.queue.remove(&next).expect("present: checked above");
                 self.next = Some(next + 1);
                 self.stats.played += 1;
+                self.played_ts = Some(p.ts);
                 return Pop::Packet(p);
             }
             return Pop::Empty;
         }
-        // `next` is missing: lost once a later packet is due.
+        // `next` is missing: lost once a later packet is due, or once its
+        // own time (one spacing after the last played) has come while a
+        // later one waits (reordered by more than the target). Without a
+        // later one it is a pause (DTX, the end of a talk spurt): no loss.
+        let own_time = self
+            .played_ts
+            .and_then(|ts| self.due(ts.wrapping_add((self.spacing.as_secs_f64() * self.rate) as u32)))
+            .is_some_and(|d| d <= now);
         match self.queue.first_key_value() {
-            Some((_, (p, _))) if self.due(p.ts).is_some_and(|d| d <= now) => {
+            Some((_, (p, _))) if own_time || self.due(p.ts).is_some_and(|d| d <= now) => {
                 self.next = Some(next + 1);
                 self.stats.lost += 1;
                 Pop::Lost
@@ -380,6 +399,24 @@ mod tests {
         }
         assert_eq!(jb.stats.lost, 4);
         assert_eq!(jb.stats.duplicates, 2);
+    }
+
+    /// A packet overtaken by the next one beyond the target is concealed
+    /// when its own time comes (and dropped as late when it arrives); a
+    /// pause with nothing queued is no loss.
+    #[test]
+    fn a_packet_reordered_past_the_target_is_concealed_and_a_pause_is_not_a_loss() {
+        let mut arrivals: Vec<(u16, u64)> = (0..30).filter(|&i| i != 10).map(|i| (i, i as u64 * 20)).collect();
+        arrivals.push((10, 10 * 20 + 25));
+        // A pause: 30..40 come after a 200 ms gap in arrivals, timestamps continuous.
+        arrivals.extend((30..40).map(|i| (i, i as u64 * 20 + 200)));
+        let (out, jb) = run(&arrivals, 70);
+        let p = played(&out);
+        assert_eq!(p[10], "L", "{out:?}");
+        assert_eq!(p[11], "11", "{p:?}");
+        assert_eq!(jb.stats.late, 1, "{p:?}");
+        assert_eq!(jb.stats.lost, 1, "the pause lost nothing: {p:?}");
+        assert_eq!(p.len(), 40, "{p:?}");
     }
 
     #[test]

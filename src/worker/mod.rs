@@ -241,10 +241,12 @@ pub enum ConfCommand {
         transport: Box<MemberTransport>,
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
+    /// Replies with the events the leave made (a speaker's
+    /// `stopped_speaking`), for the control plane to tell before `left`.
     Leave {
         key: CallKey,
         pid: u32,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Vec<crate::media::conference::ConfEvent>>,
     },
     Control {
         key: CallKey,

@@ -1,9 +1,13 @@
-//! Conference load: N Opus participants join one chorus conference over the
-//! HTTP API and send 20 ms packets from real sockets (real Opus frames,
-//! encoded once and replayed). Reports the relay's CPU per participant, what
-//! arrived, and the mixer's added delay: speaker 0 switches its tone from
-//! 700 Hz to 2,000 Hz at a known instant; a listener decodes what it gets
-//! and notes when 2,000 Hz appears.
+//! Conference load: N Opus (or PCMU) participants join one chorus
+//! conference over the HTTP API and send 20 ms packets from real sockets
+//! (real frames, encoded once and replayed), spread over each 20 ms as
+//! independent phones would send them. Reports the mixer's CPU per
+//! participant, what arrived (and the worst-served listener), and the
+//! mixer's added delay: speaker 0's tone switches from 700 Hz to 2,000 Hz
+//! every second; a listener decodes what it gets and notes how long after
+//! each switch 2,000 Hz appears (p50 and p99). That includes the codecs'
+//! own delay (Opus: 6.5 ms of look-ahead in the speaker's encoder and again
+//! in the mix's; G.711 none).
 
 use chorus::media::codec::{negotiate, Decoder, Encoder, MAX_PAYLOAD};
 use chorus::sdp::Sdp;
@@ -14,11 +18,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OPUS_OFFER: &str = "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+const PCMU_OFFER: &str =
+    "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
 
-fn tone(freq: f32, k: usize) -> Vec<f32> {
-    (0..960)
-        .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freq * (k * 960 + j) as f32 / 48000.0).sin())
+/// Frame `k` of a tone at `rate` Hz, `n` samples a frame.
+fn tone(freq: f32, k: usize, rate: u32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freq * (k * n + j) as f32 / rate as f32).sin())
         .collect()
+}
+
+/// What one run sends.
+pub struct Load<'a> {
+    pub participants: usize,
+    /// Everyone talks; otherwise 3 speak and the rest send silence.
+    pub all_talk: bool,
+    /// RFC 6464 levels in every packet (silence marked as such).
+    pub levels: bool,
+    /// PCMU phones instead of Opus.
+    pub pcmu: bool,
+    pub seconds: u64,
+    pub warmup: u64,
+    pub pid: Option<u32>,
+    pub label: &'a str,
 }
 
 /// Which mixer the participants join.
@@ -30,13 +52,18 @@ pub enum Mixer<'a> {
 }
 
 /// Creates the conference and joins `socks`; returns where each sends.
-fn chorus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> (Vec<SocketAddr>, String) {
+fn chorus_setup(
+    rt: &tokio::runtime::Runtime,
+    api: &str,
+    socks: &[UdpSocket],
+    codec: &str,
+) -> (Vec<SocketAddr>, String) {
     let client = reqwest::Client::new();
     let conf = format!("load-{}", std::process::id());
     rt.block_on(async {
         let r = client
             .post(format!("{api}/v1/conferences"))
-            .json(&serde_json::json!({"id": conf, "max_participants": socks.len() + 10}))
+            .json(&serde_json::json!({"id": conf, "max_participants": socks.len()}))
             .send()
             .await
             .expect("create conference");
@@ -49,7 +76,7 @@ fn chorus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) ->
     let mut targets = Vec::new();
     for s in socks {
         let port = s.local_addr().unwrap().port();
-        let offer = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {OPUS_OFFER}a=rtcp-mux\r\n");
+        let offer = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {codec}a=rtcp-mux\r\n");
         let v: serde_json::Value = rt.block_on(async {
             let r = client
                 .post(format!("{api}/v1/conferences/{conf}/participants"))
@@ -62,7 +89,7 @@ fn chorus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) ->
         let answer = v["sdp"].as_str().unwrap_or_else(|| panic!("join failed: {v}"));
         let parsed = Sdp::parse(answer).unwrap();
         let spec = negotiate(&parsed.media[0]).unwrap();
-        assert_eq!(spec.pt, 111);
+        assert!(codec.starts_with(&format!("RTP/AVP {}\r", spec.pt)), "{answer}");
         targets.push(SocketAddr::new(parsed.media_address(0).unwrap(), parsed.media[0].port));
     }
     (targets, format!("{api}/v1/conferences/{conf}"))
@@ -71,7 +98,7 @@ fn chorus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) ->
 /// The same with Janus AudioBridge: a session, one handle per participant,
 /// a room that allows plain-RTP participants, and a join per handle whose
 /// event says where Janus listens. Returns the targets and the session URL.
-fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> (Vec<SocketAddr>, String) {
+fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket], pcmu: bool) -> (Vec<SocketAddr>, String) {
     let client = reqwest::Client::new();
     let post = |url: String, body: serde_json::Value| {
         let client = client.clone();
@@ -114,9 +141,10 @@ fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> 
         let mut targets: Vec<Option<SocketAddr>> = vec![None; socks.len()];
         for (i, (h, sock)) in handles.iter().zip(socks).enumerate() {
             let port = sock.local_addr().unwrap().port();
+            let (codec, pt) = if pcmu { ("pcmu", 0) } else { ("opus", 111) };
             let join = serde_json::json!({"janus": "message", "transaction": tx(i), "body": {
-                "request": "join", "room": room, "display": format!("p{i}"),
-                "rtp": {"ip": "127.0.0.1", "port": port, "payload_type": 111, "audiolevel_ext": 1, "fec": true}}});
+                "request": "join", "room": room, "display": format!("p{i}"), "codec": codec,
+                "rtp": {"ip": "127.0.0.1", "port": port, "payload_type": pt, "audiolevel_ext": 1, "fec": true}}});
             post(format!("{surl}/{h}"), join).await;
         }
         // Join results arrive as events on the session's long poll.
@@ -152,120 +180,123 @@ fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket]) -> 
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    mixer: Mixer<'_>,
-    n: usize,
-    all_talk: bool,
-    levels: bool,
-    seconds: u64,
-    warmup: u64,
-    pid: Option<u32>,
-    label: &str,
-) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let t_setup = Instant::now();
-    let (targets, teardown) = match mixer {
-        Mixer::Chorus(api) => chorus_setup(&rt, api, &socks),
-        Mixer::Janus(api) => janus_setup(&rt, api, &socks),
-    };
-    for s in &socks {
-        s.set_nonblocking(true).unwrap();
+/// The frames every participant replays (50 each, encoded once): speakers
+/// 1 and 2's tones, silence, and speaker 0's second: 500 ms of the 2,000 Hz
+/// marker, then 500 ms of 700 Hz, from one encoder (a real phone's onset,
+/// not a switch between two encoders' streams).
+struct Frames {
+    talk: Vec<Vec<Vec<u8>>>,
+    cycle: Vec<Vec<u8>>,
+    silence: Vec<Vec<u8>>,
+}
+
+impl Frames {
+    fn new(spec: &chorus::media::codec::CodecSpec) -> Frames {
+        let mut enc = Encoder::new(spec).unwrap();
+        let (rate, n) = (spec.rate, spec.frame_samples());
+        let mut encode = |pcm: &[f32]| {
+            let mut p = [0u8; MAX_PAYLOAD];
+            let len = enc.encode(pcm, &mut p);
+            p[..len].to_vec()
+        };
+        // Every tone has a whole number of periods in 20 ms: frames loop
+        // without a phase jump. Two seconds encoded, the second kept.
+        let mut cycle: Vec<Vec<u8>> = (0..100)
+            .map(|k| encode(&tone(if k % 50 < 25 { 2000.0 } else { 700.0 }, k, rate, n)))
+            .collect();
+        cycle.drain(..50);
+        let mut series = |f: f32| -> Vec<Vec<u8>> { (0..50).map(|k| encode(&tone(f, k, rate, n))).collect() };
+        Frames {
+            talk: [700.0, 500.0, 300.0].iter().map(|&f| series(f)).collect(),
+            cycle,
+            silence: series(0.0),
+        }
     }
-    let sdp =
-        format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 1 {OPUS_OFFER}");
-    let spec = negotiate(&Sdp::parse(&sdp).unwrap().media[0]).unwrap();
-    let setup_s = t_setup.elapsed().as_secs_f64();
+}
 
-    // Real Opus frames, encoded once: three speakers' tones, speaker 0's
-    // marker tone, and silence.
-    let mut enc = Encoder::new(&spec).unwrap();
-    let mut encode = |pcm: &[f32]| {
-        let mut p = [0u8; MAX_PAYLOAD];
-        let len = enc.encode(pcm, &mut p);
-        p[..len].to_vec()
-    };
-    let talk: Vec<Vec<Vec<u8>>> = [700.0, 500.0, 300.0]
-        .iter()
-        .map(|&f| (0..50).map(|k| encode(&tone(f, k))).collect())
-        .collect();
-    let marker: Vec<Vec<u8>> = (0..50).map(|k| encode(&tone(2000.0, k))).collect();
-    let silence: Vec<Vec<u8>> = (0..50).map(|_| encode(&[0.0; 960])).collect();
+/// Shared between the sender, the receiver and the run.
+struct Shared {
+    stop: AtomicBool,
+    /// Packets each participant received.
+    received: Vec<AtomicU64>,
+    /// When the latest marker switch was sent (µs since t0).
+    onset_us: AtomicU64,
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let marker_sent_at = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    // Receiver: counts everything; decodes what listener n-1 hears to find the marker.
-    let recv_socks: Vec<UdpSocket> = socks.iter().map(|s| s.try_clone().unwrap()).collect();
-    let (stop_r, received_r, marker_r) = (stop.clone(), received.clone(), marker_sent_at.clone());
-    let receiver = std::thread::spawn(move || {
-        let mut dec = Decoder::new(&spec).unwrap();
-        let mut pcm = Vec::new();
-        let mut buf = [0u8; 2048];
-        let mut delay_ms = None;
-        let listener = recv_socks.len() - 1;
-        // Janus AudioBridge sends audio without the mix's 3-speaker limit; the
-        // same marker works for both.
-        while !stop_r.load(Relaxed) {
-            let mut got = false;
-            for (i, s) in recv_socks.iter().enumerate() {
-                while let Ok(n) = s.recv(&mut buf) {
-                    got = true;
-                    received_r.fetch_add(1, Relaxed);
-                    if i == listener && delay_ms.is_none() && marker_r.load(Relaxed) != 0 {
-                        let Ok(v) = RtpView::parse(&buf[..n]) else { continue };
-                        if v.payload_type() != spec.pt {
-                            continue;
-                        }
-                        dec.decode(Some(v.payload()), 960, &mut pcm);
-                        if chorus::media::mixer::level::tone_level(&pcm, 48000.0, 2000.0) > 0.05 {
-                            let now = t0.elapsed().as_micros() as u64;
-                            delay_ms = Some((now - marker_r.load(Relaxed)) as f64 / 1000.0);
-                        }
-                    }
+/// Counts what every participant receives; decodes what the last one (a
+/// listener) hears and returns the delay of each marker onset (ms).
+fn receive(socks: Vec<UdpSocket>, spec: chorus::media::codec::CodecSpec, shared: Arc<Shared>, t0: Instant) -> Vec<f64> {
+    let mut dec = Decoder::new(&spec).unwrap();
+    let (mut pcm, mut buf) = (Vec::new(), [0u8; 2048]);
+    let (mut delays, mut hearing, mut last_onset) = (Vec::new(), false, 0);
+    let listener = socks.len() - 1;
+    while !shared.stop.load(Relaxed) {
+        let mut got = false;
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok(n) = s.recv(&mut buf) {
+                got = true;
+                shared.received[i].fetch_add(1, Relaxed);
+                let Ok(v) = RtpView::parse(&buf[..n]) else { continue };
+                if i != listener || v.payload_type() != spec.pt {
+                    continue;
                 }
-            }
-            if !got {
-                std::thread::sleep(Duration::from_micros(500));
+                dec.decode(Some(v.payload()), spec.frame_samples(), &mut pcm);
+                let level = chorus::media::mixer::level::tone_level(&pcm, spec.rate as f32, 2000.0);
+                let onset = shared.onset_us.load(Relaxed);
+                if !hearing && level > 0.05 && onset != 0 && onset != last_onset {
+                    delays.push((t0.elapsed().as_micros() as u64).saturating_sub(onset) as f64 / 1000.0);
+                    last_onset = onset;
+                }
+                hearing = if hearing { level > 0.02 } else { level > 0.05 };
             }
         }
-        delay_ms
-    });
-    // Sender: every 20 ms, one packet per participant, with its audio level.
-    let (stop_s, marker_s) = (stop.clone(), marker_sent_at.clone());
-    let send_socks: Vec<UdpSocket> = socks.iter().map(|s| s.try_clone().unwrap()).collect();
-    let marker_tick = ((warmup + seconds / 2) * 50) as usize;
-    let sender = std::thread::spawn(move || {
-        let mut pkt = [0u8; 20 + MAX_PAYLOAD];
-        let mut k = 0usize;
-        let mut late = 0u64;
-        while !stop_s.load(Relaxed) {
-            let due = t0 + Duration::from_millis(20 * k as u64);
+        if !got {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    delays
+}
+
+/// Sends every 20 ms one packet per participant, participant i at i/n of
+/// the period (phones are not in step); returns ticks sent and late ones.
+fn send(
+    socks: Vec<UdpSocket>,
+    targets: Vec<SocketAddr>,
+    frames: Frames,
+    spec: chorus::media::codec::CodecSpec,
+    load: (bool, bool, usize),
+    shared: Arc<Shared>,
+    t0: Instant,
+) -> (usize, u64) {
+    let (all_talk, levels, first_marker) = load;
+    let n = socks.len();
+    let mut pkt = [0u8; 20 + MAX_PAYLOAD];
+    let (mut k, mut late) = (0usize, 0u64);
+    const SLOTS: usize = 10;
+    while !shared.stop.load(Relaxed) {
+        for slot in 0..SLOTS {
+            let due = t0 + Duration::from_micros(20_000 * k as u64 + 2_000 * slot as u64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
-            } else if now - due > Duration::from_millis(10) {
+            } else if slot == 0 && now - due > Duration::from_millis(10) {
                 late += 1;
             }
-            for (i, s) in send_socks.iter().enumerate() {
+            for i in (slot * n / SLOTS)..((slot + 1) * n / SLOTS) {
                 let speaking = all_talk || i < 3;
                 let payload = match (i, speaking) {
-                    (0, _) if k >= marker_tick => {
-                        if k == marker_tick {
-                            marker_s.store(t0.elapsed().as_micros() as u64, Relaxed);
+                    (0, _) => {
+                        // A marker onset every second once the warm-up is over.
+                        if k >= first_marker && k % 50 == 0 {
+                            shared.onset_us.store(t0.elapsed().as_micros() as u64, Relaxed);
                         }
-                        &marker[k % 50]
+                        &frames.cycle[k % 50]
                     }
-                    (_, true) => &talk[i % 3][k % 50],
-                    (_, false) => &silence[k % 50],
+                    (_, true) => &frames.talk[i % 3][k % 50],
+                    (_, false) => &frames.silence[k % 50],
                 };
-                write_header(&mut pkt, spec.pt, k as u16, (k * 960) as u32, 0x5000 + i as u32);
+                let ts = (k * spec.frame_ts() as usize) as u32;
+                write_header(&mut pkt, spec.pt, k as u16, ts, 0x5000 + i as u32);
                 let mut at = 12;
                 if levels {
                     pkt[0] |= 0x10;
@@ -274,40 +305,74 @@ pub fn run(
                     at = 20;
                 }
                 pkt[at..at + payload.len()].copy_from_slice(payload);
-                let _ = s.send_to(&pkt[..at + payload.len()], targets[i]);
+                let _ = socks[i].send_to(&pkt[..at + payload.len()], targets[i]);
             }
-            k += 1;
         }
-        (k, late)
+        k += 1;
+    }
+    (k, late)
+}
+
+/// The value at quantile `q` of `v` (sorted here), if any.
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied()
+}
+
+pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let n = load.participants;
+    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let offer = if load.pcmu { PCMU_OFFER } else { OPUS_OFFER };
+    let t_setup = Instant::now();
+    let (targets, teardown) = match mixer {
+        Mixer::Chorus(api) => chorus_setup(&rt, api, &socks, offer),
+        Mixer::Janus(api) => janus_setup(&rt, api, &socks, load.pcmu),
+    };
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    let sdp = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 1 {offer}");
+    let spec = negotiate(&Sdp::parse(&sdp).unwrap().media[0]).unwrap();
+    let setup_s = t_setup.elapsed().as_secs_f64();
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        received: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        onset_us: AtomicU64::new(0),
     });
-    std::thread::sleep(Duration::from_secs(warmup));
-    let cpu0 = pid.map(super::cpu_ticks);
-    let r0 = received.load(Relaxed);
-    let w0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let window = w0.elapsed().as_secs_f64();
-    let cpu1 = pid.map(super::cpu_ticks);
-    let received_window = received.load(Relaxed) - r0;
-    stop.store(true, Relaxed);
+    let t0 = Instant::now();
+    let clones = |v: &[UdpSocket]| -> Vec<UdpSocket> { v.iter().map(|s| s.try_clone().unwrap()).collect() };
+    let receiver = {
+        let (socks, shared) = (clones(&socks), shared.clone());
+        std::thread::spawn(move || receive(socks, spec, shared, t0))
+    };
+    let sender = {
+        let (socks, shared, frames) = (clones(&socks), shared.clone(), Frames::new(&spec));
+        let plan = (load.all_talk, load.levels, (load.warmup * 50) as usize);
+        std::thread::spawn(move || send(socks, targets, frames, spec, plan, shared, t0))
+    };
+    std::thread::sleep(Duration::from_secs(load.warmup));
+    let counts = || -> Vec<u64> { shared.received.iter().map(|c| c.load(Relaxed)).collect() };
+    let (cpu0, r0, w0) = (load.pid.map(super::cpu_ticks), counts(), Instant::now());
+    std::thread::sleep(Duration::from_secs(load.seconds));
+    let (window, cpu1, r1) = (w0.elapsed().as_secs_f64(), load.pid.map(super::cpu_ticks), counts());
+    shared.stop.store(true, Relaxed);
     let (ticks, late) = sender.join().unwrap();
-    let delay = receiver.join().unwrap();
+    let mut delays = receiver.join().unwrap();
     let cores = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some((b - a) as f64 / 100.0 / window),
         _ => None,
     };
-    // The mixer's tick duration percentile, from chorus's own histogram.
+    let per_s: Vec<f64> = r0.iter().zip(&r1).map(|(a, b)| (b - a) as f64 / window).collect();
+    let listeners = if load.all_talk { &per_s[..] } else { &per_s[3.min(n)..] };
+    let worst_listener = listeners.iter().copied().fold(f64::INFINITY, f64::min);
     let tick_p99_ms = match mixer {
-        Mixer::Chorus(api) => rt.block_on(async {
-            let text = client
-                .get(format!("{api}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            histogram_quantile(&text, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0)
-        }),
+        Mixer::Chorus(api) => rt.block_on(tick_p99(&client, api)),
         Mixer::Janus(_) => None,
     };
     rt.block_on(async {
@@ -319,24 +384,42 @@ pub fn run(
             }
         }
     });
+    let round = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
     let report = serde_json::json!({
-        "label": label,
+        "label": load.label,
         "mode": "conference",
         "mixer": match mixer { Mixer::Chorus(_) => "chorus", Mixer::Janus(_) => "janus" },
+        "codec": spec.name(),
         "participants": n,
-        "all_talk": all_talk,
-        "audio_levels": levels,
+        "all_talk": load.all_talk,
+        "audio_levels": load.levels,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "relay_cpu_cores": cores,
         "participants_per_core": cores.map(|c| if c > 0.0 { (n as f64 / c).round() } else { f64::INFINITY }),
-        "received_per_s": (received_window as f64 / window).round(),
+        "received_per_s": per_s.iter().sum::<f64>().round(),
         "expected_per_s": n as f64 * 50.0,
-        "mixer_added_delay_ms": delay,
+        "worst_listener_packets_per_s": (worst_listener * 10.0).round() / 10.0,
+        "mixer_added_delay_ms_p50": round(quantile(&mut delays, 0.5)),
+        "mixer_added_delay_ms_p99": round(quantile(&mut delays, 0.99)),
+        "marker_onsets_heard": delays.len(),
         "mixer_tick_p99_ms_at_most": tick_p99_ms,
         "sender_ticks": ticks,
         "sender_late_ticks": late,
     });
     println!("{report}");
+}
+
+/// The mixer's tick duration p99, from chorus's own histogram.
+async fn tick_p99(client: &reqwest::Client, api: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    histogram_quantile(&text, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0)
 }
 
 /// The upper bound of the histogram bucket that holds quantile `q` (a

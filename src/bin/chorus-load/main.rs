@@ -59,7 +59,7 @@ struct Args {
     /// Set-ups in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Conference mode: this many Opus participants join one chorus conference.
+    /// Conference mode: this many participants (Opus unless `--pcmu`) join one conference.
     #[arg(long)]
     conference: Option<usize>,
     /// Conference mode: every participant sends audio (otherwise 3 speak and
@@ -70,6 +70,9 @@ struct Args {
     /// mixer must decode everything to know who speaks).
     #[arg(long)]
     no_levels: bool,
+    /// Conference mode: the participants are PCMU phones instead of Opus.
+    #[arg(long)]
+    pcmu: bool,
     /// Conference mode against Janus AudioBridge at this HTTP API URL
     /// (e.g. http://127.0.0.1:8088) instead of chorus.
     #[arg(long)]
@@ -134,16 +137,17 @@ fn main() {
             Some(url) => conference::Mixer::Janus(url),
             None => conference::Mixer::Chorus(&args.api),
         };
-        return conference::run(
-            mixer,
-            n,
-            args.all_talk,
-            !args.no_levels,
-            args.seconds,
-            args.warmup,
-            args.pid,
-            &args.label,
-        );
+        let load = conference::Load {
+            participants: n,
+            all_talk: args.all_talk,
+            levels: !args.no_levels,
+            pcmu: args.pcmu,
+            seconds: args.seconds,
+            warmup: args.warmup,
+            pid: args.pid,
+            label: &args.label,
+        };
+        return conference::run(mixer, &load);
     }
     let base = Instant::now();
     let side = |n: usize| -> Vec<std::net::UdpSocket> {

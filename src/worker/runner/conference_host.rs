@@ -194,22 +194,18 @@ impl Runner {
         Ok(())
     }
 
-    fn leave(&mut self, key: CallKey, pid: u32) -> bool {
+    /// Takes `pid` out; returns the events that made (see `Command::Leave`).
+    fn leave(&mut self, key: CallKey, pid: u32) -> Vec<crate::media::conference::ConfEvent> {
         let Some(&ci) = self.conf_by_key.get(&key) else {
-            return false;
+            return Vec::new();
         };
         let conf = &mut self.conferences[ci];
         conf.core.leave(pid);
-        // A speaker's `stopped_speaking` goes out now, ahead of `left`.
-        if !conf.core.events.is_empty() {
-            let events = std::mem::take(&mut conf.core.events);
-            self.events.send(WorkerEvent::Conference { key, events });
+        let events = std::mem::take(&mut conf.core.events);
+        if let Some(m) = conf.members.remove(&pid) {
+            self.close_member_sockets(&m);
         }
-        let Some(m) = conf.members.remove(&pid) else {
-            return false;
-        };
-        self.close_member_sockets(&m);
-        true
+        events
     }
 
     fn close_member_sockets(&mut self, m: &Member) {
