@@ -234,7 +234,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(workers: Vec<Arc<WorkerCounters>>) -> Self {
+    /// `mixer_tick_seconds` is made beforehand ([`tick_histogram`]): the
+    /// workers observe it themselves, each tick, without allocating.
+    pub fn new(workers: Vec<Arc<WorkerCounters>>, mixer_tick_seconds: prometheus::Histogram) -> Self {
         let registry = Registry::new();
         let r = &registry;
         let descs = WORKER_METRICS
@@ -284,12 +286,7 @@ impl Metrics {
                 vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0],
             ),
             conferences_active: register(r, IntGauge::new("chorus_conferences_active", "Conferences being mixed")),
-            mixer_tick_seconds: histogram(
-                r,
-                "chorus_mixer_tick_seconds",
-                "Time a worker spends on one 20 ms tick of its conferences",
-                vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05],
-            ),
+            mixer_tick_seconds: register(r, Ok(mixer_tick_seconds)),
             conference_rtt_seconds: histogram(
                 r,
                 "chorus_conference_rtt_seconds",
@@ -342,6 +339,16 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometh
 
 fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// The mixer's tick histogram, for the workers and then [`Metrics::new`].
+pub fn tick_histogram() -> prometheus::Histogram {
+    let opts = HistogramOpts::new(
+        "chorus_mixer_tick_seconds",
+        "Time a worker spends on one 20 ms tick of its conferences",
+    );
+    let buckets = vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05];
+    prometheus::Histogram::with_opts(opts.buckets(buckets)).expect("static histogram options are valid")
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {

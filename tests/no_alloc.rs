@@ -117,6 +117,65 @@ fn relaying_packets_allocates_nothing_plain_or_srtp() {
     });
     assert_eq!(n, 0, "allocations while relaying 1,000 packets");
     srtp_bridging_allocates_nothing(&state, &rt);
+    mixing_allocates_nothing(&state, &rt);
+}
+
+/// A conference of four phones (two talking, two sending plain silence)
+/// for 100 ticks in real time: receiving, the jitter buffers, the estimate,
+/// decoding, mixing, encoding and sending allocate nothing per packet or
+/// per tick. (libopus allocates with C's malloc, unseen here; it does so
+/// when an encoder or decoder is made, never per frame.)
+fn mixing_allocates_nothing(state: &State, rt: &tokio::runtime::Runtime) {
+    use chorus::control::conference_commands::{create, join, CreateOptions};
+    use chorus::media::codec::{g711, MAX_PAYLOAD};
+    let opts = CreateOptions {
+        id: Some("m".into()),
+        ..CreateOptions::default()
+    };
+    rt.block_on(create(state, opts)).unwrap();
+    let phones: Vec<(UdpSocket, SocketAddr)> = (0..4)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            let offer = sdp(s.local_addr().unwrap().port()) + "a=rtcp-mux\r\n";
+            let r = rt.block_on(join(state, "m", &offer, Default::default())).unwrap();
+            let to = target(r["sdp"].as_str().unwrap());
+            (s, to)
+        })
+        .collect();
+    let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+    let mut buf = [0u8; 2048];
+    let mut heard = [0u32; 4];
+    let mut tick = |k: u16| {
+        for (i, (s, to)) in phones.iter().enumerate() {
+            chorus::wire::rtp::write_header(&mut pkt, 0, k, u32::from(k) * 160, 0x100 + i as u32).unwrap();
+            for (j, b) in pkt[12..172].iter_mut().enumerate() {
+                let t = (usize::from(k) * 160 + j) as f32 / 8000.0;
+                let f = [440.0, 1000.0, 0.0, 0.0][i];
+                *b = g711::encode_ulaw((0.3 * 32767.0 * (2.0 * std::f32::consts::PI * f * t).sin()) as i16);
+            }
+            s.send_to(&pkt[..172], *to).unwrap();
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                // RTP with sound in it (not silence, not RTCP).
+                if n == 172 && buf[12..n].iter().any(|b| *b != 0xff && *b != 0x7f) {
+                    heard[i] += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // One second to start: latching, first SSRCs, speakers, encoders.
+    for k in 0..50 {
+        tick(k);
+    }
+    let before = ALLOCS.load(SeqCst);
+    for k in 50..150 {
+        tick(k);
+    }
+    let n = ALLOCS.load(SeqCst) - before;
+    assert_eq!(n, 0, "allocations while mixing 100 ticks of four phones");
+    drop(tick);
+    assert!(heard.iter().all(|h| *h > 100), "every phone heard the mix: {heard:?}");
 }
 
 /// An SRTP phone facing a plain one: chorus decrypts one way and encrypts

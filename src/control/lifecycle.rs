@@ -13,7 +13,6 @@ use std::time::Instant;
 pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
     match ev {
         WorkerEvent::Conference { key, events } => conference_commands::on_events(&state, key, events).await,
-        WorkerEvent::TickDurations(d) => d.into_iter().for_each(|s| state.metrics.mixer_tick_seconds.observe(s)),
         WorkerEvent::RtcpSamples { rtt, loss } => {
             rtt.into_iter()
                 .for_each(|s| state.metrics.conference_rtt_seconds.observe(s));

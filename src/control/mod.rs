@@ -120,9 +120,11 @@ impl State {
             config.dtls_private_key.as_deref(),
         );
         let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
+        let tick_seconds = crate::metrics::tick_histogram();
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
             dtls: dtls.clone(),
+            tick_seconds: tick_seconds.clone(),
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -133,7 +135,7 @@ impl State {
         }
         let interfaces = config.all_interfaces();
         let (callbacks, callback_queue) = callbacks::Callbacks::new(config.callback_url.as_deref());
-        let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect());
+        let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect(), tick_seconds);
         let store = match &config.redis_url {
             None => None,
             Some(url) => Some(Arc::new(

@@ -18,6 +18,8 @@ pub const MAX_PACKETS: usize = 64;
 /// phase anyway (10 ms on average), so a path without jitter needs little.
 pub const MIN_TARGET: Duration = Duration::from_millis(5);
 pub const MAX_TARGET: Duration = Duration::from_millis(200);
+/// Payload buffers kept for reuse.
+const SPARE_BUFFERS: usize = 8;
 /// Added to three times the jitter: scheduling noise on the mixer's side.
 const SAFETY: Duration = Duration::from_millis(2);
 /// A timestamp jump beyond this (in seconds) re-bases the clock mapping.
@@ -88,6 +90,8 @@ pub struct JitterBuffer {
     far: Option<u64>,
     /// Timestamp of the last packet played.
     played_ts: Option<u32>,
+    /// Payload buffers handed back after playing, for the next packets.
+    spare: Vec<Vec<u8>>,
     pub stats: JitterStats,
 }
 
@@ -106,11 +110,20 @@ impl JitterBuffer {
             target: MIN_TARGET,
             far: None,
             played_ts: None,
+            spare: Vec::new(),
             stats: JitterStats::default(),
         }
     }
 
     /// The current playout delay target.
+    /// Takes back a played packet's payload buffer for reuse (a few are
+    /// kept: as many as are ever queued at once, in practice).
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(payload);
+        }
+    }
+
     pub fn target(&self) -> Duration {
         self.target
     }
@@ -142,7 +155,9 @@ impl JitterBuffer {
     /// sequence numbering after a re-INVITE) so its packets are not
     /// dropped as late for minutes. Statistics carry on.
     pub fn restart(&mut self) {
-        self.queue.clear();
+        while let Some((_, (p, _))) = self.queue.pop_first() {
+            self.recycle(p.payload);
+        }
         self.max_seq = None;
         self.next = None;
         self.base = None;
@@ -231,7 +246,9 @@ impl JitterBuffer {
         }
         if self.queue.len() >= MAX_PACKETS {
             // Full: the sender is far ahead; drop the oldest.
-            self.queue.pop_first();
+            if let Some((_, (p, _))) = self.queue.pop_first() {
+                self.recycle(p.payload);
+            }
             self.stats.dropped += 1;
         }
         self.queue.insert(
@@ -240,7 +257,13 @@ impl JitterBuffer {
                 Packet {
                     seq: e,
                     ts,
-                    payload: payload.to_vec(),
+                    payload: {
+                        // A buffer played earlier, refilled: no allocation per packet.
+                        let mut v = self.spare.pop().unwrap_or_default();
+                        v.clear();
+                        v.extend_from_slice(payload);
+                        v
+                    },
                     level,
                 },
                 now,
@@ -289,7 +312,8 @@ impl JitterBuffer {
         // More queued than the target needs: drop one to bring delay down.
         let excess = self.target.as_secs_f64() / self.spacing.as_secs_f64().max(1e-3) + 3.0;
         if self.queue.len() as f64 > excess {
-            if let Some((seq, _)) = self.queue.pop_first() {
+            if let Some((seq, (p, _))) = self.queue.pop_first() {
+                self.recycle(p.payload);
                 self.stats.dropped += 1;
                 self.next = Some(seq + 1);
                 return self.pop(now);

@@ -337,8 +337,6 @@ impl EventSink {
 
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// Durations (seconds) of the worker's recent mixer ticks, for the histogram.
-    TickDurations(Vec<f64>),
     /// Round-trip times (s) and loss fractions from conference participants' RTCP.
     RtcpSamples { rtt: Vec<f64>, loss: Vec<f64> },
     /// Speaking changes and DTMF digits from a conference's last tick.
@@ -407,6 +405,8 @@ pub struct WorkerConfig {
     pub media_timeout: Duration,
     /// The certificate for DTLS handshakes with browsers.
     pub dtls: Arc<crate::media::dtls::Identity>,
+    /// `chorus_mixer_tick_seconds`, observed by the worker each tick.
+    pub tick_seconds: prometheus::Histogram,
 }
 
 /// Starts worker `index` on its own thread, under a supervisor: a panic that

@@ -89,8 +89,6 @@ pub(super) struct Runner {
     conf_by_key: HashMap<CallKey, usize>,
     /// When the conferences' next 20 ms tick is due (none without conferences).
     next_tick: Option<Instant>,
-    /// Tick durations not yet reported to the control plane's histogram.
-    tick_durations: Vec<f64>,
     overload: crate::media::overload::OverloadGuard,
     /// Test-only: calls and conferences that panic on their next packet or tick.
     #[cfg(feature = "test-hooks")]
@@ -131,7 +129,6 @@ impl Runner {
             conferences: Slab::new(),
             conf_by_key: HashMap::new(),
             next_tick: None,
-            tick_durations: Vec::with_capacity(50),
             overload: Default::default(),
             #[cfg(feature = "test-hooks")]
             armed_panics: Default::default(),

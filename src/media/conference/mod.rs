@@ -161,6 +161,8 @@ pub struct Conference {
     levels: Vec<(ParticipantId, f32)>,
     speaker_events: Vec<SpeakerEvent>,
     active: Vec<ParticipantId>,
+    /// An RTCP report being written.
+    rtcp_buf: Vec<u8>,
     speakers: Speakers,
     mixer: MixMinus,
     encoders: Vec<SharedEncoder>,
@@ -213,6 +215,7 @@ impl Conference {
             levels: Vec::new(),
             speaker_events: Vec::new(),
             active: Vec::new(),
+            rtcp_buf: Vec::with_capacity(128),
             speakers: Speakers::new(speakers),
             mixer: MixMinus::default(),
             encoders: Vec::new(),

@@ -8,7 +8,7 @@ impl Conference {
     /// Sends due RTCP reports: an SR about what chorus sends each participant,
     /// with a reception block about what it receives, and an SDES CNAME.
     fn send_reports(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
-        let mut buf = Vec::with_capacity(128);
+        let buf = &mut self.rtcp_buf;
         for p in &mut self.participants {
             let due = *p.next_rtcp.get_or_insert(now + RTCP_INTERVAL / 2);
             if now < due {
@@ -18,26 +18,21 @@ impl Conference {
             let spread = (p.ssrc ^ p.rtcp_sent.wrapping_mul(2654435761)) % 1000;
             p.next_rtcp = Some(now + RTCP_INTERVAL / 2 + RTCP_INTERVAL * spread / 1000);
             p.rtcp_sent += 1;
-            let blocks: Vec<ReportBlock> = p
-                .rx
-                .reception()
-                .map(|r| {
-                    let (lsr, dlsr) = match p.last_sr {
-                        Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
-                        None => (0, 0),
-                    };
-                    ReportBlock {
-                        ssrc: r.ssrc,
-                        fraction_lost: r.fraction_lost,
-                        cumulative_lost: r.cumulative_lost,
-                        highest_seq: r.extended_max_seq,
-                        jitter: r.jitter,
-                        lsr,
-                        dlsr,
-                    }
-                })
-                .into_iter()
-                .collect();
+            let block: Option<ReportBlock> = p.rx.reception().map(|r| {
+                let (lsr, dlsr) = match p.last_sr {
+                    Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+                    None => (0, 0),
+                };
+                ReportBlock {
+                    ssrc: r.ssrc,
+                    fraction_lost: r.fraction_lost,
+                    cumulative_lost: r.cumulative_lost,
+                    highest_seq: r.extended_max_seq,
+                    jitter: r.jitter,
+                    lsr,
+                    dlsr,
+                }
+            });
             let info = SenderInfo {
                 ntp: ntp_now,
                 rtp_ts: p.ts,
@@ -45,8 +40,8 @@ impl Conference {
                 octets: p.sent_octets as u32,
             };
             buf.clear();
-            rtcp::write_report(&mut buf, p.ssrc, Some(info), &blocks, CNAME);
-            send(p.id, true, &buf);
+            rtcp::write_report(buf, p.ssrc, Some(info), block.as_slice(), CNAME);
+            send(p.id, true, buf);
         }
     }
 
@@ -82,13 +77,12 @@ impl Conference {
         self.active.clear();
         self.active.extend(self.speakers.active());
         let active = &self.active;
-        let speakers: Vec<(ParticipantId, &[f32], f32)> = self
+        let speakers = self
             .participants
             .iter()
             .filter(|p| !p.muted && active.contains(&p.id))
-            .map(|p| (p.id, p.frame.as_slice(), p.gain))
-            .collect();
-        let mixes = self.mixer.mix(&speakers, frame_len);
+            .map(|p| (p.id, p.frame.as_slice(), p.gain));
+        let mixes = self.mixer.mix(speakers, frame_len);
         let mut encodes = 0;
         let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
         for p in &mut self.participants {
@@ -169,6 +163,42 @@ impl Conference {
 }
 
 impl Participant {
+    /// A packet of a participant who is not mixed: its header level or the
+    /// estimate stands for it (`level` takes the loudest), or, when neither
+    /// can clear it, it is decoded. Returns true if it was decoded.
+    fn stand_in(
+        &mut self,
+        pk: crate::media::jitter::Packet,
+        n: usize,
+        frame_len: usize,
+        level: &mut Option<u8>,
+    ) -> bool {
+        let stand_in = match pk.level {
+            Some(l) => Some(l),
+            None => self.estimate(&pk.payload, n).inspect(|_| self.estimated += 1),
+        };
+        let decoded = match stand_in {
+            Some(l) => {
+                *level = Some(level.map_or(l, |h| h.min(l)));
+                self.undecoded += 1;
+                self.skip_packet(frame_len);
+                false
+            }
+            None => {
+                self.decode(Some(&pk.payload), n);
+                true
+            }
+        };
+        self.jitter.recycle(pk.payload);
+        decoded
+    }
+
+    /// Keeps a packet's time in the FIFO without its audio (silence).
+    fn skip_packet(&mut self, frame_len: usize) {
+        let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+        self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+    }
+
     /// Decodes one packet (or conceals one) into the FIFO at the mix rate.
     fn decode(&mut self, payload: Option<&[u8]>, n: usize) {
         self.decoder.decode(payload, n, &mut self.decoded);
@@ -219,27 +249,14 @@ impl Participant {
             let payload = match self.jitter.pop(now) {
                 // Known silence (RFC 6464): keep the time, decode nothing.
                 Pop::Packet(pk) if pk.payload.is_empty() => {
-                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
-                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    self.jitter.recycle(pk.payload);
+                    self.skip_packet(frame_len);
                     continue;
                 }
                 // Not mixed, and the header says how loud: that is all the
                 // speaker selection needs. Decode only those who are mixed.
                 Pop::Packet(pk) if !full => {
-                    let level = match pk.level {
-                        Some(l) => Some(l),
-                        None => self.estimate(&pk.payload, n).inspect(|_| self.estimated += 1),
-                    };
-                    let Some(l) = level else {
-                        // The estimate cannot clear it: decode.
-                        self.decode(Some(&pk.payload), n);
-                        heard = true;
-                        continue;
-                    };
-                    header_level = Some(header_level.map_or(l, |h: u8| h.min(l)));
-                    self.undecoded += 1;
-                    let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
-                    self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+                    heard |= self.stand_in(pk, n, frame_len, &mut header_level);
                     continue;
                 }
                 Pop::Packet(pk) => Some(pk.payload),
@@ -262,6 +279,9 @@ impl Participant {
                 Pop::Empty => break,
             };
             self.decode(payload.as_deref(), n);
+            if let Some(p) = payload {
+                self.jitter.recycle(p);
+            }
             heard = true;
         }
         let take = self.fifo.len().min(frame_len);

@@ -57,36 +57,40 @@ pub struct MixMinus {
 
 impl MixMinus {
     /// `speakers`: (id, frame, gain) of the active speakers; all frames have
-    /// `frame_len` samples. Reuses its buffers from tick to tick.
-    pub fn mix(&mut self, speakers: &[(ParticipantId, &[f32], f32)], frame_len: usize) -> &Mixes {
+    /// `frame_len` samples. Reuses its buffers from tick to tick; the
+    /// speakers come as an iterator (walked a few times), so the caller
+    /// need not collect them either.
+    pub fn mix<'f, I>(&mut self, speakers: I, frame_len: usize) -> &Mixes
+    where
+        I: Iterator<Item = (ParticipantId, &'f [f32], f32)> + Clone,
+    {
         let shared = &mut self.mixes.shared;
         shared.clear();
         shared.resize(frame_len, 0.0);
-        for (_, frame, gain) in speakers {
+        for (_, frame, gain) in speakers.clone() {
             for (s, x) in shared.iter_mut().zip(frame.iter()) {
                 *s += x * gain;
             }
         }
         // Minus mixes: shared minus own contribution (before limiting).
-        self.mixes
-            .minus
-            .retain(|(p, _)| speakers.iter().any(|(q, _, _)| q == p));
-        self.limiters.retain(|(p, _)| speakers.iter().any(|(q, _, _)| q == p));
-        for (id, frame, gain) in speakers {
-            let slot = match self.mixes.minus.iter().position(|(p, _)| p == id) {
+        let speaking = |p: &ParticipantId| speakers.clone().any(|(q, _, _)| q == *p);
+        self.mixes.minus.retain(|(p, _)| speaking(p));
+        self.limiters.retain(|(p, _)| speaking(p));
+        for (id, frame, gain) in speakers.clone() {
+            let slot = match self.mixes.minus.iter().position(|(p, _)| *p == id) {
                 Some(i) => i,
                 None => {
-                    self.mixes.minus.push((*id, Vec::new()));
+                    self.mixes.minus.push((id, Vec::new()));
                     self.mixes.minus.len() - 1
                 }
             };
             let m = &mut self.mixes.minus[slot].1;
             m.clear();
             m.extend(shared.iter().zip(frame.iter()).map(|(s, x)| s - x * gain));
-            let lim = match self.limiters.iter().position(|(p, _)| p == id) {
+            let lim = match self.limiters.iter().position(|(p, _)| *p == id) {
                 Some(i) => &mut self.limiters[i].1,
                 None => {
-                    self.limiters.push((*id, Limiter::default()));
+                    self.limiters.push((id, Limiter::default()));
                     &mut self.limiters.last_mut().expect("just pushed").1
                 }
             };
@@ -114,7 +118,7 @@ pub(crate) mod tests {
         let mut mm = MixMinus::default();
         let a = tone(440.0, 0.3, 960, 0);
         let b = tone(1000.0, 0.3, 960, 0);
-        let mixes = mm.mix(&[(1, &a, 1.0), (2, &b, 1.0)], 960);
+        let mixes = mm.mix([(1, a.as_slice(), 1.0), (2, b.as_slice(), 1.0)].into_iter(), 960);
         let lvl = |m: &[f32], f| tone_level(m, 48000.0, f);
         assert!(lvl(mixes.get(MixId::Shared), 440.0) > 0.25 && lvl(mixes.get(MixId::Shared), 1000.0) > 0.25);
         let for_a = mixes.get(MixId::Minus(1));
@@ -135,7 +139,7 @@ pub(crate) mod tests {
             .map(|(i, f)| (i as u32, f.as_slice(), 1.0))
             .collect();
         for _ in 0..10 {
-            let mixes = mm.mix(&speakers, 960);
+            let mixes = mm.mix(speakers.iter().copied(), 960);
             assert!(mixes.shared.iter().all(|s| s.abs() <= 1.0), "shared mix clips");
             for (_, m) in &mixes.minus {
                 assert!(m.iter().all(|s| s.abs() <= 1.0), "a minus mix clips");

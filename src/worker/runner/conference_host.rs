@@ -322,7 +322,7 @@ impl Runner {
             .participants
             .store(participants, std::sync::atomic::Ordering::Relaxed);
         let took = clock::now().saturating_duration_since(now);
-        self.tick_durations.push(took.as_secs_f64());
+        self.config.tick_seconds.observe(took.as_secs_f64());
         if let Some(change) = self.overload.observe(took) {
             let limit = match change {
                 Change::Degrade => Some(1),
@@ -340,10 +340,6 @@ impl Runner {
                 tick_ms = took.as_secs_f64() * 1e3,
                 "mixer overload state changed"
             );
-        }
-        if self.tick_durations.len() >= 50 {
-            let d = std::mem::take(&mut self.tick_durations);
-            self.events.send(WorkerEvent::TickDurations(d));
         }
         // Keep the grid; if the worker fell far behind, start a new one.
         let next = due + TICK;
