@@ -1,6 +1,7 @@
 //! The conference mixer's 20 ms tick with 10, 100 and 1,000 Opus
 //! participants, 3 of them speaking. Listeners either send nothing (DTX,
-//! muted phones) or send silence packets, which are decoded today.
+//! muted phones), or plain silence packets (cleared by the Opus VAD flag,
+//! see `mixer::estimate`), or silence marked with RFC 6464 levels.
 //! One iteration = every sender's packet for the tick + the tick itself.
 
 use chorus::media::codec::{negotiate, Encoder, MAX_PAYLOAD};

@@ -27,6 +27,9 @@ pub struct WorkerCounters {
     pub encodes: AtomicU64,
     /// 1 while the worker's mixer is degraded for overload.
     pub overloaded: AtomicU64,
+    /// Smoothed duration of the worker's full-cost mixer ticks (µs), for
+    /// admitting conference participants.
+    pub tick_us: AtomicU64,
     pub calls: AtomicU64,
     /// Panics caught around one call's or conference's processing.
     pub panics: AtomicU64,

@@ -474,3 +474,56 @@ async fn rtcp_reports_flow_and_give_round_trip_time() {
     let metrics = d.metrics().await;
     assert_eq!(metric(&metrics, "chorus_conference_rtt_seconds_count"), 1.0);
 }
+
+/// Overload over HTTP: a worker whose ticks cost more (a test hook adds the
+/// time) refuses joins by its measured cost before the tick breaks (503,
+/// "full for this instance"), degrades to one mixed speaker when ticks run
+/// long, and recovers once they are fast again, taking joins again.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_at_its_limit_refuses_joins_degrades_and_recovers() {
+    let d = Daemon::start(66, &["--workers", "1"]).await;
+    let (s, c) = d.post("/v1/conferences", json!({"id": "busy"})).await;
+    assert_eq!(s, 200, "{c}");
+    for f in [440.0, 0.0, 0.0] {
+        join(&d, "busy", PCMU, f).await;
+    }
+    let try_join = || async {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        d.post("/v1/conferences/busy/participants", json!({"sdp": offer(&sock, PCMU)}))
+            .await
+    };
+    let wait_for = |what: &'static str, want: &'static str| {
+        let try_join = &try_join;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (s, r) = try_join().await;
+                let text = r.to_string();
+                if (want.is_empty() && s == 200) || (!want.is_empty() && s == 503 && text.contains(want)) {
+                    return r;
+                }
+                assert!(Instant::now() < deadline, "{what}: still {s} {r}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // 11 ms per tick for a handful of participants: one more would pass 12 ms.
+    assert_eq!(d.post("/v1/test/slow/workers/0/11", json!({})).await.0, 200);
+    let r = wait_for("admission by cost", "full for this instance").await;
+    assert!(r.to_string().contains("of each 20 ms tick on"), "{r}");
+    // 17 ms: ticks run long, the worker degrades and says so.
+    d.post("/v1/test/slow/workers/0/17", json!({})).await;
+    wait_for("degraded", "overloaded media worker").await;
+    assert!(d.metrics().await.contains("chorus_mixer_overloaded_workers 1"));
+    // Fast again: it recovers (after 2 s of fast ticks) and admits joins.
+    d.post("/v1/test/slow/workers/0/0", json!({})).await;
+    wait_for("recovered", "").await;
+    let m = d.metrics().await;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("chorus_mixer_overloaded_workers"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(line, "chorus_mixer_overloaded_workers 0");
+}

@@ -443,15 +443,23 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
 }
 
 /// New participants are refused while the conference's worker is degraded
-/// for overload, so that the ones already in keep their audio.
+/// for overload, or when its measured tick cost leaves no room for one more
+/// (`media::overload::admits`), so that the ones already in keep their audio.
 fn refuse_if_overloaded(state: &State, e: &ConfEntry) -> Result<(), Error> {
-    if state.workers[e.worker].counters.overloaded.load(Relaxed) != 0 {
+    let c = &state.workers[e.worker].counters;
+    if c.overloaded.load(Relaxed) != 0 {
         return Err(Error::Overloaded(format!(
             "conference `{}` is on an overloaded media worker; try again later or use another chorus instance",
             e.id
         )));
     }
-    Ok(())
+    let (tick_us, participants) = (c.tick_us.load(Relaxed), c.participants.load(Relaxed));
+    crate::media::overload::admits(tick_us, participants).map_err(|why| {
+        Error::Overloaded(format!(
+            "conference `{}` is full for this instance: {why}; use another chorus instance",
+            e.id
+        ))
+    })
 }
 
 /// A conference at its `max_participants` takes no one else (409).

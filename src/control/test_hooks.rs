@@ -4,7 +4,8 @@
 //! packet or tick, as a bug in its processing would, so that tests can show
 //! that the panic costs that call only. `.../workers/{n}` makes worker `n`'s
 //! loop itself panic, outside any call; `/v1/test/kill/workers/{n}` makes its
-//! thread die.
+//! thread die; `/v1/test/slow/workers/{n}/{ms}` adds `ms` to each of its
+//! mixer ticks.
 
 use super::{lock, State};
 use crate::error::Error;
@@ -23,6 +24,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/v1/test/panic/conferences/{id}", post(arm_conference))
         .route("/v1/test/panic/workers/{n}", post(panic_worker))
         .route("/v1/test/kill/workers/{n}", post(kill_worker))
+        .route("/v1/test/slow/workers/{n}/{ms}", post(slow_worker))
 }
 
 async fn arm(state: &State, worker: usize, key: u64) -> Result<(), Error> {
@@ -69,6 +71,12 @@ async fn panic_worker(AxState(state): AxState<Arc<State>>, Path(n): Path<usize>)
 
 async fn kill_worker(AxState(state): AxState<Arc<State>>, Path(n): Path<usize>) -> Response {
     to_worker(&state, n, Command::KillThread)
+}
+
+/// Every tick of worker `n` takes `ms` longer (0 ends it).
+async fn slow_worker(AxState(state): AxState<Arc<State>>, Path((n, ms)): Path<(usize, u64)>) -> Response {
+    let d = std::time::Duration::from_millis(ms.min(100));
+    to_worker(&state, n, Command::SlowTicks(d))
 }
 
 fn to_worker(state: &State, n: usize, cmd: Command) -> Response {

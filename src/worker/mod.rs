@@ -180,6 +180,10 @@ pub enum Command {
     /// Test-only: the worker thread dies (its recovery panics too).
     #[cfg(feature = "test-hooks")]
     KillThread,
+    /// Test-only: every mixer tick takes this much longer (a stand-in for
+    /// a load the test machine cannot make), to drive overload and admission.
+    #[cfg(feature = "test-hooks")]
+    SlowTicks(std::time::Duration),
     Shutdown,
 }
 
@@ -202,7 +206,7 @@ impl Command {
                 | ConfCommand::Delete { key, .. } => *key,
             },
             #[cfg(feature = "test-hooks")]
-            Command::PanicLoop | Command::KillThread => return Some(0),
+            Command::PanicLoop | Command::KillThread | Command::SlowTicks(_) => return Some(0),
             Command::Shutdown => return None,
         })
     }

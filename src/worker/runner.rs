@@ -96,6 +96,9 @@ pub(super) struct Runner {
     /// Test-only: the recovery from the next loop panic panics too.
     #[cfg(feature = "test-hooks")]
     kill_thread: bool,
+    /// Test-only: added to every tick's work.
+    #[cfg(feature = "test-hooks")]
+    slow_ticks: Duration,
 }
 
 mod bundle;
@@ -134,6 +137,8 @@ impl Runner {
             armed_panics: Default::default(),
             #[cfg(feature = "test-hooks")]
             kill_thread: false,
+            #[cfg(feature = "test-hooks")]
+            slow_ticks: Duration::ZERO,
             buf: vec![0u8; BUF_BYTES + srtp::TRAILER].into_boxed_slice(),
         }
     }
@@ -371,6 +376,8 @@ impl Runner {
             Command::ArmPanic { key, reply } => {
                 let _ = reply.send(self.arm_panic(key));
             }
+            #[cfg(feature = "test-hooks")]
+            Command::SlowTicks(d) => self.slow_ticks = d,
             #[cfg(feature = "test-hooks")]
             Command::PanicLoop | Command::KillThread => {}
             Command::Shutdown => {}

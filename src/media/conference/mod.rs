@@ -67,8 +67,13 @@ struct Participant {
     fifo: Vec<f32>,
     /// The FIFO holds decoded audio (not only known silence).
     fifo_audio: bool,
-    /// This tick's frame at the mix rate.
+    /// This tick's frame at the mix rate, unless `frame_silent`.
     frame: Vec<f32>,
+    frame_silent: bool,
+    /// Samples of silence due after the FIFO's audio (packets not decoded).
+    silent: usize,
+    /// The conference sheds decoding for overload (see `degrade`).
+    shedding: bool,
     muted: bool,
     deaf: bool,
     gain: f32,
@@ -163,6 +168,8 @@ pub struct Conference {
     active: Vec<ParticipantId>,
     /// An RTCP report being written.
     rtcp_buf: Vec<u8>,
+    /// One frame of silence at the mix rate: a silent participant's frame.
+    zeros: Vec<f32>,
     speakers: Speakers,
     mixer: MixMinus,
     encoders: Vec<SharedEncoder>,
@@ -174,6 +181,8 @@ pub struct Conference {
     pub concealed_total: u64,
     /// `max_active` as configured, while overload lowers it.
     configured_speakers: Option<usize>,
+    /// Overload: participants not mixed are never decoded.
+    shedding: bool,
     /// RTTs (s) and loss fractions from participants' reports, for metrics;
     /// the worker drains them.
     pub rtt_seconds: Vec<f64>,
@@ -216,6 +225,7 @@ impl Conference {
             speaker_events: Vec::new(),
             active: Vec::new(),
             rtcp_buf: Vec::with_capacity(128),
+            zeros: vec![0.0; (mix_rate * TICK_MS / 1000) as usize],
             speakers: Speakers::new(speakers),
             mixer: MixMinus::default(),
             encoders: Vec::new(),
@@ -224,6 +234,7 @@ impl Conference {
             last_encodes: 0,
             concealed_total: 0,
             configured_speakers: None,
+            shedding: false,
             rtt_seconds: Vec::new(),
             reported_loss: Vec::new(),
         }
@@ -255,7 +266,10 @@ impl Conference {
             decoded: Vec::with_capacity(self.frame_len()),
             fifo: Vec::with_capacity(4 * self.frame_len()),
             fifo_audio: false,
-            frame: vec![0.0; self.frame_len()],
+            frame: Vec::with_capacity(4 * self.frame_len()),
+            frame_silent: true,
+            silent: 0,
+            shedding: false,
             muted: false,
             deaf: false,
             gain: 1.0,
@@ -299,6 +313,13 @@ impl Conference {
     pub fn limit_speakers(&mut self, n: Option<usize>) {
         let configured = *self.configured_speakers.get_or_insert(self.speakers.config.max_active);
         self.speakers.config.max_active = n.unwrap_or(configured).min(configured);
+    }
+
+    /// Degraded for overload (see `media::overload`): one speaker mixed,
+    /// nobody else decoded.
+    pub fn degrade(&mut self, on: bool) {
+        self.limit_speakers(on.then_some(1));
+        self.shedding = on;
     }
 
     pub fn control(&mut self, id: ParticipantId, c: Controls) -> bool {

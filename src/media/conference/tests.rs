@@ -294,12 +294,12 @@ fn overload_mixes_one_speaker_then_recovers() {
     let (_, mut conf, _) = run(&[PCMU, PCMU, PCMU, PCMU], &[440.0, 700.0, 1000.0, 0.0], 1, None);
     let mixed = |c: &Conference| c.report(Instant::now()).iter().filter(|p| p.mixed).count();
     assert_eq!(mixed(&conf), 3);
-    conf.limit_speakers(Some(1));
+    conf.degrade(true);
     let t = Instant::now();
     conf.tick(t, 0, &mut |_, _, _| {});
     assert_eq!(mixed(&conf), 1, "one speaker under overload");
     assert_eq!(conf.last_encodes, 2, "one minus mix and the shared mix");
-    conf.limit_speakers(None);
+    conf.degrade(false);
     conf.tick(t, 0, &mut |_, _, _| {});
     assert_eq!(mixed(&conf), 3);
 }
@@ -643,9 +643,9 @@ fn plain_silence_is_not_decoded_and_a_new_speaker_is_picked_up_at_once() {
         let r = conf.report(t0);
         for p in &r[2..] {
             assert!(!p.speaking, "{}: {p:?}", s.name());
-            // All but the rotation's forced decodes (one in 25).
+            // All but the rotation's forced decodes (one in `ROTATION`).
             assert!(
-                p.unmixed_packets_estimated >= 180,
+                p.unmixed_packets_estimated >= 200 - 200 / estimate::ROTATION - 1,
                 "{}: listener {} estimated {} of 200",
                 s.name(),
                 p.id,
@@ -654,4 +654,49 @@ fn plain_silence_is_not_decoded_and_a_new_speaker_is_picked_up_at_once() {
         }
         assert!(r[0].mixed && r[1].mixed, "{}: {:?}", s.name(), &r[..2]);
     }
+}
+
+/// Degraded for overload, a conference where everyone talks decodes only
+/// its one mixed speaker: Opus voices count at a fixed level undecoded,
+/// and the rotation's forced decodes stop. Then it recovers.
+#[test]
+fn shedding_decodes_only_the_mixed_speaker() {
+    let t0 = Instant::now();
+    let s = spec(OPUS);
+    let mut conf = Conference::new(SpeakerConfig::default());
+    let n = 8u32;
+    for i in 0..n {
+        conf.join(i, s, 10 + i).unwrap();
+    }
+    let mut enc: Vec<Encoder> = (0..n).map(|_| Encoder::new(&s).unwrap()).collect();
+    let mut step = |conf: &mut Conference, k: u32| {
+        let now = t0 + Duration::from_millis(20 * u64::from(k));
+        for i in 0..n {
+            let pcm = voice(k + 3 * i, 0, s.rate, s.frame_samples());
+            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+            let len = enc[i as usize].encode(&pcm, &mut pkt[12..]);
+            write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 900 + i);
+            conf.handle_rtp(now, i, &pkt[..12 + len]);
+        }
+        conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
+    };
+    for k in 0..50 {
+        step(&mut conf, k);
+    }
+    let estimated = |c: &Conference| -> u64 { c.report(t0).iter().map(|p| p.unmixed_packets_estimated).sum() };
+    conf.degrade(true);
+    let before = estimated(&conf);
+    for k in 50..150 {
+        step(&mut conf, k);
+    }
+    let r = conf.report(t0);
+    assert_eq!(r.iter().filter(|p| p.mixed).count(), 1);
+    // 7 not mixed for 100 ticks, none decoded (a few ticks lost to pauses).
+    let shed = estimated(&conf) - before;
+    assert!(shed >= 600, "{shed} of 700 packets shed");
+    conf.degrade(false);
+    for k in 150..200 {
+        step(&mut conf, k);
+    }
+    assert_eq!(conf.report(t0).iter().filter(|p| p.mixed).count(), 3);
 }

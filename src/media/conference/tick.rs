@@ -57,10 +57,12 @@ impl Conference {
         for (i, p) in self.participants.iter_mut().enumerate() {
             // Not mixed: a cheap estimate of the level will do, except on
             // the participant's turn in the rotation (see `estimate`).
-            let full = self.active.contains(&p.id) || estimate::rotation_due(self.tick_no, i);
+            let mixed = self.active.contains(&p.id);
+            let full = mixed || (!self.shedding && estimate::rotation_due(self.tick_no, i));
+            p.shedding = self.shedding;
             let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, full) {
                 _ if p.muted => SILENCE_DBOV,
-                Heard::Decoded => dbov(&p.frame),
+                Heard::Decoded => dbov(p.frame(&self.zeros)),
                 Heard::Level(l) => -(l as f32),
                 Heard::Nothing => SILENCE_DBOV,
             };
@@ -81,7 +83,7 @@ impl Conference {
             .participants
             .iter()
             .filter(|p| !p.muted && active.contains(&p.id))
-            .map(|p| (p.id, p.frame.as_slice(), p.gain));
+            .map(|p| (p.id, p.frame(&self.zeros), p.gain));
         let mixes = self.mixer.mix(speakers, frame_len);
         let mut encodes = 0;
         let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
@@ -193,14 +195,52 @@ impl Participant {
         decoded
     }
 
-    /// Keeps a packet's time in the FIFO without its audio (silence).
+    /// Keeps a packet's time without its audio: silence, counted after the
+    /// FIFO's audio, written out only if audio follows it.
     fn skip_packet(&mut self, frame_len: usize) {
-        let hi_len = frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
-        self.fifo.resize(self.fifo.len() + hi_len, 0.0);
+        self.silent += frame_len * self.spec.ptime_ms as usize / TICK_MS as usize;
+    }
+
+    /// This tick's frame from the FIFO and the silence after it. Most
+    /// ticks of most participants are one whole packet or only silence:
+    /// a swap of buffers, or a flag, instead of copying 20 ms of samples.
+    fn take_frame(&mut self, frame_len: usize) {
+        if self.fifo.is_empty() {
+            self.silent = self.silent.saturating_sub(frame_len);
+            self.frame_silent = true;
+            return;
+        }
+        self.frame_silent = false;
+        let add = self.silent.min(frame_len.saturating_sub(self.fifo.len()));
+        self.fifo.resize(self.fifo.len() + add, 0.0);
+        self.silent -= add;
+        if self.fifo.len() == frame_len {
+            std::mem::swap(&mut self.frame, &mut self.fifo);
+            self.fifo.clear();
+            return;
+        }
+        let take = self.fifo.len().min(frame_len);
+        self.frame.clear();
+        self.frame.extend(self.fifo.drain(..take));
+        self.frame.resize(frame_len, 0.0);
+    }
+
+    /// This tick's audio at the mix rate (`zeros`: a silent frame's).
+    pub(super) fn frame<'a>(&'a self, zeros: &'a [f32]) -> &'a [f32] {
+        if self.frame_silent {
+            zeros
+        } else {
+            &self.frame
+        }
     }
 
     /// Decodes one packet (or conceals one) into the FIFO at the mix rate.
     fn decode(&mut self, payload: Option<&[u8]>, n: usize) {
+        // Silence before this audio takes its place first.
+        if self.silent > 0 {
+            self.fifo.resize(self.fifo.len() + self.silent, 0.0);
+            self.silent = 0;
+        }
         self.decoder.decode(payload, n, &mut self.decoded);
         let hi = self.up.process(&self.decoded);
         self.fifo.extend_from_slice(hi);
@@ -209,12 +249,14 @@ impl Participant {
     /// The level (-dBov) of a packet from a participant who is not mixed,
     /// without the full decode where that is cheaper; `None` when only a
     /// decode can tell. G.711 and G.722 are decoded but not resampled;
-    /// Opus without voice (its VAD flag) is not decoded at all.
+    /// Opus without voice (its VAD flag) is not decoded at all. Shedding
+    /// for overload, no Opus packet is: voice counts at a fixed level.
     fn estimate(&mut self, payload: &[u8], n: usize) -> Option<u8> {
         match self.spec.kind {
-            CodecKind::Opus => match estimate::opus_voice(payload) {
-                estimate::Voice::No => Some(127),
-                _ => None,
+            CodecKind::Opus => match (estimate::opus_voice(payload), self.shedding) {
+                (estimate::Voice::No, _) | (estimate::Voice::Unknown, true) => Some(127),
+                (estimate::Voice::Yes, true) => Some(estimate::SHED_VOICE_LEVEL),
+                (_, false) => None,
             },
             CodecKind::Pcmu | CodecKind::Pcma | CodecKind::G722 => {
                 self.decoder.decode(Some(payload), n, &mut self.decoded);
@@ -244,7 +286,7 @@ impl Participant {
         // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
         let mut heard = self.fifo_audio;
         let mut header_level: Option<u8> = None;
-        while self.fifo.len() < frame_len {
+        while self.fifo.len() + self.silent < frame_len {
             let n = self.spec.frame_samples();
             let payload = match self.jitter.pop(now) {
                 // Known silence (RFC 6464): keep the time, decode nothing.
@@ -284,10 +326,7 @@ impl Participant {
             }
             heard = true;
         }
-        let take = self.fifo.len().min(frame_len);
-        self.frame.clear();
-        self.frame.extend(self.fifo.drain(..take));
-        self.frame.resize(frame_len, 0.0);
+        self.take_frame(frame_len);
         self.fifo_audio = heard && !self.fifo.is_empty();
         match (heard, header_level) {
             (true, _) => Heard::Decoded,

@@ -106,7 +106,7 @@ impl Runner {
     ) {
         let mut core = Conference::with_rate(speakers, mix_rate);
         if self.overload.degraded() {
-            core.limit_speakers(Some(1));
+            core.degrade(true);
         }
         let ci = self.conferences.insert(WConference {
             key,
@@ -321,15 +321,17 @@ impl Runner {
         self.counters
             .participants
             .store(participants, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "test-hooks")]
+        std::thread::sleep(self.slow_ticks);
         let took = clock::now().saturating_duration_since(now);
         self.config.tick_seconds.observe(took.as_secs_f64());
+        let tick_us = self.overload.tick_us();
+        self.counters
+            .tick_us
+            .store(tick_us, std::sync::atomic::Ordering::Relaxed);
         if let Some(change) = self.overload.observe(took) {
-            let limit = match change {
-                Change::Degrade => Some(1),
-                Change::Recover => None,
-            };
             for (_, conf) in self.conferences.iter_mut() {
-                conf.core.limit_speakers(limit);
+                conf.core.degrade(change == Change::Degrade);
             }
             let flag = u64::from(change == Change::Degrade);
             self.counters
