@@ -4,7 +4,7 @@
 # `janus`, plain-RTP participants). Participants per core and the mixer's
 # added delay. Runs in a private network namespace (root).
 #
-#   benches/conference_load.sh          SECONDS_PER_RUN=10
+#   benches/conference_load.sh          SECONDS_PER_RUN=10 ROUNDS=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CONFERENCE_LOAD_NETNS:-}" ]; then
@@ -36,9 +36,20 @@ run() { # label participants [flags...]
   $L --conference "$n" "$@" --seconds "$SECS" --pid $CH --label "chorus, $label"
   $L --conference "$n" "$@" --seconds "$SECS" --pid $JA --janus http://127.0.0.1:8088 --label "janus, $label"
 }
-run "3 speakers, 100" 100
-run "all talk, levels in header, 100" 100 --all-talk
-run "all talk, no levels, 100" 100 --all-talk --no-levels
-# chorus alone at sizes Janus cannot mix on this machine.
-$L --conference 1000 --seconds "$SECS" --pid $CH --label "chorus, 3 speakers, 1000"
-$L --conference 400 --all-talk --no-levels --seconds "$SECS" --pid $CH --label "chorus, all talk, no levels, 400"
+alone() { # chorus at sizes Janus cannot mix on this machine
+  local label=$1 n=$2; shift 2
+  $L --conference "$n" "$@" --seconds "$SECS" --pid $CH --label "chorus, $label"
+}
+for round in $(seq "${ROUNDS:-1}"); do
+  # Desk phones: everyone sends every 20 ms, silence included, no levels.
+  run "3 speakers, plain silence, opus, 100" 100 --no-levels
+  run "3 speakers, plain silence, pcmu, 100" 100 --no-levels --pcmu
+  run "3 speakers, silence marked, opus, 100" 100
+  run "all talk, no levels, opus, 100" 100 --all-talk --no-levels
+  for n in 500 1000; do
+    alone "3 speakers, plain silence, opus, $n" $n --no-levels
+    alone "3 speakers, plain silence, pcmu, $n" $n --no-levels --pcmu
+  done
+  alone "3 speakers, silence marked, opus, 1000" 1000
+  alone "all talk, no levels, opus, 500" 500 --all-talk --no-levels
+done

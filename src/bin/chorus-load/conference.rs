@@ -180,10 +180,32 @@ fn janus_setup(rt: &tokio::runtime::Runtime, api: &str, socks: &[UdpSocket], pcm
     })
 }
 
-/// The frames every participant replays (50 each, encoded once): speakers
-/// 1 and 2's tones, silence, and speaker 0's second: 500 ms of the 2,000 Hz
-/// marker, then 500 ms of 700 Hz, from one encoder (a real phone's onset,
-/// not a switch between two encoders' streams).
+/// Frame `k` of a voice: syllables of 200 ms (a buzz at `pitch` with its
+/// harmonics, as a vowel; the pitch moves per syllable) and 100 ms pauses.
+/// Encoders' voice detection calls it voice, as it would speech; a steady
+/// tone it learns to call noise within a second.
+fn voice(pitch: f32, k: usize, rate: u32, n: usize) -> Vec<f32> {
+    let on = k % 15 < 10;
+    let f0 = pitch * (1.0 + 0.15 * ((k / 15) % 3) as f32);
+    (0..n)
+        .map(|j| {
+            let t = (k * n + j) as f32 / rate as f32;
+            let v: f32 = (1..8)
+                .map(|h| 0.08 / h as f32 * (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin())
+                .sum();
+            if on {
+                v
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// The frames every participant replays, encoded once: talkers' voices
+/// (150 frames each), silence, and speaker 0's second: 500 ms of the
+/// 2,000 Hz marker, then 500 ms of 700 Hz, from one encoder (a real
+/// phone's onset, not a switch between two encoders' streams).
 struct Frames {
     talk: Vec<Vec<Vec<u8>>>,
     cycle: Vec<Vec<u8>>,
@@ -205,11 +227,14 @@ impl Frames {
             .map(|k| encode(&tone(if k % 50 < 25 { 2000.0 } else { 700.0 }, k, rate, n)))
             .collect();
         cycle.drain(..50);
-        let mut series = |f: f32| -> Vec<Vec<u8>> { (0..50).map(|k| encode(&tone(f, k, rate, n))).collect() };
+        let talk = [110.0, 150.0, 210.0]
+            .iter()
+            .map(|&p| (0..150).map(|k| encode(&voice(p, k, rate, n))).collect())
+            .collect();
         Frames {
-            talk: [700.0, 500.0, 300.0].iter().map(|&f| series(f)).collect(),
+            talk,
             cycle,
-            silence: series(0.0),
+            silence: (0..50).map(|k| encode(&tone(0.0, k, rate, n))).collect(),
         }
     }
 }
@@ -292,7 +317,8 @@ fn send(
                         }
                         &frames.cycle[k % 50]
                     }
-                    (_, true) => &frames.talk[i % 3][k % 50],
+                    // Talkers out of step with each other.
+                    (_, true) => &frames.talk[i % 3][(k + 7 * i) % 150],
                     (_, false) => &frames.silence[k % 50],
                 };
                 let ts = (k * spec.frame_ts() as usize) as u32;

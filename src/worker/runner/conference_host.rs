@@ -131,10 +131,12 @@ impl Runner {
             self.close_member_sockets(m);
         }
         if self.conferences.is_empty() {
+            // No ticks, no load: the next conference starts afresh.
             self.next_tick = None;
-            self.counters
-                .participants
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            self.overload = Default::default();
+            for c in [&self.counters.participants, &self.counters.overloaded, &self.counters.tick_us] {
+                c.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         true
     }
