@@ -384,9 +384,14 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
     };
     std::thread::sleep(Duration::from_secs(load.warmup));
     let counts = || -> Vec<u64> { shared.received.iter().map(|c| c.load(Relaxed)).collect() };
-    let (cpu0, r0, w0) = (load.pid.map(super::cpu_ticks), counts(), Instant::now());
+    let metrics = || match mixer {
+        Mixer::Chorus(api) => rt.block_on(metrics_text(&client, api)).unwrap_or_default(),
+        Mixer::Janus(_) => String::new(),
+    };
+    let (m0, cpu0, r0, w0) = (metrics(), load.pid.map(super::cpu_ticks), counts(), Instant::now());
     std::thread::sleep(Duration::from_secs(load.seconds));
     let (window, cpu1, r1) = (w0.elapsed().as_secs_f64(), load.pid.map(super::cpu_ticks), counts());
+    let m1 = metrics();
     shared.stop.store(true, Relaxed);
     let (ticks, late) = sender.join().unwrap();
     let mut delays = receiver.join().unwrap();
@@ -397,10 +402,15 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
     let per_s: Vec<f64> = r0.iter().zip(&r1).map(|(a, b)| (b - a) as f64 / window).collect();
     let listeners = if load.all_talk { &per_s[..] } else { &per_s[3.min(n)..] };
     let worst_listener = listeners.iter().copied().fold(f64::INFINITY, f64::min);
-    let tick_p99_ms = match mixer {
-        Mixer::Chorus(api) => rt.block_on(tick_p99(&client, api)),
-        Mixer::Janus(_) => None,
+    // Over the window only: the histograms' and counters' differences.
+    let tick_p99_ms = window_quantile(&m0, &m1, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0);
+    let counter = |m: &str, name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
     };
+    let late_ticks = counter(&m1, "chorus_mixer_late_ticks_total") - counter(&m0, "chorus_mixer_late_ticks_total");
+    let overloaded = counter(&m1, "chorus_mixer_overloaded_workers");
     rt.block_on(async {
         match mixer {
             Mixer::Chorus(_) => drop(client.delete(&teardown).send().await),
@@ -429,30 +439,22 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
         "mixer_added_delay_ms_p99": round(quantile(&mut delays, 0.99)),
         "marker_onsets_heard": delays.len(),
         "mixer_tick_p99_ms_at_most": tick_p99_ms,
+        "mixer_late_ticks": late_ticks,
+        "mixer_overloaded_at_end": overloaded,
         "sender_ticks": ticks,
         "sender_late_ticks": late,
     });
     println!("{report}");
 }
 
-/// The mixer's tick duration p99, from chorus's own histogram.
-async fn tick_p99(client: &reqwest::Client, api: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    histogram_quantile(&text, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0)
+async fn metrics_text(client: &reqwest::Client, api: &str) -> Option<String> {
+    client.get(format!("{api}/metrics")).send().await.ok()?.text().await.ok()
 }
 
-/// The upper bound of the histogram bucket that holds quantile `q` (a
-/// Prometheus histogram only says which bucket; this is its ceiling).
-fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+/// A histogram's cumulative buckets (upper bound, count).
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = metrics
+    metrics
         .lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
@@ -460,6 +462,17 @@ fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, count.trim().parse().ok()?))
         })
+        .collect()
+}
+
+/// The upper bound of the histogram bucket that holds quantile `q` of what
+/// was observed between two scrapes (a Prometheus histogram only says
+/// which bucket; this is its ceiling).
+fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+    let (b0, b1) = (buckets(before, name), buckets(after, name));
+    let buckets: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|&(le, c)| (le, c - b0.iter().find(|(l, _)| *l == le).map_or(0.0, |x| x.1)))
         .collect();
     let total = buckets.last()?.1;
     if total == 0.0 {
