@@ -13,10 +13,10 @@ ip link set lo up
 ulimit -n 20000 || true
 L=./target/release/chorus-load
 N=${N:-1000}; SECS=${SECS:-10}; ROUNDS=${ROUNDS:-2}; FLAGS=${FLAGS:---no-levels}
-BINS=${BINS:-target/release/chorus}
+BINS=${BINS:-target/release/chorus}; EXTRA=${EXTRA:-}   # WORKERS, EXTRA: chorus flags
 for r in $(seq $ROUNDS); do
   for bin in $BINS; do
-    $bin serve --port-min 20000 --port-max 29999 --media-timeout 0 --http-listen 127.0.0.1:8080 --ng-listen 127.0.0.1:22222 --workers 1 2>/dev/null &
+    $bin serve --port-min 20000 --port-max 29999 --media-timeout 0 --http-listen 127.0.0.1:8080 --ng-listen 127.0.0.1:22222 --workers ${WORKERS:-1} $EXTRA 2>/dev/null &
     CH=$!; sleep 2
     $L --conference $N $FLAGS --seconds $SECS --warmup 3 --pid $CH --label "$bin round $r" || true
     kill $CH; wait $CH 2>/dev/null || true; sleep 1

@@ -56,6 +56,9 @@ pub struct Config {
     /// Participants per conference at most (a conference's own
     /// `max_participants` may only be lower).
     pub max_participants: usize,
+    /// Conferences with at least this many participants hand their sends
+    /// to the other media workers (see `worker::send_pool`); 0 = never.
+    pub mixer_offload_min: usize,
     /// `m=` lines per SDP at most; this also bounds the streams of a call.
     pub max_sdp_media: usize,
     /// Control requests (HTTP and ng) per second from one source IP; more
@@ -103,6 +106,7 @@ impl Default for Config {
             drain_timeout: 30,
             max_calls: 10_000,
             max_participants: 1000,
+            mixer_offload_min: 64,
             max_sdp_media: 16,
             max_requests_per_second: 0,
             redis_url: None,
@@ -135,6 +139,7 @@ const ENV_KEYS: &[&str] = &[
     "drain_timeout",
     "max_calls",
     "max_participants",
+    "mixer_offload_min",
     "max_sdp_media",
     "max_requests_per_second",
     "redis_url",

@@ -109,6 +109,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_participants: Option<usize>,
+    /// Conferences this large hand their sends to the other media workers; 0 = never [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mixer_offload_min: Option<usize>,
     /// m= lines per SDP at most (bounds streams per call) [default: 16].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

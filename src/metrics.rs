@@ -27,6 +27,8 @@ pub struct WorkerCounters {
     pub encodes: AtomicU64,
     /// 1 while the worker's mixer is degraded for overload.
     pub overloaded: AtomicU64,
+    /// Conference packets this worker sent for another worker's conference.
+    pub offloaded: AtomicU64,
     /// Smoothed duration of the worker's full-cost mixer ticks (µs), for
     /// admitting conference participants.
     pub tick_us: AtomicU64,
@@ -69,6 +71,11 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
     (
         "chorus_mixer_encodes_total",
         "Encodes by the mixer (one per distinct mix and codec per tick)",
+        &[],
+    ),
+    (
+        "chorus_mixer_offloaded_packets_total",
+        "Conference packets sent by a worker other than the conference's own",
         &[],
     ),
     (
@@ -188,6 +195,11 @@ impl Collector for WorkerCollector {
                 "chorus_mixer_encodes_total",
                 "Encodes by the mixer (one per distinct mix and codec per tick)",
                 self.sum(|w| &w.encodes),
+            ),
+            counter(
+                "chorus_mixer_offloaded_packets_total",
+                "Conference packets sent by a worker other than the conference's own",
+                self.sum(|w| &w.offloaded),
             ),
             counter(
                 "chorus_worker_panics_total",

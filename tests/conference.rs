@@ -187,6 +187,31 @@ async fn four_pcmu_participants_hear_everyone_but_themselves() {
     assert_eq!(stopped.count(), 2, "both speakers stopped: {q}");
 }
 
+/// The same conference with its sends handed to the other worker
+/// (`mixer_offload_min` 1): the same mix-minus, sequence numbers and
+/// timestamps unbroken, and the other worker did the sending.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conference_can_send_from_another_worker() {
+    let d = Daemon::start(67, &["--workers", "2", "--mixer-offload-min", "1"]).await;
+    let (s, c) = d.post("/v1/conferences", json!({"id": "wide"})).await;
+    assert_eq!(s, 200, "{c}");
+    let mut members = Vec::new();
+    for f in [440.0, 1000.0, 0.0, 0.0] {
+        members.push(join(&d, "wide", PCMU, f).await);
+    }
+    let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 80, 30), members))
+        .await
+        .unwrap();
+    check_mix_minus(&members, &heard);
+    // The other worker sent the media: four phones, 80 ticks.
+    let m = d.metrics().await;
+    let offloaded: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("chorus_mixer_offloaded_packets_total ")?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(offloaded >= 300.0, "{offloaded} packets sent by the other worker");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn opus_g722_and_pcmu_participants_in_one_conference() {
     let d = Daemon::start(61, &[]).await;

@@ -125,11 +125,14 @@ impl State {
             media_timeout: Duration::from_secs(config.media_timeout),
             dtls: dtls.clone(),
             tick_seconds: tick_seconds.clone(),
+            index: 0,
+            send_pool: worker::send_pool::SendPool::new(n),
+            offload_min: config.mixer_offload_min,
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..n {
-            let (h, t) = worker::spawn(i, wc.clone(), &tx)?;
+            let (h, t) = worker::spawn(i, WorkerConfig { index: i, ..wc.clone() }, &tx)?;
             workers.push(h);
             threads.push(t);
         }

@@ -6,6 +6,7 @@
 mod clock;
 pub mod ports;
 mod runner;
+pub mod send_pool;
 
 use crate::media::relay::{PeerSpec, SideReport, StreamKind};
 use crate::media::srtp::Key;
@@ -411,6 +412,11 @@ pub struct WorkerConfig {
     pub dtls: Arc<crate::media::dtls::Identity>,
     /// `chorus_mixer_tick_seconds`, observed by the worker each tick.
     pub tick_seconds: prometheus::Histogram,
+    /// This worker's number, and every worker's send lane.
+    pub index: usize,
+    pub send_pool: Arc<send_pool::SendPool>,
+    /// Conferences this large hand their sends to other workers (0: never).
+    pub offload_min: usize,
 }
 
 /// Starts worker `index` on its own thread, under a supervisor: a panic that
@@ -426,6 +432,7 @@ pub fn spawn(
 ) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), runner::WAKER)?);
+    config.send_pool.register(index, waker.clone());
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(WorkerCounters::default());
     let events = events.for_worker(counters.clone());

@@ -448,7 +448,14 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
 }
 
 async fn metrics_text(client: &reqwest::Client, api: &str) -> Option<String> {
-    client.get(format!("{api}/metrics")).send().await.ok()?.text().await.ok()
+    client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
 }
 
 /// A histogram's cumulative buckets (upper bound, count).

@@ -26,6 +26,9 @@ pub(super) struct Member {
     /// SRTP with the participant (SDES keys, or a browser's once DTLS is done).
     srtp: Option<Box<SrtpSide>>,
     webrtc: Option<Box<WebRtc>>,
+    /// The RTP socket again, for another worker to send from (see
+    /// `worker::send_pool`); only where there are other workers.
+    shared: Option<Arc<std::net::UdpSocket>>,
 }
 
 pub(in crate::worker) struct WConference {
@@ -134,7 +137,11 @@ impl Runner {
             // No ticks, no load: the next conference starts afresh.
             self.next_tick = None;
             self.overload = Default::default();
-            for c in [&self.counters.participants, &self.counters.overloaded, &self.counters.tick_us] {
+            for c in [
+                &self.counters.participants,
+                &self.counters.overloaded,
+                &self.counters.tick_us,
+            ] {
                 c.store(0, std::sync::atomic::Ordering::Relaxed);
             }
         }
@@ -164,8 +171,12 @@ impl Runner {
             MemberTransport::Webrtc(spec) => (None, Some(Box::new(WebRtc::new(spec, &self.config.dtls)?))),
         };
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+        let mut shared = None;
         for s in sockets {
             let local = s.local_addr().map_err(|e| WorkerError::LocalAddr(e.to_string()))?;
+            if local == rtp && self.config.send_pool.can_offload() {
+                shared = s.try_clone().ok().map(Arc::new);
+            }
             fresh.insert(local, UdpSocket::from_std(s));
         }
         let owner = Owner::Member { conf: ci, pid };
@@ -191,6 +202,7 @@ impl Runner {
                 rtcp: rtcp_slot,
                 srtp,
                 webrtc,
+                shared,
             },
         );
         Ok(())
@@ -305,12 +317,15 @@ impl Runner {
             #[cfg(feature = "test-hooks")]
             let armed = self.armed_panics.contains(&conf.key);
             let (sockets, counters, events) = (&self.sockets, &*self.counters, &self.events);
+            let c = &self.config;
+            let big = c.offload_min > 0 && conf.members.len() >= c.offload_min;
+            let offload = (big && c.send_pool.can_offload()).then_some((&*c.send_pool, c.index));
             let ticked = super::guarded(|| {
                 #[cfg(feature = "test-hooks")]
                 if armed {
                     panic!("test hook: injected panic");
                 }
-                tick_one(conf, now, ntp, sockets, counters, events)
+                tick_one(conf, now, ntp, sockets, counters, events, offload)
             });
             if let Err(panic) = ticked {
                 failed.push((ci, panic));
@@ -359,8 +374,11 @@ fn tick_one(
     sockets: &slab::Slab<super::Sock>,
     counters: &WorkerCounters,
     events: &crate::worker::EventSink,
+    offload: Option<(&crate::worker::send_pool::SendPool, usize)>,
 ) {
     let concealed_before = conf.core.concealed_total;
+    // Lanes (other workers) handed packets this tick: woken once, after.
+    let mut lanes = 0u64;
     let (core, members) = (&mut conf.core, &mut conf.members);
     // Room to encrypt a mixed packet in place, on the stack.
     let mut sealed = [0u8; 1500 + TRAILER];
@@ -394,11 +412,21 @@ fn tick_one(
         let (Some(to), Some(s)) = (to, sockets.get(slot)) else {
             return;
         };
+        // A large conference's sends go to another worker (`send_pool`).
+        if let (Some((pool, home)), Some(shared), true) = (offload, &m.shared, slot == m.rtp) {
+            if let Some(lane) = pool.lane_for(home, pid).filter(|&l| pool.offer(l, shared, to, bytes)) {
+                lanes |= 1 << lane.min(63);
+                return;
+            }
+        }
         if s.socket.send_to(bytes, to).is_ok() {
             WorkerCounters::add(&counters.packets_relayed, 1);
             WorkerCounters::add(&counters.bytes_relayed, bytes.len() as u64);
         }
     });
+    if let Some((pool, _)) = offload.filter(|_| lanes != 0) {
+        pool.wake(lanes);
+    }
     WorkerCounters::add(&counters.encodes, conf.core.last_encodes as u64);
     WorkerCounters::add(&counters.concealed_frames, conf.core.concealed_total - concealed_before);
     // RTCP samples go out with the tick, coalesced: one event per tick at most.
