@@ -404,22 +404,9 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
     let worst_listener = listeners.iter().copied().fold(f64::INFINITY, f64::min);
     // Over the window only: the histograms' and counters' differences.
     let tick_p99_ms = window_quantile(&m0, &m1, "chorus_mixer_tick_seconds", 0.99).map(|s| s * 1000.0);
-    let counter = |m: &str, name: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
     let late_ticks = counter(&m1, "chorus_mixer_late_ticks_total") - counter(&m0, "chorus_mixer_late_ticks_total");
     let overloaded = counter(&m1, "chorus_mixer_overloaded_workers");
-    rt.block_on(async {
-        match mixer {
-            Mixer::Chorus(_) => drop(client.delete(&teardown).send().await),
-            Mixer::Janus(_) => {
-                let destroy = serde_json::json!({"janus": "destroy", "transaction": "d"});
-                drop(client.post(&teardown).json(&destroy).send().await)
-            }
-        }
-    });
+    rt.block_on(tear_down(&client, &mixer, &teardown));
     let round = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
     let report = serde_json::json!({
         "label": load.label,
@@ -445,6 +432,25 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
         "sender_late_ticks": late,
     });
     println!("{report}");
+}
+
+/// Ends the conference (chorus) or the Janus session.
+async fn tear_down(client: &reqwest::Client, mixer: &Mixer<'_>, url: &str) {
+    match mixer {
+        Mixer::Chorus(_) => drop(client.delete(url).send().await),
+        Mixer::Janus(_) => {
+            let destroy = serde_json::json!({"janus": "destroy", "transaction": "d"});
+            drop(client.post(url).json(&destroy).send().await)
+        }
+    }
+}
+
+/// An unlabelled metric's value in a scrape (0 when absent).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn metrics_text(client: &reqwest::Client, api: &str) -> Option<String> {

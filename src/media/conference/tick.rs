@@ -50,6 +50,41 @@ impl Conference {
     pub fn tick(&mut self, now: Instant, ntp_now: u64, send: &mut dyn FnMut(ParticipantId, bool, &[u8])) {
         self.tick_no += 1;
         let frame_len = self.frame_len();
+        self.measure(now, frame_len);
+        self.select_speakers();
+        let active = &self.active;
+        let speakers = self
+            .participants
+            .iter()
+            .filter(|p| !p.muted && active.contains(&p.id))
+            .map(|p| (p.id, p.frame(&self.zeros), p.gain));
+        let mixes = self.mixer.mix(speakers, frame_len);
+        let mut encodes = 0;
+        let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
+        for p in &mut self.participants {
+            let mix = if active.contains(&p.id) {
+                MixId::Minus(p.id)
+            } else {
+                MixId::Shared
+            };
+            let Some(idx) = encoder_for(&mut self.encoders, mix, &p.spec, self.mix_rate, frame_len) else {
+                continue;
+            };
+            let enc = &mut self.encoders[idx];
+            encodes += enc.encode_once(self.tick_no, mixes.get(mix), p.spec.frame_samples());
+            p.packetize(enc, &mut packet, send);
+        }
+        // Encoders nobody used this tick (a speaker went quiet) are dropped.
+        let tick = self.tick_no;
+        self.encoders.retain(|e| e.encoded_at == tick);
+        self.last_encodes = encodes;
+        self.send_reports(now, ntp_now, send);
+    }
+
+    /// Every participant's frame for this tick and its level: decoded for
+    /// those mixed (and on their turn in the rotation), a header level or
+    /// the estimate for the others (see `estimate`).
+    fn measure(&mut self, now: Instant, frame_len: usize) {
         // Who was mixed last tick decides who is decoded this tick.
         self.active.clear();
         self.active.extend(self.speakers.active());
@@ -68,6 +103,11 @@ impl Conference {
             };
             self.levels.push((p.id, level));
         }
+    }
+
+    /// Who speaks and who is mixed, from this tick's levels; the changes
+    /// become events.
+    fn select_speakers(&mut self) {
         self.speaker_events.clear();
         self.speakers.update(&self.levels, &mut self.speaker_events);
         for e in &self.speaker_events {
@@ -78,89 +118,95 @@ impl Conference {
         }
         self.active.clear();
         self.active.extend(self.speakers.active());
-        let active = &self.active;
-        let speakers = self
-            .participants
-            .iter()
-            .filter(|p| !p.muted && active.contains(&p.id))
-            .map(|p| (p.id, p.frame(&self.zeros), p.gain));
-        let mixes = self.mixer.mix(speakers, frame_len);
-        let mut encodes = 0;
-        let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
-        for p in &mut self.participants {
-            let mix = if active.contains(&p.id) {
-                MixId::Minus(p.id)
-            } else {
-                MixId::Shared
-            };
-            let (kind, ptime) = (p.spec.kind, p.spec.ptime_ms);
-            let idx = match self
-                .encoders
-                .iter()
-                .position(|e| e.mix == mix && e.kind == kind && e.ptime_ms == ptime)
-            {
-                Some(i) => i,
-                None => {
-                    let (Ok(encoder), Ok(down)) = (
-                        Encoder::new(&p.spec),
-                        Resampler::new(self.mix_rate, p.spec.rate, frame_len),
-                    ) else {
-                        continue;
-                    };
-                    self.encoders.push(SharedEncoder {
-                        mix,
-                        kind,
-                        ptime_ms: ptime,
-                        encoder,
-                        down,
-                        pcm: Vec::new(),
-                        payloads: Vec::new(),
-                        lens: Vec::new(),
-                        encoded_at: 0,
-                    });
-                    self.encoders.len() - 1
-                }
-            };
-            let enc = &mut self.encoders[idx];
-            if enc.encoded_at != self.tick_no {
-                enc.encoded_at = self.tick_no;
-                enc.payloads.clear();
-                enc.lens.clear();
-                let chunk = enc.down.process(mixes.get(mix));
-                enc.pcm.extend_from_slice(chunk);
-                let n = p.spec.frame_samples();
-                while enc.pcm.len() >= n {
-                    let mut buf = [0u8; MAX_PAYLOAD];
-                    let len = enc.encoder.encode(&enc.pcm[..n], &mut buf);
-                    enc.payloads.extend_from_slice(&buf[..len]);
-                    enc.lens.push(len);
-                    enc.pcm.drain(..n);
-                    encodes += 1;
-                }
-            }
-            let mut at = 0;
-            for &len in &enc.lens {
-                // Sequence and timestamp run on through silence and deafness.
-                let (seq, ts) = (p.seq, p.ts);
-                p.seq = p.seq.wrapping_add(1);
-                p.ts = p.ts.wrapping_add(p.spec.frame_ts());
-                let payload = &enc.payloads[at..at + len];
-                at += len;
-                if p.deaf || len == 0 {
-                    continue;
-                }
-                write_header(&mut packet, p.spec.pt, seq, ts, p.ssrc);
-                packet[RTP_HEADER_LEN..RTP_HEADER_LEN + len].copy_from_slice(payload);
-                send(p.id, false, &packet[..RTP_HEADER_LEN + len]);
-                p.sent += 1;
-                p.sent_octets += len as u64;
-            }
+    }
+}
+
+/// The shared encoder for `mix` in `spec`'s codec and ptime, made when
+/// none exists yet; `None` if it cannot be made.
+fn encoder_for(
+    encoders: &mut Vec<SharedEncoder>,
+    mix: MixId,
+    spec: &CodecSpec,
+    mix_rate: u32,
+    frame_len: usize,
+) -> Option<usize> {
+    let (kind, ptime) = (spec.kind, spec.ptime_ms);
+    if let Some(i) = encoders
+        .iter()
+        .position(|e| e.mix == mix && e.kind == kind && e.ptime_ms == ptime)
+    {
+        return Some(i);
+    }
+    let (Ok(encoder), Ok(down)) = (Encoder::new(spec), Resampler::new(mix_rate, spec.rate, frame_len)) else {
+        return None;
+    };
+    encoders.push(SharedEncoder {
+        mix,
+        kind,
+        ptime_ms: ptime,
+        encoder,
+        down,
+        pcm: Vec::new(),
+        payloads: Vec::new(),
+        lens: Vec::new(),
+        encoded_at: 0,
+    });
+    Some(encoders.len() - 1)
+}
+
+impl SharedEncoder {
+    /// Encodes this tick's `mix` once, whoever asks first (frames of `n`
+    /// samples: two for a 10 ms ptime, one every other tick for 40 ms).
+    /// The number of encodes done.
+    fn encode_once(&mut self, tick_no: u64, mix: &[f32], n: usize) -> usize {
+        if self.encoded_at == tick_no {
+            return 0;
         }
-        // Encoders nobody used this tick (a speaker went quiet) are dropped.
-        let tick = self.tick_no;
-        self.encoders.retain(|e| e.encoded_at == tick);
-        self.last_encodes = encodes;
-        self.send_reports(now, ntp_now, send);
+        self.encoded_at = tick_no;
+        self.payloads.clear();
+        self.lens.clear();
+        let chunk = self.down.process(mix);
+        self.pcm.extend_from_slice(chunk);
+        let mut encodes = 0;
+        while self.pcm.len() >= n {
+            let mut buf = [0u8; MAX_PAYLOAD];
+            let len = self.encoder.encode(&self.pcm[..n], &mut buf);
+            self.payloads.extend_from_slice(&buf[..len]);
+            self.lens.push(len);
+            self.pcm.drain(..n);
+            encodes += 1;
+        }
+        encodes
+    }
+}
+
+impl Participant {
+    /// This tick's payloads of `enc` as this participant's own RTP packets.
+    fn packetize(
+        &mut self,
+        enc: &SharedEncoder,
+        packet: &mut [u8; RTP_HEADER_LEN + MAX_PAYLOAD],
+        send: &mut dyn FnMut(ParticipantId, bool, &[u8]),
+    ) {
+        let mut at = 0;
+        for &len in &enc.lens {
+            // Sequence and timestamp run on through silence and deafness.
+            let (seq, ts) = (self.seq, self.ts);
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = self.ts.wrapping_add(self.spec.frame_ts());
+            let Some(payload) = enc.payloads.get(at..at + len) else {
+                return;
+            };
+            at += len;
+            if self.deaf || len == 0 {
+                continue;
+            }
+            write_header(packet, self.spec.pt, seq, ts, self.ssrc);
+            packet[RTP_HEADER_LEN..RTP_HEADER_LEN + len].copy_from_slice(payload);
+            send(self.id, false, &packet[..RTP_HEADER_LEN + len]);
+            self.sent += 1;
+            self.sent_octets += len as u64;
+        }
     }
 }
 
