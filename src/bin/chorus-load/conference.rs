@@ -37,6 +37,8 @@ pub struct Load<'a> {
     pub levels: bool,
     /// PCMU phones instead of Opus.
     pub pcmu: bool,
+    /// chorus's mix rate (its default when `None`).
+    pub sample_rate: Option<u32>,
     pub seconds: u64,
     pub warmup: u64,
     pub pid: Option<u32>,
@@ -57,13 +59,14 @@ fn chorus_setup(
     api: &str,
     socks: &[UdpSocket],
     codec: &str,
+    sample_rate: Option<u32>,
 ) -> (Vec<SocketAddr>, String) {
     let client = reqwest::Client::new();
     let conf = format!("load-{}", std::process::id());
     rt.block_on(async {
         let r = client
             .post(format!("{api}/v1/conferences"))
-            .json(&serde_json::json!({"id": conf, "max_participants": socks.len()}))
+            .json(&serde_json::json!({"id": conf, "max_participants": socks.len(), "sample_rate": sample_rate}))
             .send()
             .await
             .expect("create conference");
@@ -357,7 +360,7 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
     let offer = if load.pcmu { PCMU_OFFER } else { OPUS_OFFER };
     let t_setup = Instant::now();
     let (targets, teardown) = match mixer {
-        Mixer::Chorus(api) => chorus_setup(&rt, api, &socks, offer),
+        Mixer::Chorus(api) => chorus_setup(&rt, api, &socks, offer, load.sample_rate),
         Mixer::Janus(api) => janus_setup(&rt, api, &socks, load.pcmu),
     };
     for s in &socks {

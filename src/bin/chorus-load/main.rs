@@ -73,6 +73,9 @@ struct Args {
     /// Conference mode: the participants are PCMU phones instead of Opus.
     #[arg(long)]
     pcmu: bool,
+    /// Conference mode: chorus's mix rate (8000, 16000, 24000, 48000).
+    #[arg(long)]
+    sample_rate: Option<u32>,
     /// Conference mode against Janus AudioBridge at this HTTP API URL
     /// (e.g. http://127.0.0.1:8088) instead of chorus.
     #[arg(long)]
@@ -142,6 +145,7 @@ fn main() {
             all_talk: args.all_talk,
             levels: !args.no_levels,
             pcmu: args.pcmu,
+            sample_rate: args.sample_rate,
             seconds: args.seconds,
             warmup: args.warmup,
             pid: args.pid,

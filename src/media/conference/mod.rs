@@ -255,6 +255,15 @@ impl Conference {
     }
 
     pub fn join(&mut self, id: ParticipantId, spec: CodecSpec, ssrc: u32) -> Result<(), String> {
+        // libopus decodes and encodes at any of the mix rates: Opus then
+        // needs no resampler (its RTP clock stays 48 kHz).
+        let spec = match spec.kind {
+            CodecKind::Opus => CodecSpec {
+                rate: self.mix_rate,
+                ..spec
+            },
+            _ => spec,
+        };
         let up = Resampler::new(spec.rate, self.mix_rate, spec.frame_samples())?;
         self.index.insert(id, self.participants.len());
         self.participants.push(Participant {

@@ -700,3 +700,43 @@ fn shedding_decodes_only_the_mixed_speaker() {
     }
     assert_eq!(conf.report(t0).iter().filter(|p| p.mixed).count(), 3);
 }
+
+/// In a 16 kHz mix Opus runs at 16 kHz inside chorus (no resampler);
+/// participants still send and receive 48 kHz-clocked Opus and hear each
+/// other without their own voice.
+#[test]
+fn opus_in_a_16k_mix_is_heard_without_a_resampler() {
+    let t0 = Instant::now();
+    let s = spec(OPUS);
+    let mut conf = Conference::with_rate(SpeakerConfig::default(), 16000);
+    for i in 0..3u32 {
+        conf.join(i, s, 40 + i).unwrap();
+    }
+    assert_eq!(conf.participants[0].spec.rate, 16000);
+    let freqs = [440.0f32, 1000.0, 0.0];
+    let mut enc: Vec<Encoder> = (0..3).map(|_| Encoder::new(&s).unwrap()).collect();
+    let mut dec: Vec<Decoder> = (0..3).map(|_| Decoder::new(&s).unwrap()).collect();
+    let mut heard = vec![Vec::new(); 3];
+    for k in 0..100u32 {
+        let now = t0 + Duration::from_millis(20 * u64::from(k));
+        for i in 0..3 {
+            let pcm: Vec<f32> = (0..960)
+                .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freqs[i] * (k as usize * 960 + j) as f32 / 48000.0).sin())
+                .collect();
+            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+            let len = enc[i].encode(&pcm, &mut pkt[12..]);
+            write_header(&mut pkt, s.pt, k as u16, k * 960, 70 + i as u32);
+            conf.handle_rtp(now, i as u32, &pkt[..12 + len]);
+        }
+        conf.tick(now + Duration::from_millis(1), 0, &mut |id, rtcp, bytes| {
+            if !rtcp && k >= 50 {
+                let mut pcm = Vec::new();
+                dec[id as usize].decode(Some(RtpView::parse(bytes).unwrap().payload()), 960, &mut pcm);
+                heard[id as usize].extend(pcm);
+            }
+        });
+    }
+    let lvl = |h: &[f32], f: f32| tone_level(h, 48000.0, f);
+    assert!(lvl(&heard[2], 440.0) > 0.1 && lvl(&heard[2], 1000.0) > 0.1, "the listener hears both");
+    assert!(lvl(&heard[0], 440.0) < 0.02 && lvl(&heard[0], 1000.0) > 0.1, "A hears only B");
+}
