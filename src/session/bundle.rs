@@ -37,8 +37,10 @@ pub(super) fn bundle_only(m: &Media) -> bool {
 }
 
 /// The streams of `sdp`'s groups that chorus terminates as WebRTC on
-/// `side`, by group, owner first.
+/// `side`, by group, owner first. A section counts once, in the first
+/// group that names it (a crafted SDP may repeat mids or share them).
 fn terminated_groups(sdp: &Sdp, streams: &[StreamState], side: usize) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; sdp.media.len()];
     groups(sdp)
         .into_iter()
         .map(|mids| {
@@ -49,6 +51,7 @@ fn terminated_groups(sdp: &Sdp, streams: &[StreamState], side: usize) -> Vec<Vec
                         .get(i)
                         .is_some_and(|st| st.enabled && st.sides[side].webrtc.is_some())
                 })
+                .filter(|&i| !std::mem::replace(&mut seen[i], true))
                 .collect::<Vec<_>>()
         })
         .filter(|g| g.len() > 1)

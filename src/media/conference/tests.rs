@@ -737,6 +737,12 @@ fn opus_in_a_16k_mix_is_heard_without_a_resampler() {
         });
     }
     let lvl = |h: &[f32], f: f32| tone_level(h, 48000.0, f);
-    assert!(lvl(&heard[2], 440.0) > 0.1 && lvl(&heard[2], 1000.0) > 0.1, "the listener hears both");
-    assert!(lvl(&heard[0], 440.0) < 0.02 && lvl(&heard[0], 1000.0) > 0.1, "A hears only B");
+    assert!(
+        lvl(&heard[2], 440.0) > 0.1 && lvl(&heard[2], 1000.0) > 0.1,
+        "the listener hears both"
+    );
+    assert!(
+        lvl(&heard[0], 440.0) < 0.02 && lvl(&heard[0], 1000.0) > 0.1,
+        "A hears only B"
+    );
 }

@@ -200,3 +200,25 @@ fn payload_types_of_a_stream_come_from_both_legs() {
     assert_eq!(s.payload_types(0), 1 << 111 | 1);
     assert_eq!(s.payload_types(1), 1 << 96);
 }
+
+/// A crafted offer repeating a mid, and naming one section in two groups:
+/// each section is bundled once, no section rides itself, nothing panics.
+#[test]
+fn repeated_and_shared_mids_bundle_each_section_once() {
+    let mut res = Res::default();
+    let mut s = Session::default();
+    let offer = Sdp::parse(&format!(
+        "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 0 1\r\na=group:BUNDLE 1 0\r\n{}{}",
+        browser_section("audio", 9, "0", "111 0", ""),
+        browser_section("video", 9, "1", "96", "")
+    ))
+    .unwrap();
+    s.offer("a", &offer, &to("RTP/AVP"), &ADV, &mut res).unwrap();
+    let (to_browser, _) = s
+        .answer("a", "b", &phone("10.0.0.2"), &Options::default(), &ADV, &mut res)
+        .unwrap();
+    assert_eq!(s.streams[0].sides[0].bundle, None);
+    assert_eq!(s.streams[1].sides[0].bundle, Some(0));
+    assert_eq!(lines(&to_browser, "a=group:"), ["a=group:BUNDLE 0 1"], "{to_browser}");
+    assert!(res.released.is_empty(), "the owner keeps its port");
+}
