@@ -120,6 +120,8 @@ pub(super) fn conference(data: &[u8]) {
                         gain: Some(f32::from(c >> 4) / 4.0),
                     },
                 );
+                // Overload: one speaker, nobody else decoded (or back).
+                conf.degrade(input.u8() & 1 != 0);
             }
             (_, 0) => {
                 let len = usize::from(input.u16() % 1500);
