@@ -115,7 +115,6 @@ impl JitterBuffer {
         }
     }
 
-    /// The current playout delay target.
     /// Takes back a played packet's payload buffer for reuse (a few are
     /// kept: as many as are ever queued at once, in practice).
     pub fn recycle(&mut self, payload: Vec<u8>) {
@@ -124,6 +123,7 @@ impl JitterBuffer {
         }
     }
 
+    /// The current playout delay target.
     pub fn target(&self) -> Duration {
         self.target
     }

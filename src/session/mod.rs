@@ -264,7 +264,8 @@ impl Session {
                 self.streams.push(StreamState::new(&m.kind, m.is_rtp()));
             }
             let peer = peer_spec(sdp, i, &self.legs[o]);
-            let bundled = bundle::ports(&self.streams, i, r).filter(|_| self.streams[i].sides[r].bundle.is_some());
+            // Its own ports, or those of the stream whose transport it rides.
+            let held = bundle::ports(&self.streams, i, r);
             let st = &mut self.streams[i];
             if st.media != m.kind {
                 return Err(Error::BadRequest(format!(
@@ -288,7 +289,7 @@ impl Session {
                     Some(MuxOption::Demux) => false,
                     _ => st.sides[o].mux_stated,
                 };
-            let local = match bundled.or(st.sides[r].local) {
+            let local = match held {
                 Some(l) => l,
                 None => {
                     // The answerer may refuse rtcp-mux, so an RTP stream gets a pair.
@@ -343,7 +344,7 @@ impl Session {
         let mut outs = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             let mut peer = peer_spec(sdp, i, &self.legs[a]);
-            let bundled = bundle::ports(&self.streams, i, o).filter(|_| self.streams[i].sides[o].bundle.is_some());
+            let held = bundle::ports(&self.streams, i, o);
             let st = &mut self.streams[i];
             if !st.enabled || m.port == 0 {
                 st.sides[a].peer = Some(peer);
@@ -358,7 +359,7 @@ impl Session {
             if let Some(p) = &mut st.sides[o].peer {
                 p.mux = accept_mux;
             }
-            let local = match bundled.or(st.sides[o].local) {
+            let local = match held {
                 Some(l) => l,
                 None => {
                     let l = ports.allocate(self.legs[o].iface, st.kind == StreamKind::Rtp && !accept_mux)?;

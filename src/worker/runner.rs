@@ -185,9 +185,11 @@ impl Runner {
             }
             // Other workers' conferences' packets, to send (see `send_pool`).
             let (p, b) = self.config.send_pool.drain(self.config.index);
-            WorkerCounters::add(&self.counters.packets_relayed, p);
-            WorkerCounters::add(&self.counters.bytes_relayed, b);
-            WorkerCounters::add(&self.counters.offloaded, p);
+            if p > 0 {
+                WorkerCounters::add(&self.counters.packets_relayed, p);
+                WorkerCounters::add(&self.counters.bytes_relayed, b);
+                WorkerCounters::add(&self.counters.offloaded, p);
+            }
             let now = clock::now();
             if self.next_tick.is_some_and(|t| now >= t) {
                 self.tick_conferences(now);

@@ -72,8 +72,6 @@ struct Participant {
     frame_silent: bool,
     /// Samples of silence due after the FIFO's audio (packets not decoded).
     silent: usize,
-    /// The conference sheds decoding for overload (see `degrade`).
-    shedding: bool,
     muted: bool,
     deaf: bool,
     gain: f32,
@@ -278,7 +276,6 @@ impl Conference {
             frame: Vec::with_capacity(4 * self.frame_len()),
             frame_silent: true,
             silent: 0,
-            shedding: false,
             muted: false,
             deaf: false,
             gain: 1.0,

@@ -93,9 +93,14 @@ impl Conference {
             // Not mixed: a cheap estimate of the level will do, except on
             // the participant's turn in the rotation (see `estimate`).
             let mixed = self.active.contains(&p.id);
-            let full = mixed || (!self.shedding && estimate::rotation_due(self.tick_no, i));
-            p.shedding = self.shedding;
-            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, full) {
+            let plan = if mixed || (!self.shedding && estimate::rotation_due(self.tick_no, i)) {
+                Plan::Decode
+            } else if self.shedding {
+                Plan::Shed
+            } else {
+                Plan::Estimate
+            };
+            let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, plan) {
                 _ if p.muted => SILENCE_DBOV,
                 Heard::Decoded => dbov(p.frame(&self.zeros)),
                 Heard::Level(l) => -(l as f32),
@@ -217,13 +222,12 @@ impl Participant {
     fn stand_in(
         &mut self,
         pk: crate::media::jitter::Packet,
-        n: usize,
-        frame_len: usize,
+        (n, frame_len, shed): (usize, usize, bool),
         level: &mut Option<u8>,
     ) -> bool {
         let stand_in = match pk.level {
             Some(l) => Some(l),
-            None => self.estimate(&pk.payload, n).inspect(|_| self.estimated += 1),
+            None => self.estimate(&pk.payload, n, shed).inspect(|_| self.estimated += 1),
         };
         let decoded = match stand_in {
             Some(l) => {
@@ -282,12 +286,17 @@ impl Participant {
 
     /// Decodes one packet (or conceals one) into the FIFO at the mix rate.
     fn decode(&mut self, payload: Option<&[u8]>, n: usize) {
-        // Silence before this audio takes its place first.
+        self.decoder.decode(payload, n, &mut self.decoded);
+        self.push_decoded();
+    }
+
+    /// `decoded`, at the mix rate, onto the FIFO, after any silence due
+    /// before it.
+    fn push_decoded(&mut self) {
         if self.silent > 0 {
             self.fifo.resize(self.fifo.len() + self.silent, 0.0);
             self.silent = 0;
         }
-        self.decoder.decode(payload, n, &mut self.decoded);
         let hi = self.up.process(&self.decoded);
         self.fifo.extend_from_slice(hi);
     }
@@ -296,10 +305,10 @@ impl Participant {
     /// without the full decode where that is cheaper; `None` when only a
     /// decode can tell. G.711 and G.722 are decoded but not resampled;
     /// Opus without voice (its VAD flag) is not decoded at all. Shedding
-    /// for overload, no Opus packet is: voice counts at a fixed level.
-    fn estimate(&mut self, payload: &[u8], n: usize) -> Option<u8> {
+    /// for overload (`shed`), no Opus packet is: voice counts at a fixed level.
+    fn estimate(&mut self, payload: &[u8], n: usize, shed: bool) -> Option<u8> {
         match self.spec.kind {
-            CodecKind::Opus => match (estimate::opus_voice(payload), self.shedding) {
+            CodecKind::Opus => match (estimate::opus_voice(payload), shed) {
                 (estimate::Voice::No, _) | (estimate::Voice::Unknown, true) => Some(127),
                 (estimate::Voice::Yes, true) => Some(estimate::SHED_VOICE_LEVEL),
                 (_, false) => None,
@@ -310,6 +319,17 @@ impl Participant {
             }
         }
     }
+}
+
+/// How much of a participant's audio this tick needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Mixed (or its turn in the rotation): decode everything.
+    Decode,
+    /// Not mixed: a header level or the estimate stands in where it can.
+    Estimate,
+    /// Not mixed, and the conference sheds for overload: never decode.
+    Shed,
 }
 
 /// What a participant's frame holds this tick.
@@ -326,9 +346,9 @@ enum Heard {
 impl Participant {
     /// Fills `frame` with this tick's audio at the mix rate, decoding as many
     /// packets as its ptime needs (two of 10 ms, half of one of 40 ms...).
-    /// Without `full` (a participant not mixed) a level in the header or a
-    /// cheap estimate stands in for the decode.
-    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, full: bool) -> Heard {
+    /// Unless `plan` is to decode, a level in the header or a cheap
+    /// estimate stands in for the decode.
+    fn fill_frame(&mut self, now: Instant, frame_len: usize, concealed_total: &mut u64, plan: Plan) -> Heard {
         // Audio decoded on an earlier tick may still wait in the FIFO (ptime > 20).
         let mut heard = self.fifo_audio;
         let mut header_level: Option<u8> = None;
@@ -343,8 +363,9 @@ impl Participant {
                 }
                 // Not mixed, and the header says how loud: that is all the
                 // speaker selection needs. Decode only those who are mixed.
-                Pop::Packet(pk) if !full => {
-                    heard |= self.stand_in(pk, n, frame_len, &mut header_level);
+                Pop::Packet(pk) if plan != Plan::Decode => {
+                    let shed = plan == Plan::Shed;
+                    heard |= self.stand_in(pk, (n, frame_len, shed), &mut header_level);
                     continue;
                 }
                 Pop::Packet(pk) => Some(pk.payload),
@@ -357,8 +378,7 @@ impl Participant {
                         None => false,
                     };
                     if recovered {
-                        let hi = self.up.process(&self.decoded);
-                        self.fifo.extend_from_slice(hi);
+                        self.push_decoded();
                         heard = true;
                         continue;
                     }
