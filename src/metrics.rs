@@ -29,6 +29,8 @@ pub struct WorkerCounters {
     pub overloaded: AtomicU64,
     /// Conference packets this worker sent for another worker's conference.
     pub offloaded: AtomicU64,
+    /// Conference packets this worker read for another worker's conference.
+    pub forwarded: AtomicU64,
     /// Smoothed duration of the worker's full-cost mixer ticks (µs), for
     /// admitting conference participants.
     pub tick_us: AtomicU64,
@@ -76,6 +78,11 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
     (
         "chorus_mixer_offloaded_packets_total",
         "Conference packets sent by a worker other than the conference's own",
+        &[],
+    ),
+    (
+        "chorus_mixer_offloaded_receives_total",
+        "Conference packets received by a worker other than the conference's own",
         &[],
     ),
     (
@@ -200,6 +207,11 @@ impl Collector for WorkerCollector {
                 "chorus_mixer_offloaded_packets_total",
                 "Conference packets sent by a worker other than the conference's own",
                 self.sum(|w| &w.offloaded),
+            ),
+            counter(
+                "chorus_mixer_offloaded_receives_total",
+                "Conference packets received by a worker other than the conference's own",
+                self.sum(|w| &w.forwarded),
             ),
             counter(
                 "chorus_worker_panics_total",

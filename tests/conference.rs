@@ -187,9 +187,10 @@ async fn four_pcmu_participants_hear_everyone_but_themselves() {
     assert_eq!(stopped.count(), 2, "both speakers stopped: {q}");
 }
 
-/// The same conference with its sends handed to the other worker
-/// (`mixer_offload_min` 1): the same mix-minus, sequence numbers and
-/// timestamps unbroken, and the other worker did the sending.
+/// The same conference with its sends and receives handed to the other
+/// worker (`mixer_offload_min` 1): the same mix-minus, sequence numbers
+/// and timestamps unbroken, the other worker did the sending and reading,
+/// and a participant's port is free again once it leaves.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conference_can_send_from_another_worker() {
     let d = Daemon::start(67, &["--workers", "2", "--mixer-offload-min", "1"]).await;
@@ -210,6 +211,27 @@ async fn a_conference_can_send_from_another_worker() {
         .find_map(|l| l.strip_prefix("chorus_mixer_offloaded_packets_total ")?.parse().ok())
         .unwrap_or(0.0);
     assert!(offloaded >= 300.0, "{offloaded} packets sent by the other worker");
+    let read: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("chorus_mixer_offloaded_receives_total ")?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(read >= 300.0, "{read} packets read by the other worker");
+    // Both workers' descriptors of a leaver's port are closed.
+    for gone in &members[2..] {
+        let (s, b) = d
+            .delete(&format!("/v1/conferences/wide/participants/{}", gone.pid))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Err(e) = UdpSocket::bind(gone.to) {
+            assert!(
+                Instant::now() < deadline,
+                "{} still bound after the leave: {e}",
+                gone.to
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -533,8 +555,11 @@ async fn a_worker_at_its_limit_refuses_joins_degrades_and_recovers() {
             }
         }
     };
-    // 11 ms per tick for a handful of participants: one more would pass 12 ms.
+    // 11 ms per tick for a handful of participants: one more would pass 12
+    // ms. The tick cost is smoothed over about a second: joining while it
+    // rises would spread the same 11 ms over ever more participants.
     assert_eq!(d.post("/v1/test/slow/workers/0/11", json!({})).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let r = wait_for("admission by cost", "full for this instance").await;
     assert!(r.to_string().contains("of each 20 ms tick on"), "{r}");
     // 17 ms: ticks run long, the worker degrades and says so.

@@ -127,6 +127,7 @@ impl State {
             tick_seconds: tick_seconds.clone(),
             index: 0,
             send_pool: worker::send_pool::SendPool::new(n),
+            recv_pool: worker::recv_pool::RecvPool::new(n),
             offload_min: config.mixer_offload_min,
         };
         let mut workers = Vec::new();

@@ -111,10 +111,13 @@ pub enum DropReason {
     /// SRTP or SRTCP that did not authenticate (wrong key, tampered,
     /// replayed), or a new SSRC beyond the side's limit.
     Srtp = 5,
+    /// Read by another worker for a conference whose worker had a full
+    /// inbound lane (it fell behind; see `worker::recv_pool`).
+    QueueFull = 6,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
@@ -122,6 +125,7 @@ impl DropReason {
         DropReason::NoDestination,
         DropReason::SendFailed,
         DropReason::Srtp,
+        DropReason::QueueFull,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -131,6 +135,7 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
             DropReason::Srtp => "srtp",
+            DropReason::QueueFull => "queue_full",
         }
     }
 }

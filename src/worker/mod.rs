@@ -5,6 +5,7 @@
 
 mod clock;
 pub mod ports;
+pub mod recv_pool;
 mod runner;
 pub mod send_pool;
 
@@ -415,7 +416,10 @@ pub struct WorkerConfig {
     /// This worker's number, and every worker's send lane.
     pub index: usize,
     pub send_pool: Arc<send_pool::SendPool>,
-    /// Conferences this large hand their sends to other workers (0: never).
+    /// Every worker's inbound lane, for receives read elsewhere.
+    pub recv_pool: Arc<recv_pool::RecvPool>,
+    /// Conferences this large hand their sends, and their newer
+    /// participants' receives, to other workers (0: never).
     pub offload_min: usize,
 }
 
@@ -433,6 +437,7 @@ pub fn spawn(
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), runner::WAKER)?);
     config.send_pool.register(index, waker.clone());
+    config.recv_pool.register(index, waker.clone());
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(WorkerCounters::default());
     let events = events.for_worker(counters.clone());

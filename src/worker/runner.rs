@@ -39,6 +39,9 @@ enum Owner {
     Call { call: usize, stream: usize, side: usize },
     /// A conference participant.
     Member { conf: usize, pid: u32 },
+    /// Another worker's conference participant, read here for it (see
+    /// `worker::recv_pool`).
+    Forward(crate::worker::recv_pool::Forward),
 }
 
 pub(super) struct Sock {
@@ -47,6 +50,14 @@ pub(super) struct Sock {
     owner: Owner,
     rtcp: bool,
     queued: bool,
+}
+
+impl Sock {
+    /// Another descriptor of the same socket (for a helper worker to read).
+    fn socket_dup(&self) -> std::io::Result<std::net::UdpSocket> {
+        use std::os::fd::AsFd;
+        Ok(self.socket.as_fd().try_clone_to_owned()?.into())
+    }
 }
 
 struct WStream {
@@ -87,6 +98,10 @@ pub(super) struct Runner {
     buf: Box<[u8]>,
     conferences: Slab<conference_host::WConference>,
     conf_by_key: HashMap<CallKey, usize>,
+    /// Sockets this worker reads for other workers' conferences, by ticket.
+    adopted: HashMap<u64, usize>,
+    /// The next ticket this worker hands a helper with a socket.
+    next_ticket: u64,
     /// When the conferences' next 20 ms tick is due (none without conferences).
     next_tick: Option<Instant>,
     overload: crate::media::overload::OverloadGuard,
@@ -103,6 +118,7 @@ pub(super) struct Runner {
 
 mod bundle;
 mod conference_host;
+mod forward;
 mod isolation;
 mod stream;
 mod webrtc;
@@ -131,6 +147,8 @@ impl Runner {
             queued: VecDeque::new(),
             conferences: Slab::new(),
             conf_by_key: HashMap::new(),
+            adopted: HashMap::new(),
+            next_ticket: 0,
             next_tick: None,
             overload: Default::default(),
             #[cfg(feature = "test-hooks")]
@@ -170,6 +188,7 @@ impl Runner {
                         if !self.drain_commands() {
                             return;
                         }
+                        self.take_handovers();
                     }
                     Token(slot) => self.service(slot),
                 }
@@ -190,6 +209,8 @@ impl Runner {
                 WorkerCounters::add(&self.counters.bytes_relayed, b);
                 WorkerCounters::add(&self.counters.offloaded, p);
             }
+            // Other workers' reads for this one's conferences, before the tick.
+            self.take_forwarded();
             let now = clock::now();
             if self.next_tick.is_some_and(|t| now >= t) {
                 self.tick_conferences(now);
@@ -251,6 +272,7 @@ impl Runner {
                     self.fail_conference(conf, &panic);
                 }
             }
+            Owner::Forward(to) => self.forward_one(to, rtcp, now, n, from),
         }
     }
 

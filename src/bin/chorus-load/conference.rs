@@ -63,10 +63,14 @@ fn chorus_setup(
 ) -> (Vec<SocketAddr>, String) {
     let client = reqwest::Client::new();
     let conf = format!("load-{}", std::process::id());
+    let mut body = serde_json::json!({"id": conf, "max_participants": socks.len()});
+    if let Some(rate) = sample_rate {
+        body["sample_rate"] = rate.into();
+    }
     rt.block_on(async {
         let r = client
             .post(format!("{api}/v1/conferences"))
-            .json(&serde_json::json!({"id": conf, "max_participants": socks.len(), "sample_rate": sample_rate}))
+            .json(&body)
             .send()
             .await
             .expect("create conference");
@@ -252,17 +256,29 @@ struct Shared {
 }
 
 /// Counts what every participant receives; decodes what the last one (a
-/// listener) hears and returns the delay of each marker onset (ms).
+/// listener) hears and returns the delay of each marker onset (ms). It
+/// sleeps in epoll until a packet comes, as phones' sockets would.
 fn receive(socks: Vec<UdpSocket>, spec: chorus::media::codec::CodecSpec, shared: Arc<Shared>, t0: Instant) -> Vec<f64> {
+    use mio::{Events, Interest, Poll, Token};
     let mut dec = Decoder::new(&spec).unwrap();
     let (mut pcm, mut buf) = (Vec::new(), [0u8; 2048]);
     let (mut delays, mut hearing, mut last_onset) = (Vec::new(), false, 0);
     let listener = socks.len() - 1;
+    let mut poll = Poll::new().unwrap();
+    let mut socks: Vec<mio::net::UdpSocket> = socks.into_iter().map(mio::net::UdpSocket::from_std).collect();
+    for (i, s) in socks.iter_mut().enumerate() {
+        poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
+    }
+    let mut events = Events::with_capacity(1024);
     while !shared.stop.load(Relaxed) {
-        let mut got = false;
-        for (i, s) in socks.iter().enumerate() {
+        if poll.poll(&mut events, Some(Duration::from_millis(50))).is_err() {
+            continue;
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(s) = socks.get(i) else { continue };
+            // Edge-triggered: read until the socket is empty.
             while let Ok(n) = s.recv(&mut buf) {
-                got = true;
                 shared.received[i].fetch_add(1, Relaxed);
                 let Ok(v) = RtpView::parse(&buf[..n]) else { continue };
                 if i != listener || v.payload_type() != spec.pt {
@@ -277,9 +293,6 @@ fn receive(socks: Vec<UdpSocket>, spec: chorus::media::codec::CodecSpec, shared:
                 }
                 hearing = if hearing { level > 0.02 } else { level > 0.05 };
             }
-        }
-        if !got {
-            std::thread::sleep(Duration::from_micros(500));
         }
     }
     delays
@@ -391,9 +404,12 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
         Mixer::Chorus(api) => rt.block_on(metrics_text(&client, api)).unwrap_or_default(),
         Mixer::Janus(_) => String::new(),
     };
+    let me = std::process::id();
     let (m0, cpu0, r0, w0) = (metrics(), load.pid.map(super::cpu_ticks), counts(), Instant::now());
+    let gen0 = super::cpu_ticks(me);
     std::thread::sleep(Duration::from_secs(load.seconds));
     let (window, cpu1, r1) = (w0.elapsed().as_secs_f64(), load.pid.map(super::cpu_ticks), counts());
+    let gen_cores = (super::cpu_ticks(me) - gen0) as f64 / 100.0 / window;
     let m1 = metrics();
     shared.stop.store(true, Relaxed);
     let (ticks, late) = sender.join().unwrap();
@@ -421,6 +437,7 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
         "audio_levels": load.levels,
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "relay_cpu_cores": cores,
+        "generator_cpu_cores": (gen_cores * 1000.0).round() / 1000.0,
         "participants_per_core": cores.map(|c| if c > 0.0 { (n as f64 / c).round() } else { f64::INFINITY }),
         "received_per_s": per_s.iter().sum::<f64>().round(),
         "expected_per_s": n as f64 * 50.0,

@@ -29,13 +29,25 @@ pub(super) struct Member {
     /// The RTP socket again, for another worker to send from (see
     /// `worker::send_pool`); only where there are other workers.
     shared: Option<Arc<std::net::UdpSocket>>,
+    /// The helper worker that reads this participant's sockets, and the
+    /// tickets to take them back (see `worker::recv_pool`).
+    away: Option<(usize, [Option<u64>; 2])>,
+}
+
+impl Member {
+    /// Tells the helper reading this participant's sockets to close them.
+    pub(super) fn release_reads(&self, runner: &Runner) {
+        if let Some((helper, tickets)) = self.away {
+            runner.release_member(helper, tickets);
+        }
+    }
 }
 
 pub(in crate::worker) struct WConference {
     pub(super) key: CallKey,
     pub(super) conf_id: Arc<str>,
     core: Conference,
-    members: HashMap<u32, Member>,
+    pub(super) members: HashMap<u32, Member>,
     late_ticks: u64,
 }
 
@@ -190,6 +202,7 @@ impl Runner {
             None => None,
         };
         let ssrc = crate::media::conference::participant_ssrc(key, pid);
+        let away = self.place_reads(ci, key, pid, [Some(rtp_slot), rtcp_slot]);
         let conf = &mut self.conferences[ci];
         conf.core.join(pid, spec, ssrc).map_err(WorkerError::Codec)?;
         let mut side = Side::new(peer);
@@ -203,6 +216,7 @@ impl Runner {
                 srtp,
                 webrtc,
                 shared,
+                away,
             },
         );
         Ok(())
@@ -222,7 +236,39 @@ impl Runner {
         events
     }
 
+    /// A participant joining a conference of `mixer_offload_min` or more
+    /// (itself included) is read by another worker; None: read here.
+    fn place_reads(
+        &mut self,
+        ci: usize,
+        key: CallKey,
+        pid: u32,
+        slots: [Option<usize>; 2],
+    ) -> Option<(usize, [Option<u64>; 2])> {
+        let c = &self.config;
+        let size = self.conferences.get(ci)?.members.len() + 1;
+        if c.offload_min == 0 || size < c.offload_min {
+            return None;
+        }
+        let helper = c.send_pool.lane_for(c.index, pid)?;
+        let to = crate::worker::recv_pool::Forward {
+            home: c.index,
+            key,
+            pid,
+        };
+        let tickets = self.hand_over_member(helper, to, slots);
+        tickets.iter().any(Option::is_some).then_some((helper, tickets))
+    }
+
+    /// The conference slot and socket slot a forwarded datagram belongs to.
+    pub(super) fn member_slot(&self, key: CallKey, pid: u32, rtcp: bool) -> Option<(usize, usize)> {
+        let ci = *self.conf_by_key.get(&key)?;
+        let m = self.conferences.get(ci)?.members.get(&pid)?;
+        Some((ci, if rtcp { m.rtcp.unwrap_or(m.rtp) } else { m.rtp }))
+    }
+
     fn close_member_sockets(&mut self, m: &Member) {
+        m.release_reads(self);
         self.close_socket(m.rtp);
         if let Some(r) = m.rtcp {
             self.close_socket(r);

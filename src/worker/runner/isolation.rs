@@ -56,6 +56,10 @@ impl Runner {
             return;
         };
         self.conf_by_key.remove(&conf.key);
+        // Helpers' duplicates: named by the members, the only record of them.
+        for m in conf.members.values() {
+            m.release_reads(self);
+        }
         self.close_sockets_where(|o| matches!(o, Owner::Member { conf, .. } if conf == ci));
         if self.conferences.is_empty() {
             self.next_tick = None;
@@ -111,7 +115,8 @@ impl Runner {
         for ci in confs {
             self.fail_conference(ci, message);
         }
-        self.sockets.clear();
+        // Sockets read for other workers belong to no call here: they stay.
+        self.sockets.retain(|_, s| matches!(s.owner, Owner::Forward(_)));
         self.calls.clear();
         self.by_key.clear();
         self.conferences.clear();
