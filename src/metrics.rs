@@ -372,7 +372,7 @@ fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Int
 pub fn tick_histogram() -> prometheus::Histogram {
     let opts = HistogramOpts::new(
         "chorus_mixer_tick_seconds",
-        "Time a worker spends on one 20 ms tick of its conferences",
+        "Time a worker spends on its conferences' ticks, per 20 ms",
     );
     let buckets = vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05];
     prometheus::Histogram::with_opts(opts.buckets(buckets)).expect("static histogram options are valid")

@@ -17,6 +17,9 @@ pub const MAX_PACKETS: usize = 64;
 /// The least delay added: the mixer's tick meets arrivals at a random
 /// phase anyway (10 ms on average), so a path without jitter needs little.
 pub const MIN_TARGET: Duration = Duration::from_millis(5);
+/// Pops in a row a whole packet behind before one is skipped: half a
+/// second, so a passing burst costs no audio.
+const CATCH_UP_POPS: u32 = 25;
 pub const MAX_TARGET: Duration = Duration::from_millis(200);
 /// Payload buffers kept for reuse.
 const SPARE_BUFFERS: usize = 8;
@@ -92,6 +95,8 @@ pub struct JitterBuffer {
     played_ts: Option<u32>,
     /// Payload buffers handed back after playing, for the next packets.
     spare: Vec<Vec<u8>>,
+    /// Pops in a row that found the packet after the one played due too.
+    behind: u32,
     pub stats: JitterStats,
 }
 
@@ -111,6 +116,7 @@ impl JitterBuffer {
             far: None,
             played_ts: None,
             spare: Vec::new(),
+            behind: 0,
             stats: JitterStats::default(),
         }
     }
@@ -200,6 +206,11 @@ impl JitterBuffer {
             bt.checked_sub(Duration::from_secs_f64(-off))?
         };
         Some(nominal + self.target)
+    }
+
+    /// When the packet played last was due to play.
+    pub fn last_played_due(&self) -> Option<Instant> {
+        self.due(self.played_ts?)
     }
 
     /// Accepts a received packet.
@@ -321,6 +332,25 @@ impl JitterBuffer {
         }
         if let Some((p, _)) = self.queue.get(&next) {
             if self.due(p.ts).is_some_and(|d| d <= now) {
+                // One packet a pop: packets that became due together (ticks
+                // held up while participants joined, a burst) would keep
+                // the delay they added for the whole call. Behind for long
+                // enough, skip one and play the next.
+                let after = self.queue.get(&(next + 1)).and_then(|(q, _)| self.due(q.ts));
+                self.behind = if after.is_some_and(|d| d <= now) {
+                    self.behind + 1
+                } else {
+                    0
+                };
+                if self.behind >= CATCH_UP_POPS {
+                    self.behind = 0;
+                    if let Some((p, _)) = self.queue.remove(&next) {
+                        self.recycle(p.payload);
+                    }
+                    self.stats.dropped += 1;
+                    self.next = Some(next + 1);
+                    return self.pop(now);
+                }
                 let (p, _) = self.queue.remove(&next).expect("present: checked above");
                 self.next = Some(next + 1);
                 self.stats.played += 1;
@@ -392,6 +422,22 @@ mod tests {
         assert_eq!(out.iter().take_while(|s| *s == ".").count(), 1, "{out:?}");
         assert_eq!(jb.stats.lost, 0);
         assert_eq!(jb.target(), MIN_TARGET);
+    }
+
+    /// Three packets held up together: once the later ones show the path,
+    /// playing one a tick would keep a packet of extra delay for good;
+    /// after half a second behind, one is skipped and the rest play at the
+    /// target again.
+    #[test]
+    fn a_backlog_is_caught_up_after_half_a_second() {
+        let mut arrivals: Vec<(u16, u64)> = vec![(0, 40), (1, 40), (2, 40)];
+        arrivals.extend((3..150).map(|i| (i, i as u64 * 20)));
+        let (out, jb) = run(&arrivals, 150);
+        assert_eq!(jb.stats.dropped, 1, "{out:?}");
+        // At the end, the packet played at tick t arrived just before it.
+        let last: u16 = out[149].parse().unwrap();
+        assert_eq!(last, 148, "{out:?}");
+        assert_eq!(jb.stats.lost, 0);
     }
 
     #[test]

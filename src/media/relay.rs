@@ -542,7 +542,8 @@ mod tests {
                 "foreign_source",
                 "no_destination",
                 "send_failed",
-                "srtp"
+                "srtp",
+                "queue_full"
             ]
         );
     }

@@ -102,8 +102,10 @@ pub(super) struct Runner {
     adopted: HashMap<u64, usize>,
     /// The next ticket this worker hands a helper with a socket.
     next_ticket: u64,
-    /// When the conferences' next 20 ms tick is due (none without conferences).
+    /// When the earliest conference's next tick is due (none without conferences).
     next_tick: Option<Instant>,
+    /// Since when tick work is being added up, and how much (see `ticks`).
+    tick_window: (Option<Instant>, Duration),
     overload: crate::media::overload::OverloadGuard,
     /// Test-only: calls and conferences that panic on their next packet or tick.
     #[cfg(feature = "test-hooks")]
@@ -121,6 +123,7 @@ mod conference_host;
 mod forward;
 mod isolation;
 mod stream;
+mod ticks;
 mod webrtc;
 
 use isolation::guarded;
@@ -150,6 +153,7 @@ impl Runner {
             adopted: HashMap::new(),
             next_ticket: 0,
             next_tick: None,
+            tick_window: Default::default(),
             overload: Default::default(),
             #[cfg(feature = "test-hooks")]
             armed_panics: Default::default(),

@@ -746,3 +746,38 @@ fn opus_in_a_16k_mix_is_heard_without_a_resampler() {
         "A hears only B"
     );
 }
+
+/// Packets that arrive 3 ms past each 20 ms, ticks at 15 ms past: the
+/// speaker's audio was due 7 ms (3 ms + the 5 ms target) before the tick.
+/// Nobody speaking: no slack.
+#[test]
+fn slack_is_how_long_before_its_tick_the_main_voice_was_due() {
+    let t0 = Instant::now();
+    let s = spec(PCMU);
+    for (freq, want) in [(440.0, Some(7.0)), (0.0, None)] {
+        let mut conf = Conference::new(SpeakerConfig::default());
+        let mut enc = Encoder::new(&s).unwrap();
+        let mut silence = Encoder::new(&s).unwrap();
+        conf.join(1, s, 1000).unwrap();
+        conf.join(2, s, 1001).unwrap();
+        let n = s.frame_samples();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        for k in 0..50u32 {
+            let tone: Vec<f32> = (0..n)
+                .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freq * (k as usize * n + j) as f32 / 8000.0).sin())
+                .collect();
+            for (pid, e, pcm) in [(1, &mut enc, tone), (2, &mut silence, vec![0.0; n])] {
+                let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+                let len = e.encode(&pcm, &mut pkt[12..]);
+                write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 77 + pid);
+                conf.handle_rtp(ms(20 * k as u64 + 3), pid, &pkt[..12 + len]);
+            }
+            conf.tick(ms(20 * k as u64 + 15), 0, &mut |_, _, _| {});
+        }
+        let slack = conf.slack(ms(20 * 49 + 15)).map(|d| d.as_secs_f64() * 1e3);
+        match (slack, want) {
+            (Some(got), Some(want)) => assert!((got - want).abs() < 0.5, "{got} ms"),
+            (got, want) => assert_eq!(got, want),
+        }
+    }
+}

@@ -81,6 +81,19 @@ impl Conference {
         self.send_reports(now, ntp_now, send);
     }
 
+    /// How long before `tick` (this tick's scheduled time) the loudest
+    /// mixed speaker's packet was due. The worker starts the conference's
+    /// ticks earlier by up to this much, so that the voice listeners follow
+    /// waits least (see `worker::runner::conference_host`). None when
+    /// nobody is mixed, or the speaker's last packet is older than a tick.
+    pub fn slack(&self, tick: Instant) -> Option<std::time::Duration> {
+        let level = |id: &ParticipantId| self.speakers.level(*id).unwrap_or(f32::MIN);
+        let lead = self.active.iter().max_by(|a, b| level(a).total_cmp(&level(b)))?;
+        let p = self.participants.iter().find(|p| p.id == *lead)?;
+        let slack = tick.checked_duration_since(p.jitter.last_played_due()?)?;
+        (slack.as_millis() < u128::from(super::TICK_MS)).then_some(slack)
+    }
+
     /// Every participant's frame for this tick and its level: decoded for
     /// those mixed (and on their turn in the rotation), a header level or
     /// the estimate for the others (see `estimate`).

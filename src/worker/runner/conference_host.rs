@@ -3,8 +3,7 @@
 
 use super::webrtc::{is_handshake, BrowserSide, WebRtc};
 use super::{clock, CallKey, Owner, Runner};
-use crate::media::conference::{Conference, TICK_MS};
-use crate::media::overload::Change;
+use crate::media::conference::Conference;
 use crate::media::relay::{DropReason, PacketKind, PeerSpec, Side};
 use crate::media::srtp::{SrtpSide, TRAILER};
 use crate::metrics::WorkerCounters;
@@ -14,9 +13,9 @@ use mio::net::UdpSocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const TICK: Duration = Duration::from_millis(TICK_MS as u64);
+use super::ticks::TICK;
 
 pub(super) struct Member {
     /// Source checks and latching, as for a relayed leg.
@@ -46,9 +45,11 @@ impl Member {
 pub(in crate::worker) struct WConference {
     pub(super) key: CallKey,
     pub(super) conf_id: Arc<str>,
-    core: Conference,
+    pub(super) core: Conference,
     pub(super) members: HashMap<u32, Member>,
-    late_ticks: u64,
+    pub(super) late_ticks: u64,
+    /// When this conference's next tick is due (see `ticks`).
+    pub(super) next_tick: Instant,
 }
 
 impl Runner {
@@ -129,11 +130,11 @@ impl Runner {
             core,
             members: HashMap::new(),
             late_ticks: 0,
+            next_tick: clock::now() + TICK,
         });
         self.conf_by_key.insert(key, ci);
-        if self.next_tick.is_none() {
-            self.next_tick = Some(clock::now() + TICK);
-        }
+        let first = self.conferences[ci].next_tick;
+        self.next_tick = Some(self.next_tick.map_or(first, |t| t.min(first)));
     }
 
     /// Stops a conference and closes its sockets; false if there is none.
@@ -148,6 +149,7 @@ impl Runner {
         if self.conferences.is_empty() {
             // No ticks, no load: the next conference starts afresh.
             self.next_tick = None;
+            self.tick_window = Default::default();
             self.overload = Default::default();
             for c in [
                 &self.counters.participants,
@@ -344,76 +346,10 @@ impl Runner {
             }
         }
     }
-
-    /// Runs every conference's mixer once, on the 20 ms grid.
-    pub(super) fn tick_conferences(&mut self, now: Instant) {
-        let Some(due) = self.next_tick else { return };
-        let late = now.saturating_duration_since(due) > TICK;
-        if late {
-            WorkerCounters::add(&self.counters.late_ticks, 1);
-        }
-        let mut participants = 0;
-        let ntp = clock::ntp_now();
-        let mut failed = Vec::new();
-        for (ci, conf) in self.conferences.iter_mut() {
-            if late {
-                conf.late_ticks += 1;
-            }
-            participants += conf.members.len() as u64;
-            #[cfg(feature = "test-hooks")]
-            let armed = self.armed_panics.contains(&conf.key);
-            let (sockets, counters, events) = (&self.sockets, &*self.counters, &self.events);
-            let c = &self.config;
-            let big = c.offload_min > 0 && conf.members.len() >= c.offload_min;
-            let offload = (big && c.send_pool.can_offload()).then_some((&*c.send_pool, c.index));
-            let ticked = super::guarded(|| {
-                #[cfg(feature = "test-hooks")]
-                if armed {
-                    panic!("test hook: injected panic");
-                }
-                tick_one(conf, now, ntp, sockets, counters, events, offload)
-            });
-            if let Err(panic) = ticked {
-                failed.push((ci, panic));
-            }
-        }
-        for (ci, panic) in failed {
-            WorkerCounters::add(&self.counters.panics, 1);
-            self.fail_conference(ci, &panic);
-        }
-        self.counters
-            .participants
-            .store(participants, std::sync::atomic::Ordering::Relaxed);
-        #[cfg(feature = "test-hooks")]
-        std::thread::sleep(self.slow_ticks);
-        let took = clock::now().saturating_duration_since(now);
-        self.config.tick_seconds.observe(took.as_secs_f64());
-        let tick_us = self.overload.tick_us();
-        self.counters
-            .tick_us
-            .store(tick_us, std::sync::atomic::Ordering::Relaxed);
-        if let Some(change) = self.overload.observe(took) {
-            for (_, conf) in self.conferences.iter_mut() {
-                conf.core.degrade(change == Change::Degrade);
-            }
-            let flag = u64::from(change == Change::Degrade);
-            self.counters
-                .overloaded
-                .store(flag, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                ?change,
-                tick_ms = took.as_secs_f64() * 1e3,
-                "mixer overload state changed"
-            );
-        }
-        // Keep the grid; if the worker fell far behind, start a new one.
-        let next = due + TICK;
-        self.next_tick = Some(if now > next + TICK * 5 { now + TICK } else { next });
-    }
 }
 
 /// One conference's tick: mix, send, count, and hand its events on.
-fn tick_one(
+pub(super) fn tick_one(
     conf: &mut WConference,
     now: Instant,
     ntp: u64,

@@ -123,6 +123,7 @@ impl Runner {
         self.conf_by_key.clear();
         self.queued.clear();
         self.next_tick = None;
+        self.tick_window = Default::default();
         self.overload = Default::default();
     }
 }
