@@ -56,8 +56,9 @@ pub struct Config {
     /// Participants per conference at most (a conference's own
     /// `max_participants` may only be lower).
     pub max_participants: usize,
-    /// Conferences with at least this many participants hand their sends
-    /// to the other media workers (see `worker::send_pool`); 0 = never.
+    /// From this many participants on, a conference's new participants
+    /// are read and sent to by the other media workers (see
+    /// `worker::recv_pool`, `worker::send_pool`); 0 = never.
     pub mixer_offload_min: usize,
     /// `m=` lines per SDP at most; this also bounds the streams of a call.
     pub max_sdp_media: usize,

@@ -109,7 +109,7 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_participants: Option<usize>,
-    /// Conferences this large hand their sends to the other media workers; 0 = never [default: 64].
+    /// From this many participants on, a conference's new participants are read and sent to by the other media workers; 0 = never [default: 64].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     mixer_offload_min: Option<usize>,
