@@ -577,3 +577,90 @@ async fn a_worker_at_its_limit_refuses_joins_degrades_and_recovers() {
         .to_string();
     assert_eq!(line, "chorus_mixer_overloaded_workers 0");
 }
+
+/// Each conference moves its tick to just after its main speaker's
+/// packets are due. Two conferences on one worker whose speakers send 10
+/// ms apart in their 20 ms both hear an onset within a few milliseconds;
+/// on one shared grid one of them would wait 10 ms longer than the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_conference_ticks_just_after_its_speaker() {
+    let d = Daemon::start(68, &["--workers", "1"]).await;
+    let mut pairs = Vec::new();
+    for name in ["early", "late"] {
+        let (s, c) = d.post("/v1/conferences", json!({ "id": name })).await;
+        assert_eq!(s, 200, "{c}");
+        pairs.push((join(&d, name, PCMU, 0.0).await, join(&d, name, PCMU, 0.0).await));
+    }
+    let delays = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now() + Duration::from_millis(50);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = pairs
+                .iter()
+                .enumerate()
+                .map(|(i, (speaker, listener))| {
+                    s.spawn(move || onset_delays(speaker, listener, t0 + Duration::from_millis(10 * i as u64)))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
+        })
+    })
+    .await
+    .unwrap();
+    for (name, mut d) in ["early", "late"].into_iter().zip(delays) {
+        assert!(d.len() >= 4, "{name}: onsets heard: {d:?}");
+        d.sort_by(f64::total_cmp);
+        let median = d[d.len() / 2];
+        // 5 ms of jitter buffer, 1 ms of margin, 5 ms of resampling.
+        assert!(
+            median < 14.0,
+            "{name}: onset heard {median:.1} ms after it was sent ({d:?})"
+        );
+    }
+}
+
+/// The speaker sends 700 Hz, switching to 2,000 Hz for 200 ms every 600 ms
+/// after the first second, every 20 ms from `t0`; the listener sends
+/// silence and notes how long after each switch 2,000 Hz reaches it (ms).
+fn onset_delays(speaker: &Member, listener: &Member, t0: Instant) -> Vec<f64> {
+    let (spec, n) = (speaker.spec, speaker.spec.frame_samples());
+    let (mut enc, mut quiet) = (Encoder::new(&spec).unwrap(), Encoder::new(&spec).unwrap());
+    let mut dec = Decoder::new(&listener.spec).unwrap();
+    let (mut onset, mut delays, mut pkt, mut buf) = (None, Vec::new(), [0u8; 12 + MAX_PAYLOAD], [0u8; 2048]);
+    for k in 0..170usize {
+        let high = k >= 50 && (k - 50) % 30 < 10;
+        let freq = if high { 2000.0 } else { 700.0 };
+        let tone: Vec<f32> = (0..n)
+            .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freq * (k * n + j) as f32 / spec.rate as f32).sin())
+            .collect();
+        std::thread::sleep((t0 + Duration::from_millis(20 * k as u64)).saturating_duration_since(Instant::now()));
+        for (m, e, pcm, ssrc) in [
+            (speaker, &mut enc, tone, 0x51),
+            (listener, &mut quiet, vec![0.0; n], 0x52),
+        ] {
+            let len = e.encode(&pcm, &mut pkt[12..]);
+            write_header(&mut pkt, spec.pt, k as u16, (k * n) as u32, ssrc);
+            m.sock.send_to(&pkt[..12 + len], m.to).unwrap();
+        }
+        if high && (k - 50) % 30 == 0 {
+            onset = Some(Instant::now());
+        }
+        // Listen until the next send is due, noting when each packet came.
+        let next = t0 + Duration::from_millis(20 * (k as u64 + 1));
+        while let Some(left) = next.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            listener.sock.set_read_timeout(Some(left)).unwrap();
+            let Ok(len) = listener.sock.recv(&mut buf) else { break };
+            let at = Instant::now();
+            let Ok(v) = RtpView::parse(&buf[..len]) else { continue };
+            if chorus::wire::is_rtcp(&buf[..len]) || v.payload_type() != spec.pt {
+                continue;
+            }
+            let mut pcm = Vec::new();
+            dec.decode(Some(v.payload()), n, &mut pcm);
+            if let Some(sent) = onset.filter(|_| level(&pcm, spec.rate, 2000.0) > 0.05) {
+                delays.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                onset = None;
+            }
+        }
+    }
+    delays
+}

@@ -1,10 +1,10 @@
 //! The conferences' 20 ms ticks. Each conference keeps its own grid, and
-//! moves it earlier (by at most `SLEW` a tick) until its loudest speaker's
-//! packets are due just before its tick: the voice everyone follows then
-//! waits a millisecond for the mix instead of anything up to a whole tick,
-//! which on a shared grid depended on where the speaker's phone happened
-//! to be in its 20 ms. Listeners see packets 19 ms apart while it moves,
-//! which their jitter buffers absorb. The worker accounts its tick work per
+//! moves it (by at most `SLEW` a tick) until its loudest speaker's packets
+//! are due `AIM` before its tick: the voice everyone follows then waits 2
+//! ms for the mix instead of anything up to a whole tick, which on a
+//! shared grid depended on where the speaker's phone happened to be in its
+//! 20 ms. Listeners see packets 19 or 21 ms apart while it moves, which
+//! their jitter buffers absorb. The worker accounts its tick work per
 //! 20 ms of wall time for the overload guard and the tick histogram.
 
 use super::conference_host::tick_one;
@@ -15,16 +15,23 @@ use crate::metrics::WorkerCounters;
 use std::time::{Duration, Instant};
 
 pub(super) const TICK: Duration = Duration::from_millis(TICK_MS as u64);
-/// How far a conference's grid moves earlier per tick at most.
+/// How far a conference's grid moves per tick at most.
 const SLEW: Duration = Duration::from_millis(1);
-/// How long before its tick the main voice's packet should be due.
-const MARGIN: Duration = Duration::from_millis(1);
+/// How long before its tick the main voice's packet should be due: room
+/// for its due time to move (the jitter target follows the jitter) without
+/// falling after the tick.
+const AIM: Duration = Duration::from_millis(2);
 
 /// The tick after one due at `due` and run at `now`: on the grid, moved
-/// earlier towards the main voice by what `slack` allows.
+/// towards `AIM` after the main voice's packet by what `slack` says. A
+/// tick that falls just before the packet (its due time moved later by
+/// more than `AIM`) plays the previous one, and walks earlier to it.
 fn next_tick(due: Instant, now: Instant, slack: Option<Duration>) -> Instant {
-    let shift = slack.map_or(Duration::ZERO, |s| s.saturating_sub(MARGIN).min(SLEW));
-    let next = due + TICK - shift;
+    let next = match slack {
+        Some(s) if s > AIM => due + TICK - (s - AIM).min(SLEW),
+        Some(s) => due + TICK + (AIM - s).min(SLEW),
+        None => due + TICK,
+    };
     // A worker far behind starts a new grid instead of catching up.
     if now > next + TICK * 5 {
         now + TICK
@@ -115,5 +122,34 @@ impl Runner {
                 "mixer overload state changed"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_moves_a_millisecond_at_most_towards_the_aim() {
+        let due = Instant::now();
+        let ms = |m: u64| Duration::from_millis(m);
+        let step = |slack| next_tick(due, due, slack).duration_since(due);
+        assert_eq!(step(None), TICK, "nobody mixed: the grid stays");
+        assert_eq!(step(Some(ms(10))), TICK - SLEW, "too late: earlier, by SLEW");
+        assert_eq!(
+            step(Some(AIM + Duration::from_micros(300))),
+            TICK - Duration::from_micros(300)
+        );
+        assert_eq!(step(Some(AIM)), TICK);
+        assert_eq!(
+            step(Some(Duration::ZERO)),
+            TICK + SLEW,
+            "too close to the packet: later"
+        );
+        assert_eq!(
+            next_tick(due, due + ms(200), None),
+            due + ms(220),
+            "far behind: a new grid"
+        );
     }
 }
