@@ -88,6 +88,11 @@ struct Participant {
     undecoded: u64,
     /// Packets whose level was estimated (see `mixer::estimate`).
     estimated: u64,
+    /// The level (-dBov) of its last decoded frame, and whether its last
+    /// Opus packet said voice: between refreshes a continuing voice is
+    /// taken at that level (see `mixer::estimate::VOICE_REFRESH`).
+    voice_level: Option<u8>,
+    voiced: bool,
     sent_octets: u64,
     /// Middle 32 bits of the NTP time of the participant's last SR, and when it came.
     last_sr: Option<(u32, Instant)>,
@@ -288,6 +293,8 @@ impl Conference {
             skipped: 0,
             undecoded: 0,
             estimated: 0,
+            voice_level: None,
+            voiced: false,
             sent_octets: 0,
             last_sr: None,
             next_rtcp: None,

@@ -111,11 +111,17 @@ impl Conference {
             } else if self.shedding {
                 Plan::Shed
             } else {
-                Plan::Estimate
+                Plan::Estimate {
+                    refresh: estimate::voice_refresh_due(self.tick_no, i),
+                }
             };
             let level = match p.fill_frame(now, frame_len, &mut self.concealed_total, plan) {
                 _ if p.muted => SILENCE_DBOV,
-                Heard::Decoded => dbov(p.frame(&self.zeros)),
+                Heard::Decoded => {
+                    let level = dbov(p.frame(&self.zeros));
+                    p.voice_level = Some((-level).clamp(0.0, 127.0) as u8);
+                    level
+                }
                 Heard::Level(l) => -(l as f32),
                 Heard::Nothing => SILENCE_DBOV,
             };
@@ -235,12 +241,12 @@ impl Participant {
     fn stand_in(
         &mut self,
         pk: crate::media::jitter::Packet,
-        (n, frame_len, shed): (usize, usize, bool),
+        (n, frame_len, plan): (usize, usize, Plan),
         level: &mut Option<u8>,
     ) -> bool {
         let stand_in = match pk.level {
             Some(l) => Some(l),
-            None => self.estimate(&pk.payload, n, shed).inspect(|_| self.estimated += 1),
+            None => self.estimate(&pk.payload, n, plan).inspect(|_| self.estimated += 1),
         };
         let decoded = match stand_in {
             Some(l) => {
@@ -319,13 +325,19 @@ impl Participant {
     /// decode can tell. G.711 and G.722 are decoded but not resampled;
     /// Opus without voice (its VAD flag) is not decoded at all. Shedding
     /// for overload (`shed`), no Opus packet is: voice counts at a fixed level.
-    fn estimate(&mut self, payload: &[u8], n: usize, shed: bool) -> Option<u8> {
+    fn estimate(&mut self, payload: &[u8], n: usize, plan: Plan) -> Option<u8> {
         match self.spec.kind {
-            CodecKind::Opus => match (estimate::opus_voice(payload), shed) {
-                (estimate::Voice::No, _) | (estimate::Voice::Unknown, true) => Some(127),
-                (estimate::Voice::Yes, true) => Some(estimate::SHED_VOICE_LEVEL),
-                (_, false) => None,
-            },
+            CodecKind::Opus => {
+                let voice = estimate::opus_voice(payload);
+                let was_voiced = std::mem::replace(&mut self.voiced, voice == estimate::Voice::Yes);
+                match (voice, plan) {
+                    (estimate::Voice::No, _) | (estimate::Voice::Unknown, Plan::Shed) => Some(127),
+                    (estimate::Voice::Yes, Plan::Shed) => Some(estimate::SHED_VOICE_LEVEL),
+                    // Still talking since the last measure: that level stands in.
+                    (estimate::Voice::Yes, Plan::Estimate { refresh: false }) if was_voiced => self.voice_level,
+                    _ => None,
+                }
+            }
             CodecKind::Pcmu | CodecKind::Pcma | CodecKind::G722 => {
                 self.decoder.decode(Some(payload), n, &mut self.decoded);
                 Some((-dbov(&self.decoded)).clamp(0.0, 127.0) as u8)
@@ -339,8 +351,9 @@ impl Participant {
 enum Plan {
     /// Mixed (or its turn in the rotation): decode everything.
     Decode,
-    /// Not mixed: a header level or the estimate stands in where it can.
-    Estimate,
+    /// Not mixed: a header level or the estimate stands in where it can;
+    /// on `refresh` ticks an Opus voice is measured again.
+    Estimate { refresh: bool },
     /// Not mixed, and the conference sheds for overload: never decode.
     Shed,
 }
@@ -377,8 +390,7 @@ impl Participant {
                 // Not mixed, and the header says how loud: that is all the
                 // speaker selection needs. Decode only those who are mixed.
                 Pop::Packet(pk) if plan != Plan::Decode => {
-                    let shed = plan == Plan::Shed;
-                    heard |= self.stand_in(pk, (n, frame_len, shed), &mut header_level);
+                    heard |= self.stand_in(pk, (n, frame_len, plan), &mut header_level);
                     continue;
                 }
                 Pop::Packet(pk) => Some(pk.payload),

@@ -63,6 +63,18 @@ pub fn rotation_due(tick: u64, index: usize) -> bool {
     (tick + index as u64) % ROTATION == 0
 }
 
+/// Ticks between the decodes of an Opus participant whose encoder keeps
+/// saying voice while it is not mixed (a talker waiting for a slot, an
+/// open microphone in a noisy room): its level is measured on one tick in
+/// `VOICE_REFRESH` and stands in between. A voice that starts is decoded
+/// at once, so a new speaker is still picked up on its first packet.
+pub const VOICE_REFRESH: u64 = 4;
+
+/// Whether participant `index` has its voice level measured on `tick`.
+pub fn voice_refresh_due(tick: u64, index: usize) -> bool {
+    (tick + index as u64) % VOICE_REFRESH == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
