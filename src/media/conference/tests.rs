@@ -656,32 +656,56 @@ fn plain_silence_is_not_decoded_and_a_new_speaker_is_picked_up_at_once() {
     }
 }
 
+/// `n` Opus participants all talking in syllables, out of step, in
+/// virtual time.
+struct Talkers {
+    t0: Instant,
+    spec: CodecSpec,
+    conf: Conference,
+    enc: Vec<Encoder>,
+}
+
+impl Talkers {
+    fn new(n: u32) -> Talkers {
+        let spec = spec(OPUS);
+        let mut conf = Conference::new(SpeakerConfig::default());
+        for i in 0..n {
+            conf.join(i, spec, 10 + i).unwrap();
+        }
+        let enc = (0..n).map(|_| Encoder::new(&spec).unwrap()).collect();
+        Talkers {
+            t0: Instant::now(),
+            spec,
+            conf,
+            enc,
+        }
+    }
+
+    /// Tick `k`: everyone's packet, then the conference's tick.
+    fn step(&mut self, k: u32) {
+        let (s, now) = (self.spec, self.t0 + Duration::from_millis(20 * u64::from(k)));
+        for (i, enc) in self.enc.iter_mut().enumerate() {
+            let i = i as u32;
+            let pcm = voice(k + 3 * i, 0, s.rate, s.frame_samples());
+            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
+            let len = enc.encode(&pcm, &mut pkt[12..]);
+            write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 900 + i);
+            self.conf.handle_rtp(now, i, &pkt[..12 + len]);
+        }
+        self.conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
+    }
+}
+
 /// Eight Opus talkers, three mixed: the five waiting for a slot keep
 /// speaking (their level is measured one tick in four and stands in
 /// between), and most of their voiced packets are not decoded.
 #[test]
 fn talkers_waiting_for_a_slot_are_measured_one_tick_in_four() {
-    let t0 = Instant::now();
-    let s = spec(OPUS);
-    let mut conf = Conference::new(SpeakerConfig::default());
-    let n = 8u32;
-    for i in 0..n {
-        conf.join(i, s, 10 + i).unwrap();
+    let mut t = Talkers::new(8);
+    for k in 0..200 {
+        t.step(k);
     }
-    let mut enc: Vec<Encoder> = (0..n).map(|_| Encoder::new(&s).unwrap()).collect();
-    let ticks = 200u32;
-    for k in 0..ticks {
-        let now = t0 + Duration::from_millis(20 * u64::from(k));
-        for i in 0..n {
-            // Out of step: syllables start at different ticks.
-            let pcm = voice(k + 3 * i, 0, s.rate, s.frame_samples());
-            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
-            let len = enc[i as usize].encode(&pcm, &mut pkt[12..]);
-            write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 500 + i);
-            conf.handle_rtp(now, i, &pkt[..12 + len]);
-        }
-        conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
-    }
+    let (conf, t0) = (&t.conf, t.t0);
     let r = conf.report(t0);
     let waiting: Vec<_> = r.iter().filter(|p| !p.mixed).collect();
     assert_eq!(waiting.len(), 5, "{r:?}");
@@ -704,44 +728,27 @@ fn talkers_waiting_for_a_slot_are_measured_one_tick_in_four() {
 /// and the rotation's forced decodes stop. Then it recovers.
 #[test]
 fn shedding_decodes_only_the_mixed_speaker() {
-    let t0 = Instant::now();
-    let s = spec(OPUS);
-    let mut conf = Conference::new(SpeakerConfig::default());
-    let n = 8u32;
-    for i in 0..n {
-        conf.join(i, s, 10 + i).unwrap();
-    }
-    let mut enc: Vec<Encoder> = (0..n).map(|_| Encoder::new(&s).unwrap()).collect();
-    let mut step = |conf: &mut Conference, k: u32| {
-        let now = t0 + Duration::from_millis(20 * u64::from(k));
-        for i in 0..n {
-            let pcm = voice(k + 3 * i, 0, s.rate, s.frame_samples());
-            let mut pkt = [0u8; 12 + MAX_PAYLOAD];
-            let len = enc[i as usize].encode(&pcm, &mut pkt[12..]);
-            write_header(&mut pkt, s.pt, k as u16, k * s.frame_ts(), 900 + i);
-            conf.handle_rtp(now, i, &pkt[..12 + len]);
-        }
-        conf.tick(now + Duration::from_millis(1), 0, &mut |_, _, _| {});
-    };
+    let mut t = Talkers::new(8);
     for k in 0..50 {
-        step(&mut conf, k);
+        t.step(k);
     }
+    let t0 = t.t0;
     let estimated = |c: &Conference| -> u64 { c.report(t0).iter().map(|p| p.unmixed_packets_estimated).sum() };
-    conf.degrade(true);
-    let before = estimated(&conf);
+    t.conf.degrade(true);
+    let before = estimated(&t.conf);
     for k in 50..150 {
-        step(&mut conf, k);
+        t.step(k);
     }
-    let r = conf.report(t0);
+    let r = t.conf.report(t0);
     assert_eq!(r.iter().filter(|p| p.mixed).count(), 1);
     // 7 not mixed for 100 ticks, none decoded (a few ticks lost to pauses).
-    let shed = estimated(&conf) - before;
+    let shed = estimated(&t.conf) - before;
     assert!(shed >= 600, "{shed} of 700 packets shed");
-    conf.degrade(false);
+    t.conf.degrade(false);
     for k in 150..200 {
-        step(&mut conf, k);
+        t.step(k);
     }
-    assert_eq!(conf.report(t0).iter().filter(|p| p.mixed).count(), 3);
+    assert_eq!(t.conf.report(t0).iter().filter(|p| p.mixed).count(), 3);
 }
 
 /// In a 16 kHz mix Opus runs at 16 kHz inside chorus (no resampler);
