@@ -91,6 +91,9 @@ fn talk(members: &[Member], ticks: usize, keep: usize) -> Vec<Vec<f32>> {
         })
         .collect();
     let mut encoders: Vec<Encoder> = members.iter().map(|m| Encoder::new(&m.spec).unwrap()).collect();
+    // Each call a new stream (sequence numbers start again at 0).
+    static STREAMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ssrc_base = 0x1000 + 0x100 * STREAMS.fetch_add(1, Ordering::Relaxed);
     let t0 = Instant::now();
     let mut pkt = [0u8; 12 + MAX_PAYLOAD];
     for k in 0..ticks {
@@ -105,7 +108,7 @@ fn talk(members: &[Member], ticks: usize, keep: usize) -> Vec<Vec<f32>> {
                 m.spec.pt,
                 k as u16,
                 k as u32 * m.spec.frame_ts(),
-                0x1000 + i as u32,
+                ssrc_base + i as u32,
             );
             m.sock.send_to(&pkt[..12 + len], m.to).unwrap();
         }
@@ -216,6 +219,33 @@ async fn a_conference_can_send_from_another_worker() {
         .find_map(|l| l.strip_prefix("chorus_mixer_offloaded_receives_total ")?.parse().ok())
         .unwrap_or(0.0);
     assert!(read >= 300.0, "{read} packets read by the other worker");
+    // A flood on one participant's port: the worker reading it hands on
+    // that port's share only, and everyone is still heard as before.
+    let target = members[1].to;
+    let flood = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3000u32 {
+            let _ = sock.send_to(&[0x80, 0, (i >> 8) as u8, i as u8, 0, 0, 0, 0, 0, 0, 0, 9], target);
+        }
+    });
+    let (heard, members) = tokio::task::spawn_blocking(move || (talk(&members, 60, 25), members))
+        .await
+        .unwrap();
+    flood.join().unwrap();
+    check_mix_minus(&members, &heard);
+    let m = d.metrics().await;
+    let flooded: f64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("chorus_packets_dropped_total{reason=\"flood\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert!(
+        flooded > 0.0,
+        "the flood was cut to the port's share: {flooded} dropped"
+    );
     // Both workers' descriptors of a leaver's port are closed.
     for gone in &members[2..] {
         let (s, b) = d

@@ -114,10 +114,13 @@ pub enum DropReason {
     /// Read by another worker for a conference whose worker had a full
     /// inbound lane (it fell behind; see `worker::recv_pool`).
     QueueFull = 6,
+    /// More than a participant's share of datagrams in 20 ms on a port read
+    /// by another worker (see `worker::runner::forward`).
+    Flood = 7,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
@@ -126,6 +129,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::Srtp,
         DropReason::QueueFull,
+        DropReason::Flood,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -136,6 +140,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::Srtp => "srtp",
             DropReason::QueueFull => "queue_full",
+            DropReason::Flood => "flood",
         }
     }
 }
@@ -543,7 +548,8 @@ mod tests {
                 "no_destination",
                 "send_failed",
                 "srtp",
-                "queue_full"
+                "queue_full",
+                "flood"
             ]
         );
     }

@@ -41,7 +41,7 @@ enum Owner {
     Member { conf: usize, pid: u32 },
     /// Another worker's conference participant, read here for it (see
     /// `worker::recv_pool`).
-    Forward(crate::worker::recv_pool::Forward),
+    Forward(crate::worker::recv_pool::Forward, forward::Burst),
 }
 
 pub(super) struct Sock {
@@ -276,7 +276,7 @@ impl Runner {
                     self.fail_conference(conf, &panic);
                 }
             }
-            Owner::Forward(to) => self.forward_one(to, rtcp, now, n, from),
+            Owner::Forward(to, _) => self.forward_one(slot, to, rtcp, now, n, from),
         }
     }
 

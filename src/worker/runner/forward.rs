@@ -8,7 +8,41 @@ use crate::metrics::WorkerCounters;
 use crate::worker::recv_pool::{Forward, Handover};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Datagrams one forwarded socket may hand on per `BURST_WINDOW`. The
+/// home worker's inbound lane is shared by all its forwarded
+/// participants: without a share each, one flooded port would fill it and
+/// silence the others. 32 in 20 ms is sixteen times a phone's rate, room
+/// for 10 ms packets, RTCP and a browser's handshake flights.
+const BURST_LIMIT: u16 = 32;
+const BURST_WINDOW: Duration = Duration::from_millis(20);
+
+/// What a forwarded socket handed on in its current window.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Burst {
+    since: Option<Instant>,
+    sent: u16,
+}
+
+impl Burst {
+    pub(super) const NEW: Burst = Burst { since: None, sent: 0 };
+
+    /// Whether one more datagram read at `now` may go on.
+    fn admit(&mut self, now: Instant) -> bool {
+        if self
+            .since
+            .is_none_or(|t| now.saturating_duration_since(t) >= BURST_WINDOW)
+        {
+            *self = Burst {
+                since: Some(now),
+                sent: 0,
+            };
+        }
+        self.sent = self.sent.saturating_add(1);
+        self.sent <= BURST_LIMIT
+    }
+}
 
 impl Runner {
     /// Helper: the sockets home workers hand over or take back.
@@ -25,7 +59,7 @@ impl Runner {
                     let local = socket.local_addr();
                     let opened = local.map_err(|e| e.to_string()).and_then(|local| {
                         let s = mio::net::UdpSocket::from_std(socket);
-                        self.open_socket(s, local, Owner::Forward(to), rtcp)
+                        self.open_socket(s, local, Owner::Forward(to, Burst::NEW), rtcp)
                             .map_err(|e| e.to_string())
                     });
                     match opened {
@@ -47,10 +81,24 @@ impl Runner {
         }
     }
 
-    /// Helper: one datagram read for another worker's conference.
-    pub(super) fn forward_one(&mut self, to: Forward, rtcp: bool, at: Instant, n: usize, from: SocketAddr) {
+    /// Helper: one datagram read from `slot` for another worker's conference.
+    pub(super) fn forward_one(
+        &mut self,
+        slot: usize,
+        to: Forward,
+        rtcp: bool,
+        at: Instant,
+        n: usize,
+        from: SocketAddr,
+    ) {
         let c = &*self.counters;
-        if self.config.recv_pool.forward(to, rtcp, at, from, &self.buf[..n]) {
+        let admitted = match self.sockets.get_mut(slot).map(|s| &mut s.owner) {
+            Some(Owner::Forward(_, burst)) => burst.admit(at),
+            _ => false,
+        };
+        if !admitted {
+            WorkerCounters::add(&c.drops[DropReason::Flood as usize], 1);
+        } else if self.config.recv_pool.forward(to, rtcp, at, from, &self.buf[..n]) {
             WorkerCounters::add(&c.forwarded, 1);
         } else {
             WorkerCounters::add(&c.drops[DropReason::QueueFull as usize], 1);
@@ -114,5 +162,23 @@ impl Runner {
         for ticket in tickets.into_iter().flatten() {
             self.config.recv_pool.hand_over(helper, Handover::Release(ticket));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_port_hands_on_its_share_per_window_and_no_more() {
+        let t0 = Instant::now();
+        let mut b = Burst::NEW;
+        let admitted = (0..100).filter(|_| b.admit(t0)).count();
+        assert_eq!(admitted, usize::from(BURST_LIMIT));
+        assert!(!b.admit(t0 + Duration::from_millis(19)), "still the same window");
+        assert!(b.admit(t0 + BURST_WINDOW), "a new window");
+        // A phone's steady 20 ms packets, with RTCP now and then, always pass.
+        let mut phone = Burst::NEW;
+        assert!((0..500u64).all(|k| phone.admit(t0 + Duration::from_millis(10 * k))));
     }
 }

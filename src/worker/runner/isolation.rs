@@ -116,7 +116,7 @@ impl Runner {
             self.fail_conference(ci, message);
         }
         // Sockets read for other workers belong to no call here: they stay.
-        self.sockets.retain(|_, s| matches!(s.owner, Owner::Forward(_)));
+        self.sockets.retain(|_, s| matches!(s.owner, Owner::Forward(..)));
         self.calls.clear();
         self.by_key.clear();
         self.conferences.clear();
