@@ -636,28 +636,34 @@ async fn each_conference_ticks_just_after_its_speaker() {
     })
     .await
     .unwrap();
-    for (name, mut d) in ["early", "late"].into_iter().zip(delays) {
-        assert!(d.len() >= 4, "{name}: onsets heard: {d:?}");
-        d.sort_by(f64::total_cmp);
-        let median = d[d.len() / 2];
-        // 5 ms of jitter buffer, 1 ms of margin, 5 ms of resampling.
+    for (name, mut ms) in ["early", "late"].into_iter().zip(delays) {
+        assert!(ms.len() >= 8, "{name}: onsets heard: {ms:?}");
+        ms.sort_by(f64::total_cmp);
+        let median = ms[ms.len() / 2];
+        // About what the speaker's jitter buffer holds back (5 ms on a
+        // quiet machine, more when the test's threads run late). On a
+        // shared grid one of the two would also wait 10 ms or more for
+        // its tick.
+        let (_, c) = d.get(&format!("/v1/conferences/{name}")).await;
+        let target = c["participants"][0]["jitter_buffer_ms"].as_f64().unwrap_or(0.0);
         assert!(
-            median < 14.0,
-            "{name}: onset heard {median:.1} ms after it was sent ({d:?})"
+            median < target + 5.0,
+            "{name}: onset heard {median:.1} ms after it was sent, jitter buffer {target} ms ({ms:?})"
         );
     }
 }
 
-/// The speaker sends 700 Hz, switching to 2,000 Hz for 200 ms every 600 ms
-/// after the first second, every 20 ms from `t0`; the listener sends
-/// silence and notes how long after each switch 2,000 Hz reaches it (ms).
+/// The speaker sends 700 Hz, switching to 2,000 Hz for 160 ms every 400 ms
+/// after the first second, every 20 ms from `t0` for 5 s; the listener
+/// sends silence and notes how long after each switch 2,000 Hz reaches it
+/// (ms).
 fn onset_delays(speaker: &Member, listener: &Member, t0: Instant) -> Vec<f64> {
     let (spec, n) = (speaker.spec, speaker.spec.frame_samples());
     let (mut enc, mut quiet) = (Encoder::new(&spec).unwrap(), Encoder::new(&spec).unwrap());
     let mut dec = Decoder::new(&listener.spec).unwrap();
     let (mut onset, mut delays, mut pkt, mut buf) = (None, Vec::new(), [0u8; 12 + MAX_PAYLOAD], [0u8; 2048]);
-    for k in 0..170usize {
-        let high = k >= 50 && (k - 50) % 30 < 10;
+    for k in 0..250usize {
+        let high = k >= 50 && (k - 50) % 20 < 8;
         let freq = if high { 2000.0 } else { 700.0 };
         let tone: Vec<f32> = (0..n)
             .map(|j| 0.3 * (2.0 * std::f32::consts::PI * freq * (k * n + j) as f32 / spec.rate as f32).sin())
@@ -671,7 +677,7 @@ fn onset_delays(speaker: &Member, listener: &Member, t0: Instant) -> Vec<f64> {
             write_header(&mut pkt, spec.pt, k as u16, (k * n) as u32, ssrc);
             m.sock.send_to(&pkt[..12 + len], m.to).unwrap();
         }
-        if high && (k - 50) % 30 == 0 {
+        if high && (k - 50) % 20 == 0 {
             onset = Some(Instant::now());
         }
         // Listen until the next send is due, noting when each packet came.

@@ -17,8 +17,8 @@ pub const MAX_PACKETS: usize = 64;
 /// The least delay added: the mixer's tick meets arrivals at a random
 /// phase anyway (10 ms on average), so a path without jitter needs little.
 pub const MIN_TARGET: Duration = Duration::from_millis(5);
-/// Pops in a row a whole packet behind before one is skipped: half a
-/// second, so a passing burst costs no audio.
+/// Pops a whole packet behind (net of those that were not) before one is
+/// skipped: half a second at least, so a passing burst costs no audio.
 const CATCH_UP_POPS: u32 = 25;
 pub const MAX_TARGET: Duration = Duration::from_millis(200);
 /// Payload buffers kept for reuse.
@@ -335,12 +335,13 @@ impl JitterBuffer {
                 // One packet a pop: packets that became due together (ticks
                 // held up while participants joined, a burst) would keep
                 // the delay they added for the whole call. Behind for long
-                // enough, skip one and play the next.
+                // enough, skip one and play the next. A late packet now and
+                // then (the next one not there yet) only slows the count.
                 let after = self.queue.get(&(next + 1)).and_then(|(q, _)| self.due(q.ts));
                 self.behind = if after.is_some_and(|d| d <= now) {
                     self.behind + 1
                 } else {
-                    0
+                    self.behind.saturating_sub(1)
                 };
                 if self.behind >= CATCH_UP_POPS {
                     self.behind = 0;
