@@ -636,19 +636,18 @@ async fn each_conference_ticks_just_after_its_speaker() {
     })
     .await
     .unwrap();
-    for (name, mut ms) in ["early", "late"].into_iter().zip(delays) {
+    for (name, ms) in ["early", "late"].into_iter().zip(delays) {
         assert!(ms.len() >= 8, "{name}: onsets heard: {ms:?}");
-        ms.sort_by(f64::total_cmp);
-        let median = ms[ms.len() / 2];
+        let best = ms.iter().copied().fold(f64::INFINITY, f64::min);
         // About what the speaker's jitter buffer holds back (5 ms on a
-        // quiet machine, more when the test's threads run late). On a
-        // shared grid one of the two would also wait 10 ms or more for
-        // its tick.
+        // quiet machine). On a shared grid one of the two would wait 10 ms
+        // or more for its tick at every onset; the best of ten is taken,
+        // as a loaded test machine delays some of them.
         let (_, c) = d.get(&format!("/v1/conferences/{name}")).await;
         let target = c["participants"][0]["jitter_buffer_ms"].as_f64().unwrap_or(0.0);
         assert!(
-            median < target + 5.0,
-            "{name}: onset heard {median:.1} ms after it was sent, jitter buffer {target} ms ({ms:?})"
+            best < target + 5.0,
+            "{name}: onset heard {best:.1} ms after it was sent at best, jitter buffer {target} ms ({ms:?})"
         );
     }
 }
