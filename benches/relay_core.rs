@@ -19,6 +19,7 @@ fn peer(addr: &str) -> PeerSpec {
         signal_ip: None,
         any_source: false,
         clock_rates: ClockRates::default(),
+        dtmf_pts: 0,
     }
 }
 

@@ -439,3 +439,45 @@ async fn a_port_held_elsewhere_is_skipped_and_not_lost() {
         f64::from(PORTS_PER_SLOT)
     );
 }
+
+/// RFC 4733 key presses on a relayed call reach the callback once each,
+/// with the leg that pressed them, while the packets still go through.
+#[tokio::test]
+async fn dtmf_on_a_relayed_call_reaches_the_callback() {
+    let (url, mut rx) = callback_server().await;
+    let d = Daemon::start(87, &["--callback-url", &url]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, _) = d.call("keys", &a, &b).await;
+    // Key 5 for 100 ms: two updates, then the end three times (RFC 4733 2.5.1.4).
+    let mut pkt = [0u8; 16];
+    for (i, (end, duration)) in [(false, 160u16), (false, 480), (true, 800), (true, 800), (true, 800)]
+        .into_iter()
+        .enumerate()
+    {
+        chorus::wire::rtp::write_header(&mut pkt, 101, 10 + i as u16, 4000, a.ssrc).unwrap();
+        pkt[12..16].copy_from_slice(&[5, if end { 0x8a } else { 0x0a }, (duration >> 8) as u8, duration as u8]);
+        a.rtp.send_to(&pkt, to_a).unwrap();
+    }
+    let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("callback within 5 s")
+        .unwrap();
+    assert_eq!(notice["event"], "dtmf", "{notice}");
+    assert_eq!(
+        (
+            &notice["call_id"],
+            &notice["from_tag"],
+            &notice["digit"],
+            &notice["duration_ms"]
+        ),
+        (&json!("keys"), &json!("ta"), &json!("5"), &json!(100))
+    );
+    // Once: the repeated ends are not new presses.
+    let again = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(again.is_err(), "a second callback: {again:?}");
+    // And the packets went through to the other leg.
+    let mut buf = [0u8; 64];
+    b.rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let (n, _) = b.rtp.recv_from(&mut buf).expect("the telephone events are relayed");
+    assert_eq!(&buf[12..n.min(16)], &[5, 0x0a, 0, 160]);
+}

@@ -323,6 +323,7 @@ pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) ->
         signal_ip: opts.received_from,
         any_source: false,
         clock_rates: ClockRates::default(),
+        dtmf_pts: 0,
     };
     let pid = e.next_pid;
     let sockets = alloc.fresh.iter_mut().flat_map(|(_, _, s)| s.drain(..)).collect();

@@ -31,7 +31,37 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
         WorkerEvent::ConferenceFailed { key, reason } => {
             conference_commands::on_failed(&state, key, &reason).await;
         }
+        WorkerEvent::Dtmf {
+            key,
+            call_id,
+            leg,
+            digit,
+            duration_ms,
+        } => on_dtmf(&state, key, &call_id, leg, digit, duration_ms).await,
     }
+}
+
+/// A key press on a relayed call: logged, and posted to the callback with
+/// the tag of the leg that pressed it.
+async fn on_dtmf(state: &State, key: u64, call_id: &str, leg: usize, digit: char, duration_ms: Option<u32>) {
+    let Ok(handle) = entry(state, call_id, false) else {
+        return;
+    };
+    let e = handle.lock().await;
+    if !e.alive || e.key != key {
+        return;
+    }
+    let tag = e.session.legs.get(leg).and_then(|l| l.tag.clone());
+    drop(e);
+    tracing::info!(%call_id, from_tag = ?tag, %digit, ?duration_ms, "DTMF");
+    let body = json!({
+        "event": "dtmf",
+        "call_id": call_id,
+        "from_tag": tag,
+        "digit": digit.to_string(),
+        "duration_ms": duration_ms,
+    });
+    state.callbacks.post(&state.metrics, body);
 }
 
 /// A call the worker ended itself: free what the control plane holds and

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod conference;
 pub mod dtls;
+pub mod dtmf;
 pub mod ice;
 pub mod jitter;
 pub mod mixer;

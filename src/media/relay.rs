@@ -92,6 +92,9 @@ pub struct PeerSpec {
     /// another address than their SDP says). Opt-in: it re-opens RTP Bleed.
     pub any_source: bool,
     pub clock_rates: ClockRates,
+    /// The payload types of its RFC 4733 telephone events (bit n: type n).
+    #[serde(default)]
+    pub dtmf_pts: u128,
 }
 
 /// Why a packet was not forwarded. The discriminant indexes counters.
@@ -171,6 +174,7 @@ pub struct Side {
     pub rtp: RtpStats,
     pub rtcp: RtpStats,
     pub drops: [u64; DropReason::COUNT],
+    dtmf: crate::media::dtmf::Detector,
 }
 
 /// What the API shows of a [`Side`].
@@ -186,6 +190,21 @@ pub struct SideReport {
 }
 
 impl Side {
+    /// A key press this side's RTP ends (RFC 4733, on one of the side's
+    /// telephone-event types), once each: its key and how long it was held
+    /// (ms, when the type's clock rate is known).
+    pub fn dtmf_end(&mut self, now: Instant, packet: &[u8]) -> Option<(char, Option<u32>)> {
+        let v = crate::wire::rtp::RtpView::parse(packet).ok()?;
+        let pt = v.payload_type() & 0x7f;
+        if self.peer.dtmf_pts & (1u128 << pt) == 0 {
+            return None;
+        }
+        let d = self.dtmf.end(now, v.timestamp(), v.payload())?;
+        let rate = self.peer.clock_rates.0[usize::from(pt)];
+        let ms = (rate > 0).then(|| u32::from(d.duration) * 1000 / rate);
+        Some((d.digit, ms))
+    }
+
     pub fn new(peer: PeerSpec) -> Self {
         Side {
             peer,
@@ -194,6 +213,7 @@ impl Side {
             rtp: RtpStats::default(),
             rtcp: RtpStats::default(),
             drops: [0; DropReason::COUNT],
+            dtmf: Default::default(),
         }
     }
 
@@ -386,6 +406,7 @@ mod tests {
             signal_ip: None,
             any_source: false,
             clock_rates: ClockRates::default(),
+            dtmf_pts: 0,
         }
     }
 

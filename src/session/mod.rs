@@ -615,6 +615,14 @@ fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
     for (pt, rate) in m.rtpmap_rates() {
         clock_rates.0[pt as usize] = rate;
     }
+    let dtmf_pts = m
+        .attributes()
+        .filter_map(|(n, v)| {
+            let (pt, enc) = v.filter(|_| n == "rtpmap")?.split_once(' ')?;
+            let te = enc.to_ascii_lowercase().starts_with("telephone-event/");
+            te.then(|| pt.parse::<u8>().ok()).flatten().filter(|pt| *pt < 128)
+        })
+        .fold(0u128, |mask, pt| mask | 1 << pt);
     PeerSpec {
         kind: if m.is_rtp() { StreamKind::Rtp } else { StreamKind::Raw },
         rtp,
@@ -624,6 +632,7 @@ fn peer_spec(sdp: &Sdp, i: usize, leg: &Leg) -> PeerSpec {
         signal_ip: leg.signal_ip,
         any_source: leg.any_source,
         clock_rates,
+        dtmf_pts,
     }
 }
 
@@ -639,6 +648,7 @@ impl PeerSpec {
             signal_ip: None,
             any_source: false,
             clock_rates: ClockRates::default(),
+            dtmf_pts: 0,
         }
     }
 }

@@ -125,6 +125,7 @@ mod tests {
                         signal_ip: None,
                         any_source: false,
                         clock_rates: ClockRates::default(),
+                        dtmf_pts: 0,
                     },
                     controls: Controls {
                         muted: Some(pid == 2),

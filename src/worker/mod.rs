@@ -343,6 +343,14 @@ impl EventSink {
 
 #[derive(Debug)]
 pub enum WorkerEvent {
+    /// A key press (RFC 4733) on leg `leg` (0: the offerer) of a relayed call.
+    Dtmf {
+        key: CallKey,
+        call_id: Arc<str>,
+        leg: usize,
+        digit: char,
+        duration_ms: Option<u32>,
+    },
     /// Round-trip times (s) and loss fractions from conference participants' RTCP.
     RtcpSamples { rtt: Vec<f64>, loss: Vec<f64> },
     /// Speaking changes and DTMF digits from a conference's last tick.

@@ -319,6 +319,17 @@ impl Runner {
             }
         };
         call.last_activity = now;
+        if fwd.kind == PacketKind::Rtp {
+            if let Some((digit, duration_ms)) = ws.relay.sides[side].dtmf_end(now, &self.buf[..n]) {
+                self.events.send(WorkerEvent::Dtmf {
+                    key: call.key,
+                    call_id: call.call_id.clone(),
+                    leg: side,
+                    digit,
+                    duration_ms,
+                });
+            }
+        }
         // Towards a bundled side the owner's socket and keys carry it.
         let tx = ws.bundle[1 - side].map_or(si, |b| b.owner);
         let out = call.streams.get(tx).map_or(&[None, None], |t| &t.sock[1 - side]);

@@ -23,17 +23,12 @@ impl Conference {
         }
         p.remote_ssrc = Some(v.ssrc());
         if Some(v.payload_type()) == p.spec.dtmf_pt {
-            // RFC 4733: event, E|R|volume, duration. Report once, at the end.
-            let pl = v.payload();
-            let too_soon = p
-                .dtmf_at
-                .is_some_and(|at| now.saturating_duration_since(at) < DTMF_MIN_GAP);
-            if pl.len() >= 4 && pl[1] & 0x80 != 0 && p.last_dtmf != Some(v.timestamp()) && !too_soon {
-                p.last_dtmf = Some(v.timestamp());
-                p.dtmf_at = Some(now);
-                if let Some(digit) = dtmf_digit(pl[0]) {
-                    self.events.push(ConfEvent::Dtmf { participant: id, digit });
-                }
+            // RFC 4733: reported once, at the end.
+            if let Some(d) = p.dtmf.end(now, v.timestamp(), v.payload()) {
+                self.events.push(ConfEvent::Dtmf {
+                    participant: id,
+                    digit: d.digit,
+                });
             }
             return; // never mixed into audio
         }
@@ -86,15 +81,5 @@ impl Conference {
                 }
             }
         }
-    }
-}
-
-fn dtmf_digit(event: u8) -> Option<char> {
-    match event {
-        0..=9 => Some((b'0' + event) as char),
-        10 => Some('*'),
-        11 => Some('#'),
-        12..=15 => Some((b'A' + event - 12) as char),
-        _ => None,
     }
 }

@@ -41,7 +41,6 @@ const SILENT_LEVEL: u8 = 55;
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Digits reported per participant at most every this often (ITU-T Q.24
 /// allows 10 digits per second; people press far slower).
-const DTMF_MIN_GAP: Duration = Duration::from_millis(80);
 /// RTT and loss samples per participant at most every this often (RFC 3550
 /// asks for reports every 5 s; a participant sending more adds nothing).
 const RTCP_SAMPLE_GAP: Duration = Duration::from_secs(1);
@@ -101,15 +100,12 @@ struct Participant {
     /// From the participant's reports about what chorus sends it.
     rtt_ms: Option<f64>,
     remote: Option<ReportBlock>,
-    /// Timestamp of the last DTMF event reported (RFC 4733 repeats the end).
-    last_dtmf: Option<u32>,
+    /// Its RFC 4733 key presses.
+    dtmf: crate::media::dtmf::Detector,
     /// The SSRC the participant sends with: a new one restarts its jitter buffer.
     remote_ssrc: Option<u32>,
     /// When this participant's reports last gave RTT and loss samples.
     sampled_at: Option<Instant>,
-    /// When the last DTMF digit was reported: digits closer than
-    /// `DTMF_MIN_GAP` are not reported (a flood of end events is not typing).
-    dtmf_at: Option<Instant>,
 }
 
 /// An encoder shared by every participant that hears `mix` in `kind`.
@@ -301,9 +297,8 @@ impl Conference {
             rtcp_sent: 0,
             rtt_ms: None,
             remote: None,
-            last_dtmf: None,
+            dtmf: Default::default(),
             remote_ssrc: None,
-            dtmf_at: None,
             sampled_at: None,
         });
         Ok(())
