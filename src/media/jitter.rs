@@ -95,7 +95,8 @@ pub struct JitterBuffer {
     played_ts: Option<u32>,
     /// Payload buffers handed back after playing, for the next packets.
     spare: Vec<Vec<u8>>,
-    /// Pops in a row that found the packet after the one played due too.
+    /// Pops that found the packet after the one played due too, less those
+    /// that did not (see `CATCH_UP_POPS`).
     behind: u32,
     pub stats: JitterStats,
 }

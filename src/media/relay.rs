@@ -194,11 +194,12 @@ impl Side {
     /// telephone-event types), once each: its key and how long it was held
     /// (ms, when the type's clock rate is known).
     pub fn dtmf_end(&mut self, now: Instant, packet: &[u8]) -> Option<(char, Option<u32>)> {
-        let v = crate::wire::rtp::RtpView::parse(packet).ok()?;
-        let pt = v.payload_type() & 0x7f;
+        // Every relayed packet comes here: its type byte decides before any parse.
+        let pt = packet.get(1)? & 0x7f;
         if self.peer.dtmf_pts & (1u128 << pt) == 0 {
             return None;
         }
+        let v = crate::wire::rtp::RtpView::parse(packet).ok()?;
         let d = self.dtmf.end(now, v.timestamp(), v.payload())?;
         let rate = self.peer.clock_rates.0[usize::from(pt)];
         let ms = (rate > 0).then(|| u32::from(d.duration) * 1000 / rate);

@@ -96,7 +96,7 @@ impl Runner {
     fn account_ticks(&mut self, now: Instant, took: Duration) {
         let (start, spent) = &mut self.tick_window;
         *spent += took;
-        let begun = *start.get_or_insert(now - TICK);
+        let begun = *start.get_or_insert(now.checked_sub(TICK).unwrap_or(now));
         let span = now.saturating_duration_since(begun);
         if span < TICK {
             return;
