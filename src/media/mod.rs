@@ -15,4 +15,5 @@ pub mod relay;
 pub mod resample;
 pub mod srtp;
 pub mod stats;
+pub mod tap;
 pub mod transcode;

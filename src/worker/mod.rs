@@ -53,10 +53,16 @@ pub enum WorkerError {
     /// libsrtp refused a key.
     #[error("SRTP: {0}")]
     Srtp(String),
+    /// The call has no audio stream, or the conference no such participant.
+    #[error("{0}")]
+    NoTapPoint(String),
 }
 
 impl From<WorkerError> for crate::error::Error {
     fn from(e: WorkerError) -> Self {
+        if let WorkerError::NoTapPoint(what) = e {
+            return crate::error::Error::NotFound(what);
+        }
         crate::error::Error::Internal(e.to_string())
     }
 }
@@ -168,6 +174,22 @@ pub enum Command {
         side: usize,
         reply: oneshot::Sender<Option<Detached>>,
     },
+    /// Starts handing the audio of leg `leg` of the call's stream `stream`
+    /// to an application; `codecs` decode what either leg sends.
+    Tap {
+        key: CallKey,
+        stream: usize,
+        leg: usize,
+        codecs: Vec<crate::media::codec::CodecSpec>,
+        spec: TapSpec,
+        reply: oneshot::Sender<Result<(), WorkerError>>,
+    },
+    /// Stops tap `id` of call or conference `key`; false if there is none.
+    Untap {
+        key: CallKey,
+        id: u64,
+        reply: oneshot::Sender<bool>,
+    },
     Conference(ConfCommand),
     /// Test-only: the call or conference `key` panics on its next packet or
     /// tick, as a bug in its processing would. False if the worker has no `key`.
@@ -196,7 +218,9 @@ impl Command {
             Command::Update { key, .. }
             | Command::Remove { key, .. }
             | Command::Query { key, .. }
-            | Command::Detach { key, .. } => *key,
+            | Command::Detach { key, .. }
+            | Command::Tap { key, .. }
+            | Command::Untap { key, .. } => *key,
             #[cfg(feature = "test-hooks")]
             Command::ArmPanic { key, .. } => *key,
             Command::Conference(c) => match c {
@@ -205,13 +229,26 @@ impl Command {
                 | ConfCommand::Leave { key, .. }
                 | ConfCommand::Control { key, .. }
                 | ConfCommand::Query { key, .. }
-                | ConfCommand::Delete { key, .. } => *key,
+                | ConfCommand::Delete { key, .. }
+                | ConfCommand::Tap { key, .. } => *key,
             },
             #[cfg(feature = "test-hooks")]
             Command::PanicLoop | Command::KillThread | Command::SlowTicks(_) => return Some(0),
             Command::Shutdown => return None,
         })
     }
+}
+
+/// A tap as the worker starts it (see `media::tap`).
+pub struct TapSpec {
+    pub id: u64,
+    /// Inbound (what the party says), outbound (what it hears).
+    pub tracks: [bool; 2],
+    /// The application's audio comes back to be played.
+    pub back: bool,
+    /// The rate the stream wants: Opus is decoded at it.
+    pub rate: u32,
+    pub tap: Arc<crate::media::tap::Tap>,
 }
 
 /// A call's side, taken out of its worker.
@@ -267,6 +304,13 @@ pub enum ConfCommand {
     Delete {
         key: CallKey,
         reply: oneshot::Sender<bool>,
+    },
+    /// Starts a tap on the mix or a participant (stopped by `Command::Untap`).
+    Tap {
+        key: CallKey,
+        point: crate::media::conference::TapPoint,
+        spec: TapSpec,
+        reply: oneshot::Sender<Result<(), WorkerError>>,
     },
 }
 

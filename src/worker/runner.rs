@@ -82,6 +82,8 @@ struct WCall {
     call_id: Arc<str>,
     streams: Vec<WStream>,
     last_activity: Instant,
+    /// Applications listening to its legs (usually none).
+    taps: Vec<taps::LegTap>,
 }
 
 pub(super) struct Runner {
@@ -123,6 +125,7 @@ mod conference_host;
 mod forward;
 mod isolation;
 mod stream;
+mod taps;
 mod ticks;
 mod webrtc;
 
@@ -320,7 +323,8 @@ impl Runner {
         };
         call.last_activity = now;
         if fwd.kind == PacketKind::Rtp {
-            if let Some((digit, duration_ms)) = ws.relay.sides[side].dtmf_end(now, &self.buf[..n]) {
+            let dtmf = ws.relay.sides[side].dtmf_end(now, &self.buf[..n]);
+            if let Some((digit, duration_ms)) = dtmf {
                 self.events.send(WorkerEvent::Dtmf {
                     key: call.key,
                     call_id: call.call_id.clone(),
@@ -328,6 +332,9 @@ impl Runner {
                     digit,
                     duration_ms,
                 });
+            }
+            if !call.taps.is_empty() {
+                taps::feed(&mut call.taps, now, si, side, &self.buf[..n], dtmf.map(|d| d.0));
             }
         }
         // Towards a bundled side the owner's socket and keys carry it.
@@ -415,6 +422,19 @@ impl Runner {
             } => {
                 let _ = reply.send(self.detach(key, stream, side));
             }
+            Command::Tap {
+                key,
+                stream,
+                leg,
+                codecs,
+                spec,
+                reply,
+            } => {
+                let _ = reply.send(self.tap_call(key, (stream, leg), codecs, spec));
+            }
+            Command::Untap { key, id, reply } => {
+                let _ = reply.send(self.untap(key, id));
+            }
             Command::Conference(c) => self.conference_command(c),
             #[cfg(feature = "test-hooks")]
             Command::ArmPanic { key, reply } => {
@@ -451,6 +471,7 @@ impl Runner {
                 call_id,
                 streams: Vec::new(),
                 last_activity: now,
+                taps: Vec::new(),
             })
         });
         self.calls[ci].last_activity = now;

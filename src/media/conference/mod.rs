@@ -7,9 +7,12 @@
 //! RTCP); `tick.rs` mixes, encodes and sends, and schedules RTCP reports.
 
 mod input;
+mod taps;
 #[cfg(test)]
 mod tests;
 mod tick;
+
+pub use taps::{TapPoint, APP_BASE};
 
 use crate::media::codec::{CodecKind, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
 use crate::media::jitter::{JitterBuffer, Pop};
@@ -102,6 +105,8 @@ struct Participant {
     remote: Option<ReportBlock>,
     /// Its RFC 4733 key presses.
     dtmf: crate::media::dtmf::Detector,
+    /// A tap takes its voice: decoded every tick, mixed or not.
+    tapped: bool,
     /// The SSRC the participant sends with: a new one restarts its jitter buffer.
     remote_ssrc: Option<u32>,
     /// When this participant's reports last gave RTT and loss samples.
@@ -186,6 +191,8 @@ pub struct Conference {
     /// the worker drains them.
     pub rtt_seconds: Vec<f64>,
     pub reported_loss: Vec<f64>,
+    /// Applications listening (and maybe speaking) through taps.
+    taps: Vec<taps::ConfTap>,
 }
 
 /// Per-participant settings from the API; `None` leaves a setting as it is.
@@ -236,6 +243,7 @@ impl Conference {
             shedding: false,
             rtt_seconds: Vec::new(),
             reported_loss: Vec::new(),
+            taps: Vec::new(),
         }
     }
 
@@ -298,6 +306,7 @@ impl Conference {
             rtt_ms: None,
             remote: None,
             dtmf: Default::default(),
+            tapped: false,
             remote_ssrc: None,
             sampled_at: None,
         });
@@ -314,6 +323,7 @@ impl Conference {
         self.index = self.participants.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
         self.speakers.remove(id);
         self.encoders.retain(|e| e.mix != MixId::Minus(id));
+        self.untap_participant(id);
         before != self.participants.len()
     }
 

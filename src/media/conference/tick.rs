@@ -52,12 +52,14 @@ impl Conference {
         let frame_len = self.frame_len();
         self.measure(now, frame_len);
         self.select_speakers();
+        self.play_taps();
         let active = &self.active;
         let speakers = self
             .participants
             .iter()
             .filter(|p| !p.muted && active.contains(&p.id))
-            .map(|p| (p.id, p.frame(&self.zeros), p.gain));
+            .map(|p| (p.id, p.frame(&self.zeros), p.gain))
+            .chain(self.taps.iter().filter_map(|t| t.speaking()));
         let mixes = self.mixer.mix(speakers, frame_len);
         let mut encodes = 0;
         let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
@@ -73,6 +75,17 @@ impl Conference {
             let enc = &mut self.encoders[idx];
             encodes += enc.encode_once(self.tick_no, mixes.get(mix), p.spec.frame_samples());
             p.packetize(enc, &mut packet, send);
+        }
+        if !self.taps.is_empty() {
+            let view = super::taps::TickView {
+                participants: &self.participants,
+                index: &self.index,
+                active: &self.active,
+                zeros: &self.zeros,
+                events: &self.events,
+                mix_rate: self.mix_rate,
+            };
+            super::taps::feed_taps(&mut self.taps, view, mixes, now);
         }
         // Encoders nobody used this tick (a speaker went quiet) are dropped.
         let tick = self.tick_no;
@@ -105,7 +118,7 @@ impl Conference {
         for (i, p) in self.participants.iter_mut().enumerate() {
             // Not mixed: a cheap estimate of the level will do, except on
             // the participant's turn in the rotation (see `estimate`).
-            let mixed = self.active.contains(&p.id);
+            let mixed = self.active.contains(&p.id) || p.tapped;
             let plan = if mixed || (!self.shedding && estimate::rotation_due(self.tick_no, i)) {
                 Plan::Decode
             } else if self.shedding {

@@ -110,6 +110,14 @@ impl Runner {
             ConfCommand::Delete { key, reply } => {
                 let _ = reply.send(self.delete_conference(key));
             }
+            ConfCommand::Tap {
+                key,
+                point,
+                spec,
+                reply,
+            } => {
+                let _ = reply.send(self.tap_conference(key, point, spec));
+            }
         }
     }
 
