@@ -84,6 +84,12 @@ pub struct Config {
     /// by default a fresh ECDSA P-256 certificate is made at start.
     pub dtls_certificate: Option<String>,
     pub dtls_private_key: Option<String>,
+    /// WebSocket audio streams to applications running at most (each is
+    /// a task, a connection and up to 30 s of the application's audio).
+    pub max_streams: usize,
+    /// PEM certificates trusted for `wss://` streams besides Mozilla's
+    /// roots (a private CA).
+    pub stream_ca_file: Option<String>,
 }
 
 impl Default for Config {
@@ -117,6 +123,8 @@ impl Default for Config {
             advertise_http: None,
             dtls_certificate: None,
             dtls_private_key: None,
+            max_streams: 256,
+            stream_ca_file: None,
         }
     }
 }
@@ -150,6 +158,8 @@ const ENV_KEYS: &[&str] = &[
     "advertise_http",
     "dtls_certificate",
     "dtls_private_key",
+    "max_streams",
+    "stream_ca_file",
 ];
 
 impl Config {

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod sdp;
 pub mod session;
 pub mod store;
+pub mod streams;
 pub mod wire;
 pub mod worker;

@@ -188,6 +188,10 @@ async fn serve(config: Config) -> std::io::Result<()> {
         state.clone(),
         started.events,
     ));
+    tokio::spawn(chorus::control::streams::pump_events(
+        state.clone(),
+        started.stream_events,
+    ));
     if let Some(store) = &state.store {
         chorus::control::replicate::claim_name(store, &state.boot)
             .await

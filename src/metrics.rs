@@ -356,7 +356,7 @@ impl Metrics {
 }
 
 /// Registers `metric` (built from static, valid names) and hands it back.
-fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+pub(crate) fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
     let metric = metric.expect("static metric names and labels are valid");
     registry
         .register(Box::new(metric.clone()))
@@ -364,7 +364,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometh
     metric
 }
 
-fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 

@@ -145,7 +145,7 @@ async fn ask<T>(
     rx.await.map_err(|_| WorkerError::Dropped.into())
 }
 
-fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {
+pub(crate) fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {
     lock(&state.conferences)
         .get(id)
         .map(|(_, h)| h.clone())
@@ -577,6 +577,15 @@ fn push_event(state: &State, e: &mut ConfEntry, mut v: Value) {
     }
     state.callbacks.post(&state.metrics, v.clone());
     e.events.push_back(v);
+}
+
+/// An event of one of the conference's audio streams (see `control::streams`).
+pub async fn stream_event(state: &State, conf_id: &str, v: Value) {
+    let Ok(handle) = handle(state, conf_id) else { return };
+    let mut e = handle.lock().await;
+    if e.alive {
+        push_event(state, &mut e, v);
+    }
 }
 
 /// A live stream of the conference's events (ends when it is deleted).

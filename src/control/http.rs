@@ -26,7 +26,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// usual few fit in well under this.
 pub const MAX_HEADER_BYTES: usize = 16 << 10;
 
-type Shared = Arc<State>;
+pub(super) type Shared = Arc<State>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -52,6 +52,7 @@ pub fn router(state: Shared) -> Router {
             "/v1/conferences/{conf_id}/participants/{pid}",
             patch(conf_control).delete(conf_leave),
         )
+        .merge(super::http_streams::routes())
         // Layers run last-added first: auth, then forwarding.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -148,7 +149,7 @@ async fn auth(AxState(state): AxState<Shared>, headers: HeaderMap, req: Request,
 }
 
 /// Runs one control request (metrics, one log line) and answers in JSON.
-async fn instrumented<F>(state: &State, endpoint: &'static str, call_id: &str, f: F) -> Response
+pub(super) async fn instrumented<F>(state: &State, endpoint: &'static str, call_id: &str, f: F) -> Response
 where
     F: std::future::Future<Output = Result<Value, Error>>,
 {
@@ -165,7 +166,7 @@ fn bad_query(e: QueryRejection) -> Error {
 
 /// A JSON body. An explicit `null` is refused (leave the field out): the
 /// API document has no nullable fields, and the server says what it says.
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
     if let Some(path) = null_member(&v, "") {
         return Err(Error::BadRequest(format!(

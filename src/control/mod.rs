@@ -12,6 +12,7 @@ pub mod fence;
 pub mod forward;
 pub mod home;
 pub mod http;
+pub mod http_streams;
 pub mod lifecycle;
 pub mod limits;
 pub mod ng;
@@ -20,6 +21,7 @@ pub mod openapi;
 pub mod replicate;
 pub mod restore;
 pub mod restore_conference;
+pub mod streams;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
@@ -94,6 +96,8 @@ pub struct State {
     pub started_wall: SystemTime,
     /// chorus's DTLS certificate, made at start (browsers pin its fingerprint per call).
     pub dtls: Arc<crate::media::dtls::Identity>,
+    /// WebSocket audio streams to applications.
+    pub streams: Arc<crate::streams::Registry>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -104,6 +108,8 @@ pub struct Started {
     /// Callbacks to deliver, when a callback URL is configured (run
     /// [`callbacks::deliver`] on it).
     pub callback_queue: Option<mpsc::Receiver<serde_json::Value>>,
+    /// What streams report (run [`streams::pump_events`] on it).
+    pub stream_events: mpsc::Receiver<crate::streams::StreamEvent>,
 }
 
 impl State {
@@ -153,6 +159,9 @@ impl State {
                 .map_err(std::io::Error::other)?,
             )),
         };
+        let (streams, stream_events) =
+            crate::streams::Registry::new(&metrics.registry, config.stream_ca_file.as_deref(), config.max_streams)
+                .map_err(std::io::Error::other)?;
         let started_wall = SystemTime::now();
         let boot = format!(
             "{}-{}",
@@ -191,6 +200,7 @@ impl State {
             boot,
             started_wall,
             dtls,
+            streams,
             config,
         };
         Ok(Started {
@@ -198,6 +208,7 @@ impl State {
             threads,
             events,
             callback_queue,
+            stream_events,
         })
     }
 

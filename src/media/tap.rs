@@ -45,7 +45,9 @@ impl Frame {
     }
 }
 
-/// What a tap hands its application.
+/// What a tap hands its application. Frames stay inline: the ring's slots
+/// are allocated once, and a boxed frame would allocate per 20 ms.
+#[allow(clippy::large_enum_variant)]
 pub enum Out {
     Audio(Frame),
     /// A key press (RFC 4733) on the tapped leg, at its end.
@@ -54,7 +56,8 @@ pub enum Out {
     Played(u64),
 }
 
-/// What the application sends back, in order.
+/// What the application sends back, in order (inline, as `Out`).
+#[allow(clippy::large_enum_variant)]
 pub enum Back {
     /// 20 ms of mono PCM at `rate` to play.
     Audio {
@@ -114,6 +117,7 @@ impl Tap {
     }
 
     /// Task side: queues `b` for the worker; gives it back when full.
+    #[allow(clippy::result_large_err)]
     pub fn offer_back(&self, b: Back) -> Result<(), Back> {
         self.back.push(b)
     }

@@ -272,6 +272,18 @@ pub fn negotiate_preferring(m: &Media, prefer: Option<CodecKind>) -> Result<Code
     ))
 }
 
+/// Every codec of the stream that chorus decodes, in the stream's order.
+pub fn all_in(m: &Media) -> Vec<CodecSpec> {
+    m.formats
+        .iter()
+        .filter_map(|f| {
+            let mut one = m.clone();
+            one.formats = vec![f.clone()];
+            negotiate(&one).ok()
+        })
+        .collect()
+}
+
 /// The stream's RFC 4733 telephone-event payload type at `clock`, if offered.
 fn dtmf_pt(m: &Media, clock: u32) -> Option<u8> {
     m.attributes().find_map(|(n, v)| {

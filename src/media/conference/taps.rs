@@ -124,7 +124,14 @@ pub(super) struct TickView<'a> {
 pub(super) fn feed_taps(taps: &mut [ConfTap], v: TickView<'_>, mixes: &Mixes, now: Instant) {
     for t in taps.iter_mut() {
         let (inbound, outbound): (Option<&[f32]>, Option<&[f32]>) = match t.point {
-            TapPoint::Mix => (Some(mixes.get(MixId::Minus(t.voice()))), None),
+            // The mix's outbound track: the application's own voice, as played.
+            TapPoint::Mix => {
+                let own = match &t.playout {
+                    Some(p) if t.playing => p.frame.as_slice(),
+                    _ => v.zeros,
+                };
+                (Some(mixes.get(MixId::Minus(t.voice()))), Some(own))
+            }
             TapPoint::Participant(pid) => {
                 let Some(p) = v.index.get(&pid).and_then(|&i| v.participants.get(i)) else {
                     continue;

@@ -1,0 +1,215 @@
+//! Starting, listing and stopping WebSocket audio streams (see `streams`),
+//! for both front doors; and what the streams report, to callbacks and
+//! conference events.
+
+use super::{calls, conference_commands, lock, State};
+use crate::error::Error;
+use crate::media::codec::{self, CodecSpec};
+use crate::media::conference::TapPoint;
+use crate::media::tap::Tap;
+use crate::streams::format::Meta;
+use crate::streams::{Entry, Owner, Registry, StartOptions, StreamEvent, Target};
+use crate::worker::{Command, ConfCommand, TapSpec, WorkerError};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, oneshot};
+
+/// Taps a relayed call's leg (`from_tag`) and streams it.
+pub async fn start_call(state: &State, call_id: &str, opts: StartOptions) -> Result<Value, Error> {
+    // An unknown call is the first thing to say.
+    let handle = calls::entry(state, call_id, false)?;
+    let checked = opts.check_for_call()?;
+    let tag = opts.from_tag.clone().unwrap_or_default();
+    let e = handle.lock().await;
+    let leg = e
+        .session
+        .leg_by_tag(&tag)
+        .ok_or_else(|| Error::NotFound(format!("call `{call_id}` has no leg tagged `{tag}`")))?;
+    let stream = e
+        .session
+        .streams
+        .iter()
+        .position(|s| s.media == "audio" && s.enabled)
+        .ok_or_else(|| Error::Conflict(format!("call `{call_id}` has no audio stream to tap")))?;
+    let codecs: Vec<CodecSpec> = e
+        .session
+        .legs
+        .iter()
+        .filter_map(|l| l.sdp.as_ref()?.media.get(stream))
+        .flat_map(codec::all_in)
+        .collect();
+    let owner = Owner::Call(call_id.to_string());
+    let target = Target::Call { from_tag: tag.clone() };
+    let (sid, tap, spec) = reserve(state, &owner, &target, &checked)?;
+    let (worker, key) = e.placement();
+    let result = tap_on(state, worker, |reply| Command::Tap {
+        key,
+        stream,
+        leg,
+        codecs,
+        spec,
+        reply,
+    });
+    drop(e);
+    let result = result.await;
+    let meta = checked.meta(&sid, call_id, Some(tag));
+    launch(state, sid, (worker, key), result, checked, meta, tap)
+}
+
+/// Taps a conference's mix, or one participant, and streams it.
+pub async fn start_conference(state: &State, conf_id: &str, opts: StartOptions) -> Result<Value, Error> {
+    let handle = conference_commands::handle(state, conf_id)?;
+    let checked = opts.check_for_conference()?;
+    let e = handle.lock().await;
+    let (point, target) = match opts.participant {
+        Some(pid) if e.participants.contains_key(&pid) => {
+            (TapPoint::Participant(pid), Target::Participant { participant: pid })
+        }
+        Some(pid) => {
+            return Err(Error::NotFound(format!(
+                "conference `{conf_id}` has no participant {pid}"
+            )))
+        }
+        None => (TapPoint::Mix, Target::Mix),
+    };
+    let owner = Owner::Conference(conf_id.to_string());
+    let (sid, tap, spec) = reserve(state, &owner, &target, &checked)?;
+    let (worker, key) = e.placement();
+    let result = tap_on(state, worker, |reply| {
+        Command::Conference(ConfCommand::Tap {
+            key,
+            point,
+            spec,
+            reply,
+        })
+    });
+    drop(e);
+    let result = result.await;
+    let meta = checked.meta(&sid, conf_id, opts.participant.map(|p| p.to_string()));
+    launch(state, sid, (worker, key), result, checked, meta, tap)
+}
+
+/// Sends the worker its tap command at once (while the caller still holds
+/// the call or conference); the future waits for its answer.
+fn tap_on(
+    state: &State,
+    worker: usize,
+    make: impl FnOnce(oneshot::Sender<Result<(), WorkerError>>) -> Command,
+) -> impl std::future::Future<Output = Result<(), WorkerError>> {
+    let (reply, rx) = oneshot::channel();
+    let sent = state.workers[worker].send(make(reply));
+    async move {
+        sent?;
+        rx.await.map_err(|_| WorkerError::Dropped)?
+    }
+}
+
+/// Takes a place for a new stream under the limits.
+fn reserve(
+    state: &State,
+    owner: &Owner,
+    target: &Target,
+    c: &crate::streams::Checked,
+) -> Result<(String, Arc<Tap>, TapSpec), Error> {
+    let reg = &state.streams;
+    let mut map = lock(&reg.map);
+    if map.len() >= reg.max {
+        return Err(state.refuse("streams", format!("chorus runs {} streams, its max_streams", reg.max)));
+    }
+    if map.values().filter(|e| &e.owner == owner).count() >= reg.max_per_owner {
+        state.metrics.limited.with_label_values(&["streams_per_target"]).inc();
+        return Err(Error::Conflict(format!(
+            "{} has {} streams already, the most one may have; stop one first",
+            owner.describe(),
+            reg.max_per_owner
+        )));
+    }
+    let sid = Registry::new_sid();
+    let tap = Arc::new(Tap::default());
+    let tap_id = reg.next_tap_id();
+    map.insert(
+        sid.clone(),
+        Entry {
+            tap_id,
+            owner: owner.clone(),
+            worker: 0,
+            key: 0,
+            target: target.clone(),
+            url: c.url.clone(),
+            format: c.format,
+            started: SystemTime::now(),
+            tap: tap.clone(),
+        },
+    );
+    let spec = TapSpec {
+        id: tap_id,
+        tracks: c.tracks,
+        back: c.back,
+        rate: c.rate,
+        tap: tap.clone(),
+    };
+    Ok((sid, tap, spec))
+}
+
+/// Starts the stream's task once its worker took the tap; or frees its place.
+fn launch(
+    state: &State,
+    sid: String,
+    (worker, key): (usize, u64),
+    result: Result<(), WorkerError>,
+    checked: crate::streams::Checked,
+    meta: Meta,
+    tap: Arc<Tap>,
+) -> Result<Value, Error> {
+    let reg = &state.streams;
+    if let Err(e) = result {
+        lock(&reg.map).remove(&sid);
+        tap.close();
+        return Err(e.into());
+    }
+    let body = {
+        let mut map = lock(&reg.map);
+        let Some(entry) = map.get_mut(&sid) else {
+            return Err(Error::Internal("the stream vanished as it started".into()));
+        };
+        (entry.worker, entry.key) = (worker, key);
+        entry.to_json(&sid)
+    };
+    tracing::info!(stream = %sid, url = %checked.url, "stream started");
+    reg.launch(sid, checked, meta);
+    Ok(body)
+}
+
+/// Stops stream `sid` of `owner`: its worker lets go of the tap, and the
+/// stream's task sends `stop` and closes.
+pub async fn stop(state: &State, owner: &Owner, sid: &str) -> Result<Value, Error> {
+    let (worker, key, tap_id, tap) = {
+        let map = lock(&state.streams.map);
+        match map.get(sid) {
+            Some(e) if &e.owner == owner => (e.worker, e.key, e.tap_id, e.tap.clone()),
+            _ => return Err(Error::NotFound(format!("{} has no stream `{sid}`", owner.describe()))),
+        }
+    };
+    let (reply, rx) = oneshot::channel();
+    state.workers[worker].send(Command::Untap { key, id: tap_id, reply })?;
+    let _ = rx.await;
+    tap.close();
+    Ok(json!({ "stream_id": sid, "stopped": true }))
+}
+
+pub fn list(state: &State, owner: &Owner) -> Value {
+    json!({ "streams": state.streams.list(owner) })
+}
+
+/// What streams report: logged, posted to the callback, and added to a
+/// conference's events.
+pub async fn pump_events(state: Arc<State>, mut rx: mpsc::Receiver<StreamEvent>) {
+    while let Some(ev) = rx.recv().await {
+        tracing::info!(event = %ev.body, "stream event");
+        match &ev.owner {
+            Owner::Conference(id) => conference_commands::stream_event(&state, id, ev.body).await,
+            Owner::Call(_) => state.callbacks.post(&state.metrics, ev.body),
+        }
+    }
+}

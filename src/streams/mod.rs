@@ -1,0 +1,218 @@
+//! Live audio to applications over WebSocket: chorus connects to the
+//! application's URL (`ws://` or `wss://`) and streams a call leg, a
+//! conference participant or a conference mix in Twilio Media Streams JSON
+//! or raw PCM; what the application sends back is played into the
+//! conference. One tokio task per stream does the encoding and the I/O
+//! (`session`); the media worker only fills the tap's ring (`media::tap`).
+
+pub mod format;
+mod options;
+mod session;
+
+pub use options::{Checked, StartOptions, Target};
+
+use crate::media::tap::Tap;
+use crate::metrics::{counters, register};
+use format::Format;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as Prom};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// Stream events (connected, disconnected, dropped, stopped) waiting for
+/// the control plane at most; more are dropped (and counted).
+pub const EVENT_QUEUE: usize = 1024;
+
+/// Whose audio a stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Call(String),
+    Conference(String),
+}
+
+impl Owner {
+    /// "call `x`", "conference `y`", for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Owner::Call(id) => format!("call `{id}`"),
+            Owner::Conference(id) => format!("conference `{id}`"),
+        }
+    }
+}
+
+/// A running stream, as the control plane lists and stops it.
+pub struct Entry {
+    /// The tap's id on its worker.
+    pub tap_id: u64,
+    pub owner: Owner,
+    pub worker: usize,
+    pub key: u64,
+    pub target: Target,
+    pub url: String,
+    pub format: Format,
+    pub started: SystemTime,
+    pub tap: Arc<Tap>,
+}
+
+impl Entry {
+    pub fn to_json(&self, sid: &str) -> Value {
+        serde_json::json!({
+            "stream_id": sid,
+            "target": self.target,
+            "url": self.url,
+            "format": self.format,
+            "started": crate::store::record::unix_seconds(self.started),
+            "frames_dropped": self.tap.dropped.load(Relaxed),
+        })
+    }
+}
+
+/// Something a stream's task reports, for callbacks and conference events.
+#[derive(Debug)]
+pub struct StreamEvent {
+    pub owner: Owner,
+    pub body: Value,
+}
+
+pub struct StreamMetrics {
+    pub active: IntGaugeVec,
+    pub frames: IntCounterVec,
+    pub connections: IntCounterVec,
+    pub from_app: IntCounterVec,
+    /// From a packet's arrival (or the mix) to its frame's WebSocket write.
+    pub delay: Histogram,
+}
+
+impl StreamMetrics {
+    fn new(r: &Prom) -> Self {
+        let delay = HistogramOpts::new(
+            "chorus_audio_stream_delay_seconds",
+            "From an RTP packet's arrival (a conference: its tick) to its frame written to the WebSocket",
+        )
+        .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]);
+        StreamMetrics {
+            active: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "chorus_audio_streams_active",
+                        "WebSocket audio streams running, by what they tap",
+                    ),
+                    &["target"],
+                ),
+            ),
+            frames: counters(
+                r,
+                "chorus_audio_stream_frames_total",
+                "20 ms frames to applications, sent or dropped (application behind, or disconnected)",
+                &["target", "outcome"],
+            ),
+            connections: counters(
+                r,
+                "chorus_audio_stream_connections_total",
+                "WebSocket connections to applications: connected, failed, lost",
+                &["outcome"],
+            ),
+            from_app: counters(
+                r,
+                "chorus_audio_stream_app_messages_total",
+                "Messages from applications: audio, mark, clear, ignored, invalid; overflow counts audio let go",
+                &["kind"],
+            ),
+            delay: register(r, Histogram::with_opts(delay)),
+        }
+    }
+}
+
+/// Every stream of this instance.
+pub struct Registry {
+    pub map: Mutex<HashMap<String, Entry>>,
+    next_tap: AtomicU64,
+    events: mpsc::Sender<StreamEvent>,
+    tls: Arc<rustls::ClientConfig>,
+    pub metrics: StreamMetrics,
+    /// Streams at most, and per call or conference.
+    pub max: usize,
+    pub max_per_owner: usize,
+}
+
+impl Registry {
+    /// The registry and the events its streams report.
+    pub fn new(
+        prom: &Prom,
+        ca_file: Option<&str>,
+        max: usize,
+    ) -> Result<(Arc<Registry>, mpsc::Receiver<StreamEvent>), String> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let reg = Registry {
+            map: Mutex::new(HashMap::new()),
+            next_tap: AtomicU64::new(1),
+            events: tx,
+            tls: session::tls_config(ca_file)?,
+            metrics: StreamMetrics::new(prom),
+            max,
+            max_per_owner: 4,
+        };
+        Ok((Arc::new(reg), rx))
+    }
+
+    pub fn next_tap_id(&self) -> u64 {
+        self.next_tap.fetch_add(1, Relaxed)
+    }
+
+    /// A new stream id, Twilio-shaped (`MZ` and 32 hex digits).
+    pub fn new_sid() -> String {
+        let mut b = [0u8; 16];
+        let _ = openssl::rand::rand_bytes(&mut b);
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("MZ{hex}")
+    }
+
+    /// Streams of `owner`, as the API lists them.
+    pub fn list(&self, owner: &Owner) -> Vec<Value> {
+        let map = crate::control::lock(&self.map);
+        let mut v: Vec<(&String, &Entry)> = map.iter().filter(|(_, e)| &e.owner == owner).collect();
+        v.sort_by_key(|(_, e)| e.tap_id);
+        v.into_iter().map(|(sid, e)| e.to_json(sid)).collect()
+    }
+
+    pub fn count(&self, owner: &Owner) -> usize {
+        crate::control::lock(&self.map)
+            .values()
+            .filter(|e| &e.owner == owner)
+            .count()
+    }
+
+    /// Runs stream `sid` (already in the map) until its tap closes.
+    pub fn launch(self: &Arc<Self>, sid: String, opts: options::Checked, meta: format::Meta) {
+        let reg = self.clone();
+        let Some((tap, owner, target)) = crate::control::lock(&self.map)
+            .get(&sid)
+            .map(|e| (e.tap.clone(), e.owner.clone(), e.target.label()))
+        else {
+            return;
+        };
+        self.metrics.active.with_label_values(&[target]).inc();
+        tokio::spawn(async move {
+            session::run(&reg, &sid, &owner, tap, opts, meta, target).await;
+            reg.metrics.active.with_label_values(&[target]).dec();
+            crate::control::lock(&reg.map).remove(&sid);
+        });
+    }
+
+    fn report(&self, owner: &Owner, body: Value) {
+        if self
+            .events
+            .try_send(StreamEvent {
+                owner: owner.clone(),
+                body,
+            })
+            .is_err()
+        {
+            tracing::warn!("stream event queue full: event dropped");
+        }
+    }
+}

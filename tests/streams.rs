@@ -1,0 +1,356 @@
+//! End to end: live audio to applications over WebSocket. A real
+//! WebSocket server (tokio-tungstenite) stands for the application; phones
+//! send real G.711 tones over UDP; what the application gets is decoded and
+//! checked by spectrum, and what it sends back is heard by a participant.
+
+mod common;
+use base64::Engine as _;
+use chorus::media::codec::g711::Law;
+use chorus::media::mixer::level::tone_level;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One connection chorus made to the application.
+struct Conn {
+    rx: mpsc::UnboundedReceiver<Message>,
+    tx: mpsc::UnboundedSender<Message>,
+    headers: Vec<(String, String)>,
+}
+
+impl Conn {
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("the connection is open")
+    }
+
+    /// The next JSON text message.
+    async fn json(&mut self) -> Value {
+        loop {
+            match self.next().await {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+                Message::Close(_) => panic!("closed"),
+                _ => {}
+            }
+        }
+    }
+
+    fn send(&self, v: Value) {
+        let _ = self.tx.send(Message::Text(v.to_string().into()));
+    }
+}
+
+/// A WebSocket server: each connection chorus makes comes out of the receiver.
+async fn ws_app() -> (String, mpsc::UnboundedReceiver<Conn>) {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/media", listener.local_addr().unwrap());
+    let (conns_tx, conns) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let headers = Arc::new(Mutex::new(Vec::new()));
+            let h = headers.clone();
+            #[allow(clippy::result_large_err)] // tungstenite's callback type
+            let cb = move |req: &Request, resp: Response| {
+                let mut h = h.lock().unwrap();
+                for (k, v) in req.headers() {
+                    h.push((k.to_string(), v.to_str().unwrap_or("").to_string()));
+                }
+                Ok(resp)
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+                continue;
+            };
+            let (mut sink, mut stream) = ws.split();
+            let (in_tx, rx) = mpsc::unbounded_channel();
+            let (tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = stream.next().await {
+                    let _ = in_tx.send(m);
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(m) = out_rx.recv().await {
+                    let close = matches!(m, Message::Close(_));
+                    if sink.send(m).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+            let headers = headers.lock().unwrap().clone();
+            let _ = conns_tx.send(Conn { rx, tx, headers });
+        }
+    });
+    (url, conns)
+}
+
+async fn accept(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
+    tokio::time::timeout(Duration::from_secs(5), conns.recv())
+        .await
+        .expect("chorus connects within 5 s")
+        .unwrap()
+}
+
+/// 20 ms of a tone as PCMU, continuing from sample `at`.
+fn pcmu(freq: f32, at: usize) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..160)
+        .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * freq * (at + i) as f32 / 8000.0).sin()) as i16)
+        .collect();
+    let mut out = vec![0u8; 160];
+    Law::Ulaw.encode(&pcm, &mut out);
+    out
+}
+
+fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 12 + payload.len()];
+    chorus::wire::rtp::write_header(&mut b, pt, seq, ts, ssrc).unwrap();
+    b[12..].copy_from_slice(payload);
+    b
+}
+
+/// Sends `n` packets of a tone from `sock` to `to` in real time.
+fn send_tone(sock: UdpSocket, to: SocketAddr, freq: f32, n: usize, ssrc: u32) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..n {
+            let p = rtp(0, i as u16, i as u32 * 160, ssrc, &pcmu(freq, i * 160));
+            let _ = sock.send_to(&p, to);
+            std::thread::sleep(
+                (start + Duration::from_millis(20 * (i as u64 + 1))).saturating_duration_since(Instant::now()),
+            );
+        }
+    })
+}
+
+fn mulaw_payload(m: &Value) -> Vec<f32> {
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(m["media"]["payload"].as_str().expect("payload"))
+        .expect("base64");
+    let mut pcm = vec![0i16; b.len()];
+    Law::Ulaw.decode(&b, &mut pcm);
+    pcm.into_iter().map(|s| s as f32 / 32768.0).collect()
+}
+
+/// A relayed call's leg, both tracks, Twilio Media Streams JSON: the
+/// message sequence, the tones on each track, a key press, and the stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_leg_streams_both_tracks_in_twilio_format() {
+    let (url, mut conns) = ws_app().await;
+    let d = Daemon::start(88, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("st", &a, &b).await;
+    let (s, r) = d
+        .post(
+            "/v1/calls/st/streams",
+            json!({"url": url, "from_tag": "ta", "tracks": "both",
+                   "headers": {"Authorization": "Bearer k1"}, "custom_parameters": {"agent": "7"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let sid = r["stream_id"].as_str().unwrap().to_string();
+    let mut conn = accept(&mut conns).await;
+    assert!(conn.headers.contains(&("authorization".into(), "Bearer k1".into())));
+    let connected = conn.json().await;
+    assert_eq!(
+        (&connected["event"], &connected["protocol"]),
+        (&json!("connected"), &json!("Call"))
+    );
+    let start = conn.json().await;
+    assert_eq!(start["event"], "start", "{start}");
+    assert_eq!(start["streamSid"], json!(sid));
+    assert_eq!(start["start"]["callSid"], "st");
+    assert_eq!(start["start"]["tracks"], json!(["inbound", "outbound"]));
+    assert_eq!(start["start"]["customParameters"], json!({"agent": "7"}));
+    assert_eq!(
+        start["start"]["mediaFormat"],
+        json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
+    );
+    // The tapped leg (a) says 440 Hz, the other (b) 1000 Hz; then a presses 7.
+    let ta = send_tone(a.rtp.try_clone().unwrap(), to_a, 440.0, 50, a.ssrc);
+    let tb = send_tone(b.rtp.try_clone().unwrap(), to_b, 1000.0, 50, b.ssrc);
+    ta.join().unwrap();
+    tb.join().unwrap();
+    for (i, end) in [false, true, true].into_iter().enumerate() {
+        let ev = [7, if end { 0x8a } else { 0x0a }, 3, 0x20];
+        a.rtp
+            .send_to(&rtp(101, 60 + i as u16, 8000, a.ssrc, &ev), to_a)
+            .unwrap();
+    }
+    let mut tracks: [Vec<f32>; 2] = Default::default();
+    let mut stamps: [Vec<u64>; 2] = Default::default();
+    let mut seq = 1u64;
+    let digit = loop {
+        let m = conn.json().await;
+        seq += 1;
+        assert_eq!(m["sequenceNumber"], json!(seq.to_string()), "{m}");
+        assert_eq!(m["streamSid"], json!(sid));
+        match m["event"].as_str().unwrap() {
+            "media" => {
+                let k = (m["media"]["track"] == "outbound") as usize;
+                stamps[k].push(m["media"]["timestamp"].as_str().unwrap().parse().unwrap());
+                tracks[k].extend(mulaw_payload(&m));
+            }
+            "dtmf" => break m,
+            e => panic!("unexpected {e}: {m}"),
+        }
+    };
+    assert_eq!(digit["dtmf"], json!({"track": "inbound_track", "digit": "7"}));
+    for (k, st) in stamps.iter().enumerate() {
+        assert!(st.len() >= 45, "track {k}: {} frames", st.len());
+        assert!(st.windows(2).all(|w| w[1] == w[0] + 20), "track {k}: {st:?}");
+    }
+    let level = |k: usize, f| tone_level(&tracks[k], 8000.0, f);
+    assert!(level(0, 440.0) > 0.1 && level(0, 1000.0) < 0.01, "inbound: what a says");
+    assert!(
+        level(1, 1000.0) > 0.1 && level(1, 440.0) < 0.01,
+        "outbound: what a hears"
+    );
+    // The relay went on as before.
+    assert!(drain(&b.rtp) >= 45, "b heard a");
+    let (s, list) = d.get("/v1/calls/st/streams").await;
+    assert_eq!((s, &list["streams"][0]["stream_id"]), (200, &json!(sid)), "{list}");
+    let (s, r) = d.delete(&format!("/v1/calls/st/streams/{sid}")).await;
+    assert_eq!(s, 200, "{r}");
+    let stop = conn.json().await;
+    assert_eq!(
+        (&stop["event"], &stop["stop"]["callSid"]),
+        (&json!("stop"), &json!("st")),
+        "{stop}"
+    );
+    assert!(matches!(conn.next().await, Message::Close(_)));
+    let metrics = d.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "chorus_audio_stream_frames_total{outcome=\"sent\",target=\"call\"}"
+        ) >= 90.0
+    );
+}
+
+/// What a participant hears through a 48 kHz conference, decoded.
+fn listen(sock: UdpSocket, secs: f32) -> std::thread::JoinHandle<Vec<(Instant, Vec<f32>)>> {
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs_f32(secs);
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut heard = Vec::new();
+        let mut buf = [0u8; 1500];
+        while Instant::now() < end {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let mut pcm = vec![0i16; n.saturating_sub(12)];
+                Law::Ulaw.decode(&buf[12..n], &mut pcm);
+                heard.push((Instant::now(), pcm.into_iter().map(|s| s as f32 / 32768.0).collect()));
+            }
+        }
+        heard
+    })
+}
+
+fn window(heard: &[(Instant, Vec<f32>)], from: Instant, to: Instant) -> Vec<f32> {
+    heard
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect()
+}
+
+/// An application on a conference's mix speaks back: the participant hears
+/// it, the application does not hear itself, a mark comes back once its
+/// audio played, and `clear` silences it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_listens_to_a_conference_and_speaks_into_it() {
+    let (url, mut conns) = ws_app().await;
+    let d = Daemon::start(89, &[]).await;
+    let (s, r) = d.post("/v1/conferences", json!({"id": "room"})).await;
+    assert_eq!(s, 200, "{r}");
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+        phone.local_addr().unwrap().port()
+    );
+    let (s, r) = d.post("/v1/conferences/room/participants", json!({"sdp": sdp})).await;
+    assert_eq!(s, 200, "{r}");
+    let to = sdp_target(r["sdp"].as_str().unwrap());
+    let (s, r) = d
+        .post(
+            "/v1/conferences/room/streams",
+            json!({"url": url, "bidirectional": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let mut conn = accept(&mut conns).await;
+    assert_eq!(conn.json().await["event"], "connected");
+    let start = conn.json().await;
+    assert_eq!(start["start"]["callSid"], "room");
+    let sid = start["streamSid"].clone();
+    let heard = listen(phone.try_clone().unwrap(), 4.0);
+    let talk = send_tone(phone, to, 440.0, 200, 4242);
+    // One second of 1000 Hz at once (faster than real time, as TTS sends), then a mark.
+    let t0 = Instant::now();
+    for i in 0..50 {
+        let payload = base64::engine::general_purpose::STANDARD.encode(pcmu(1000.0, i * 160));
+        conn.send(json!({"event": "media", "streamSid": sid, "media": {"payload": payload}}));
+    }
+    conn.send(json!({"event": "mark", "streamSid": sid, "mark": {"name": "said"}}));
+    let mut app_heard = Vec::new();
+    let mark = loop {
+        let m = conn.json().await;
+        match m["event"].as_str().unwrap() {
+            "media" => app_heard.extend(mulaw_payload(&m)),
+            "mark" => break (m, t0.elapsed()),
+            e => panic!("unexpected {e}"),
+        }
+    };
+    assert_eq!(mark.0["mark"]["name"], "said");
+    assert!(
+        mark.1 >= Duration::from_millis(900) && mark.1 < Duration::from_millis(2500),
+        "the mark came back {:?} after a second of audio",
+        mark.1
+    );
+    // Now five seconds of it, cleared after 300 ms (barge-in).
+    for i in 0..250 {
+        let payload = base64::engine::general_purpose::STANDARD.encode(pcmu(1000.0, i * 160));
+        conn.send(json!({"event": "media", "streamSid": sid, "media": {"payload": payload}}));
+    }
+    conn.send(json!({"event": "mark", "streamSid": sid, "mark": {"name": "long"}}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cleared = Instant::now();
+    conn.send(json!({"event": "clear", "streamSid": sid}));
+    let long = loop {
+        let m = conn.json().await;
+        if m["event"] == "mark" {
+            break m;
+        }
+    };
+    assert_eq!(long["mark"]["name"], "long", "a cleared mark comes back at once");
+    assert!(cleared.elapsed() < Duration::from_millis(500));
+    talk.join().unwrap();
+    let heard = heard.join().unwrap();
+    let said = window(&heard, t0 + Duration::from_millis(300), t0 + Duration::from_millis(900));
+    assert!(
+        tone_level(&said, 8000.0, 1000.0) > 0.05,
+        "the phone hears the application"
+    );
+    let after = window(
+        &heard,
+        cleared + Duration::from_millis(200),
+        cleared + Duration::from_millis(900),
+    );
+    assert!(!after.is_empty());
+    assert!(tone_level(&after, 8000.0, 1000.0) < 0.01, "nothing of it after clear");
+    // The application hears the phone, not itself.
+    assert!(
+        tone_level(&app_heard, 8000.0, 440.0) > 0.05,
+        "the application hears the phone"
+    );
+    assert!(
+        tone_level(&app_heard, 8000.0, 1000.0) < 0.01,
+        "the application hears itself"
+    );
+}
