@@ -158,11 +158,13 @@ async fn a_call_leg_streams_both_tracks_in_twilio_format() {
     let mut conn = accept(&mut conns).await;
     assert!(conn.headers.contains(&("authorization".into(), "Bearer k1".into())));
     let connected = conn.json().await;
+    let mut sent = vec![connected.to_string()];
     assert_eq!(
         (&connected["event"], &connected["protocol"]),
         (&json!("connected"), &json!("Call"))
     );
     let start = conn.json().await;
+    sent.push(start.to_string());
     assert_eq!(start["event"], "start", "{start}");
     assert_eq!(start["streamSid"], json!(sid));
     assert_eq!(start["start"]["callSid"], "st");
@@ -188,6 +190,7 @@ async fn a_call_leg_streams_both_tracks_in_twilio_format() {
     let mut seq = 1u64;
     let digit = loop {
         let m = conn.json().await;
+        sent.push(m.to_string());
         seq += 1;
         assert_eq!(m["sequenceNumber"], json!(seq.to_string()), "{m}");
         assert_eq!(m["streamSid"], json!(sid));
@@ -224,6 +227,8 @@ async fn a_call_leg_streams_both_tracks_in_twilio_format() {
         (&json!("stop"), &json!("st")),
         "{stop}"
     );
+    sent.push(stop.to_string());
+    twilio_check(&sent);
     assert!(matches!(conn.next().await, Message::Close(_)));
     let metrics = d.metrics().await;
     assert!(
@@ -232,6 +237,31 @@ async fn a_call_leg_streams_both_tracks_in_twilio_format() {
             "chorus_audio_stream_frames_total{outcome=\"sent\",target=\"call\"}"
         ) >= 90.0
     );
+}
+
+/// The messages, against streamdouble's reading of Twilio's documentation.
+fn twilio_check(messages: &[String]) {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/twilio_check.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdin = child.stdin.take().unwrap();
+    for m in messages {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("No module named 'streamdouble'"),
+        "streamdouble is not installed: run scripts/test, which installs it"
+    );
+    assert!(out.status.success(), "{err}{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// What a participant hears through a 48 kHz conference, decoded.
@@ -353,4 +383,100 @@ async fn an_application_listens_to_a_conference_and_speaks_into_it() {
         tone_level(&app_heard, 8000.0, 1000.0) < 0.01,
         "the application hears itself"
     );
+}
+
+/// What a user sees going wrong: precise refusals, an application that is
+/// down (events say so, the call goes on), one that drops the connection
+/// (chorus reconnects and starts afresh), and a raw stereo stream of a
+/// participant that ends with its conference.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_reconnects_and_raw_stereo() {
+    let (url, mut conns) = ws_app().await;
+    let d = Daemon::start(101, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    d.call("c1", &a, &b).await;
+    for (path, body, status, says) in [
+        ("/v1/calls/c1/streams", json!({"url": "http://x/", "from_tag": "ta"}), 400, "ws://"),
+        ("/v1/calls/c1/streams", json!({"url": url}), 400, "from_tag"),
+        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "zz"}), 404, "no leg tagged `zz`"),
+        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "ta", "bidirectional": true}), 400, "conferences"),
+        ("/v1/calls/nope/streams", json!({"url": url, "from_tag": "ta"}), 404, "no call `nope`"),
+        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "ta", "sample_rate": 16000}), 400, "format raw"),
+    ] {
+        let (s, r) = d.post(path, body.clone()).await;
+        assert_eq!(s, status, "{body} -> {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(says), "{body} -> {r}");
+    }
+    // An application that is down: the stream starts, the events say why it waits.
+    let (s, r) = d.post("/v1/conferences", json!({"id": "r1"})).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = d
+        .post("/v1/conferences/r1/streams", json!({"url": "ws://127.0.0.1:9/down"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let down_sid = r["stream_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, conf) = d.get("/v1/conferences/r1").await;
+        let events = conf["events"].as_array().unwrap();
+        if let Some(e) = events.iter().find(|e| e["event"] == "stream_disconnected") {
+            assert_eq!(e["stream_id"], json!(down_sid), "{e}");
+            assert!(e["reason"].as_str().unwrap().contains("refused"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stream_disconnected event: {conf}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, _) = d.delete(&format!("/v1/conferences/r1/streams/{down_sid}")).await;
+    assert_eq!(s, 200);
+    // A participant in raw stereo at 16 kHz: it says 440 Hz (left).
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+        phone.local_addr().unwrap().port()
+    );
+    let (s, r) = d.post("/v1/conferences/r1/participants", json!({"sdp": sdp})).await;
+    assert_eq!(s, 200, "{r}");
+    let to = sdp_target(r["sdp"].as_str().unwrap());
+    let pid = r["participant_id"].as_u64().unwrap();
+    let body = json!({"url": url, "participant": pid, "format": "raw", "sample_rate": 16000,
+                      "channels": 2, "tracks": "both"});
+    let (s, r) = d.post("/v1/conferences/r1/streams", body).await;
+    assert_eq!(s, 200, "{r}");
+    let mut conn = accept(&mut conns).await;
+    let start = conn.json().await;
+    assert_eq!(
+        (&start["event"], &start["sample_rate"], &start["channels"], &start["encoding"]),
+        (&json!("start"), &json!(16000), &json!(2), &json!("pcm_s16le")),
+        "{start}"
+    );
+    // The application drops the connection: chorus comes back with a new start.
+    let _ = conn.tx.send(Message::Close(None));
+    let mut conn = accept(&mut conns).await;
+    assert_eq!(conn.json().await["event"], "start", "a fresh start after reconnecting");
+    send_tone(phone.try_clone().unwrap(), to, 440.0, 60, 99).join().unwrap();
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    while left.len() < 16000 {
+        if let Message::Binary(b) = conn.next().await {
+            assert_eq!(b.len() % 4, 0);
+            for f in b.chunks_exact(4) {
+                left.push(i16::from_le_bytes([f[0], f[1]]) as f32 / 32768.0);
+                right.push(i16::from_le_bytes([f[2], f[3]]) as f32 / 32768.0);
+            }
+        }
+    }
+    assert!(tone_level(&left, 16000.0, 440.0) > 0.05, "left: what the participant says");
+    assert!(tone_level(&right, 16000.0, 440.0) < 0.01, "right: what it hears (alone: nothing)");
+    // The conference ends: the stream stops.
+    let (s, _) = d.delete("/v1/conferences/r1").await;
+    assert_eq!(s, 200);
+    let stop = loop {
+        if let Message::Text(t) = conn.next().await {
+            break serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(stop["event"], "stop", "{stop}");
+    let metrics = d.metrics().await;
+    assert!(metric(&metrics, "chorus_audio_stream_connections_total{outcome=\"lost\"}") >= 1.0);
+    assert!(metric(&metrics, "chorus_audio_stream_connections_total{outcome=\"failed\"}") >= 1.0);
 }
