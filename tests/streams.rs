@@ -396,12 +396,37 @@ async fn refusals_reconnects_and_raw_stereo() {
     let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
     d.call("c1", &a, &b).await;
     for (path, body, status, says) in [
-        ("/v1/calls/c1/streams", json!({"url": "http://x/", "from_tag": "ta"}), 400, "ws://"),
+        (
+            "/v1/calls/c1/streams",
+            json!({"url": "http://x/", "from_tag": "ta"}),
+            400,
+            "ws://",
+        ),
         ("/v1/calls/c1/streams", json!({"url": url}), 400, "from_tag"),
-        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "zz"}), 404, "no leg tagged `zz`"),
-        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "ta", "bidirectional": true}), 400, "conferences"),
-        ("/v1/calls/nope/streams", json!({"url": url, "from_tag": "ta"}), 404, "no call `nope`"),
-        ("/v1/calls/c1/streams", json!({"url": url, "from_tag": "ta", "sample_rate": 16000}), 400, "format raw"),
+        (
+            "/v1/calls/c1/streams",
+            json!({"url": url, "from_tag": "zz"}),
+            404,
+            "no leg tagged `zz`",
+        ),
+        (
+            "/v1/calls/c1/streams",
+            json!({"url": url, "from_tag": "ta", "bidirectional": true}),
+            400,
+            "conferences",
+        ),
+        (
+            "/v1/calls/nope/streams",
+            json!({"url": url, "from_tag": "ta"}),
+            404,
+            "no call `nope`",
+        ),
+        (
+            "/v1/calls/c1/streams",
+            json!({"url": url, "from_tag": "ta", "sample_rate": 16000}),
+            400,
+            "format raw",
+        ),
     ] {
         let (s, r) = d.post(path, body.clone()).await;
         assert_eq!(s, status, "{body} -> {r}");
@@ -446,7 +471,12 @@ async fn refusals_reconnects_and_raw_stereo() {
     let mut conn = accept(&mut conns).await;
     let start = conn.json().await;
     assert_eq!(
-        (&start["event"], &start["sample_rate"], &start["channels"], &start["encoding"]),
+        (
+            &start["event"],
+            &start["sample_rate"],
+            &start["channels"],
+            &start["encoding"]
+        ),
         (&json!("start"), &json!(16000), &json!(2), &json!("pcm_s16le")),
         "{start}"
     );
@@ -465,8 +495,14 @@ async fn refusals_reconnects_and_raw_stereo() {
             }
         }
     }
-    assert!(tone_level(&left, 16000.0, 440.0) > 0.05, "left: what the participant says");
-    assert!(tone_level(&right, 16000.0, 440.0) < 0.01, "right: what it hears (alone: nothing)");
+    assert!(
+        tone_level(&left, 16000.0, 440.0) > 0.05,
+        "left: what the participant says"
+    );
+    assert!(
+        tone_level(&right, 16000.0, 440.0) < 0.01,
+        "right: what it hears (alone: nothing)"
+    );
     // The conference ends: the stream stops.
     let (s, _) = d.delete("/v1/conferences/r1").await;
     assert_eq!(s, 200);
@@ -479,4 +515,47 @@ async fn refusals_reconnects_and_raw_stereo() {
     let metrics = d.metrics().await;
     assert!(metric(&metrics, "chorus_audio_stream_connections_total{outcome=\"lost\"}") >= 1.0);
     assert!(metric(&metrics, "chorus_audio_stream_connections_total{outcome=\"failed\"}") >= 1.0);
+}
+
+/// The proxy starts and stops a stream over ng (`start stream`, `stop stream`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_starts_and_stops_a_stream_over_ng() {
+    let (url, mut conns) = ws_app().await;
+    let d = Daemon::start(102, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    d.call("ngc", &a, &b).await;
+    let start = ngd(&[
+        ("command", "start stream"),
+        ("call-id", "ngc"),
+        ("from-tag", "tb"),
+        ("url", &url),
+        ("format", "raw"),
+        ("sample-rate", "8000"),
+    ]);
+    let r = tokio::task::block_in_place(|| ng(&d, "s1", &start));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    assert!(r.get("warning").is_none(), "{r}");
+    let sid = r
+        .get("stream-id")
+        .and_then(|v| v.as_str())
+        .expect("stream-id")
+        .to_string();
+    let mut conn = accept(&mut conns).await;
+    let open = conn.json().await;
+    assert_eq!(
+        (&open["stream_id"], &open["party"], &open["sample_rate"]),
+        (&json!(sid), &json!("tb"), &json!(8000))
+    );
+    let stop = ngd(&[("command", "stop stream"), ("call-id", "ngc"), ("stream-id", &sid)]);
+    let r = tokio::task::block_in_place(|| ng(&d, "s2", &stop));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    assert_eq!(conn.json().await["event"], "stop");
+    let again = tokio::task::block_in_place(|| ng(&d, "s3", &stop));
+    assert_eq!(again.get("result").and_then(|v| v.as_str()), Some("error"));
+    let reason = again
+        .get("error-reason")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("no stream"), "{reason}");
 }

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod ng;
 pub mod ng_cookie;
+pub mod ng_streams;
 pub mod openapi;
 pub mod replicate;
 pub mod restore;

@@ -192,6 +192,8 @@ impl Ng<'_> {
             "query" => "ng:query",
             "list" => "ng:list",
             "statistics" => "ng:statistics",
+            "start stream" => "ng:start_stream",
+            "stop stream" => "ng:stop_stream",
             _ => {
                 self.state
                     .metrics
@@ -199,7 +201,7 @@ impl Ng<'_> {
                     .with_label_values(&["ng", "unknown_command"])
                     .inc();
                 return Err(Error::NotImplemented(format!(
-                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics)"
+                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream)"
                 )));
             }
         };
@@ -231,6 +233,9 @@ impl Ng<'_> {
                         .push(("calls", Value::List(ids.iter().map(|i| Value::str(i)).collect())));
                 }
                 "statistics" => reply.items.push(("statistics", self.statistics())),
+                "start stream" | "stop stream" => reply
+                    .items
+                    .extend(super::ng_streams::execute(self.state, command, d).await?),
                 _ => unreachable!("filtered above"),
             }
             Ok(reply)
@@ -407,7 +412,7 @@ fn unknown_keys(d: &Value) -> Option<String> {
     let unknown: Vec<String> = items
         .iter()
         .map(|(k, _)| String::from_utf8_lossy(k).to_string())
-        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()) && !super::ng_streams::KEYS.contains(&k.as_str()))
         .collect();
     (!unknown.is_empty()).then(|| format!("unknown keys ignored: {}", unknown.join(", ")))
 }

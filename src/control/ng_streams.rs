@@ -1,0 +1,98 @@
+//! ng commands for WebSocket audio streams (chorus's own; rtpengine has
+//! none): `start stream` taps a call's leg (`call-id`, `from-tag`, `url`,
+//! and optionally `format`, `tracks`, `sample-rate`, `channels`,
+//! `headers`, `custom-parameters`) and answers its `stream-id`;
+//! `stop stream` stops it (`call-id`, `stream-id`).
+
+use super::{streams, State};
+use crate::error::Error;
+use crate::streams::{Owner, StartOptions};
+use crate::wire::bencode::Value;
+use serde_json::{json, Map, Value as Json};
+
+/// The keys these commands read (the others warn).
+pub const KEYS: &[&str] = &[
+    "url",
+    "format",
+    "tracks",
+    "sample-rate",
+    "channels",
+    "headers",
+    "custom-parameters",
+    "stream-id",
+];
+
+pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'static str, Value)>, Error> {
+    let call_id = text(d, "call-id")?.ok_or_else(|| Error::BadRequest("no `call-id`".into()))?;
+    match command {
+        "start stream" => {
+            let opts: StartOptions =
+                serde_json::from_value(options(d)?).map_err(|e| Error::BadRequest(format!("start stream: {e}")))?;
+            let started = streams::start_call(state, &call_id, opts).await?;
+            let sid = started["stream_id"].as_str().unwrap_or_default();
+            Ok(vec![("stream-id", Value::str(sid))])
+        }
+        _ => {
+            let sid = text(d, "stream-id")?.ok_or_else(|| Error::BadRequest("no `stream-id`".into()))?;
+            streams::stop(state, &Owner::Call(call_id), &sid).await?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The ng dictionary as the HTTP API's start options.
+fn options(d: &Value) -> Result<Json, Error> {
+    let mut o = Map::new();
+    for (ng, api) in [
+        ("url", "url"),
+        ("format", "format"),
+        ("tracks", "tracks"),
+        ("from-tag", "from_tag"),
+    ] {
+        if let Some(v) = text(d, ng)? {
+            o.insert(api.into(), json!(v));
+        }
+    }
+    for (ng, api) in [("sample-rate", "sample_rate"), ("channels", "channels")] {
+        match d.get(ng) {
+            None => {}
+            Some(Value::Int(n)) => {
+                o.insert(api.into(), json!(n));
+            }
+            Some(_) => {
+                let v = text(d, ng)?.unwrap_or_default();
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| Error::BadRequest(format!("`{ng}` must be a number, not `{v}`")))?;
+                o.insert(api.into(), json!(n));
+            }
+        }
+    }
+    for (ng, api) in [("headers", "headers"), ("custom-parameters", "custom_parameters")] {
+        match d.get(ng) {
+            None => {}
+            Some(Value::Dict(items)) => {
+                let mut m = Map::new();
+                for (k, v) in items {
+                    let (Ok(k), Some(v)) = (std::str::from_utf8(k), v.as_str()) else {
+                        return Err(Error::BadRequest(format!("`{ng}` must map strings to strings")));
+                    };
+                    m.insert(k.into(), json!(v));
+                }
+                o.insert(api.into(), Json::Object(m));
+            }
+            Some(_) => return Err(Error::BadRequest(format!("`{ng}` must be a dictionary"))),
+        }
+    }
+    Ok(Json::Object(o))
+}
+
+fn text(d: &Value, key: &str) -> Result<Option<String>, Error> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(|s| Some(s.to_string()))
+            .ok_or_else(|| Error::BadRequest(format!("`{key}` must be a UTF-8 string"))),
+    }
+}
