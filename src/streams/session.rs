@@ -2,13 +2,13 @@
 //! on, take back what the application plays, reconnect with backoff when
 //! the connection is lost, and stop when the tap closes.
 
+use super::backlog::Backlog;
 use super::format::{self, Incoming, Meta, Outgoing, Wire};
 use super::options::Checked;
 use super::{Owner, Registry};
-use crate::media::tap::{Back, Out, Tap, FRAME_MAX};
+use crate::media::tap::{Out, Tap};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,10 +22,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest message taken from an application (a second of 48 kHz PCM is 96 KB).
 const MAX_MESSAGE: usize = 1 << 20;
-/// The application's audio waiting to be played at most; older goes first.
-const BACKLOG_SECONDS: usize = 30;
-/// Marks waiting for their audio at most.
-const MAX_MARKS: usize = 1024;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -294,99 +290,5 @@ fn to_message(w: Wire) -> Message {
     match w {
         Wire::Text(t) => Message::Text(t.into()),
         Wire::Binary(b) => Message::Binary(b.into()),
-    }
-}
-
-/// The application's audio and marks not yet handed to the worker: audio
-/// as samples, each mark at the sample count where it stands.
-struct Backlog {
-    rate: usize,
-    pcm: VecDeque<i16>,
-    /// Samples taken from the front so far (positions are counted from the start).
-    taken: u64,
-    marks: HashMap<u64, String>,
-    order: VecDeque<(u64, u64)>,
-    next_mark: u64,
-}
-
-impl Backlog {
-    fn new(rate: u32) -> Self {
-        Backlog {
-            rate: rate as usize,
-            pcm: VecDeque::new(),
-            taken: 0,
-            marks: HashMap::new(),
-            order: VecDeque::new(),
-            next_mark: 0,
-        }
-    }
-
-    fn frame(&self) -> usize {
-        (self.rate / 50).min(FRAME_MAX)
-    }
-
-    fn waiting(&self) -> bool {
-        !self.pcm.is_empty() || !self.order.is_empty()
-    }
-
-    /// Adds audio; returns the samples let go from the front to stay bounded.
-    fn audio(&mut self, pcm: &[i16]) -> usize {
-        self.pcm.extend(pcm);
-        let over = self.pcm.len().saturating_sub(self.rate * BACKLOG_SECONDS);
-        self.pcm.drain(..over);
-        self.taken += over as u64;
-        over
-    }
-
-    fn mark(&mut self, name: String) {
-        if self.marks.len() >= MAX_MARKS {
-            return;
-        }
-        self.next_mark += 1;
-        self.marks.insert(self.next_mark, name);
-        self.order
-            .push_back((self.taken + self.pcm.len() as u64, self.next_mark));
-    }
-
-    /// Hands the worker what fits in its ring, in order.
-    fn top_up(&mut self, tap: &Tap) {
-        let frame = self.frame();
-        while tap.back_len() < crate::media::tap::BACK_FRAMES {
-            if let Some(&(_, id)) = self.order.front().filter(|(at, _)| *at <= self.taken) {
-                if tap.offer_back(Back::Mark(id)).is_err() {
-                    return;
-                }
-                self.order.pop_front();
-                continue;
-            }
-            // A partial frame goes out only when a mark waits behind it.
-            let n = self.pcm.len().min(frame);
-            if n == 0 || (n < frame && self.order.is_empty()) {
-                return;
-            }
-            let mut pcm = [0i16; FRAME_MAX];
-            for (d, s) in pcm.iter_mut().zip(self.pcm.drain(..n)) {
-                *d = s;
-            }
-            self.taken += n as u64;
-            let b = Back::Audio {
-                rate: self.rate as u32,
-                len: frame,
-                pcm,
-            };
-            if tap.offer_back(b).is_err() {
-                return; // cannot happen: room was checked
-            }
-        }
-    }
-
-    /// `clear`: nothing more of what was sent is played; the names of the
-    /// marks that were waiting, to echo at once.
-    fn clear(&mut self, tap: &Tap) -> Vec<String> {
-        let mut ids = tap.clear_back();
-        ids.extend(self.order.drain(..).map(|(_, id)| id));
-        self.taken += self.pcm.len() as u64;
-        self.pcm.clear();
-        ids.into_iter().filter_map(|id| self.marks.remove(&id)).collect()
     }
 }

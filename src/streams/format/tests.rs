@@ -107,3 +107,30 @@ fn what_applications_send_is_checked() {
     let long = format!(r#"{{"event":"mark","mark":{{"name":"{}"}}}}"#, "x".repeat(300));
     assert!(parse(Format::Twilio, &Wire::Text(long)).unwrap_err().contains("256"));
 }
+
+proptest::proptest! {
+    /// Any message an application sends gets an answer, never a panic.
+    #[test]
+    fn any_message_is_read_or_refused(text in ".{0,300}", bytes in proptest::collection::vec(0u8.., 0..300)) {
+        for f in [Format::Twilio, Format::Raw] {
+            let _ = parse(f, &Wire::Text(text.clone()));
+            let _ = parse(f, &Wire::Binary(bytes.clone()));
+        }
+    }
+
+    /// Well-formed JSON of any shape under the events applications send.
+    #[test]
+    fn json_of_any_shape(event in proptest::sample::select(vec!["media", "mark", "clear", "stop", "x"]),
+                         inner in proptest::option::of(".{0,40}"), num in proptest::num::i64::ANY) {
+        let shapes = [
+            json!({"event": event, "media": {"payload": inner}, "mark": {"name": num}}),
+            json!({"event": event, "media": num, "mark": inner, "name": inner}),
+            json!({"event": event, "media": {"payload": num}, "mark": {"name": inner}}),
+        ];
+        for v in shapes {
+            for f in [Format::Twilio, Format::Raw] {
+                let _ = parse(f, &Wire::Text(v.to_string()));
+            }
+        }
+    }
+}
