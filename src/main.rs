@@ -121,6 +121,14 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_requests_per_second: Option<u32>,
+    /// WebSocket audio streams to applications at most [default: 256].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_streams: Option<usize>,
+    /// PEM certificates trusted for wss:// streams besides Mozilla's roots [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_ca_file: Option<String>,
     /// Redis for call records and heartbeats, redis://host:port/db [default: none, in memory].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

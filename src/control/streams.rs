@@ -184,12 +184,15 @@ fn launch(
 /// Stops stream `sid` of `owner`: its worker lets go of the tap, and the
 /// stream's task sends `stop` and closes.
 pub async fn stop(state: &State, owner: &Owner, sid: &str) -> Result<Value, Error> {
+    // Out of the registry at once: a second stop finds nothing.
     let (worker, key, tap_id, tap) = {
-        let map = lock(&state.streams.map);
+        let mut map = lock(&state.streams.map);
         match map.get(sid) {
-            Some(e) if &e.owner == owner => (e.worker, e.key, e.tap_id, e.tap.clone()),
+            Some(e) if &e.owner == owner => {}
             _ => return Err(Error::NotFound(format!("{} has no stream `{sid}`", owner.describe()))),
         }
+        let e = map.remove(sid).expect("just found");
+        (e.worker, e.key, e.tap_id, e.tap)
     };
     let (reply, rx) = oneshot::channel();
     state.workers[worker].send(Command::Untap { key, id: tap_id, reply })?;

@@ -17,3 +17,4 @@ pub mod srtp;
 pub mod stats;
 pub mod tap;
 pub mod transcode;
+pub mod wav;

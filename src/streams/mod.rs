@@ -93,7 +93,9 @@ impl StreamMetrics {
             "chorus_audio_stream_delay_seconds",
             "From an RTP packet's arrival (a conference: its tick) to its frame written to the WebSocket",
         )
-        .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]);
+        .buckets(vec![
+            0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
+        ]);
         StreamMetrics {
             active: register(
                 r,

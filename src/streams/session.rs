@@ -20,6 +20,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Time to open the connection (TCP, TLS, handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The WebSocket's read buffer (messages may be larger: they are read in parts).
+const READ_BUFFER: usize = 4096;
 /// Largest message taken from an application (a second of 48 kHz PCM is 96 KB).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -59,7 +61,10 @@ async fn connect(reg: &Registry, opts: &Checked) -> Result<Ws, String> {
         };
         req.headers_mut().insert(k, v);
     }
+    // tungstenite zeroes its whole read buffer before each read attempt
+    // (128 KiB by default): at 4 KiB, a wake-up for a frame costs little.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let connector = tokio_tungstenite::Connector::Rustls(reg.tls.clone());
@@ -157,9 +162,11 @@ struct Connection<'a> {
     tap: &'a Tap,
     opts: &'a Checked,
     out: Outgoing,
-    target: &'static str,
     dropped_seen: u64,
     back: Backlog,
+    /// This stream's frame counters, looked up once.
+    sent: prometheus::IntCounter,
+    dropped: prometheus::IntCounter,
 }
 
 impl<'a> Connection<'a> {
@@ -171,9 +178,10 @@ impl<'a> Connection<'a> {
             tap,
             opts,
             out,
-            target,
             dropped_seen: tap.dropped.load(std::sync::atomic::Ordering::Relaxed),
             back,
+            sent: reg.metrics.frames.with_label_values(&[target, "sent"]),
+            dropped: reg.metrics.frames.with_label_values(&[target, "dropped"]),
         }
     }
 
@@ -209,8 +217,15 @@ impl<'a> Connection<'a> {
                 },
                 _ = pace.tick(), if self.back.waiting() => self.back.top_up(self.tap),
             }
+            // One write for what one wake-up drained.
+            let n = outgoing.len();
             for m in outgoing {
-                if let Err(e) = sink.send(to_message(m)).await {
+                if let Err(e) = sink.feed(to_message(m)).await {
+                    return End::Lost(e.to_string());
+                }
+            }
+            if n > 0 {
+                if let Err(e) = sink.flush().await {
                     return End::Lost(e.to_string());
                 }
             }
@@ -224,7 +239,7 @@ impl<'a> Connection<'a> {
             match o {
                 Out::Audio(f) => {
                     m.delay.observe(f.at.elapsed().as_secs_f64());
-                    m.frames.with_label_values(&[self.target, "sent"]).inc();
+                    self.sent.inc();
                     outgoing.extend(self.out.audio(&f));
                 }
                 Out::Dtmf(d) => outgoing.push(self.out.dtmf(d)),
@@ -237,9 +252,7 @@ impl<'a> Connection<'a> {
         }
         let dropped = self.tap.dropped.load(std::sync::atomic::Ordering::Relaxed);
         if dropped > self.dropped_seen {
-            m.frames
-                .with_label_values(&[self.target, "dropped"])
-                .inc_by(dropped - self.dropped_seen);
+            self.dropped.inc_by(dropped - self.dropped_seen);
             self.dropped_seen = dropped;
         }
     }

@@ -102,6 +102,18 @@ struct Args {
     /// payload carries no send time through a codec).
     #[arg(long)]
     transcode: bool,
+    /// Stream every call's leg A (both tracks) to this WebSocket URL.
+    #[arg(long)]
+    stream_url: Option<String>,
+    /// Stream format: twilio or raw.
+    #[arg(long, default_value = "twilio")]
+    stream_format: String,
+    /// Raw streams' sample rate.
+    #[arg(long)]
+    stream_rate: Option<u32>,
+    /// Sink mode: a WebSocket server that reads and drops every message.
+    #[arg(long)]
+    ws_sink: Option<String>,
 }
 
 mod conference;
@@ -109,6 +121,7 @@ mod failover;
 mod spray;
 mod srtp;
 mod transcode;
+mod ws_sink;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -127,6 +140,9 @@ fn main() {
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .expect("--spray MIN-MAX");
         return spray::run(min, max, args.rate, args.seconds);
+    }
+    if let Some(listen) = &args.ws_sink {
+        return ws_sink::run(listen);
     }
     if args.failover {
         let pid = args.pid.expect("--failover needs --pid of the instance to kill");
@@ -213,6 +229,10 @@ fn main() {
     let opus_frames = args.transcode.then(transcode::opus_frames);
     let transcoding = args.transcode;
     let setup_s = t_setup.elapsed().as_secs_f64();
+    let streams = match &args.stream_url {
+        Some(url) => ws_sink::start_streams(&args.api, args.calls, url, &args.stream_format, args.stream_rate),
+        None => 0,
+    };
 
     let total_sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -390,6 +410,8 @@ fn main() {
         "calls": args.calls,
         "srtp": args.srtp,
         "transcode": args.transcode,
+        "streams": streams,
+        "stream_format": args.stream_url.as_ref().map(|_| &args.stream_format),
         "setup_s": (setup_s * 1000.0).round() / 1000.0,
         "packets_sent": total,
         "packets_received": total_recv,
