@@ -90,6 +90,8 @@ pub struct Config {
     /// PEM certificates trusted for `wss://` streams besides Mozilla's
     /// roots (a private CA).
     pub stream_ca_file: Option<String>,
+    /// Where recordings (WAV and metadata JSON, named by recording id) go.
+    pub recording_dir: String,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             dtls_private_key: None,
             max_streams: 256,
             stream_ca_file: None,
+            recording_dir: "recordings".into(),
         }
     }
 }
@@ -160,6 +163,7 @@ const ENV_KEYS: &[&str] = &[
     "dtls_private_key",
     "max_streams",
     "stream_ca_file",
+    "recording_dir",
 ];
 
 impl Config {

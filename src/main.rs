@@ -129,6 +129,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_ca_file: Option<String>,
+    /// Directory recordings are written to [default: recordings].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording_dir: Option<String>,
     /// Redis for call records and heartbeats, redis://host:port/db [default: none, in memory].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -98,23 +98,6 @@ async fn accept(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
         .unwrap()
 }
 
-/// 20 ms of a tone as PCMU, continuing from sample `at`.
-fn pcmu(freq: f32, at: usize) -> Vec<u8> {
-    let pcm: Vec<i16> = (0..160)
-        .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * freq * (at + i) as f32 / 8000.0).sin()) as i16)
-        .collect();
-    let mut out = vec![0u8; 160];
-    Law::Ulaw.encode(&pcm, &mut out);
-    out
-}
-
-fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 12 + payload.len()];
-    chorus::wire::rtp::write_header(&mut b, pt, seq, ts, ssrc).unwrap();
-    b[12..].copy_from_slice(payload);
-    b
-}
-
 /// Sends `n` packets of a tone from `sock` to `to` in real time.
 fn send_tone(sock: UdpSocket, to: SocketAddr, freq: f32, n: usize, ssrc: u32) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {

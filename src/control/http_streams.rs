@@ -1,13 +1,15 @@
-//! The HTTP routes of WebSocket audio streams (see `control::streams`).
+//! The HTTP routes of WebSocket audio streams and recordings (see
+//! `control::streams`, `control::recordings`).
 
 use super::http::{body, instrumented, Shared};
-use super::streams;
-use crate::streams::{Owner, StartOptions};
+use super::{recordings, streams};
+use crate::streams::{Owner, RecordOptions, StartOptions};
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::response::Response;
 use axum::routing::{delete, post};
 use axum::Router;
+use serde::Deserialize;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -15,6 +17,106 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/calls/{call_id}/streams/{stream_id}", delete(call_stop))
         .route("/v1/conferences/{conf_id}/streams", post(conf_start).get(conf_list))
         .route("/v1/conferences/{conf_id}/streams/{stream_id}", delete(conf_stop))
+        .route("/v1/calls/{call_id}/recordings", post(call_record).get(call_recordings))
+        .route(
+            "/v1/calls/{call_id}/recordings/{recording_id}",
+            delete(call_record_stop).patch(call_record_pause),
+        )
+        .route(
+            "/v1/conferences/{conf_id}/recordings",
+            post(conf_record).get(conf_recordings),
+        )
+        .route(
+            "/v1/conferences/{conf_id}/recordings/{recording_id}",
+            delete(conf_record_stop).patch(conf_record_pause),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    paused: bool,
+}
+
+async fn call_record(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "recording_start", &id, async {
+        super::calls::query(&state, &id).await?;
+        let opts: RecordOptions = body(&bytes)?;
+        recordings::start_call(&state, &id, opts).await
+    })
+    .await
+}
+
+async fn conf_record(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "recording_start", &id, async {
+        super::conference_commands::handle(&state, &id)?;
+        let opts: RecordOptions = body(&bytes)?;
+        recordings::start_conference(&state, &id, opts).await
+    })
+    .await
+}
+
+async fn call_recordings(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(&state, "recording_list", &id, async {
+        super::calls::query(&state, &id).await?;
+        Ok(recordings::list(&state, &Owner::Call(id.clone())))
+    })
+    .await
+}
+
+async fn conf_recordings(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(&state, "recording_list", &id, async {
+        super::conference_commands::handle(&state, &id)?;
+        Ok(recordings::list(&state, &Owner::Conference(id.clone())))
+    })
+    .await
+}
+
+/// `owner` from the route: a call or a conference.
+fn owner(call: bool, id: &str) -> Owner {
+    match call {
+        true => Owner::Call(id.to_string()),
+        false => Owner::Conference(id.to_string()),
+    }
+}
+
+async fn record_stop(state: Shared, call: bool, id: String, rid: String) -> Response {
+    instrumented(&state, "recording_stop", &id, async {
+        recordings::stop(&state, &owner(call, &id), &rid).await
+    })
+    .await
+}
+
+async fn record_pause(state: Shared, call: bool, id: String, rid: String, bytes: Bytes) -> Response {
+    instrumented(&state, "recording_pause", &id, async {
+        let b: PauseBody = body(&bytes)?;
+        recordings::pause(&state, &owner(call, &id), &rid, b.paused)
+    })
+    .await
+}
+
+async fn call_record_stop(AxState(state): AxState<Shared>, Path((id, rid)): Path<(String, String)>) -> Response {
+    record_stop(state, true, id, rid).await
+}
+
+async fn conf_record_stop(AxState(state): AxState<Shared>, Path((id, rid)): Path<(String, String)>) -> Response {
+    record_stop(state, false, id, rid).await
+}
+
+async fn call_record_pause(
+    AxState(state): AxState<Shared>,
+    Path((id, rid)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    record_pause(state, true, id, rid, bytes).await
+}
+
+async fn conf_record_pause(
+    AxState(state): AxState<Shared>,
+    Path((id, rid)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    record_pause(state, false, id, rid, bytes).await
 }
 
 async fn call_start(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {

@@ -194,6 +194,9 @@ impl Ng<'_> {
             "statistics" => "ng:statistics",
             "start stream" => "ng:start_stream",
             "stop stream" => "ng:stop_stream",
+            "start recording" => "ng:start_recording",
+            "pause recording" => "ng:pause_recording",
+            "stop recording" => "ng:stop_recording",
             _ => {
                 self.state
                     .metrics
@@ -201,7 +204,7 @@ impl Ng<'_> {
                     .with_label_values(&["ng", "unknown_command"])
                     .inc();
                 return Err(Error::NotImplemented(format!(
-                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream)"
+                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream, start recording, pause recording, stop recording)"
                 )));
             }
         };
@@ -233,7 +236,7 @@ impl Ng<'_> {
                         .push(("calls", Value::List(ids.iter().map(|i| Value::str(i)).collect())));
                 }
                 "statistics" => reply.items.push(("statistics", self.statistics())),
-                "start stream" | "stop stream" => reply
+                "start stream" | "stop stream" | "start recording" | "pause recording" | "stop recording" => reply
                     .items
                     .extend(super::ng_streams::execute(self.state, command, d).await?),
                 _ => unreachable!("filtered above"),
@@ -509,7 +512,7 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
     }
     if let Some(r) = str_of(d, "record-call")? {
         if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
-            warnings.push("record-call is not supported: the call is not recorded".into());
+            warnings.push("record-call is not supported: send `start recording` once the call is answered".into());
         }
     }
     Ok(())

@@ -2,9 +2,11 @@
 //! none): `start stream` taps a call's leg (`call-id`, `from-tag`, `url`,
 //! and optionally `format`, `tracks`, `sample-rate`, `channels`,
 //! `headers`, `custom-parameters`) and answers its `stream-id`;
-//! `stop stream` stops it (`call-id`, `stream-id`).
+//! `stop stream` stops it (`call-id`, `stream-id`). And rtpengine's
+//! `start recording` (or resume a paused one), `pause recording` and
+//! `stop recording`, on all of a call's recordings.
 
-use super::{streams, State};
+use super::{recordings, streams, State};
 use crate::error::Error;
 use crate::streams::{Owner, StartOptions};
 use crate::wire::bencode::Value;
@@ -32,9 +34,47 @@ pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'s
             let sid = started["stream_id"].as_str().unwrap_or_default();
             Ok(vec![("stream-id", Value::str(sid))])
         }
+        "start recording" | "pause recording" | "stop recording" => recording(state, command, &call_id, d).await,
         _ => {
             let sid = text(d, "stream-id")?.ok_or_else(|| Error::BadRequest("no `stream-id`".into()))?;
             streams::stop(state, &Owner::Call(call_id), &sid).await?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// rtpengine's recording commands: one stereo WAV of the call (the
+/// offerer's voice left, the answerer's right); `start recording` resumes
+/// recordings paused before.
+async fn recording(
+    state: &State,
+    command: &str,
+    call_id: &str,
+    d: &Value,
+) -> Result<Vec<(&'static str, Value)>, Error> {
+    let owner = Owner::Call(call_id.to_string());
+    let ids = recordings::ids(state, &owner);
+    match command {
+        "start recording" if ids.is_empty() => {
+            let opts = crate::streams::RecordOptions {
+                from_tag: text(d, "from-tag")?,
+                ..Default::default()
+            };
+            let started = recordings::start_call(state, call_id, opts).await?;
+            let id = started["recording_id"].as_str().unwrap_or_default();
+            Ok(vec![("recording-id", Value::str(id))])
+        }
+        "stop recording" => {
+            for id in ids {
+                recordings::stop(state, &owner, &id).await?;
+            }
+            Ok(Vec::new())
+        }
+        _ => {
+            let paused = command == "pause recording";
+            for id in ids {
+                recordings::pause(state, &owner, &id, paused)?;
+            }
             Ok(Vec::new())
         }
     }

@@ -8,20 +8,52 @@ use crate::media::codec::{self, CodecSpec};
 use crate::media::conference::TapPoint;
 use crate::media::tap::Tap;
 use crate::streams::format::Meta;
-use crate::streams::{Entry, Owner, Registry, StartOptions, StreamEvent, Target};
+use crate::streams::{Checked, Entry, Owner, Registry, Sink, StartOptions, StreamEvent, Target};
 use crate::worker::{Command, ConfCommand, TapSpec, WorkerError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
+/// A tap's sink, made once its id is known (a recording's file is named
+/// by it); ids start with `prefix`.
+pub struct MakeSink {
+    pub prefix: &'static str,
+    pub make: Box<dyn FnOnce(&str) -> Sink + Send>,
+}
+
+fn websocket(c: &Checked) -> MakeSink {
+    let (url, format) = (c.url.clone(), c.format);
+    MakeSink {
+        prefix: "MZ",
+        make: Box::new(move |_| Sink::WebSocket { url, format }),
+    }
+}
+
 /// Taps a relayed call's leg (`from_tag`) and streams it.
 pub async fn start_call(state: &State, call_id: &str, opts: StartOptions) -> Result<Value, Error> {
     // An unknown call is the first thing to say.
-    let handle = calls::entry(state, call_id, false)?;
+    calls::entry(state, call_id, false)?;
     let checked = opts.check_for_call()?;
     let tag = opts.from_tag.clone().unwrap_or_default();
+    let sink = websocket(&checked);
+    tap_call(state, call_id, Some(tag), checked, sink).await
+}
+
+/// Taps leg `tag` of a call (none: the leg that offered first) into `sink`.
+pub async fn tap_call(
+    state: &State,
+    call_id: &str,
+    tag: Option<String>,
+    checked: Checked,
+    sink: MakeSink,
+) -> Result<Value, Error> {
+    let handle = calls::entry(state, call_id, false)?;
     let e = handle.lock().await;
+    let tag = match tag {
+        Some(t) => t,
+        None => e.session.legs[0].tag.clone().unwrap_or_default(),
+    };
     let leg = e
         .session
         .leg_by_tag(&tag)
@@ -41,7 +73,7 @@ pub async fn start_call(state: &State, call_id: &str, opts: StartOptions) -> Res
         .collect();
     let owner = Owner::Call(call_id.to_string());
     let target = Target::Call { from_tag: tag.clone() };
-    let (sid, tap, spec) = reserve(state, &owner, &target, &checked)?;
+    let (sid, tap, spec) = reserve(state, &owner, &target, &checked, sink)?;
     let (worker, key) = e.placement();
     let result = tap_on(state, worker, |reply| Command::Tap {
         key,
@@ -59,10 +91,23 @@ pub async fn start_call(state: &State, call_id: &str, opts: StartOptions) -> Res
 
 /// Taps a conference's mix, or one participant, and streams it.
 pub async fn start_conference(state: &State, conf_id: &str, opts: StartOptions) -> Result<Value, Error> {
-    let handle = conference_commands::handle(state, conf_id)?;
+    conference_commands::handle(state, conf_id)?;
     let checked = opts.check_for_conference()?;
+    let sink = websocket(&checked);
+    tap_conference(state, conf_id, opts.participant, checked, sink).await
+}
+
+/// Taps a conference's mix (no `participant`) or a participant into `sink`.
+pub async fn tap_conference(
+    state: &State,
+    conf_id: &str,
+    participant: Option<u32>,
+    checked: Checked,
+    sink: MakeSink,
+) -> Result<Value, Error> {
+    let handle = conference_commands::handle(state, conf_id)?;
     let e = handle.lock().await;
-    let (point, target) = match opts.participant {
+    let (point, target) = match participant {
         Some(pid) if e.participants.contains_key(&pid) => {
             (TapPoint::Participant(pid), Target::Participant { participant: pid })
         }
@@ -74,7 +119,7 @@ pub async fn start_conference(state: &State, conf_id: &str, opts: StartOptions) 
         None => (TapPoint::Mix, Target::Mix),
     };
     let owner = Owner::Conference(conf_id.to_string());
-    let (sid, tap, spec) = reserve(state, &owner, &target, &checked)?;
+    let (sid, tap, spec) = reserve(state, &owner, &target, &checked, sink)?;
     let (worker, key) = e.placement();
     let result = tap_on(state, worker, |reply| {
         Command::Conference(ConfCommand::Tap {
@@ -86,7 +131,7 @@ pub async fn start_conference(state: &State, conf_id: &str, opts: StartOptions) 
     });
     drop(e);
     let result = result.await;
-    let meta = checked.meta(&sid, conf_id, opts.participant.map(|p| p.to_string()));
+    let meta = checked.meta(&sid, conf_id, participant.map(|p| p.to_string()));
     launch(state, sid, (worker, key), result, checked, meta, tap)
 }
 
@@ -110,7 +155,8 @@ fn reserve(
     state: &State,
     owner: &Owner,
     target: &Target,
-    c: &crate::streams::Checked,
+    c: &Checked,
+    sink: MakeSink,
 ) -> Result<(String, Arc<Tap>, TapSpec), Error> {
     let reg = &state.streams;
     let mut map = lock(&reg.map);
@@ -125,7 +171,7 @@ fn reserve(
             reg.max_per_owner
         )));
     }
-    let sid = Registry::new_sid();
+    let sid = Registry::new_id(sink.prefix);
     let tap = Arc::new(Tap::default());
     let tap_id = reg.next_tap_id();
     map.insert(
@@ -136,8 +182,7 @@ fn reserve(
             worker: 0,
             key: 0,
             target: target.clone(),
-            url: c.url.clone(),
-            format: c.format,
+            sink: (sink.make)(&sid),
             started: SystemTime::now(),
             tap: tap.clone(),
         },
@@ -158,7 +203,7 @@ fn launch(
     sid: String,
     (worker, key): (usize, u64),
     result: Result<(), WorkerError>,
-    checked: crate::streams::Checked,
+    checked: Checked,
     meta: Meta,
     tap: Arc<Tap>,
 ) -> Result<Value, Error> {
@@ -184,25 +229,33 @@ fn launch(
 /// Stops stream `sid` of `owner`: its worker lets go of the tap, and the
 /// stream's task sends `stop` and closes.
 pub async fn stop(state: &State, owner: &Owner, sid: &str) -> Result<Value, Error> {
+    stop_tap(state, owner, sid, false).await
+}
+
+/// Stops stream or recording `id` of `owner`; answers what it was.
+pub async fn stop_tap(state: &State, owner: &Owner, id: &str, recording: bool) -> Result<Value, Error> {
+    let what = if recording { "recording" } else { "stream" };
     // Out of the registry at once: a second stop finds nothing.
-    let (worker, key, tap_id, tap) = {
+    let (worker, key, tap_id, tap, mut body) = {
         let mut map = lock(&state.streams.map);
-        match map.get(sid) {
-            Some(e) if &e.owner == owner => {}
-            _ => return Err(Error::NotFound(format!("{} has no stream `{sid}`", owner.describe()))),
+        match map.get(id) {
+            Some(e) if &e.owner == owner && e.sink.is_recording() == recording => {}
+            _ => return Err(Error::NotFound(format!("{} has no {what} `{id}`", owner.describe()))),
         }
-        let e = map.remove(sid).expect("just found");
-        (e.worker, e.key, e.tap_id, e.tap)
+        let e = map.remove(id).expect("just found");
+        let body = e.to_json(id);
+        (e.worker, e.key, e.tap_id, e.tap, body)
     };
     let (reply, rx) = oneshot::channel();
     state.workers[worker].send(Command::Untap { key, id: tap_id, reply })?;
     let _ = rx.await;
     tap.close();
-    Ok(json!({ "stream_id": sid, "stopped": true }))
+    body["stopped"] = json!(true);
+    Ok(body)
 }
 
 pub fn list(state: &State, owner: &Owner) -> Value {
-    json!({ "streams": state.streams.list(owner) })
+    json!({ "streams": state.streams.list(owner, false) })
 }
 
 /// What streams report: logged, posted to the callback, and added to a

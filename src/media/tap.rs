@@ -77,6 +77,9 @@ pub struct Tap {
     /// The worker let go of the tap (the call, participant or conference
     /// ended, or the stream was stopped).
     closed: AtomicBool,
+    /// Nothing is taken while paused (a recording's pause): the worker
+    /// skips the tap's decoding too.
+    paused: AtomicBool,
     wake: tokio::sync::Notify,
 }
 
@@ -87,6 +90,7 @@ impl Default for Tap {
             back: ArrayQueue::new(BACK_FRAMES),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -136,6 +140,21 @@ impl Tap {
                 Back::Audio { .. } => None,
             })
             .collect()
+    }
+
+    /// Worker side: whether to hand this tap anything now.
+    pub fn wants(&self) -> bool {
+        !self.closed.load(Relaxed) && !self.paused.load(Relaxed)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Relaxed)
+    }
+
+    /// Pauses or resumes, and wakes the task so that it notes when.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Relaxed);
+        self.wake.notify_one();
     }
 
     pub fn is_closed(&self) -> bool {

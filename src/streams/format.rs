@@ -8,8 +8,8 @@
 //!   `media`, `mark` and `clear`. `sequenceNumber`, `chunk` and `timestamp`
 //!   are strings, as Twilio sends them.
 //! - `raw`: a JSON `start` text message, then binary messages of 16-bit
-//!   little-endian PCM at the stream's rate, mono, or stereo with the
-//!   inbound track left and the outbound right; `dtmf`, `mark` and `stop`
+//!   little-endian PCM at the stream's rate, mono (both tracks: mixed), or
+//!   stereo with the inbound track left and the outbound right; `dtmf`, `mark` and `stop`
 //!   as JSON text. The application may send binary PCM in the same format
 //!   (mono) and `{"event":"mark","name":..}` or `{"event":"clear"}`.
 
@@ -164,7 +164,7 @@ impl Outgoing {
                 });
                 vec![Wire::Text(msg.to_string())]
             }
-            Format::Raw if !self.meta.stereo => vec![Wire::Binary(le_bytes(&pcm))],
+            Format::Raw if !self.meta.stereo && self.meta.tracks.len() < 2 => vec![Wire::Binary(le_bytes(&pcm))],
             Format::Raw => {
                 self.pending[k].push_back(pcm);
                 if self.meta.tracks.len() < 2 {
@@ -176,7 +176,8 @@ impl Outgoing {
         }
     }
 
-    /// Raw stereo: frames whose other track has come, or is too far behind.
+    /// Raw stereo: frames whose other track has come, or is too far
+    /// behind; mono with both tracks: the two mixed.
     fn stereo_ready(&mut self) -> Vec<Wire> {
         let mut out = Vec::new();
         loop {
@@ -191,8 +192,12 @@ impl Outgoing {
             let at = |v: &Option<Vec<i16>>, i: usize| v.as_ref().and_then(|v| v.get(i)).copied().unwrap_or(0);
             let mut bytes = Vec::with_capacity(4 * n);
             for i in 0..n {
-                bytes.extend_from_slice(&at(&a, i).to_le_bytes());
-                bytes.extend_from_slice(&at(&b, i).to_le_bytes());
+                if self.meta.stereo {
+                    bytes.extend_from_slice(&at(&a, i).to_le_bytes());
+                    bytes.extend_from_slice(&at(&b, i).to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&at(&a, i).saturating_add(at(&b, i)).to_le_bytes());
+                }
             }
             out.push(Wire::Binary(bytes));
         }

@@ -8,9 +8,10 @@
 mod backlog;
 pub mod format;
 mod options;
+mod recording;
 mod session;
 
-pub use options::{Checked, StartOptions, Target};
+pub use options::{Checked, RecordOptions, StartOptions, Target};
 
 use crate::media::tap::Tap;
 use crate::metrics::{counters, register};
@@ -44,7 +45,25 @@ impl Owner {
     }
 }
 
-/// A running stream, as the control plane lists and stops it.
+/// Where a tap's audio goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
+    /// An application's WebSocket.
+    WebSocket { url: String, format: Format },
+    /// A WAV file and the metadata JSON beside it (see `recording`).
+    Recording {
+        file: std::path::PathBuf,
+        metadata: std::path::PathBuf,
+    },
+}
+
+impl Sink {
+    pub fn is_recording(&self) -> bool {
+        matches!(self, Sink::Recording { .. })
+    }
+}
+
+/// A running stream or recording, as the control plane lists and stops it.
 pub struct Entry {
     /// The tap's id on its worker.
     pub tap_id: u64,
@@ -52,22 +71,33 @@ pub struct Entry {
     pub worker: usize,
     pub key: u64,
     pub target: Target,
-    pub url: String,
-    pub format: Format,
+    pub sink: Sink,
     pub started: SystemTime,
     pub tap: Arc<Tap>,
 }
 
 impl Entry {
-    pub fn to_json(&self, sid: &str) -> Value {
-        serde_json::json!({
-            "stream_id": sid,
+    pub fn to_json(&self, id: &str) -> Value {
+        let mut v = serde_json::json!({
             "target": self.target,
-            "url": self.url,
-            "format": self.format,
             "started": crate::store::record::unix_seconds(self.started),
             "frames_dropped": self.tap.dropped.load(Relaxed),
-        })
+        });
+        match &self.sink {
+            Sink::WebSocket { url, format } => {
+                v["stream_id"] = serde_json::json!(id);
+                v["url"] = serde_json::json!(url);
+                v["format"] = serde_json::json!(format);
+            }
+            Sink::Recording { file, metadata } => {
+                v["recording_id"] = serde_json::json!(id);
+                v["file"] = serde_json::json!(file);
+                v["metadata"] = serde_json::json!(metadata);
+                v["format"] = serde_json::json!("wav");
+                v["paused"] = serde_json::json!(self.tap.is_paused());
+            }
+        }
+        v
     }
 }
 
@@ -85,6 +115,8 @@ pub struct StreamMetrics {
     pub from_app: IntCounterVec,
     /// From a packet's arrival (or the mix) to its frame's WebSocket write.
     pub delay: Histogram,
+    pub recordings: prometheus::IntGauge,
+    pub recording_results: IntCounterVec,
 }
 
 impl StreamMetrics {
@@ -126,6 +158,16 @@ impl StreamMetrics {
                 &["kind"],
             ),
             delay: register(r, Histogram::with_opts(delay)),
+            recordings: register(
+                r,
+                prometheus::IntGauge::new("chorus_recordings_active", "Recordings being written"),
+            ),
+            recording_results: counters(
+                r,
+                "chorus_recordings_total",
+                "Recordings ended: completed, or failed (a write error such as a full disk)",
+                &["result"],
+            ),
         }
     }
 }
@@ -166,42 +208,48 @@ impl Registry {
         self.next_tap.fetch_add(1, Relaxed)
     }
 
-    /// A new stream id, Twilio-shaped (`MZ` and 32 hex digits).
-    pub fn new_sid() -> String {
+    /// A new id, Twilio-shaped: `prefix` (`MZ` a stream, `RE` a
+    /// recording) and 32 hex digits. Recordings' files are named by it.
+    pub fn new_id(prefix: &str) -> String {
         let mut b = [0u8; 16];
         let _ = openssl::rand::rand_bytes(&mut b);
         let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        format!("MZ{hex}")
+        format!("{prefix}{hex}")
     }
 
-    /// Streams of `owner`, as the API lists them.
-    pub fn list(&self, owner: &Owner) -> Vec<Value> {
+    /// Streams (or recordings) of `owner`, as the API lists them.
+    pub fn list(&self, owner: &Owner, recordings: bool) -> Vec<Value> {
         let map = crate::control::lock(&self.map);
-        let mut v: Vec<(&String, &Entry)> = map.iter().filter(|(_, e)| &e.owner == owner).collect();
+        let mut v: Vec<(&String, &Entry)> = map
+            .iter()
+            .filter(|(_, e)| &e.owner == owner && e.sink.is_recording() == recordings)
+            .collect();
         v.sort_by_key(|(_, e)| e.tap_id);
         v.into_iter().map(|(sid, e)| e.to_json(sid)).collect()
-    }
-
-    pub fn count(&self, owner: &Owner) -> usize {
-        crate::control::lock(&self.map)
-            .values()
-            .filter(|e| &e.owner == owner)
-            .count()
     }
 
     /// Runs stream `sid` (already in the map) until its tap closes.
     pub fn launch(self: &Arc<Self>, sid: String, opts: options::Checked, meta: format::Meta) {
         let reg = self.clone();
-        let Some((tap, owner, target)) = crate::control::lock(&self.map)
+        let Some((tap, owner, target, sink)) = crate::control::lock(&self.map)
             .get(&sid)
-            .map(|e| (e.tap.clone(), e.owner.clone(), e.target.label()))
+            .map(|e| (e.tap.clone(), e.owner.clone(), e.target.label(), e.sink.clone()))
         else {
             return;
         };
-        self.metrics.active.with_label_values(&[target]).inc();
+        let gauge = match sink {
+            Sink::WebSocket { .. } => self.metrics.active.with_label_values(&[target]),
+            Sink::Recording { .. } => self.metrics.recordings.clone(),
+        };
+        gauge.inc();
         tokio::spawn(async move {
-            session::run(&reg, &sid, &owner, tap, opts, meta, target).await;
-            reg.metrics.active.with_label_values(&[target]).dec();
+            match sink {
+                Sink::WebSocket { .. } => session::run(&reg, &sid, &owner, tap, opts, meta, target).await,
+                Sink::Recording { file, metadata } => {
+                    recording::run(&reg, &sid, &owner, tap, meta, (&file, &metadata)).await
+                }
+            }
+            gauge.dec();
             crate::control::lock(&reg.map).remove(&sid);
         });
     }

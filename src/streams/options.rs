@@ -45,6 +45,78 @@ pub struct StartOptions {
     pub participant: Option<u32>,
 }
 
+/// `POST /v1/calls/{id}/recordings` and `/v1/conferences/{id}/recordings`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOptions {
+    /// `wav`, the only format yet.
+    pub format: Option<String>,
+    /// 8000, 16000 (default), 24000 or 48000.
+    pub sample_rate: Option<u32>,
+    /// 2 (default with both tracks): inbound left, outbound right; 1 with
+    /// both tracks mixes them.
+    pub channels: Option<u8>,
+    /// A call's or a participant's default is `both`; the mix's `inbound`.
+    pub tracks: Option<String>,
+    /// Written into the metadata JSON as `details`.
+    pub details: Option<BTreeMap<String, String>>,
+    /// A call: the leg whose tracks are recorded (default: the first offerer).
+    pub from_tag: Option<String>,
+    /// A conference: the participant (none: the mix).
+    pub participant: Option<u32>,
+}
+
+impl RecordOptions {
+    /// Checked, for a call or participant (`both` by default) or the mix.
+    pub fn check(&self, mix: bool) -> Result<Checked, Error> {
+        if let Some(f) = self.format.as_deref().filter(|f| *f != "wav") {
+            return Err(bad(format!(
+                "format must be wav, not `{f}` (Ogg Opus recording is not built yet)"
+            )));
+        }
+        let default_tracks = if mix { "inbound" } else { "both" };
+        let tracks = parse_tracks(self.tracks.as_deref().unwrap_or(default_tracks))?;
+        let rate = self.sample_rate.unwrap_or(16000);
+        if !matches!(rate, 8000 | 16000 | 24000 | 48000) {
+            return Err(bad(format!(
+                "sample_rate must be 8000, 16000, 24000 or 48000, not {rate}"
+            )));
+        }
+        let both = tracks == [true, true];
+        let stereo = match self.channels {
+            None => both,
+            Some(1) => false,
+            Some(2) => true,
+            Some(c) => return Err(bad(format!("channels must be 1 or 2, not {c}"))),
+        };
+        let details = self.details.clone().unwrap_or_default();
+        if details.len() > MAX_CUSTOM || details.values().any(|v| v.len() > MAX_CUSTOM_VALUE) {
+            return Err(bad(format!(
+                "details: at most {MAX_CUSTOM}, of at most {MAX_CUSTOM_VALUE} bytes each"
+            )));
+        }
+        Ok(Checked {
+            url: String::new(),
+            format: Format::Raw,
+            rate,
+            stereo,
+            tracks,
+            headers: Vec::new(),
+            custom: details.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+            back: false,
+        })
+    }
+}
+
+fn parse_tracks(t: &str) -> Result<[bool; 2], Error> {
+    match t {
+        "inbound" => Ok([true, false]),
+        "outbound" => Ok([false, true]),
+        "both" => Ok([true, true]),
+        t => Err(bad(format!("tracks must be inbound, outbound or both, not `{t}`"))),
+    }
+}
+
 /// What a stream taps.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -122,12 +194,7 @@ impl StartOptions {
             return Err(bad(format!("url `{url}` has no host")));
         }
         let format = self.format.unwrap_or(Format::Twilio);
-        let tracks = match self.tracks.as_deref().unwrap_or("inbound") {
-            "inbound" => [true, false],
-            "outbound" => [false, true],
-            "both" => [true, true],
-            t => return Err(bad(format!("tracks must be inbound, outbound or both, not `{t}`"))),
-        };
+        let tracks = parse_tracks(self.tracks.as_deref().unwrap_or("inbound"))?;
         let (rate, stereo) = match format {
             Format::Twilio => {
                 if self.sample_rate.is_some() || self.channels.is_some() {

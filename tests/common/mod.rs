@@ -49,6 +49,7 @@ impl Daemon {
         // Each daemon logs to target/test-logs/slot-<n>.log (read it when a test fails).
         let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&logs).unwrap();
+        let recordings = logs.join(format!("{log}-recordings")).display().to_string();
         let log = std::fs::File::create(logs.join(format!("{log}.log"))).unwrap();
         let ng_port = {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -65,6 +66,12 @@ impl Daemon {
                 &["--workers", "2"][..]
             })
             .args(extra)
+            // Recordings stay under target/ (a test's own flag comes first).
+            .args(if extra.contains(&"--recording-dir") {
+                vec![]
+            } else {
+                vec!["--recording-dir".to_string(), recordings]
+            })
             .env("CHORUS_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -400,4 +407,22 @@ pub fn chromium(url: &str, profile: &std::path::Path, wav: &std::path::Path) -> 
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium runs (scripts/test installs Debian's chromium)")
+}
+
+/// 20 ms of a tone as PCMU (amplitude 8000), continuing from sample `at`.
+pub fn pcmu(freq: f32, at: usize) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..160)
+        .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * freq * (at + i) as f32 / 8000.0).sin()) as i16)
+        .collect();
+    let mut out = vec![0u8; 160];
+    chorus::media::codec::g711::Law::Ulaw.encode(&pcm, &mut out);
+    out
+}
+
+/// An RTP packet with `payload`.
+pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 12 + payload.len()];
+    chorus::wire::rtp::write_header(&mut b, pt, seq, ts, ssrc).unwrap();
+    b[12..].copy_from_slice(payload);
+    b
 }

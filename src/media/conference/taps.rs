@@ -122,7 +122,7 @@ pub(super) struct TickView<'a> {
 
 /// After the mix: each tap's frames, and the key presses it hears of.
 pub(super) fn feed_taps(taps: &mut [ConfTap], v: TickView<'_>, mixes: &Mixes, now: Instant) {
-    for t in taps.iter_mut() {
+    for t in taps.iter_mut().filter(|t| t.tap.wants()) {
         let (inbound, outbound): (Option<&[f32]>, Option<&[f32]>) = match t.point {
             // The mix's outbound track: the application's own voice, as played.
             TapPoint::Mix => {

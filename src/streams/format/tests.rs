@@ -134,3 +134,16 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn raw_mono_with_both_tracks_mixes_them() {
+    let mut o = Outgoing::new(Format::Raw, meta(false, 8000));
+    assert!(
+        o.audio(&frame(Track::Inbound, 8000, 100)).is_empty(),
+        "waits for the other track"
+    );
+    let out = o.audio(&frame(Track::Outbound, 8000, 20));
+    let Wire::Binary(b) = &out[0] else { panic!() };
+    assert_eq!(b.len(), 320, "one mono frame");
+    assert_eq!(i16::from_le_bytes([b[0], b[1]]), 120);
+}

@@ -29,7 +29,7 @@ pub(super) struct LegTap {
 impl LegTap {
     /// An RTP packet on `stream` that leg `from` sent (plain, already relayed).
     fn packet(&mut self, now: Instant, stream: usize, from: usize, rtp: &[u8], digit: Option<char>) {
-        if stream != self.stream {
+        if stream != self.stream || !self.tap.wants() {
             return;
         }
         // What the tapped leg sends is its inbound track; the other leg's, outbound.

@@ -1,0 +1,71 @@
+//! Recording calls and conferences to WAV files (see `streams::recording`):
+//! start, pause, resume, stop, list; for the HTTP API and ng.
+
+use super::streams::{stop_tap, tap_call, tap_conference, MakeSink};
+use super::{calls, conference_commands, lock, State};
+use crate::error::Error;
+use crate::streams::{Owner, RecordOptions, Sink};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn file_sink(state: &State) -> MakeSink {
+    let dir = PathBuf::from(&state.config.recording_dir);
+    MakeSink {
+        prefix: "RE",
+        make: Box::new(move |id| Sink::Recording {
+            file: dir.join(format!("{id}.wav")),
+            metadata: dir.join(format!("{id}.json")),
+        }),
+    }
+}
+
+/// Records a call: leg `from_tag`'s (default: the first offerer's) voice and
+/// what it hears, one party per channel.
+pub async fn start_call(state: &State, call_id: &str, opts: RecordOptions) -> Result<Value, Error> {
+    calls::entry(state, call_id, false)?;
+    if opts.participant.is_some() {
+        return Err(Error::BadRequest("participant is for conferences' recordings".into()));
+    }
+    let checked = opts.check(false)?;
+    tap_call(state, call_id, opts.from_tag.clone(), checked, file_sink(state)).await
+}
+
+/// Records a conference's mix, or one participant.
+pub async fn start_conference(state: &State, conf_id: &str, opts: RecordOptions) -> Result<Value, Error> {
+    conference_commands::handle(state, conf_id)?;
+    if opts.from_tag.is_some() {
+        return Err(Error::BadRequest("from_tag is for calls' recordings".into()));
+    }
+    let checked = opts.check(opts.participant.is_none())?;
+    tap_conference(state, conf_id, opts.participant, checked, file_sink(state)).await
+}
+
+/// Pauses or resumes recording `id` of `owner`: nothing is written (nor
+/// decoded) meanwhile, and the metadata lists the pause.
+pub fn pause(state: &State, owner: &Owner, id: &str, paused: bool) -> Result<Value, Error> {
+    let map = lock(&state.streams.map);
+    match map.get(id) {
+        Some(e) if &e.owner == owner && e.sink.is_recording() => {
+            e.tap.set_paused(paused);
+            Ok(e.to_json(id))
+        }
+        _ => Err(Error::NotFound(format!("{} has no recording `{id}`", owner.describe()))),
+    }
+}
+
+pub async fn stop(state: &State, owner: &Owner, id: &str) -> Result<Value, Error> {
+    stop_tap(state, owner, id, true).await
+}
+
+pub fn list(state: &State, owner: &Owner) -> Value {
+    json!({ "recordings": state.streams.list(owner, true) })
+}
+
+/// The ids of `owner`'s recordings (ng acts on all of a call's).
+pub fn ids(state: &State, owner: &Owner) -> Vec<String> {
+    let map = lock(&state.streams.map);
+    map.iter()
+        .filter(|(_, e)| &e.owner == owner && e.sink.is_recording())
+        .map(|(id, _)| id.clone())
+        .collect()
+}
