@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# WebSocket audio streams under load: relayed calls without streams, then
-# the same calls each streaming leg A (both tracks, 100 frames/s) as Twilio
-# JSON and as raw 16 kHz PCM to a sink that reads and drops every message,
-# interleaved in each round. Runs in a private network namespace.
+# WebSocket audio streams and recordings under load: relayed calls without
+# streams, then the same calls each streaming leg A (both tracks, 100
+# frames/s) as Twilio JSON and as raw 16 kHz PCM to a sink that reads and
+# drops every message, then each recorded (stereo 16 kHz WAV, the
+# default), interleaved in each round. Runs in a private network namespace.
 #
 #   sudo benches/stream_load.sh [calls]            (default: 200)
 #   ROUNDS=3 SECONDS_PER_RUN=10 benches/stream_load.sh 200
+#   MODES="plain record" benches/stream_load.sh 200    (a subset)
 #
 # Prints one JSON line per run and a table of medians: chorus's CPU, the
 # CPU a stream adds, streams per core on top of the calls, frames dropped,
@@ -24,12 +26,14 @@ SECS=${SECONDS_PER_RUN:-10}
 OUT=$(mktemp)
 ulimit -n 20000 || true
 
+REC=/tmp/chorus-bench-recordings
 ./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 --max-streams 2000 \
+  --recording-dir $REC \
   --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-streams.log &
 CH=$!
 ./target/release/chorus-load --ws-sink 127.0.0.1:9100 2>/dev/null &
 SINK=$!
-trap 'kill $CH $SINK 2>/dev/null || true' EXIT
+trap 'kill $CH $SINK 2>/dev/null || true; rm -rf $REC' EXIT
 sleep 1
 
 scrape() { curl -s localhost:8080/metrics | grep '^chorus_audio_stream_' || true; }
@@ -74,9 +78,14 @@ PY
 }
 
 for r in $(seq "$ROUNDS"); do
-  run plain
-  run twilio --stream-url ws://127.0.0.1:9100/ --stream-format twilio
-  run raw16k --stream-url ws://127.0.0.1:9100/ --stream-format raw --stream-rate 16000
+  for m in ${MODES:-plain twilio raw16k record}; do
+    case $m in
+      plain) run plain ;;
+      twilio) run twilio --stream-url ws://127.0.0.1:9100/ --stream-format twilio ;;
+      raw16k) run raw16k --stream-url ws://127.0.0.1:9100/ --stream-format raw --stream-rate 16000 ;;
+      record) run record --stream-url record; rm -rf $REC ;;
+    esac
+  done
 done
 
 python3 - "$OUT" <<'PY'
@@ -87,7 +96,7 @@ plain = [r["relay_cpu_cores"] for r in runs if r["label"] == "plain"]
 print()
 print("| calls | streams | chorus CPU (cores), rounds | median | added per stream (ms CPU/s) | streams per added core | frames sent / dropped | delay p50 / p99 (ms) | loss % |")
 print("|---|---|---|---|---|---|---|---|---|")
-for label in ["plain", "twilio", "raw16k"]:
+for label in ["plain", "twilio", "raw16k", "record"]:
     rs = [r for r in runs if r["label"] == label]
     if not rs: continue
     cores = [r["relay_cpu_cores"] for r in rs]

@@ -92,6 +92,8 @@ pub struct Config {
     pub stream_ca_file: Option<String>,
     /// Where recordings (WAV and metadata JSON, named by recording id) go.
     pub recording_dir: String,
+    /// Where files played into conferences are looked up (by name only).
+    pub media_dir: String,
 }
 
 impl Default for Config {
@@ -128,6 +130,7 @@ impl Default for Config {
             max_streams: 256,
             stream_ca_file: None,
             recording_dir: "recordings".into(),
+            media_dir: "media".into(),
         }
     }
 }
@@ -164,6 +167,7 @@ const ENV_KEYS: &[&str] = &[
     "max_streams",
     "stream_ca_file",
     "recording_dir",
+    "media_dir",
 ];
 
 impl Config {

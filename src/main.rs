@@ -133,6 +133,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     recording_dir: Option<String>,
+    /// Directory of the files played into conferences [default: media].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_dir: Option<String>,
     /// Redis for call records and heartbeats, redis://host:port/db [default: none, in memory].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -247,32 +247,6 @@ fn twilio_check(messages: &[String]) {
     assert!(out.status.success(), "{err}{}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// What a participant hears through a 48 kHz conference, decoded.
-fn listen(sock: UdpSocket, secs: f32) -> std::thread::JoinHandle<Vec<(Instant, Vec<f32>)>> {
-    std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs_f32(secs);
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut heard = Vec::new();
-        let mut buf = [0u8; 1500];
-        while Instant::now() < end {
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                let mut pcm = vec![0i16; n.saturating_sub(12)];
-                Law::Ulaw.decode(&buf[12..n], &mut pcm);
-                heard.push((Instant::now(), pcm.into_iter().map(|s| s as f32 / 32768.0).collect()));
-            }
-        }
-        heard
-    })
-}
-
-fn window(heard: &[(Instant, Vec<f32>)], from: Instant, to: Instant) -> Vec<f32> {
-    heard
-        .iter()
-        .filter(|(t, _)| *t >= from && *t < to)
-        .flat_map(|(_, p)| p.iter().copied())
-        .collect()
-}
-
 /// An application on a conference's mix speaks back: the participant hears
 /// it, the application does not hear itself, a mark comes back once its
 /// audio played, and `clear` silences it at once.
@@ -302,7 +276,8 @@ async fn an_application_listens_to_a_conference_and_speaks_into_it() {
     let start = conn.json().await;
     assert_eq!(start["start"]["callSid"], "room");
     let sid = start["streamSid"].clone();
-    let heard = listen(phone.try_clone().unwrap(), 4.0);
+    let p = phone.try_clone().unwrap();
+    let heard = std::thread::spawn(move || listen_pcmu(&p, 4.0));
     let talk = send_tone(phone, to, 440.0, 200, 4242);
     // One second of 1000 Hz at once (faster than real time, as TTS sends), then a mark.
     let t0 = Instant::now();

@@ -30,6 +30,32 @@ pub fn routes() -> Router<Shared> {
             "/v1/conferences/{conf_id}/recordings/{recording_id}",
             delete(conf_record_stop).patch(conf_record_pause),
         )
+        .route("/v1/conferences/{conf_id}/playbacks", post(play).get(playbacks))
+        .route("/v1/conferences/{conf_id}/playbacks/{playback_id}", delete(play_stop))
+}
+
+async fn play(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "playback_start", &id, async {
+        super::conference_commands::handle(&state, &id)?;
+        let opts: super::playbacks::PlayOptions = body(&bytes)?;
+        super::playbacks::start(&state, &id, opts).await
+    })
+    .await
+}
+
+async fn playbacks(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(&state, "playback_list", &id, async {
+        super::conference_commands::handle(&state, &id)?;
+        Ok(super::playbacks::list(&state, &id))
+    })
+    .await
+}
+
+async fn play_stop(AxState(state): AxState<Shared>, Path((id, pid)): Path<(String, String)>) -> Response {
+    instrumented(&state, "playback_stop", &id, async {
+        super::playbacks::stop(&state, &id, &pid).await
+    })
+    .await
 }
 
 #[derive(Deserialize)]

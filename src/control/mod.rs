@@ -19,6 +19,7 @@ pub mod ng;
 pub mod ng_cookie;
 pub mod ng_streams;
 pub mod openapi;
+pub mod playbacks;
 pub mod recordings;
 pub mod replicate;
 pub mod restore;

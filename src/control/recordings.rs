@@ -54,11 +54,11 @@ pub fn pause(state: &State, owner: &Owner, id: &str, paused: bool) -> Result<Val
 }
 
 pub async fn stop(state: &State, owner: &Owner, id: &str) -> Result<Value, Error> {
-    stop_tap(state, owner, id, true).await
+    stop_tap(state, owner, id, crate::streams::Kind::Recording).await
 }
 
 pub fn list(state: &State, owner: &Owner) -> Value {
-    json!({ "recordings": state.streams.list(owner, true) })
+    json!({ "recordings": state.streams.list(owner, crate::streams::Kind::Recording) })
 }
 
 /// The ids of `owner`'s recordings (ng acts on all of a call's).

@@ -8,7 +8,7 @@ use crate::media::codec::{self, CodecSpec};
 use crate::media::conference::TapPoint;
 use crate::media::tap::Tap;
 use crate::streams::format::Meta;
-use crate::streams::{Checked, Entry, Owner, Registry, Sink, StartOptions, StreamEvent, Target};
+use crate::streams::{Checked, Entry, Kind, Owner, Registry, Sink, StartOptions, StreamEvent, Target};
 use crate::worker::{Command, ConfCommand, TapSpec, WorkerError};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -229,17 +229,17 @@ fn launch(
 /// Stops stream `sid` of `owner`: its worker lets go of the tap, and the
 /// stream's task sends `stop` and closes.
 pub async fn stop(state: &State, owner: &Owner, sid: &str) -> Result<Value, Error> {
-    stop_tap(state, owner, sid, false).await
+    stop_tap(state, owner, sid, Kind::Stream).await
 }
 
-/// Stops stream or recording `id` of `owner`; answers what it was.
-pub async fn stop_tap(state: &State, owner: &Owner, id: &str, recording: bool) -> Result<Value, Error> {
-    let what = if recording { "recording" } else { "stream" };
+/// Stops stream, recording or playback `id` of `owner`; answers what it was.
+pub async fn stop_tap(state: &State, owner: &Owner, id: &str, kind: Kind) -> Result<Value, Error> {
+    let what = format!("{kind:?}").to_lowercase();
     // Out of the registry at once: a second stop finds nothing.
     let (worker, key, tap_id, tap, mut body) = {
         let mut map = lock(&state.streams.map);
         match map.get(id) {
-            Some(e) if &e.owner == owner && e.sink.is_recording() == recording => {}
+            Some(e) if &e.owner == owner && e.sink.kind() == kind => {}
             _ => return Err(Error::NotFound(format!("{} has no {what} `{id}`", owner.describe()))),
         }
         let e = map.remove(id).expect("just found");
@@ -255,7 +255,7 @@ pub async fn stop_tap(state: &State, owner: &Owner, id: &str, recording: bool) -
 }
 
 pub fn list(state: &State, owner: &Owner) -> Value {
-    json!({ "streams": state.streams.list(owner, false) })
+    json!({ "streams": state.streams.list(owner, crate::streams::Kind::Stream) })
 }
 
 /// What streams report: logged, posted to the callback, and added to a

@@ -37,6 +37,11 @@ impl Backlog {
         (self.rate / 50).min(FRAME_MAX)
     }
 
+    /// Samples not yet handed to the worker.
+    pub fn queued(&self) -> usize {
+        self.pcm.len()
+    }
+
     pub fn waiting(&self) -> bool {
         !self.pcm.is_empty() || !self.order.is_empty()
     }

@@ -8,6 +8,7 @@
 mod backlog;
 pub mod format;
 mod options;
+pub mod playback;
 mod recording;
 mod session;
 
@@ -55,11 +56,29 @@ pub enum Sink {
         file: std::path::PathBuf,
         metadata: std::path::PathBuf,
     },
+    /// Not a sink: a file or a tone played into a conference (see `playback`).
+    Playback(playback::Source),
+}
+
+/// What kind of tap an entry is, for listing and stopping the right ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stream,
+    Recording,
+    Playback,
 }
 
 impl Sink {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Sink::WebSocket { .. } => Kind::Stream,
+            Sink::Recording { .. } => Kind::Recording,
+            Sink::Playback(_) => Kind::Playback,
+        }
+    }
+
     pub fn is_recording(&self) -> bool {
-        matches!(self, Sink::Recording { .. })
+        self.kind() == Kind::Recording
     }
 }
 
@@ -96,6 +115,11 @@ impl Entry {
                 v["format"] = serde_json::json!("wav");
                 v["paused"] = serde_json::json!(self.tap.is_paused());
             }
+            Sink::Playback(src) => {
+                v["playback_id"] = serde_json::json!(id);
+                v["source"] = serde_json::json!(src.name);
+                v["loop"] = serde_json::json!(src.looping);
+            }
         }
         v
     }
@@ -116,6 +140,7 @@ pub struct StreamMetrics {
     /// From a packet's arrival (or the mix) to its frame's WebSocket write.
     pub delay: Histogram,
     pub recordings: prometheus::IntGauge,
+    pub playbacks: prometheus::IntGauge,
     pub recording_results: IntCounterVec,
 }
 
@@ -161,6 +186,10 @@ impl StreamMetrics {
             recordings: register(
                 r,
                 prometheus::IntGauge::new("chorus_recordings_active", "Recordings being written"),
+            ),
+            playbacks: register(
+                r,
+                prometheus::IntGauge::new("chorus_playbacks_active", "Files and tones playing into conferences"),
             ),
             recording_results: counters(
                 r,
@@ -217,12 +246,12 @@ impl Registry {
         format!("{prefix}{hex}")
     }
 
-    /// Streams (or recordings) of `owner`, as the API lists them.
-    pub fn list(&self, owner: &Owner, recordings: bool) -> Vec<Value> {
+    /// Streams, recordings or playbacks of `owner`, as the API lists them.
+    pub fn list(&self, owner: &Owner, kind: Kind) -> Vec<Value> {
         let map = crate::control::lock(&self.map);
         let mut v: Vec<(&String, &Entry)> = map
             .iter()
-            .filter(|(_, e)| &e.owner == owner && e.sink.is_recording() == recordings)
+            .filter(|(_, e)| &e.owner == owner && e.sink.kind() == kind)
             .collect();
         v.sort_by_key(|(_, e)| e.tap_id);
         v.into_iter().map(|(sid, e)| e.to_json(sid)).collect()
@@ -240,6 +269,7 @@ impl Registry {
         let gauge = match sink {
             Sink::WebSocket { .. } => self.metrics.active.with_label_values(&[target]),
             Sink::Recording { .. } => self.metrics.recordings.clone(),
+            Sink::Playback(_) => self.metrics.playbacks.clone(),
         };
         gauge.inc();
         tokio::spawn(async move {
@@ -248,6 +278,7 @@ impl Registry {
                 Sink::Recording { file, metadata } => {
                     recording::run(&reg, &sid, &owner, tap, meta, (&file, &metadata)).await
                 }
+                Sink::Playback(src) => playback::run(&reg, &sid, &owner, tap, src).await,
             }
             gauge.dec();
             crate::control::lock(&reg.map).remove(&sid);

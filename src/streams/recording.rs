@@ -20,6 +20,9 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 /// a file cut short by a crash still says nearly how long it is.
 const HEADER_EVERY: u64 = 1 << 16;
 
+/// How often the tap's frames are taken.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a recording wrote.
 #[derive(Default)]
 struct Written {
@@ -107,8 +110,13 @@ async fn record(tap: &Tap, meta: Meta, path: &Path, w: &mut Written) -> Result<(
     let mut paused_at: Option<f64> = None;
     let mut marked = 0u64;
     let now = || crate::store::record::unix_seconds(SystemTime::now());
+    // A file needs no frame at once: taken every 100 ms (the ring holds half
+    // a second of both tracks), a recording wakes its task 10 times a
+    // second, not 100.
+    let mut pace = tokio::time::interval(POLL);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tap.wait().await;
+        pace.tick().await;
         match (tap.is_paused(), paused_at) {
             (true, None) => paused_at = Some(now()),
             (false, Some(from)) => {

@@ -426,3 +426,28 @@ pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     b[12..].copy_from_slice(payload);
     b
 }
+
+/// What a PCMU phone hears on `sock` for `secs`, decoded, with arrival times.
+pub fn listen_pcmu(sock: &UdpSocket, secs: f32) -> Vec<(Instant, Vec<f32>)> {
+    let end = Instant::now() + Duration::from_secs_f32(secs);
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 1500];
+    while Instant::now() < end {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let mut pcm = vec![0i16; n.saturating_sub(12)];
+            chorus::media::codec::g711::Law::Ulaw.decode(&buf[12..n], &mut pcm);
+            heard.push((Instant::now(), pcm.into_iter().map(|s| s as f32 / 32768.0).collect()));
+        }
+    }
+    heard
+}
+
+/// The samples heard from `from` to `to`.
+pub fn window(heard: &[(Instant, Vec<f32>)], from: Instant, to: Instant) -> Vec<f32> {
+    heard
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect()
+}

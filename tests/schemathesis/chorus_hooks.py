@@ -16,3 +16,6 @@ schemathesis.openapi.format("sdp", st.sampled_from(SDPS))
 # Stream URLs point at the discard port on loopback: nothing listens there,
 # so a stream the fuzzer starts fails to connect and never leaves the host.
 schemathesis.openapi.format("ws-url", st.just("ws://127.0.0.1:9/"))
+
+# Files to play: a name that is not in the test daemon's media_dir (404).
+schemathesis.openapi.format("media-file", st.just("absent.wav"))

@@ -102,7 +102,8 @@ struct Args {
     /// payload carries no send time through a codec).
     #[arg(long)]
     transcode: bool,
-    /// Stream every call's leg A (both tracks) to this WebSocket URL.
+    /// Stream every call's leg A (both tracks) to this WebSocket URL
+    /// (`record`: record every call instead, with the defaults).
     #[arg(long)]
     stream_url: Option<String>,
     /// Stream format: twilio or raw.

@@ -26,8 +26,10 @@ pub fn run(listen: &str) {
     });
 }
 
-/// Starts a stream on every call `load-0..calls` to `url`; the number started.
+/// Starts a stream on every call `load-0..calls` to `url` (`record`: a
+/// recording with the defaults instead); the number started.
 pub fn start_streams(api: &str, calls: usize, url: &str, format: &str, rate: Option<u32>) -> usize {
+    let what = if url == "record" { "recordings" } else { "streams" };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,9 +39,12 @@ pub fn start_streams(api: &str, calls: usize, url: &str, format: &str, rate: Opt
     if let Some(r) = rate {
         body["sample_rate"] = serde_json::json!(r);
     }
+    if what == "recordings" {
+        body = serde_json::json!({});
+    }
     (0..calls)
         .filter(|i| {
-            let r = rt.block_on(c.post(format!("{api}/v1/calls/load-{i}/streams")).json(&body).send());
+            let r = rt.block_on(c.post(format!("{api}/v1/calls/load-{i}/{what}")).json(&body).send());
             matches!(r, Ok(r) if r.status().is_success())
         })
         .count()

@@ -95,8 +95,13 @@ impl Conference {
         }
     }
 
-    /// Before the mix: each application's audio for this tick.
+    /// Before the mix: each application's audio for this tick. Taps whose
+    /// task ended (a playback finished, a recording failed) go first.
     pub(super) fn play_taps(&mut self) {
+        if self.taps.iter().any(|t| t.tap.is_closed()) {
+            self.taps.retain(|t| !t.tap.is_closed());
+            self.retap();
+        }
         for t in &mut self.taps {
             if let Some(p) = &mut t.playout {
                 t.playing = p.next(&t.tap);

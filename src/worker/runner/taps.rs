@@ -74,10 +74,14 @@ impl LegTap {
     }
 }
 
-/// Feeds a relayed RTP packet to the call's taps.
-pub(super) fn feed(taps: &mut [LegTap], now: Instant, stream: usize, from: usize, rtp: &[u8], digit: Option<char>) {
-    for t in taps {
+/// Feeds a relayed RTP packet to the call's taps; taps whose task ended
+/// (a recording that failed) are let go.
+pub(super) fn feed(taps: &mut Vec<LegTap>, now: Instant, stream: usize, from: usize, rtp: &[u8], digit: Option<char>) {
+    for t in taps.iter_mut() {
         t.packet(now, stream, from, rtp, digit);
+    }
+    if taps.iter().any(|t| t.tap.is_closed()) {
+        taps.retain(|t| !t.tap.is_closed());
     }
 }
 

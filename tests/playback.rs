@@ -1,0 +1,118 @@
+//! End to end: a WAV file and a tone played into a conference are heard by
+//! a participant (decoded, by spectrum); a loop plays until stopped; files
+//! that cannot be played are refused with the reason.
+
+mod common;
+use chorus::media::mixer::level::tone_level;
+use common::*;
+use serde_json::json;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+fn level(heard: &[(Instant, Vec<f32>)], from: Instant, to: Instant, freq: f32) -> f32 {
+    let w = window(heard, from, to);
+    assert!(!w.is_empty(), "nothing heard in the window");
+    tone_level(&w, 8000.0, freq)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_and_a_tone_are_heard_in_a_conference() {
+    let media = std::env::temp_dir().join(format!("chorus-media-{}", std::process::id()));
+    std::fs::create_dir_all(&media).unwrap();
+    // Half a second of 600 Hz, 16 kHz stereo.
+    let n = 8000;
+    let mut wav = chorus::media::wav::header(16000, 2, (n * 4) as u32).to_vec();
+    for i in 0..n {
+        let s = (9000.0 * (2.0 * std::f32::consts::PI * 600.0 * i as f32 / 16000.0).sin()) as i16;
+        wav.extend_from_slice(&s.to_le_bytes());
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(media.join("hello.wav"), &wav).unwrap();
+    std::fs::write(media.join("notes.txt"), b"not audio").unwrap();
+    let d = Daemon::start(106, &["--media-dir", media.to_str().unwrap()]).await;
+    let (s, r) = d.post("/v1/conferences", json!({"id": "hall"})).await;
+    assert_eq!(s, 200, "{r}");
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+        phone.local_addr().unwrap().port()
+    );
+    let (s, r) = d.post("/v1/conferences/hall/participants", json!({"sdp": sdp})).await;
+    assert_eq!(s, 200, "{r}");
+    let to = sdp_target(r["sdp"].as_str().unwrap());
+    // The phone sends silence (so chorus latches its address).
+    let p = phone.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for i in 0..150u16 {
+            let _ = p.send_to(&rtp(0, i, i as u32 * 160, 5, &[0xff; 160]), to);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    for (body, status, says) in [
+        (json!({"file": "../etc/passwd"}), 400, "plain file name"),
+        (json!({"file": "nope.wav"}), 404, "nope.wav"),
+        (json!({"file": "notes.txt"}), 400, "not a WAV"),
+        (
+            json!({"file": "hello.wav", "tone": {"frequency": 1, "ms": 1}}),
+            400,
+            "one of",
+        ),
+        (json!({"tone": {"frequency": 9000, "ms": 100}}), 400, "4000"),
+    ] {
+        let (s, r) = d.post("/v1/conferences/hall/playbacks", body.clone()).await;
+        assert_eq!(s, status, "{body} -> {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(says), "{body} -> {r}");
+    }
+    let t0 = Instant::now();
+    let (s, r) = d
+        .post("/v1/conferences/hall/playbacks", json!({"file": "hello.wav"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let heard = tokio::task::block_in_place(|| listen_pcmu(&phone, 1.0));
+    let t = |ms| t0 + Duration::from_millis(ms);
+    assert!(level(&heard, t(100), t(450), 600.0) > 0.05, "the file is heard");
+    assert!(level(&heard, t(700), t(1000), 600.0) < 0.01, "and ends");
+    let (_, conf) = d.get("/v1/conferences/hall").await;
+    let finished = conf["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "playback_finished");
+    assert!(finished, "{conf}");
+    // A tone in a loop, until stopped.
+    let (s, r) = d
+        .post(
+            "/v1/conferences/hall/playbacks",
+            json!({"tone": {"frequency": 1000, "ms": 200}, "loop": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let id = r["playback_id"].as_str().unwrap().to_string();
+    let t1 = Instant::now();
+    let heard = tokio::task::block_in_place(|| listen_pcmu(&phone, 0.8));
+    assert!(
+        level(
+            &heard,
+            t1 + Duration::from_millis(200),
+            t1 + Duration::from_millis(800),
+            1000.0
+        ) > 0.05,
+        "the loop goes on past its 200 ms"
+    );
+    let (s, list) = d.get("/v1/conferences/hall/playbacks").await;
+    assert_eq!((s, &list["playbacks"][0]["playback_id"]), (200, &json!(id)), "{list}");
+    let (s, _) = d.delete(&format!("/v1/conferences/hall/playbacks/{id}")).await;
+    assert_eq!(s, 200);
+    let t2 = Instant::now();
+    let heard = tokio::task::block_in_place(|| listen_pcmu(&phone, 0.6));
+    assert!(
+        level(
+            &heard,
+            t2 + Duration::from_millis(250),
+            t2 + Duration::from_millis(600),
+            1000.0
+        ) < 0.01,
+        "stopped"
+    );
+    let _ = std::fs::remove_dir_all(&media);
+}
