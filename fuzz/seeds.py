@@ -154,3 +154,26 @@ def op(kind, body):
     return bytes([kind, len(body)]) + body
 stun_req = bytes.fromhex("000100582112a442b7e7a701bc34d686fa87dfae")  # RFC 5769 2.1 header
 put("webrtc", "checks_and_dtls", op(1, b"") + op(1, b"goog") + op(0, stun_req + b"\0" * 8) + op(2, bytes([22, 0xfe, 0xfd]) + b"\0" * 10))
+
+# Applications' messages back: format byte, rate byte, then messages of
+# (kind: bit 0 binary, bit 1 no playout tick; length / 4; body).
+import base64, json
+def app(kind, body):
+    body += b" " * (-len(body) % 4)
+    return bytes([kind, len(body) // 4]) + body
+tw_media = json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\x7f" * 160).decode()}}).encode()
+tw_mark = json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}).encode()
+tw_clear = json.dumps({"event": "clear", "streamSid": "MZ1"}).encode()
+put("app_stream", "twilio_media_mark_clear", bytes([0, 0]) + app(0, tw_media) + app(0, tw_mark) + app(2, tw_media) + app(0, tw_clear))
+pcm = b"".join(struct.pack("<h", i * 50) for i in range(320))
+put("app_stream", "raw_pcm_and_mark", bytes([1, 1]) + app(1, pcm[:1000]) + app(0, b'{"event":"mark","name":"x"}') + app(3, pcm[:640]))
+
+# WAV files to play.
+def wav(rate, ch, samples):
+    data = b"".join(struct.pack("<h", s) for s in samples)
+    fmt = struct.pack("<HHIIHH", 1, ch, rate, rate * 2 * ch, 2 * ch, 16)
+    return b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+put("wav", "mono_8k", wav(8000, 1, range(0, 800, 8)))
+put("wav", "stereo_44k1", wav(44100, 2, range(0, 400, 4)))
+w = wav(16000, 1, [1, 2, 3, 4])
+put("wav", "list_chunk", w[:w.index(b"data")] + b"LIST" + struct.pack("<I", 3) + b"abc\x00" + w[w.index(b"data"):])

@@ -11,6 +11,7 @@
 //! Not part of chorus's API: hidden from the docs, kept stable only for
 //! those two users.
 
+mod apps;
 mod control;
 mod media;
 mod wire;
@@ -29,6 +30,8 @@ pub const TARGETS: &[&str] = &[
     "sdes",
     "srtp",
     "webrtc",
+    "app_stream",
+    "wav",
 ];
 
 /// Runs `target` on `data`. Unknown targets panic: a typo in a fuzz harness
@@ -47,6 +50,8 @@ pub fn run(target: &str, data: &[u8]) {
         "sdes" => wire::sdes(data),
         "srtp" => wire::srtp(data),
         "webrtc" => media::webrtc(data),
+        "app_stream" => apps::app_stream(data),
+        "wav" => apps::wav(data),
         other => panic!("no fuzz target `{other}`; targets: {TARGETS:?}"),
     }
 }

@@ -5,7 +5,7 @@
 //! conference. One tokio task per stream does the encoding and the I/O
 //! (`session`); the media worker only fills the tap's ring (`media::tap`).
 
-mod backlog;
+pub(crate) mod backlog;
 pub mod format;
 mod options;
 pub mod playback;

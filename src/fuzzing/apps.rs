@@ -1,0 +1,62 @@
+//! What applications and operators feed the audio taps: messages an
+//! application sends back over its WebSocket, and WAV files to play.
+
+use super::Input;
+use crate::media::tap::{Back, Playout, Tap, BACK_FRAMES};
+use crate::streams::backlog::{Backlog, BACKLOG_SECONDS, MAX_MARKS};
+use crate::streams::format::{parse, Format, Incoming, Wire};
+
+/// A sequence of messages from an application (each: format, text or
+/// binary, length, bytes) through parsing, the backlog and the worker's
+/// playout: nothing panics, the backlog and the ring stay bounded.
+pub(super) fn app_stream(data: &[u8]) {
+    let mut input = Input(data);
+    let format = if input.u8() & 1 == 0 {
+        Format::Twilio
+    } else {
+        Format::Raw
+    };
+    let rate = [8000, 16000, 24000, 48000][usize::from(input.u8() & 3)];
+    let tap = Tap::default();
+    let mut back = Backlog::new(rate);
+    let mut playout = Playout::new(48000);
+    while !input.is_empty() {
+        let kind = input.u8();
+        let len = usize::from(input.u8()) * 4;
+        let body = input.bytes(len);
+        let msg = match kind & 1 {
+            0 => Wire::Text(String::from_utf8_lossy(body).into_owned()),
+            _ => Wire::Binary(body.to_vec()),
+        };
+        match parse(format, &msg) {
+            Ok(Incoming::Audio(pcm)) => {
+                back.audio(&pcm);
+            }
+            Ok(Incoming::Mark(name)) => back.mark(name),
+            Ok(Incoming::Clear) => {
+                back.clear(&tap);
+            }
+            Ok(Incoming::Ignored) | Err(_) => {}
+        }
+        back.top_up(&tap);
+        if kind & 2 == 0 && playout.next(&tap) {
+            assert_eq!(playout.frame.len(), 960, "a whole frame at the mix rate");
+        }
+        assert!(back.queued() <= rate as usize * BACKLOG_SECONDS);
+        assert!(back.marks.len() <= MAX_MARKS);
+        assert!(tap.back_len() <= BACK_FRAMES);
+    }
+    while let Some(b) = tap.take_back() {
+        if let Back::Audio { len, .. } = b {
+            assert!(len <= crate::media::tap::FRAME_MAX);
+        }
+    }
+}
+
+/// A file to play: read or refused; what is read fits in the file.
+pub(super) fn wav(data: &[u8]) {
+    if let Ok((rate, pcm)) = crate::media::wav::read(data) {
+        assert!(crate::media::wav::RATES.contains(&rate));
+        assert!(pcm.len() * 2 <= data.len());
+    }
+}
