@@ -198,3 +198,81 @@ async fn ng_records_and_a_failed_recording_is_an_event() {
     assert_eq!(metric(&metrics, "chorus_recordings_total{result=\"failed\"}"), 1.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A conference's mix recorded to Ogg Opus: opusinfo finds a valid stream
+/// of the right length, and opusdec's audio holds the speaker's tone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conference_mix_is_recorded_to_ogg_opus() {
+    let d = Daemon::start(107, &[]).await;
+    let (s, r) = d.post("/v1/conferences", json!({"id": "oggroom"})).await;
+    assert_eq!(s, 200, "{r}");
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+        phone.local_addr().unwrap().port()
+    );
+    let (s, r) = d
+        .post("/v1/conferences/oggroom/participants", json!({"sdp": sdp}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let to = sdp_target(r["sdp"].as_str().unwrap());
+    let (s, r) = d
+        .post(
+            "/v1/conferences/oggroom/recordings",
+            json!({"format": "ogg", "sample_rate": 16000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let id = r["recording_id"].as_str().unwrap().to_string();
+    let file = PathBuf::from(r["file"].as_str().unwrap());
+    assert_eq!(file.extension().unwrap(), "ogg");
+    let meta_path = PathBuf::from(r["metadata"].as_str().unwrap());
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        for i in 0..75usize {
+            let _ = phone.send_to(&rtp(0, i as u16, i as u32 * 160, 33, &pcmu(440.0, i * 160)), to);
+            std::thread::sleep(
+                (start + Duration::from_millis(20 * (i as u64 + 1))).saturating_duration_since(Instant::now()),
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let (s, _) = d.delete(&format!("/v1/conferences/oggroom/recordings/{id}")).await;
+    assert_eq!(s, 200);
+    let meta = metadata(&meta_path).await;
+    assert_eq!(
+        (&meta["format"], &meta["conference"], &meta["channels"]),
+        (&json!("ogg"), &json!("oggroom"), &json!(1))
+    );
+    let info = std::process::Command::new("opusinfo")
+        .arg(&file)
+        .output()
+        .expect("opusinfo (opus-tools)");
+    let text = String::from_utf8_lossy(&info.stdout).to_string() + &String::from_utf8_lossy(&info.stderr);
+    assert!(info.status.success() && !text.contains("WARNING"), "{text}");
+    assert!(
+        text.contains("Channels: 1") && text.contains("Original sample rate: 16000"),
+        "{text}"
+    );
+    let decoded = file.with_extension("decoded.wav");
+    let st = std::process::Command::new("opusdec")
+        .args(["--quiet", "--rate", "16000"])
+        .arg(&file)
+        .arg(&decoded)
+        .status()
+        .expect("opusdec (opus-tools)");
+    assert!(st.success());
+    let secs: f64 = soxi("-D", &decoded).parse().unwrap();
+    let recorded = meta["seconds"].as_f64().unwrap();
+    assert!(
+        (secs - recorded).abs() < 0.03,
+        "opusdec: {secs} s, metadata: {recorded} s"
+    );
+    assert!(recorded > 1.2, "{meta}");
+    let pcm = &channels(&decoded, 1)[0];
+    assert!(
+        tone_level(pcm, 16000.0, 440.0) > 0.05,
+        "the speaker is in the recording"
+    );
+}

@@ -1,4 +1,5 @@
-//! Recording calls and conferences to WAV files (see `streams::recording`):
+//! Recording calls and conferences to WAV or Ogg Opus files (see
+//! `streams::recording`):
 //! start, pause, resume, stop, list; for the HTTP API and ng.
 
 use super::streams::{stop_tap, tap_call, tap_conference, MakeSink};
@@ -8,12 +9,18 @@ use crate::streams::{Owner, RecordOptions, Sink};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-fn file_sink(state: &State) -> MakeSink {
+/// Files named by the recording's id; the extension says the format.
+fn file_sink(state: &State, opts: &RecordOptions) -> MakeSink {
     let dir = PathBuf::from(&state.config.recording_dir);
+    let ext = if opts.format.as_deref() == Some("ogg") {
+        "ogg"
+    } else {
+        "wav"
+    };
     MakeSink {
         prefix: "RE",
         make: Box::new(move |id| Sink::Recording {
-            file: dir.join(format!("{id}.wav")),
+            file: dir.join(format!("{id}.{ext}")),
             metadata: dir.join(format!("{id}.json")),
         }),
     }
@@ -27,7 +34,7 @@ pub async fn start_call(state: &State, call_id: &str, opts: RecordOptions) -> Re
         return Err(Error::BadRequest("participant is for conferences' recordings".into()));
     }
     let checked = opts.check(false)?;
-    tap_call(state, call_id, opts.from_tag.clone(), checked, file_sink(state)).await
+    tap_call(state, call_id, opts.from_tag.clone(), checked, file_sink(state, &opts)).await
 }
 
 /// Records a conference's mix, or one participant.
@@ -37,7 +44,7 @@ pub async fn start_conference(state: &State, conf_id: &str, opts: RecordOptions)
         return Err(Error::BadRequest("from_tag is for calls' recordings".into()));
     }
     let checked = opts.check(opts.participant.is_none())?;
-    tap_conference(state, conf_id, opts.participant, checked, file_sink(state)).await
+    tap_conference(state, conf_id, opts.participant, checked, file_sink(state, &opts)).await
 }
 
 /// Pauses or resumes recording `id` of `owner`: nothing is written (nor

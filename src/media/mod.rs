@@ -10,6 +10,7 @@ pub mod dtmf;
 pub mod ice;
 pub mod jitter;
 pub mod mixer;
+pub mod ogg;
 pub mod overload;
 pub mod relay;
 pub mod resample;

@@ -112,7 +112,7 @@ impl Entry {
                 v["recording_id"] = serde_json::json!(id);
                 v["file"] = serde_json::json!(file);
                 v["metadata"] = serde_json::json!(metadata);
-                v["format"] = serde_json::json!("wav");
+                v["format"] = serde_json::json!(recording::format_of(file));
                 v["paused"] = serde_json::json!(self.tap.is_paused());
             }
             Sink::Playback(src) => {

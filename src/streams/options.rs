@@ -49,7 +49,7 @@ pub struct StartOptions {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordOptions {
-    /// `wav`, the only format yet.
+    /// `wav` (16-bit PCM, the default) or `ogg` (Ogg Opus).
     pub format: Option<String>,
     /// 8000, 16000 (default), 24000 or 48000.
     pub sample_rate: Option<u32>,
@@ -69,10 +69,8 @@ pub struct RecordOptions {
 impl RecordOptions {
     /// Checked, for a call or participant (`both` by default) or the mix.
     pub fn check(&self, mix: bool) -> Result<Checked, Error> {
-        if let Some(f) = self.format.as_deref().filter(|f| *f != "wav") {
-            return Err(bad(format!(
-                "format must be wav, not `{f}` (Ogg Opus recording is not built yet)"
-            )));
+        if let Some(f) = self.format.as_deref().filter(|f| !matches!(*f, "wav" | "ogg")) {
+            return Err(bad(format!("format must be wav or ogg (Opus), not `{f}`")));
         }
         let default_tracks = if mix { "inbound" } else { "both" };
         let tracks = parse_tracks(self.tracks.as_deref().unwrap_or(default_tracks))?;

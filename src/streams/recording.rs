@@ -1,14 +1,15 @@
-//! One recording's task: the tap's frames into a 16-bit PCM WAV file
-//! (mono, or stereo with the inbound track left and the outbound right,
-//! cut and paired as raw streams are), and a metadata JSON beside it when
-//! it ends: who and what was recorded, when, its pauses and key presses.
+//! One recording's task: the tap's frames into a 16-bit PCM WAV file or an
+//! Ogg Opus file (mono, or stereo with the inbound track left and the
+//! outbound right, cut and paired as raw streams are), and a metadata JSON
+//! beside it when it ends: who and what was recorded, when, its pauses and
+//! key presses.
 //! Files are written by this task, never by a media worker; a write error
 //! (a full disk) ends the recording with an event, and the call goes on.
 
 use super::format::{Format, Meta, Outgoing, Wire};
 use super::{Owner, Registry};
 use crate::media::tap::{Out, Tap};
-use crate::media::wav;
+use crate::media::{ogg::OggOpus, wav};
 use serde_json::{json, Value};
 use std::io::SeekFrom;
 use std::path::Path;
@@ -19,6 +20,52 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 /// The header is brought up to date this often (bytes of audio), so that
 /// a file cut short by a crash still says nearly how long it is.
 const HEADER_EVERY: u64 = 1 << 16;
+
+/// `wav` or `ogg`, by the file's extension.
+pub fn format_of(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("ogg") => "ogg",
+        _ => "wav",
+    }
+}
+
+/// What turns PCM into the file's bytes.
+enum Encoding {
+    Wav,
+    Ogg(Box<OggOpus>),
+}
+
+impl Encoding {
+    fn new(path: &Path, meta: &Meta, channels: u16) -> Result<(Encoding, Vec<u8>), String> {
+        Ok(match format_of(path) {
+            "ogg" => {
+                let serial = meta
+                    .stream_id
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+                let mut o = OggOpus::new(meta.rate, channels.into(), serial)?;
+                let head = o.headers();
+                (Encoding::Ogg(Box::new(o)), head)
+            }
+            _ => (Encoding::Wav, wav::header(meta.rate, channels, 0).to_vec()),
+        })
+    }
+
+    /// The bytes for `pcm` (16-bit little-endian), with `so_far` written before.
+    fn audio(&mut self, pcm: &[u8], so_far: u64, path: &Path) -> Result<Vec<u8>, String> {
+        match self {
+            Encoding::Wav if so_far + pcm.len() as u64 > u64::from(u32::MAX) - wav::HEADER_LEN as u64 => {
+                Err(format!("{} reached the 4 GiB a WAV file can hold", path.display()))
+            }
+            Encoding::Wav => Ok(pcm.to_vec()),
+            Encoding::Ogg(o) => o.push(
+                &pcm.chunks_exact(2)
+                    .map(|s| i16::from_le_bytes([s[0], s[1]]))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+}
 
 /// How often the tap's frames are taken.
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -49,7 +96,7 @@ pub(super) async fn run(
     let mut info = json!({
         "recording_id": id,
         "file": file,
-        "format": "wav",
+        "format": format_of(file),
         "sample_rate": meta.rate,
         "channels": channels,
         "tracks": meta.tracks,
@@ -103,9 +150,8 @@ async fn record(tap: &Tap, meta: Meta, path: &Path, w: &mut Written) -> Result<(
         .map_err(|e| fail("cannot create", e))?;
     let mut file = BufWriter::new(file);
     let (rate, channels) = (meta.rate, if meta.stereo { 2 } else { 1 });
-    file.write_all(&wav::header(rate, channels, 0))
-        .await
-        .map_err(|e| fail("cannot write", e))?;
+    let (mut enc, head) = Encoding::new(path, &meta, channels)?;
+    file.write_all(&head).await.map_err(|e| fail("cannot write", e))?;
     let mut out = Outgoing::new(Format::Raw, meta);
     let mut paused_at: Option<f64> = None;
     let mut marked = 0u64;
@@ -130,10 +176,8 @@ async fn record(tap: &Tap, meta: Meta, path: &Path, w: &mut Written) -> Result<(
                 Out::Audio(f) => {
                     for m in out.audio(&f) {
                         let Wire::Binary(b) = m else { continue };
-                        if w.bytes + b.len() as u64 > u32::MAX as u64 - wav::HEADER_LEN as u64 {
-                            return Err(format!("{} reached the 4 GiB a WAV file can hold", path.display()));
-                        }
-                        file.write_all(&b).await.map_err(|e| fail("cannot write", e))?;
+                        let bytes = enc.audio(&b, w.bytes, path)?;
+                        file.write_all(&bytes).await.map_err(|e| fail("cannot write", e))?;
                         w.bytes += b.len() as u64;
                     }
                 }
@@ -146,7 +190,12 @@ async fn record(tap: &Tap, meta: Meta, path: &Path, w: &mut Written) -> Result<(
             }
         }
         let closed = tap.is_closed();
-        if closed || w.bytes - marked >= HEADER_EVERY {
+        if let (true, Encoding::Ogg(o)) = (closed, &mut enc) {
+            let last = o.finish()?;
+            file.write_all(&last).await.map_err(|e| fail("cannot write", e))?;
+        }
+        let wav = matches!(enc, Encoding::Wav);
+        if wav && (closed || w.bytes - marked >= HEADER_EVERY) {
             marked = w.bytes;
             let header = wav::header(rate, channels, w.bytes as u32);
             rewrite_header(&mut file, &header)
