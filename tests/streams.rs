@@ -517,3 +517,52 @@ async fn the_proxy_starts_and_stops_a_stream_over_ng() {
         .to_string();
     assert!(reason.contains("no stream"), "{reason}");
 }
+
+/// A call's live events (server-sent): a key press and its stream's
+/// trouble arrive as they happen, and the event stream ends with the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calls_events_arrive_live() {
+    let d = Daemon::start(108, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, _) = d.call("ev", &a, &b).await;
+    let (s, r) = d.get("/v1/calls/nope/events").await;
+    assert_eq!(s, 404, "{r}");
+    let mut resp = d
+        .http
+        .get(format!("{}/v1/calls/ev/events", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for (i, end) in [false, true, true].into_iter().enumerate() {
+        let ev = [9, if end { 0x8a } else { 0x0a }, 3, 0x20];
+        a.rtp.send_to(&rtp(101, 10 + i as u16, 800, a.ssrc, &ev), to_a).unwrap();
+    }
+    let (s, r) = d
+        .post(
+            "/v1/calls/ev/streams",
+            json!({"url": "ws://127.0.0.1:9/", "from_tag": "ta"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let mut text = String::new();
+    while !(text.contains("event: dtmf") && text.contains("event: stream_disconnected")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no more events within 5 s: {text}"))
+            .unwrap()
+            .expect("the event stream is open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.contains(r#""digit":"9""#) && text.contains(r#""from_tag":"ta""#),
+        "{text}"
+    );
+    let (s, _) = d.delete("/v1/calls/ev").await;
+    assert_eq!(s, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream ends with the call");
+}

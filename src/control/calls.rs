@@ -222,6 +222,7 @@ pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reaso
 
 fn release(state: &State, e: &mut CallEntry, reason: &'static str) {
     e.alive = false;
+    super::call_events::close(state, &e.call_id);
     lock(&state.ended).record(&e.call_id, reason, Instant::now());
     for (iface, p) in e.session.all_ports() {
         free_ports(&e.home, iface, p);

@@ -568,12 +568,16 @@ async fn conf_leave(AxState(state): AxState<Shared>, Path((id, pid)): Path<(Stri
 
 /// Server-sent events: joined, left, started/stopped speaking, DTMF digits.
 async fn conf_events(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    match super::conference_commands::subscribe(&state, &id).await {
+        Ok(rx) => sse(rx),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Server-sent events from `rx`, each named by its `event` field, until it closes.
+pub(super) fn sse(rx: tokio::sync::broadcast::Receiver<Value>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let rx = match super::conference_commands::subscribe(&state, &id).await {
-        Ok(rx) => rx,
-        Err(e) => return e.into_response(),
-    };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
+        .route("/v1/calls/{call_id}/events", axum::routing::get(call_events))
         .route("/v1/calls/{call_id}/streams", post(call_start).get(call_list))
         .route("/v1/calls/{call_id}/streams/{stream_id}", delete(call_stop))
         .route("/v1/conferences/{conf_id}/streams", post(conf_start).get(conf_list))
@@ -143,6 +144,15 @@ async fn conf_record_pause(
     bytes: Bytes,
 ) -> Response {
     record_pause(state, false, id, rid, bytes).await
+}
+
+/// A call's live events: key presses, its streams' and recordings'.
+async fn call_events(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    use axum::response::IntoResponse;
+    match super::call_events::subscribe(&state, &id) {
+        Ok(rx) => super::http::sse(rx),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn call_start(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {

@@ -61,6 +61,7 @@ async fn on_dtmf(state: &State, key: u64, call_id: &str, leg: usize, digit: char
         "digit": digit.to_string(),
         "duration_ms": duration_ms,
     });
+    super::call_events::publish(state, call_id, &body);
     state.callbacks.post(&state.metrics, body);
 }
 

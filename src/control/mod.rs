@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod bridge;
+pub mod call_events;
 pub mod callbacks;
 pub mod calls;
 pub mod command;
@@ -101,6 +102,8 @@ pub struct State {
     pub dtls: Arc<crate::media::dtls::Identity>,
     /// WebSocket audio streams to applications.
     pub streams: Arc<crate::streams::Registry>,
+    /// Calls' live events, by call id, while someone listens.
+    pub call_events: Mutex<HashMap<String, tokio::sync::broadcast::Sender<serde_json::Value>>>,
 }
 
 /// A running control plane: its state, worker threads and worker events.
@@ -204,6 +207,7 @@ impl State {
             started_wall,
             dtls,
             streams,
+            call_events: Mutex::new(HashMap::new()),
             config,
         };
         Ok(Started {

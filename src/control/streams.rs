@@ -265,7 +265,10 @@ pub async fn pump_events(state: Arc<State>, mut rx: mpsc::Receiver<StreamEvent>)
         tracing::info!(event = %ev.body, "stream event");
         match &ev.owner {
             Owner::Conference(id) => conference_commands::stream_event(&state, id, ev.body).await,
-            Owner::Call(_) => state.callbacks.post(&state.metrics, ev.body),
+            Owner::Call(id) => {
+                super::call_events::publish(&state, id, &ev.body);
+                state.callbacks.post(&state.metrics, ev.body);
+            }
         }
     }
 }
