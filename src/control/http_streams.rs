@@ -14,6 +14,7 @@ use serde::Deserialize;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/v1/calls/{call_id}/events", axum::routing::get(call_events))
+        .route("/v1/calls/{call_id}/dtmf", post(call_dtmf))
         .route("/v1/calls/{call_id}/streams", post(call_start).get(call_list))
         .route("/v1/calls/{call_id}/streams/{stream_id}", delete(call_stop))
         .route("/v1/conferences/{conf_id}/streams", post(conf_start).get(conf_list))
@@ -144,6 +145,15 @@ async fn conf_record_pause(
     bytes: Bytes,
 ) -> Response {
     record_pause(state, false, id, rid, bytes).await
+}
+
+async fn call_dtmf(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "dtmf_play", &id, async {
+        super::calls::query(&state, &id).await?;
+        let p: super::play_dtmf::PlayDtmf = body(&bytes)?;
+        super::play_dtmf::play(&state, &id, p).await
+    })
+    .await
 }
 
 /// A call's live events: key presses, its streams' and recordings'.

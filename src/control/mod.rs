@@ -20,6 +20,7 @@ pub mod ng;
 pub mod ng_cookie;
 pub mod ng_streams;
 pub mod openapi;
+pub mod play_dtmf;
 pub mod playbacks;
 pub mod recordings;
 pub mod replicate;

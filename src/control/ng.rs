@@ -197,6 +197,7 @@ impl Ng<'_> {
             "start recording" => "ng:start_recording",
             "pause recording" => "ng:pause_recording",
             "stop recording" => "ng:stop_recording",
+            "play DTMF" => "ng:play_dtmf",
             _ => {
                 self.state
                     .metrics
@@ -204,7 +205,7 @@ impl Ng<'_> {
                     .with_label_values(&["ng", "unknown_command"])
                     .inc();
                 return Err(Error::NotImplemented(format!(
-                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream, start recording, pause recording, stop recording)"
+                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream, start recording, pause recording, stop recording, play DTMF)"
                 )));
             }
         };
@@ -236,7 +237,8 @@ impl Ng<'_> {
                         .push(("calls", Value::List(ids.iter().map(|i| Value::str(i)).collect())));
                 }
                 "statistics" => reply.items.push(("statistics", self.statistics())),
-                "start stream" | "stop stream" | "start recording" | "pause recording" | "stop recording" => reply
+                "start stream" | "stop stream" | "start recording" | "pause recording" | "stop recording"
+                | "play DTMF" => reply
                     .items
                     .extend(super::ng_streams::execute(self.state, command, d).await?),
                 _ => unreachable!("filtered above"),

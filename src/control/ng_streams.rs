@@ -22,6 +22,9 @@ pub const KEYS: &[&str] = &[
     "headers",
     "custom-parameters",
     "stream-id",
+    "code",
+    "duration",
+    "volume",
 ];
 
 pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'static str, Value)>, Error> {
@@ -35,6 +38,23 @@ pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'s
             Ok(vec![("stream-id", Value::str(sid))])
         }
         "start recording" | "pause recording" | "stop recording" => recording(state, command, &call_id, d).await,
+        "play DTMF" => {
+            let number = |k: &str| -> Result<Option<u32>, Error> {
+                match d.get(k) {
+                    None => Ok(None),
+                    Some(Value::Int(n)) => Ok(u32::try_from(*n).ok()),
+                    Some(_) => Ok(text(d, k)?.and_then(|v| v.parse().ok())),
+                }
+            };
+            let p = super::play_dtmf::PlayDtmf {
+                from_tag: text(d, "from-tag")?.ok_or_else(|| Error::BadRequest("no `from-tag`".into()))?,
+                digits: text(d, "code")?.ok_or_else(|| Error::BadRequest("no `code` (the keys)".into()))?,
+                duration_ms: number("duration")?,
+                volume: number("volume")?.map(|v| v.min(255) as u8),
+            };
+            super::play_dtmf::play(state, &call_id, p).await?;
+            Ok(Vec::new())
+        }
         _ => {
             let sid = text(d, "stream-id")?.ok_or_else(|| Error::BadRequest("no `stream-id`".into()))?;
             streams::stop(state, &Owner::Call(call_id), &sid).await?;

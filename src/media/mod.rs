@@ -7,6 +7,7 @@ pub mod codec;
 pub mod conference;
 pub mod dtls;
 pub mod dtmf;
+pub mod dtmf_out;
 pub mod ice;
 pub mod jitter;
 pub mod mixer;

@@ -56,12 +56,17 @@ pub enum WorkerError {
     /// The call has no audio stream, or the conference no such participant.
     #[error("{0}")]
     NoTapPoint(String),
+    /// The call's state does not allow what was asked (a conflict).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<WorkerError> for crate::error::Error {
     fn from(e: WorkerError) -> Self {
-        if let WorkerError::NoTapPoint(what) = e {
-            return crate::error::Error::NotFound(what);
+        match e {
+            WorkerError::NoTapPoint(what) => return crate::error::Error::NotFound(what),
+            WorkerError::Refused(why) => return crate::error::Error::Conflict(why),
+            _ => {}
         }
         crate::error::Error::Internal(e.to_string())
     }
@@ -184,6 +189,18 @@ pub enum Command {
         spec: TapSpec,
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
+    /// Sends key presses (RFC 4733 event `codes`) to leg `leg` of the call's
+    /// stream `stream`, riding what is relayed to it.
+    Dtmf {
+        key: CallKey,
+        stream: usize,
+        leg: usize,
+        codes: Vec<u8>,
+        duration_ms: u32,
+        volume: u8,
+        pt: u8,
+        reply: oneshot::Sender<Result<(), WorkerError>>,
+    },
     /// Stops tap `id` of call or conference `key`; false if there is none.
     Untap {
         key: CallKey,
@@ -220,6 +237,7 @@ impl Command {
             | Command::Query { key, .. }
             | Command::Detach { key, .. }
             | Command::Tap { key, .. }
+            | Command::Dtmf { key, .. }
             | Command::Untap { key, .. } => *key,
             #[cfg(feature = "test-hooks")]
             Command::ArmPanic { key, .. } => *key,

@@ -71,6 +71,8 @@ struct WStream {
     /// `transcode[side]` converts what leg `side` sends, when the legs
     /// share no codec.
     transcode: [Option<Box<Transcoder>>; 2],
+    /// Key presses chorus sends to leg `i` (see `media::dtmf_out`).
+    dtmf_out: [Option<Box<crate::media::dtmf_out::DtmfOut>>; 2],
     /// `bundle[side]`: this side rides another stream's transport.
     bundle: [Option<super::Bundled>; 2],
     /// Other streams ride this one's transport on that side.
@@ -123,6 +125,7 @@ pub(super) struct Runner {
 mod bundle;
 mod conference_host;
 mod forward;
+mod inject;
 mod isolation;
 mod stream;
 mod taps;
@@ -354,12 +357,19 @@ impl Runner {
             }
             return;
         }
+        let event = match (&mut ws.dtmf_out[1 - side], fwd.kind) {
+            (Some(d), PacketKind::Rtp) => inject::shift_and_next(d, &mut self.buf[..n]),
+            _ => None,
+        };
         let sealer = tx_stream.unwrap_or(ws);
         let n = match sealer.seal(1 - side, &mut self.buf, n, fwd.kind == PacketKind::Rtcp) {
             Ok(sealed) => sealed,
             Err(reason) => return count_drop(&mut call.streams[si], side, reason, c),
         };
         let sent = sock.map(|s| s.send_to(&self.buf[..n], fwd.to));
+        if let (Some(ev), Some(s)) = (event, sock) {
+            inject::send(sealer, 1 - side, ev, s, fwd.to);
+        }
         let reason = match sent {
             Some(Ok(_)) => {
                 WorkerCounters::add(&c.packets_relayed, 1);
@@ -431,6 +441,19 @@ impl Runner {
                 reply,
             } => {
                 let _ = reply.send(self.tap_call(key, (stream, leg), codecs, spec));
+            }
+            Command::Dtmf {
+                key,
+                stream,
+                leg,
+                codes,
+                duration_ms,
+                volume,
+                pt,
+                reply,
+            } => {
+                let r = self.queue_dtmf(key, (stream, leg), &codes, (duration_ms, volume, pt));
+                let _ = reply.send(r);
             }
             Command::Untap { key, id, reply } => {
                 let _ = reply.send(self.untap(key, id));
@@ -701,6 +724,7 @@ impl WStream {
             srtp: [None, None],
             webrtc: [None, None],
             transcode: [None, None],
+            dtmf_out: [None, None],
             bundle: [None, None],
             has_followers: [false, false],
         }
