@@ -368,12 +368,6 @@ async fn refusals_reconnects_and_raw_stereo() {
             "no leg tagged `zz`",
         ),
         (
-            "/v1/calls/c1/streams",
-            json!({"url": url, "from_tag": "ta", "bidirectional": true}),
-            400,
-            "conferences",
-        ),
-        (
             "/v1/calls/nope/streams",
             json!({"url": url, "from_tag": "ta"}),
             404,
@@ -565,4 +559,85 @@ async fn a_calls_events_arrive_live() {
     })
     .await;
     assert!(ended.is_ok(), "the event stream ends with the call");
+}
+
+/// An application on a relayed G.711 call speaks to the tapped leg: that
+/// phone hears it mixed with the other party, the mark comes back once it
+/// played, and `clear` silences it; the other party never hears it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_speaks_into_a_relayed_call() {
+    let (url, mut conns) = ws_app().await;
+    let d = Daemon::start(110, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("agent", &a, &b).await;
+    let (s, r) = d
+        .post(
+            "/v1/calls/agent/streams",
+            json!({"url": url, "from_tag": "tb", "bidirectional": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let mut conn = accept(&mut conns).await;
+    assert_eq!(conn.json().await["event"], "connected");
+    let sid = conn.json().await["streamSid"].clone();
+    // A says 440 Hz to B for 3 s; B says nothing but keeps sending silence.
+    let talk_a = send_tone(a.rtp.try_clone().unwrap(), to_a, 440.0, 150, 41);
+    let bsock = b.rtp.try_clone().unwrap();
+    let talk_b = std::thread::spawn(move || {
+        for i in 0..150u16 {
+            let _ = bsock.send_to(&rtp(0, i, i as u32 * 160, 42, &[0xff; 160]), to_b);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let heard_b = {
+        let s = b.rtp.try_clone().unwrap();
+        std::thread::spawn(move || listen_pcmu(&s, 3.0))
+    };
+    let heard_a = {
+        let s = a.rtp.try_clone().unwrap();
+        std::thread::spawn(move || listen_pcmu(&s, 3.0))
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    for i in 0..50 {
+        let payload = base64::engine::general_purpose::STANDARD.encode(pcmu(1000.0, i * 160));
+        conn.send(json!({"event": "media", "streamSid": sid, "media": {"payload": payload}}));
+    }
+    conn.send(json!({"event": "mark", "streamSid": sid, "mark": {"name": "spoken"}}));
+    let mark = loop {
+        let m = conn.json().await;
+        if m["event"] == "mark" {
+            break t0.elapsed();
+        }
+    };
+    assert!(
+        mark >= Duration::from_millis(900) && mark < Duration::from_millis(2500),
+        "mark after {mark:?}"
+    );
+    for i in 0..100 {
+        let payload = base64::engine::general_purpose::STANDARD.encode(pcmu(1000.0, i * 160));
+        conn.send(json!({"event": "media", "streamSid": sid, "media": {"payload": payload}}));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cleared = Instant::now();
+    conn.send(json!({"event": "clear", "streamSid": sid}));
+    talk_a.join().unwrap();
+    talk_b.join().unwrap();
+    let (heard_b, heard_a) = (heard_b.join().unwrap(), heard_a.join().unwrap());
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let during = window(&heard_b, at(200), at(800));
+    assert!(tone_level(&during, 8000.0, 1000.0) > 0.05, "B hears the application");
+    assert!(tone_level(&during, 8000.0, 440.0) > 0.05, "and A, mixed");
+    let after = window(
+        &heard_b,
+        cleared + Duration::from_millis(200),
+        cleared + Duration::from_millis(800),
+    );
+    assert!(tone_level(&after, 8000.0, 1000.0) < 0.01, "nothing of it after clear");
+    assert!(tone_level(&after, 8000.0, 440.0) > 0.05, "A goes on");
+    let a_heard = window(&heard_a, at(200), at(800));
+    assert!(
+        tone_level(&a_heard, 8000.0, 1000.0) < 0.01,
+        "A never hears the application"
+    );
 }

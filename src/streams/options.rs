@@ -37,7 +37,8 @@ pub struct StartOptions {
     pub headers: Option<BTreeMap<String, String>>,
     /// Handed to the application in the start message.
     pub custom_parameters: Option<BTreeMap<String, String>>,
-    /// The application's audio is played into the conference.
+    /// The application's audio is played into the conference, or to the
+    /// tapped leg of a call (G.711 legs).
     pub bidirectional: Option<bool>,
     /// A call: the leg to tap, by its tag.
     pub from_tag: Option<String>,
@@ -266,9 +267,9 @@ impl StartOptions {
 
     /// A call's stream names its leg, and nothing of conferences'.
     pub fn check_for_call(&self) -> Result<Checked, Error> {
-        if self.participant.is_some() || self.bidirectional.is_some() {
+        if self.participant.is_some() {
             return Err(bad(
-                "participant and bidirectional are for conferences' streams; a call's stream names from_tag".into(),
+                "participant is for conferences' streams; a call's stream names from_tag".into(),
             ));
         }
         if self.from_tag.is_none() {

@@ -357,6 +357,9 @@ impl Runner {
             }
             return;
         }
+        if fwd.kind == PacketKind::Rtp && !call.taps.is_empty() {
+            taps::mix_into(&mut call.taps, si, 1 - side, &mut self.buf[..n]);
+        }
         let event = match (&mut ws.dtmf_out[1 - side], fwd.kind) {
             (Some(d), PacketKind::Rtp) => inject::shift_and_next(d, &mut self.buf[..n]),
             _ => None,

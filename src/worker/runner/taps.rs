@@ -4,8 +4,9 @@
 //! without taps never comes here: its packets cost what they did.
 
 use super::{CallKey, Runner};
+use crate::media::codec::g711::Law;
 use crate::media::codec::{CodecKind, CodecSpec, Decoder};
-use crate::media::tap::{Framer, Out, TapHandle, Track};
+use crate::media::tap::{Framer, Out, Playout, TapHandle, Track};
 use crate::wire::rtp::RtpView;
 use crate::worker::{TapSpec, WorkerError};
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub(super) struct LegTap {
     decoders: [Option<(u8, Decoder)>; 2],
     framers: [Framer; 2],
     decoded: Vec<f32>,
+    /// The application's audio for the tapped leg (8 kHz), and what is
+    /// left of it after the last packet.
+    back: Option<(Playout, Vec<f32>)>,
 }
 
 impl LegTap {
@@ -63,6 +67,35 @@ impl LegTap {
         self.framers[track].push(&self.decoded, rate, now, &self.tap);
     }
 
+    /// A G.711 packet about to be relayed to the tapped leg: the
+    /// application's next samples mixed into its payload, in place.
+    fn mix_into(&mut self, rtp: &mut [u8]) {
+        let Some((playout, fifo)) = &mut self.back else { return };
+        let Ok(v) = RtpView::parse(rtp) else { return };
+        let pt = v.payload_type();
+        let law = match self.codecs.iter().find(|c| c.pt == pt).map(|c| c.kind) {
+            Some(CodecKind::Pcmu) => Law::Ulaw,
+            Some(CodecKind::Pcma) => Law::Alaw,
+            _ => return,
+        };
+        let len = v.payload().len().min(480);
+        let start = rtp.len() - v.payload().len();
+        while fifo.len() < len && playout.next(&self.tap) {
+            fifo.extend_from_slice(&playout.frame);
+        }
+        if fifo.is_empty() || len == 0 {
+            return;
+        }
+        let payload = &mut rtp[start..start + len];
+        let mut pcm = [0i16; 480];
+        law.decode(payload, &mut pcm[..len]);
+        let take = len.min(fifo.len());
+        for (s, x) in pcm.iter_mut().zip(fifo.drain(..take)) {
+            *s = (*s as f32 + x * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        }
+        law.encode(&pcm[..len], payload);
+    }
+
     fn decoder_for(&self, pt: u8) -> Option<Decoder> {
         let c = self.codecs.iter().find(|c| c.pt == pt)?;
         // Room for a 60 ms packet; Opus decoded straight at the stream's rate.
@@ -71,6 +104,17 @@ impl LegTap {
             spec.rate = self.rate;
         }
         Decoder::new(&spec).ok()
+    }
+}
+
+/// Mixes applications' audio into an RTP packet about to be relayed to
+/// leg `to` of stream `stream` (bidirectional taps on that leg).
+pub(super) fn mix_into(taps: &mut [LegTap], stream: usize, to: usize, rtp: &mut [u8]) {
+    for t in taps
+        .iter_mut()
+        .filter(|t| t.stream == stream && t.leg == to && t.back.is_some())
+    {
+        t.mix_into(rtp);
     }
 }
 
@@ -99,6 +143,17 @@ impl Runner {
         if stream >= call.streams.len() || leg > 1 {
             return Err(no("the call has no such stream"));
         }
+        if spec.back {
+            let hearing = &call.streams[stream];
+            let g711 = codecs
+                .first()
+                .is_some_and(|c| matches!(c.kind, CodecKind::Pcmu | CodecKind::Pcma));
+            if !g711 || hearing.transcode.iter().any(Option::is_some) {
+                return Err(WorkerError::Refused(
+                    "audio back into a call plays into G.711 legs that are not transcoded".into(),
+                ));
+            }
+        }
         let rate = match spec.rate {
             8000 | 12000 | 16000 | 24000 | 48000 => spec.rate,
             _ => 48000,
@@ -114,6 +169,7 @@ impl Runner {
             decoders: [None, None],
             framers: [Framer::new(Track::Inbound), Framer::new(Track::Outbound)],
             decoded: Vec::with_capacity(2880),
+            back: spec.back.then(|| (Playout::new(8000), Vec::with_capacity(960))),
         });
         Ok(())
     }
