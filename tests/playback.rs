@@ -116,3 +116,79 @@ async fn a_file_and_a_tone_are_heard_in_a_conference() {
     );
     let _ = std::fs::remove_dir_all(&media);
 }
+
+/// A tone played to one leg of a relayed G.711 call, twice, under the
+/// other party; ng `play media` plays a file there and `stop media` stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tone_and_a_file_are_played_to_a_call_leg() {
+    let media = std::env::temp_dir().join(format!("chorus-media-call-{}", std::process::id()));
+    std::fs::create_dir_all(&media).unwrap();
+    let mut wav = chorus::media::wav::header(8000, 1, 8000 * 2 * 5).to_vec();
+    for i in 0..8000 * 5 {
+        let s = (9000.0 * (2.0 * std::f32::consts::PI * 900.0 * i as f32 / 8000.0).sin()) as i16;
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(media.join("hold.wav"), &wav).unwrap();
+    let d = Daemon::start(111, &["--media-dir", media.to_str().unwrap()]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("pb", &a, &b).await;
+    // Both phones send silence for 3 s, so packets flow both ways.
+    let (sa, sb) = (a.rtp.try_clone().unwrap(), b.rtp.try_clone().unwrap());
+    let talk = std::thread::spawn(move || {
+        for i in 0..150u16 {
+            let _ = sa.send_to(&rtp(0, i, i as u32 * 160, 51, &[0xff; 160]), to_a);
+            let _ = sb.send_to(&rtp(0, i, i as u32 * 160, 52, &[0xff; 160]), to_b);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (ra, rb) = (a.rtp.try_clone().unwrap(), b.rtp.try_clone().unwrap());
+    let heard_a = std::thread::spawn(move || listen_pcmu(&ra, 3.0));
+    let heard_b = std::thread::spawn(move || listen_pcmu(&rb, 3.0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    let (s, r) = d
+        .post(
+            "/v1/calls/pb/playbacks",
+            json!({"from_tag": "tb", "tone": {"frequency": 600, "ms": 300}, "times": 2}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["times"], 2, "{r}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let t1 = Instant::now();
+    let play = ngd(&[
+        ("command", "play media"),
+        ("call-id", "pb"),
+        ("from-tag", "tb"),
+        ("file", "hold.wav"),
+    ]);
+    let r = tokio::task::block_in_place(|| ng(&d, "p1", &play));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stop = ngd(&[("command", "stop media"), ("call-id", "pb")]);
+    let r = tokio::task::block_in_place(|| ng(&d, "p2", &stop));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    let t2 = Instant::now();
+    talk.join().unwrap();
+    let (heard_a, heard_b) = (heard_a.join().unwrap(), heard_b.join().unwrap());
+    let ms = |t: Instant, n| t + Duration::from_millis(n);
+    assert!(
+        level(&heard_b, ms(t0, 350), ms(t0, 550), 600.0) > 0.05,
+        "the second play of the tone"
+    );
+    assert!(
+        level(&heard_b, ms(t0, 800), ms(t1, 0), 600.0) < 0.01,
+        "twice, then no more"
+    );
+    assert!(level(&heard_b, ms(t1, 200), ms(t1, 600), 900.0) > 0.05, "the file");
+    assert!(level(&heard_b, ms(t2, 250), ms(t2, 600), 900.0) < 0.01, "stopped");
+    assert!(
+        level(&heard_a, ms(t0, 0), ms(t2, 0), 600.0) < 0.01,
+        "the other leg hears none of it"
+    );
+    assert!(
+        level(&heard_a, ms(t0, 0), ms(t2, 0), 900.0) < 0.01,
+        "the other leg hears none of it"
+    );
+    let _ = std::fs::remove_dir_all(&media);
+}

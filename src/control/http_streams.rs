@@ -34,6 +34,8 @@ pub fn routes() -> Router<Shared> {
         )
         .route("/v1/conferences/{conf_id}/playbacks", post(play).get(playbacks))
         .route("/v1/conferences/{conf_id}/playbacks/{playback_id}", delete(play_stop))
+        .route("/v1/calls/{call_id}/playbacks", post(call_play).get(call_playbacks))
+        .route("/v1/calls/{call_id}/playbacks/{playback_id}", delete(call_play_stop))
 }
 
 async fn play(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
@@ -48,14 +50,38 @@ async fn play(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: By
 async fn playbacks(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
     instrumented(&state, "playback_list", &id, async {
         super::conference_commands::handle(&state, &id)?;
-        Ok(super::playbacks::list(&state, &id))
+        Ok(super::playbacks::list(&state, &owner(false, &id)))
     })
     .await
 }
 
 async fn play_stop(AxState(state): AxState<Shared>, Path((id, pid)): Path<(String, String)>) -> Response {
     instrumented(&state, "playback_stop", &id, async {
-        super::playbacks::stop(&state, &id, &pid).await
+        super::playbacks::stop(&state, &owner(false, &id), &pid).await
+    })
+    .await
+}
+
+async fn call_play(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    instrumented(&state, "playback_start", &id, async {
+        super::calls::query(&state, &id).await?;
+        let opts: super::playbacks::PlayOptions = body(&bytes)?;
+        super::playbacks::start_call(&state, &id, opts).await
+    })
+    .await
+}
+
+async fn call_playbacks(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
+    instrumented(&state, "playback_list", &id, async {
+        super::calls::query(&state, &id).await?;
+        Ok(super::playbacks::list(&state, &owner(true, &id)))
+    })
+    .await
+}
+
+async fn call_play_stop(AxState(state): AxState<Shared>, Path((id, pid)): Path<(String, String)>) -> Response {
+    instrumented(&state, "playback_stop", &id, async {
+        super::playbacks::stop(&state, &owner(true, &id), &pid).await
     })
     .await
 }

@@ -198,6 +198,8 @@ impl Ng<'_> {
             "pause recording" => "ng:pause_recording",
             "stop recording" => "ng:stop_recording",
             "play DTMF" => "ng:play_dtmf",
+            "play media" => "ng:play_media",
+            "stop media" => "ng:stop_media",
             _ => {
                 self.state
                     .metrics
@@ -205,7 +207,7 @@ impl Ng<'_> {
                     .with_label_values(&["ng", "unknown_command"])
                     .inc();
                 return Err(Error::NotImplemented(format!(
-                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream, start recording, pause recording, stop recording, play DTMF)"
+                    "unknown or unsupported command `{command}` (chorus supports ping, offer, answer, delete, query, list, statistics, start stream, stop stream, start recording, pause recording, stop recording, play DTMF, play media, stop media)"
                 )));
             }
         };
@@ -238,7 +240,7 @@ impl Ng<'_> {
                 }
                 "statistics" => reply.items.push(("statistics", self.statistics())),
                 "start stream" | "stop stream" | "start recording" | "pause recording" | "stop recording"
-                | "play DTMF" => reply
+                | "play DTMF" | "play media" | "stop media" => reply
                     .items
                     .extend(super::ng_streams::execute(self.state, command, d).await?),
                 _ => unreachable!("filtered above"),

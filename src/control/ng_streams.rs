@@ -25,6 +25,8 @@ pub const KEYS: &[&str] = &[
     "code",
     "duration",
     "volume",
+    "file",
+    "repeat-times",
 ];
 
 pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'static str, Value)>, Error> {
@@ -38,6 +40,34 @@ pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'s
             Ok(vec![("stream-id", Value::str(sid))])
         }
         "start recording" | "pause recording" | "stop recording" => recording(state, command, &call_id, d).await,
+        "play media" => {
+            let opts = super::playbacks::PlayOptions {
+                file: Some(
+                    text(d, "file")?.ok_or_else(|| Error::BadRequest("no `file` (a name in media_dir)".into()))?,
+                ),
+                tone: None,
+                looping: None,
+                times: match d.get("repeat-times") {
+                    None => None,
+                    Some(Value::Int(n)) => Some(u32::try_from(*n).unwrap_or(0).max(1)),
+                    Some(_) => text(d, "repeat-times")?.and_then(|v| v.parse().ok()),
+                },
+                from_tag: Some(
+                    text(d, "from-tag")?
+                        .ok_or_else(|| Error::BadRequest("no `from-tag` (the leg that hears it)".into()))?,
+                ),
+            };
+            let started = super::playbacks::start_call(state, &call_id, opts).await?;
+            let id = started["playback_id"].as_str().unwrap_or_default();
+            Ok(vec![("playback-id", Value::str(id))])
+        }
+        "stop media" => {
+            let owner = Owner::Call(call_id.clone());
+            for id in super::playbacks::ids(state, &owner) {
+                super::playbacks::stop(state, &owner, &id).await?;
+            }
+            Ok(Vec::new())
+        }
         "play DTMF" => {
             let number = |k: &str| -> Result<Option<u32>, Error> {
                 match d.get(k) {

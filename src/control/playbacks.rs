@@ -1,9 +1,10 @@
 //! Playing a WAV file from `media_dir`, a tone or silence into a
-//! conference (announcements, hold music): everyone hears it, mixed like
-//! a voice; once or in a loop; stopped at any time.
+//! conference (announcements, hold music: everyone hears it, mixed like a
+//! voice) or to one leg of a relayed G.711 call (mixed under the other
+//! party); once, a number of times or in a loop; stopped at any time.
 
-use super::streams::{stop_tap, tap_conference, MakeSink};
-use super::{conference_commands, State};
+use super::streams::{stop_tap, tap_call, tap_conference, MakeSink};
+use super::{calls, conference_commands, State};
 use crate::error::Error;
 use crate::streams::playback::Source;
 use crate::streams::{Checked, Kind, Owner, Sink};
@@ -25,6 +26,10 @@ pub struct PlayOptions {
     pub tone: Option<Tone>,
     #[serde(rename = "loop")]
     pub looping: Option<bool>,
+    /// Times to play it (default 1).
+    pub times: Option<u32>,
+    /// A call: the leg that hears it.
+    pub from_tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,7 +41,14 @@ pub struct Tone {
 }
 
 async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
-    let looping = o.looping.unwrap_or(false);
+    let times = match (o.looping, o.times) {
+        (Some(true), _) => 0,
+        (_, Some(n)) if n == 0 || n > 10_000 => {
+            return Err(Error::BadRequest("times is 1 to 10000 (loop: until stopped)".into()))
+        }
+        (_, Some(n)) => n,
+        _ => 1,
+    };
     match (&o.file, &o.tone) {
         (Some(name), None) => {
             let plain = !name.is_empty()
@@ -61,7 +73,7 @@ async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
             Ok(Source {
                 rate,
                 pcm: Arc::new(pcm),
-                looping,
+                times,
                 name: name.clone(),
             })
         }
@@ -71,16 +83,14 @@ async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
                     "tone: frequency 0 (silence) to 4000 Hz, 1 to {MAX_TONE_MS} ms"
                 )));
             }
-            Ok(Source::tone(t.frequency, t.ms, looping))
+            Ok(Source::tone(t.frequency, t.ms, times))
         }
         _ => Err(Error::BadRequest("give one of file and tone".into())),
     }
 }
 
-/// Plays into conference `conf_id`; answers the playback's id.
-pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Value, Error> {
-    conference_commands::handle(state, conf_id)?;
-    let src = source(state, &opts).await?;
+/// The tap a playback runs on: no tracks out, its audio back.
+fn playback_tap(src: Source) -> (Checked, MakeSink) {
     let checked = Checked {
         url: String::new(),
         format: crate::streams::format::Format::Raw,
@@ -95,13 +105,46 @@ pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Va
         prefix: "PB",
         make: Box::new(move |_| Sink::Playback(src)),
     };
+    (checked, sink)
+}
+
+/// Plays into conference `conf_id`; answers the playback's id.
+pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Value, Error> {
+    conference_commands::handle(state, conf_id)?;
+    if opts.from_tag.is_some() {
+        return Err(Error::BadRequest(
+            "from_tag is for calls: a conference's playback is heard by all".into(),
+        ));
+    }
+    let (checked, sink) = playback_tap(source(state, &opts).await?);
     tap_conference(state, conf_id, None, checked, sink).await
 }
 
-pub async fn stop(state: &State, conf_id: &str, id: &str) -> Result<Value, Error> {
-    stop_tap(state, &Owner::Conference(conf_id.to_string()), id, Kind::Playback).await
+/// Plays to leg `from_tag` of a relayed call (G.711 legs), mixed under
+/// what the other party says.
+pub async fn start_call(state: &State, call_id: &str, opts: PlayOptions) -> Result<Value, Error> {
+    calls::entry(state, call_id, false)?;
+    let tag = opts
+        .from_tag
+        .clone()
+        .ok_or_else(|| Error::BadRequest("a call's playback needs from_tag: the leg that hears it".into()))?;
+    let (checked, sink) = playback_tap(source(state, &opts).await?);
+    tap_call(state, call_id, Some(tag), checked, sink).await
 }
 
-pub fn list(state: &State, conf_id: &str) -> Value {
-    json!({ "playbacks": state.streams.list(&Owner::Conference(conf_id.to_string()), Kind::Playback) })
+pub async fn stop(state: &State, owner: &Owner, id: &str) -> Result<Value, Error> {
+    stop_tap(state, owner, id, Kind::Playback).await
+}
+
+pub fn list(state: &State, owner: &Owner) -> Value {
+    json!({ "playbacks": state.streams.list(owner, Kind::Playback) })
+}
+
+/// The ids of `owner`'s playbacks (ng `stop media` stops them all).
+pub fn ids(state: &State, owner: &Owner) -> Vec<String> {
+    let map = super::lock(&state.streams.map);
+    map.iter()
+        .filter(|(_, e)| &e.owner == owner && e.sink.kind() == Kind::Playback)
+        .map(|(id, _)| id.clone())
+        .collect()
 }

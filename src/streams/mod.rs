@@ -118,7 +118,8 @@ impl Entry {
             Sink::Playback(src) => {
                 v["playback_id"] = serde_json::json!(id);
                 v["source"] = serde_json::json!(src.name);
-                v["loop"] = serde_json::json!(src.looping);
+                v["loop"] = serde_json::json!(src.times == 0);
+                v["times"] = serde_json::json!(src.times);
             }
         }
         v

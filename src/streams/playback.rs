@@ -15,7 +15,8 @@ use std::time::Duration;
 pub struct Source {
     pub rate: u32,
     pub pcm: Arc<Vec<i16>>,
-    pub looping: bool,
+    /// Times to play it; 0: until stopped.
+    pub times: u32,
     /// The file's name, or `tone`.
     pub name: String,
 }
@@ -28,14 +29,14 @@ impl std::fmt::Debug for Source {
 
 impl Source {
     /// `ms` of a sine at `freq` Hz (0: silence), at 8 kHz, amplitude 0.3.
-    pub fn tone(freq: u32, ms: u32, looping: bool) -> Source {
+    pub fn tone(freq: u32, ms: u32, times: u32) -> Source {
         let n = 8 * ms as usize;
         let w = 2.0 * std::f32::consts::PI * freq as f32 / 8000.0;
         let pcm = (0..n).map(|i| (0.3 * 32767.0 * (w * i as f32).sin()) as i16).collect();
         Source {
             rate: 8000,
             pcm: Arc::new(pcm),
-            looping,
+            times,
             name: if freq == 0 {
                 "silence".into()
             } else {
@@ -49,6 +50,9 @@ pub(super) async fn run(reg: &Registry, id: &str, owner: &Owner, tap: Arc<Tap>, 
     let mut back = Backlog::new(src.rate);
     let second = src.rate as usize;
     let mut at = 0usize;
+    // Plays left after this one (0 with `times` 0: for ever).
+    let mut left = src.times.saturating_sub(1);
+    let forever = src.times == 0;
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let finished = loop {
@@ -56,16 +60,17 @@ pub(super) async fn run(reg: &Registry, id: &str, owner: &Owner, tap: Arc<Tap>, 
             break false;
         }
         // About a second queued ahead of the worker.
-        while back.queued() < second && !src.pcm.is_empty() && (at < src.pcm.len() || src.looping) {
+        while back.queued() < second && !src.pcm.is_empty() && (at < src.pcm.len() || forever || left > 0) {
             if at >= src.pcm.len() {
                 at = 0;
+                left = left.saturating_sub(1);
             }
             let end = (at + second).min(src.pcm.len());
             back.audio(&src.pcm[at..end]);
             at = end;
         }
         back.top_up(&tap);
-        let done = at >= src.pcm.len() && !src.looping;
+        let done = at >= src.pcm.len() && !forever && left == 0;
         if done && !back.waiting() && tap.back_len() == 0 {
             break true;
         }
