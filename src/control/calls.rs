@@ -53,6 +53,8 @@ pub(super) fn unregister(state: &State, call_id: &str, key: u64) {
     let mut calls = lock(&state.calls);
     if calls.get(call_id).is_some_and(|(k, _)| *k == key) {
         calls.remove(call_id);
+        // Its live events end with it, however it ended.
+        super::call_events::close(state, call_id);
     }
 }
 
@@ -222,7 +224,6 @@ pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reaso
 
 fn release(state: &State, e: &mut CallEntry, reason: &'static str) {
     e.alive = false;
-    super::call_events::close(state, &e.call_id);
     lock(&state.ended).record(&e.call_id, reason, Instant::now());
     for (iface, p) in e.session.all_ports() {
         free_ports(&e.home, iface, p);

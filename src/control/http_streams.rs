@@ -64,7 +64,7 @@ async fn play_stop(AxState(state): AxState<Shared>, Path((id, pid)): Path<(Strin
 
 async fn call_play(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "playback_start", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         let opts: super::playbacks::PlayOptions = body(&bytes)?;
         super::playbacks::start_call(&state, &id, opts).await
     })
@@ -73,7 +73,7 @@ async fn call_play(AxState(state): AxState<Shared>, Path(id): Path<String>, byte
 
 async fn call_playbacks(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
     instrumented(&state, "playback_list", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         Ok(super::playbacks::list(&state, &owner(true, &id)))
     })
     .await
@@ -94,7 +94,7 @@ struct PauseBody {
 
 async fn call_record(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "recording_start", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         let opts: RecordOptions = body(&bytes)?;
         recordings::start_call(&state, &id, opts).await
     })
@@ -112,7 +112,7 @@ async fn conf_record(AxState(state): AxState<Shared>, Path(id): Path<String>, by
 
 async fn call_recordings(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
     instrumented(&state, "recording_list", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         Ok(recordings::list(&state, &Owner::Call(id.clone())))
     })
     .await
@@ -175,7 +175,7 @@ async fn conf_record_pause(
 
 async fn call_dtmf(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "dtmf_play", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         let p: super::play_dtmf::PlayDtmf = body(&bytes)?;
         super::play_dtmf::play(&state, &id, p).await
     })
@@ -194,7 +194,7 @@ async fn call_events(AxState(state): AxState<Shared>, Path(id): Path<String>) ->
 async fn call_start(AxState(state): AxState<Shared>, Path(id): Path<String>, bytes: Bytes) -> Response {
     instrumented(&state, "stream_start", &id, async {
         // An unknown call is said before anything about the body.
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         let opts: StartOptions = body(&bytes)?;
         streams::start_call(&state, &id, opts).await
     })
@@ -203,7 +203,7 @@ async fn call_start(AxState(state): AxState<Shared>, Path(id): Path<String>, byt
 
 async fn call_list(AxState(state): AxState<Shared>, Path(id): Path<String>) -> Response {
     instrumented(&state, "stream_list", &id, async {
-        super::calls::query(&state, &id).await?;
+        super::calls::entry(&state, &id, false)?;
         Ok(streams::list(&state, &Owner::Call(id.clone())))
     })
     .await

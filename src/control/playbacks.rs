@@ -142,9 +142,5 @@ pub fn list(state: &State, owner: &Owner) -> Value {
 
 /// The ids of `owner`'s playbacks (ng `stop media` stops them all).
 pub fn ids(state: &State, owner: &Owner) -> Vec<String> {
-    let map = super::lock(&state.streams.map);
-    map.iter()
-        .filter(|(_, e)| &e.owner == owner && e.sink.kind() == Kind::Playback)
-        .map(|(id, _)| id.clone())
-        .collect()
+    state.streams.ids(owner, crate::streams::Kind::Playback)
 }

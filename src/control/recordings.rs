@@ -70,9 +70,5 @@ pub fn list(state: &State, owner: &Owner) -> Value {
 
 /// The ids of `owner`'s recordings (ng acts on all of a call's).
 pub fn ids(state: &State, owner: &Owner) -> Vec<String> {
-    let map = lock(&state.streams.map);
-    map.iter()
-        .filter(|(_, e)| &e.owner == owner && e.sink.is_recording())
-        .map(|(id, _)| id.clone())
-        .collect()
+    state.streams.ids(owner, crate::streams::Kind::Recording)
 }

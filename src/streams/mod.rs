@@ -238,6 +238,15 @@ impl Registry {
         self.next_tap.fetch_add(1, Relaxed)
     }
 
+    /// The ids of `owner`'s streams, recordings or playbacks.
+    pub fn ids(&self, owner: &Owner, kind: Kind) -> Vec<String> {
+        let map = crate::control::lock(&self.map);
+        map.iter()
+            .filter(|(_, e)| &e.owner == owner && e.sink.kind() == kind)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// A new id, Twilio-shaped: `prefix` (`MZ` a stream, `RE` a
     /// recording) and 32 hex digits. Recordings' files are named by it.
     pub fn new_id(prefix: &str) -> String {
