@@ -44,11 +44,16 @@ fn onset_delay_ms(from: CodecSpec, to: CodecSpec) -> f64 {
     let mut dec = Decoder::new(&to).unwrap();
     let (mut pcm, mut frame) = (Vec::new(), Vec::new());
     for p in packets(from, 50, 25) {
-        t.push(&p, &mut out, &mut |b, n| {
-            let v = RtpView::parse(&b[..n]).unwrap();
-            let got = dec.decode(Some(v.payload()), to.frame_samples(), &mut frame);
-            pcm.extend_from_slice(&frame[..got]);
-        });
+        t.push(
+            &p,
+            &mut out,
+            &mut |b, n| {
+                let v = RtpView::parse(&b[..n]).unwrap();
+                let got = dec.decode(Some(v.payload()), to.frame_samples(), &mut frame);
+                pcm.extend_from_slice(&frame[..got]);
+            },
+            &mut |_, _| 0,
+        );
     }
     let onset = pcm.iter().position(|x| x.abs() > 0.1).unwrap_or(pcm.len());
     (onset as f64 - 25.0 * to.frame_samples() as f64) * 1000.0 / to.rate as f64
@@ -71,9 +76,14 @@ fn bench(c: &mut Criterion) {
                 let mut p = input[k % input.len()].clone();
                 write_header(&mut p, from.pt, k as u16, k as u32 * from.frame_ts(), 5).unwrap();
                 k += 1;
-                t.push(black_box(&p), &mut out, &mut |b, n| {
-                    black_box(&b[..n]);
-                });
+                t.push(
+                    black_box(&p),
+                    &mut out,
+                    &mut |b, n| {
+                        black_box(&b[..n]);
+                    },
+                    &mut |_, _| 0,
+                );
             })
         });
     }

@@ -1,9 +1,12 @@
 //! End to end: a WAV file and a tone played into a conference are heard by
 //! a participant (decoded, by spectrum); a loop plays until stopped; files
-//! that cannot be played are refused with the reason.
+//! that cannot be played are refused with the reason. Played into a call
+//! leg in each codec, transcoded or not, under the other party.
 
 mod common;
+use chorus::media::codec::{CodecKind, CodecSpec, Decoder};
 use chorus::media::mixer::level::tone_level;
+use chorus::wire::rtp::RtpView;
 use common::*;
 use serde_json::json;
 use std::net::UdpSocket;
@@ -191,4 +194,86 @@ async fn a_tone_and_a_file_are_played_to_a_call_leg() {
         "the other leg hears none of it"
     );
     let _ = std::fs::remove_dir_all(&media);
+}
+
+/// An SDP with one audio line in `c`'s codec.
+fn sdp_for(port: u16, c: CodecSpec) -> String {
+    let rtpmap = match c.kind {
+        CodecKind::Opus => format!("a=rtpmap:{} opus/48000/2\r\n", c.pt),
+        _ => format!("a=rtpmap:{} {}/8000\r\n", c.pt, c.name()),
+    };
+    format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n{rtpmap}a=ptime:20\r\n",
+        c.pt
+    )
+}
+
+/// A tone played to an Opus leg, a G.722 leg and a transcoded (Opus)
+/// leg is heard there in the leg's codec, under the other party's 1 kHz.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tone_is_played_into_opus_g722_and_transcoded_legs() {
+    let d = Daemon::start(112, &[]).await;
+    let opus = CodecSpec::new(CodecKind::Opus, 96, 2, 20, None, None).unwrap();
+    let g722 = CodecSpec::new(CodecKind::G722, 9, 1, 20, None, None).unwrap();
+    let pcmu = CodecSpec::new(CodecKind::Pcmu, 0, 1, 20, None, None).unwrap();
+    for (id, ca, cb) in [("opus", opus, opus), ("g722", g722, g722), ("transcoded", pcmu, opus)] {
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let offer = sdp_for(a.local_addr().unwrap().port(), ca);
+        let body = json!({"from_tag": "a", "sdp": offer, "options": {"transcode": ["opus"]}});
+        let (s, r) = d.post(&format!("/v1/calls/{id}/offer"), body).await;
+        assert_eq!(s, 200, "{r}");
+        let answer = sdp_for(b.local_addr().unwrap().port(), cb);
+        let body = json!({"from_tag": "a", "to_tag": "b", "sdp": answer});
+        let (s, r) = d.post(&format!("/v1/calls/{id}/answer"), body).await;
+        assert_eq!(s, 200, "{r}");
+        let a_to = sdp_target(r["sdp"].as_str().unwrap());
+        let packets = codec_tone(ca, 110, 0);
+        let talk = std::thread::spawn(move || {
+            for p in packets {
+                let _ = a.send_to(&p, a_to);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let listen = std::thread::spawn(move || {
+            b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = b.recv_from(&mut buf) {
+                got.push((Instant::now(), buf[..n].to_vec()));
+            }
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let t0 = Instant::now();
+        let body = json!({"from_tag": "b", "tone": {"frequency": 600, "ms": 5000}});
+        let (s, r) = d.post(&format!("/v1/calls/{id}/playbacks"), body).await;
+        assert_eq!(s, 200, "{id}: {r}");
+        talk.join().unwrap();
+        let got = listen.join().unwrap();
+        assert!(got.len() > 90, "{id}: {} packets", got.len());
+        assert!(got.iter().all(|(_, p)| p[1] & 0x7f == cb.pt), "{id}: all in B's codec");
+        // Decoded in order; before the play and from 300 ms after it.
+        let mut dec = Decoder::new(&cb).unwrap();
+        let (mut before, mut during, mut frame) = (Vec::new(), Vec::new(), Vec::new());
+        for (at, p) in &got {
+            let v = RtpView::parse(p).unwrap();
+            let n = dec.decode(Some(v.payload()), cb.frame_samples(), &mut frame);
+            if *at + Duration::from_millis(50) < t0 {
+                before.extend_from_slice(&frame[..n]);
+            } else if *at > t0 + Duration::from_millis(300) {
+                during.extend_from_slice(&frame[..n]);
+            }
+        }
+        let rate = cb.rate as f32;
+        let before = &before[before.len() / 3..];
+        assert!(tone_level(before, rate, 600.0) < 0.02, "{id}: no tone before the play");
+        let (phone, played) = (tone_level(&during, rate, 1000.0), tone_level(&during, rate, 600.0));
+        assert!(
+            phone > 0.2 && played > 0.05,
+            "{id}: the other party {phone}, the tone {played}"
+        );
+    }
 }

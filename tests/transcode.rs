@@ -4,9 +4,9 @@
 //! mapped. A call whose answer picks an offered codec stays untouched.
 
 mod common;
-use chorus::media::codec::{CodecKind, CodecSpec, Decoder, Encoder};
+use chorus::media::codec::{CodecKind, CodecSpec, Decoder};
 use chorus::wire::rtp::{write_header, RtpView};
-use common::{sdp_target, Daemon};
+use common::{codec_tone, sdp_target, Daemon};
 use serde_json::json;
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -21,24 +21,6 @@ fn socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     s
-}
-
-/// 1 kHz tone packets in `spec`, `count` of them from sequence `seq0`.
-fn tone(spec: CodecSpec, count: usize, seq0: u16) -> Vec<Vec<u8>> {
-    let mut enc = Encoder::new(&spec).unwrap();
-    let n = spec.frame_samples();
-    (0..count)
-        .map(|k| {
-            let pcm: Vec<f32> = (0..n)
-                .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 1000.0 * (k * n + i) as f32 / spec.rate as f32).sin())
-                .collect();
-            let mut p = vec![0u8; 1500];
-            let h = write_header(&mut p, spec.pt, seq0 + k as u16, (k as u32) * spec.frame_ts(), 4242).unwrap();
-            let len = enc.encode(&pcm, &mut p[h..]);
-            p.truncate(h + len);
-            p
-        })
-        .collect()
 }
 
 /// Sends `packets` 20 ms apart from `from` to `to`; collects what `at` receives.
@@ -121,7 +103,7 @@ async fn a_pcmu_phone_and_an_opus_endpoint_hear_each_other_through_chorus() {
     let pcmu = CodecSpec::new(CodecKind::Pcmu, 0, 1, 20, Some(101), None).unwrap();
     let opus = CodecSpec::new(CodecKind::Opus, 96, 2, 20, Some(97), None).unwrap();
     let (a_to, b_to) = (sdp_target(to_a), sdp_target(to_b));
-    let at_b = exchange(&a, a_to, &tone(pcmu, 60, 1), &b);
+    let at_b = exchange(&a, a_to, &codec_tone(pcmu, 60, 1), &b);
     assert!(at_b.len() >= 50, "the Opus side got {} packets", at_b.len());
     assert!(at_b.iter().all(|p| p[1] & 0x7f == 96), "all Opus");
     let rate = crossings(opus, &at_b);
@@ -129,7 +111,7 @@ async fn a_pcmu_phone_and_an_opus_endpoint_hear_each_other_through_chorus() {
         (1900.0..2100.0).contains(&rate),
         "the phone's 1 kHz at the Opus side: {rate:.0}"
     );
-    let at_a = exchange(&b, b_to, &tone(opus, 60, 1), &a);
+    let at_a = exchange(&b, b_to, &codec_tone(opus, 60, 1), &a);
     assert!(at_a.len() >= 50, "the phone got {} packets", at_a.len());
     assert!(at_a.iter().all(|p| p[1] & 0x7f == 0), "all PCMU");
     let rate = crossings(pcmu, &at_a);

@@ -1,6 +1,6 @@
 //! Playing a WAV file from `media_dir`, a tone or silence into a
 //! conference (announcements, hold music: everyone hears it, mixed like a
-//! voice) or to one leg of a relayed G.711 call (mixed under the other
+//! voice) or to one leg of a relayed call (mixed under the other
 //! party); once, a number of times or in a loop; stopped at any time.
 
 use super::streams::{stop_tap, tap_call, tap_conference, MakeSink};
@@ -120,7 +120,7 @@ pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Va
     tap_conference(state, conf_id, None, checked, sink).await
 }
 
-/// Plays to leg `from_tag` of a relayed call (G.711 legs), mixed under
+/// Plays to leg `from_tag` of a relayed call, mixed under
 /// what the other party says.
 pub async fn start_call(state: &State, call_id: &str, opts: PlayOptions) -> Result<Value, Error> {
     calls::entry(state, call_id, false)?;

@@ -12,6 +12,7 @@ pub mod ice;
 pub mod jitter;
 pub mod mixer;
 pub mod ogg;
+pub mod overlay;
 pub mod overload;
 pub mod relay;
 pub mod resample;

@@ -247,6 +247,11 @@ impl Playout {
         }
     }
 
+    /// The rate frames come at.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
     /// This tick's audio from `tap` into `frame`; false when there is none.
     /// Marks met before it are echoed: what preceded them has been played.
     pub fn next(&mut self, tap: &Tap) -> bool {

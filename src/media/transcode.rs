@@ -7,6 +7,7 @@
 //! worker passes packets in and sends what comes out.
 
 use super::codec::{CodecKind, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
+use super::overlay::AddAudio;
 use super::resample::Resampler;
 use crate::wire::rtp::{write_header, RtpView};
 
@@ -90,12 +91,14 @@ impl Transcoder {
 
     /// One validated RTP packet from the sender. Each packet for the
     /// receiver is written to `out` and handed to `emit` (zero, one or
-    /// more per input: ptimes may differ).
+    /// more per input: ptimes may differ). `add` mixes an application's
+    /// audio into each frame before it is encoded (see `media::overlay`).
     pub fn push(
         &mut self,
         packet: &[u8],
         out: &mut [u8; MAX_PACKET],
         emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize),
+        add: &mut AddAudio<'_>,
     ) {
         let Ok(v) = RtpView::parse(packet) else { return };
         let pt = v.payload_type();
@@ -117,7 +120,7 @@ impl Transcoder {
             .decode(Some(v.payload()), self.from.frame_samples(), &mut self.frame);
         self.input.extend_from_slice(&self.frame[..n]);
         self.resample();
-        self.encode(out, emit);
+        self.encode(out, emit, add);
     }
 
     /// The output timestamp of an input packet; conceals a short loss so
@@ -152,9 +155,15 @@ impl Transcoder {
         self.input.drain(..at);
     }
 
-    fn encode(&mut self, out: &mut [u8; MAX_PACKET], emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize)) {
+    fn encode(
+        &mut self,
+        out: &mut [u8; MAX_PACKET],
+        emit: &mut dyn FnMut(&mut [u8; MAX_PACKET], usize),
+        add: &mut AddAudio<'_>,
+    ) {
         let frame = self.to.frame_samples();
         while self.pending.len() >= frame {
+            add(self.to.rate, &mut self.pending[..frame]);
             let Some(h) = write_header(&mut out[..], self.to.pt, self.out_seq, self.pending_ts, self.ssrc) else {
                 return;
             };

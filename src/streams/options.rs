@@ -38,7 +38,7 @@ pub struct StartOptions {
     /// Handed to the application in the start message.
     pub custom_parameters: Option<BTreeMap<String, String>>,
     /// The application's audio is played into the conference, or to the
-    /// tapped leg of a call (G.711 legs).
+    /// tapped leg of a call.
     pub bidirectional: Option<bool>,
     /// A call: the leg to tap, by its tag.
     pub from_tag: Option<String>,

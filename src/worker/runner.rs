@@ -86,6 +86,8 @@ struct WCall {
     last_activity: Instant,
     /// Applications listening to its legs (usually none).
     taps: Vec<taps::LegTap>,
+    /// Audio mixed into what a leg hears (bidirectional taps).
+    overlays: Vec<taps::LegOverlay>,
 }
 
 pub(super) struct Runner {
@@ -337,7 +339,8 @@ impl Runner {
                 });
             }
             if !call.taps.is_empty() {
-                taps::feed(&mut call.taps, now, si, side, &self.buf[..n], dtmf.map(|d| d.0));
+                let taps = (&mut call.taps, &mut call.overlays);
+                taps::feed(taps, now, (si, side), &self.buf[..n], dtmf.map(|d| d.0));
             }
         }
         // Towards a bundled side the owner's socket and keys carry it.
@@ -353,13 +356,19 @@ impl Runner {
         let (ws, tx_stream) = stream_pair(&mut call.streams, si, tx);
         if fwd.kind == PacketKind::Rtp && ws.transcode[side].is_some() {
             if let Some(sock) = sock {
-                ws.transcode_out(side, tx_stream, &self.buf[..n], sock, fwd.to, c);
+                let taps = &mut call.taps;
+                let add = &mut |rate, pcm: &mut [f32]| taps::add_back(taps, si, 1 - side, rate, pcm);
+                ws.transcode_out(side, tx_stream, &self.buf[..n], (sock, fwd.to), c, add);
             }
             return;
         }
-        if fwd.kind == PacketKind::Rtp && !call.taps.is_empty() {
-            taps::mix_into(&mut call.taps, si, 1 - side, &mut self.buf[..n]);
-        }
+        let n = match fwd.kind {
+            PacketKind::Rtp if !call.taps.is_empty() => {
+                let at = (si, 1 - side);
+                taps::mix_into(&mut call.taps, &mut call.overlays, at, &mut self.buf[..BUF_BYTES], n)
+            }
+            _ => n,
+        };
         let event = match (&mut ws.dtmf_out[1 - side], fwd.kind) {
             (Some(d), PacketKind::Rtp) => inject::shift_and_next(d, &mut self.buf[..n]),
             _ => None,
@@ -498,6 +507,7 @@ impl Runner {
                 streams: Vec::new(),
                 last_activity: now,
                 taps: Vec::new(),
+                overlays: Vec::new(),
             })
         });
         self.calls[ci].last_activity = now;

@@ -451,3 +451,23 @@ pub fn window(heard: &[(Instant, Vec<f32>)], from: Instant, to: Instant) -> Vec<
         .flat_map(|(_, p)| p.iter().copied())
         .collect()
 }
+
+/// `count` packets of a 1 kHz tone in `spec`, from sequence `seq0`, as a
+/// phone or browser sends them.
+pub fn codec_tone(spec: chorus::media::codec::CodecSpec, count: usize, seq0: u16) -> Vec<Vec<u8>> {
+    let mut enc = chorus::media::codec::Encoder::new(&spec).unwrap();
+    let n = spec.frame_samples();
+    (0..count)
+        .map(|k| {
+            let pcm: Vec<f32> = (0..n)
+                .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 1000.0 * (k * n + i) as f32 / spec.rate as f32).sin())
+                .collect();
+            let mut p = vec![0u8; 1500];
+            let ts = (k as u32) * spec.frame_ts();
+            let h = chorus::wire::rtp::write_header(&mut p, spec.pt, seq0.wrapping_add(k as u16), ts, 4242).unwrap();
+            let len = enc.encode(&pcm, &mut p[h..]);
+            p.truncate(h + len);
+            p
+        })
+        .collect()
+}

@@ -29,7 +29,7 @@ fn run(t: &mut Transcoder, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = [0u8; MAX_PACKET];
     let mut got = Vec::new();
     for p in packets {
-        t.push(p, &mut out, &mut |b, n| got.push(b[..n].to_vec()));
+        t.push(p, &mut out, &mut |b, n| got.push(b[..n].to_vec()), &mut |_, _| 0);
     }
     got
 }
@@ -153,4 +153,29 @@ fn foreign_payload_types_and_junk_are_ignored() {
     write_header(&mut cn, 13, 1, 160, 77).unwrap();
     let out = run(&mut t, &[cn, vec![0x80], Vec::new(), vec![0xff; 40]]);
     assert!(out.is_empty());
+}
+
+#[test]
+fn an_application_is_mixed_in_before_the_encode() {
+    let (from, to) = (spec(CodecKind::Pcmu, 0, 20, None), spec(CodecKind::Opus, 111, 20, None));
+    let mut t = Transcoder::new(from, to, 5).unwrap();
+    let (mut out, mut got, mut at) = ([0u8; MAX_PACKET], Vec::new(), 0usize);
+    let mut rates = Vec::new();
+    for p in tone_packets(from, 100) {
+        let emit = &mut |b: &mut [u8; MAX_PACKET], n: usize| got.push(b[..n].to_vec());
+        t.push(&p, &mut out, emit, &mut |rate, pcm| {
+            rates.push(rate);
+            for (i, x) in pcm.iter_mut().enumerate() {
+                *x += 0.3 * (2.0 * std::f32::consts::PI * 440.0 * (at + i) as f32 / rate as f32).sin();
+            }
+            at += pcm.len();
+            pcm.len()
+        });
+    }
+    // libopus runs at the phone's rate: the application is resampled to it.
+    assert!(rates.iter().all(|&r| r == 8000), "{rates:?}");
+    let pcm = decode(to, &got);
+    let tail = &pcm[pcm.len() / 4..];
+    let (phone, app) = (tone_level(tail, 48000.0, 1000.0), tone_level(tail, 48000.0, 440.0));
+    assert!(phone > 0.3 && app > 0.2, "phone {phone}, application {app}");
 }

@@ -3,6 +3,7 @@
 //! that share no codec. In place in the worker's buffer, no allocation.
 
 use super::WStream;
+use crate::media::overlay::AddAudio;
 use crate::media::relay::DropReason;
 use crate::media::transcode::MAX_PACKET;
 use crate::metrics::WorkerCounters;
@@ -33,16 +34,17 @@ impl WStream {
         }
     }
 
-    /// RTP from leg `side` in the other leg's codec, sealed (with `tx`'s
-    /// keys when the other side rides its transport) and sent to `to`.
+    /// RTP from leg `side` in the other leg's codec, with applications'
+    /// audio for that leg added (`add`), sealed (with `tx`'s keys when the
+    /// other side rides its transport) and sent to `to`.
     pub(super) fn transcode_out(
         &mut self,
         side: usize,
         tx: Option<&mut WStream>,
         packet: &[u8],
-        sock: &mio::net::UdpSocket,
-        to: SocketAddr,
+        (sock, to): (&mio::net::UdpSocket, SocketAddr),
         c: &WorkerCounters,
+        add: &mut AddAudio<'_>,
     ) {
         let sealer = match tx {
             Some(t) => (&t.webrtc[1 - side], &mut t.srtp[1 - side]),
@@ -56,19 +58,24 @@ impl WStream {
             return;
         }
         let mut buf = [0u8; MAX_PACKET];
-        t.push(packet, &mut buf, &mut |b, len| {
-            let len = match srtp_out {
-                Some(s) => match s.protect(b, len, false) {
-                    Ok(l) => l,
-                    Err(_) => return,
-                },
-                None => len,
-            };
-            if sock.send_to(&b[..len], to).is_ok() {
-                WorkerCounters::add(&c.packets_relayed, 1);
-                WorkerCounters::add(&c.bytes_relayed, len as u64);
-            }
-        });
+        t.push(
+            packet,
+            &mut buf,
+            &mut |b, len| {
+                let len = match srtp_out {
+                    Some(s) => match s.protect(b, len, false) {
+                        Ok(l) => l,
+                        Err(_) => return,
+                    },
+                    None => len,
+                };
+                if sock.send_to(&b[..len], to).is_ok() {
+                    WorkerCounters::add(&c.packets_relayed, 1);
+                    WorkerCounters::add(&c.bytes_relayed, len as u64);
+                }
+            },
+            add,
+        );
     }
 }
 

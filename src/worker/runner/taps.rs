@@ -4,8 +4,8 @@
 //! without taps never comes here: its packets cost what they did.
 
 use super::{CallKey, Runner};
-use crate::media::codec::g711::Law;
 use crate::media::codec::{CodecKind, CodecSpec, Decoder};
+use crate::media::overlay::Overlay;
 use crate::media::tap::{Framer, Out, Playout, TapHandle, Track};
 use crate::wire::rtp::RtpView;
 use crate::worker::{TapSpec, WorkerError};
@@ -25,9 +25,33 @@ pub(super) struct LegTap {
     decoders: [Option<(u8, Decoder)>; 2],
     framers: [Framer; 2],
     decoded: Vec<f32>,
-    /// The application's audio for the tapped leg (8 kHz), and what is
-    /// left of it after the last packet.
-    back: Option<(Playout, Vec<f32>)>,
+    /// The application's audio for the tapped leg.
+    back: Option<Back>,
+}
+
+/// An application's audio on its way into a leg: paced 20 ms frames at
+/// the rate the leg's codec runs at, and what is left of them after the
+/// last packet.
+struct Back {
+    playout: Playout,
+    fifo: Vec<f32>,
+}
+
+impl Back {
+    fn new(rate: u32) -> Back {
+        Back {
+            playout: Playout::new(rate),
+            fifo: Vec::with_capacity(rate as usize * 60 / 1000),
+        }
+    }
+}
+
+/// The decoder and encoder mixing applications' audio into the packets
+/// relayed to one leg, while a bidirectional tap on it lasts.
+pub(super) struct LegOverlay {
+    stream: usize,
+    leg: usize,
+    overlay: Overlay,
 }
 
 impl LegTap {
@@ -67,33 +91,26 @@ impl LegTap {
         self.framers[track].push(&self.decoded, rate, now, &self.tap);
     }
 
-    /// A G.711 packet about to be relayed to the tapped leg: the
-    /// application's next samples mixed into its payload, in place.
-    fn mix_into(&mut self, rtp: &mut [u8]) {
-        let Some((playout, fifo)) = &mut self.back else { return };
-        let Ok(v) = RtpView::parse(rtp) else { return };
-        let pt = v.payload_type();
-        let law = match self.codecs.iter().find(|c| c.pt == pt).map(|c| c.kind) {
-            Some(CodecKind::Pcmu) => Law::Ulaw,
-            Some(CodecKind::Pcma) => Law::Alaw,
-            _ => return,
-        };
-        let len = v.payload().len().min(480);
-        let start = rtp.len() - v.payload().len();
-        while fifo.len() < len && playout.next(&self.tap) {
-            fifo.extend_from_slice(&playout.frame);
+    /// Adds the application's next samples at `rate` into `pcm`; how many
+    /// it added.
+    fn add_back(&mut self, rate: u32, pcm: &mut [f32]) -> usize {
+        let Some(b) = &mut self.back else { return 0 };
+        if b.playout.rate() != rate {
+            // The leg's codec changed: what was queued at the old rate goes.
+            *b = Back::new(rate);
         }
-        if fifo.is_empty() || len == 0 {
-            return;
+        while b.fifo.len() < pcm.len() && b.playout.next(&self.tap) {
+            b.fifo.extend_from_slice(&b.playout.frame);
         }
-        let payload = &mut rtp[start..start + len];
-        let mut pcm = [0i16; 480];
-        law.decode(payload, &mut pcm[..len]);
-        let take = len.min(fifo.len());
-        for (s, x) in pcm.iter_mut().zip(fifo.drain(..take)) {
-            *s = (*s as f32 + x * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        let take = pcm.len().min(b.fifo.len());
+        for (s, x) in pcm.iter_mut().zip(b.fifo.drain(..take)) {
+            *s += x;
         }
-        law.encode(&pcm[..len], payload);
+        take
+    }
+
+    fn hears(&self, stream: usize, leg: usize) -> bool {
+        self.stream == stream && self.leg == leg && self.back.is_some()
     }
 
     fn decoder_for(&self, pt: u8) -> Option<Decoder> {
@@ -107,25 +124,91 @@ impl LegTap {
     }
 }
 
-/// Mixes applications' audio into an RTP packet about to be relayed to
-/// leg `to` of stream `stream` (bidirectional taps on that leg).
-pub(super) fn mix_into(taps: &mut [LegTap], stream: usize, to: usize, rtp: &mut [u8]) {
-    for t in taps
-        .iter_mut()
-        .filter(|t| t.stream == stream && t.leg == to && t.back.is_some())
-    {
-        t.mix_into(rtp);
-    }
+/// Adds the audio of applications speaking to leg `to` of `stream` into
+/// `pcm` (at `rate`); how many samples the longest of them added.
+pub(super) fn add_back(taps: &mut [LegTap], stream: usize, to: usize, rate: u32, pcm: &mut [f32]) -> usize {
+    taps.iter_mut()
+        .filter(|t| t.hears(stream, to))
+        .map(|t| t.add_back(rate, pcm))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Mixes applications' audio into the RTP packet `buf[..n]` about to be
+/// relayed to leg `to` of `stream`, in its codec; the packet's new length.
+pub(super) fn mix_into(
+    taps: &mut [LegTap],
+    overlays: &mut Vec<LegOverlay>,
+    (stream, to): (usize, usize),
+    buf: &mut [u8],
+    n: usize,
+) -> usize {
+    let Some(first) = taps.iter().find(|t| t.hears(stream, to)) else {
+        return n;
+    };
+    let Some(pt) = buf
+        .get(..n)
+        .and_then(|b| RtpView::parse(b).ok())
+        .map(|v| v.payload_type())
+    else {
+        return n;
+    };
+    let at = overlays.iter().position(|o| (o.stream, o.leg) == (stream, to));
+    let i = match at {
+        Some(i) if overlays[i].overlay.pt() == pt => i,
+        _ => {
+            // The first packet, or a codec change; telephone-event and
+            // comfort noise have no codec here and pass as they are.
+            let Some(overlay) = first
+                .codecs
+                .iter()
+                .find(|c| c.pt == pt)
+                .and_then(|c| Overlay::new(c).ok())
+            else {
+                return n;
+            };
+            let o = LegOverlay {
+                stream,
+                leg: to,
+                overlay,
+            };
+            match at {
+                Some(i) => {
+                    overlays[i] = o;
+                    i
+                }
+                None => {
+                    overlays.push(o);
+                    overlays.len() - 1
+                }
+            }
+        }
+    };
+    overlays[i]
+        .overlay
+        .apply(buf, n, &mut |rate, pcm| add_back(taps, stream, to, rate, pcm))
+}
+
+/// Overlays on legs no application speaks to any more are let go.
+pub(super) fn prune(taps: &[LegTap], overlays: &mut Vec<LegOverlay>) {
+    overlays.retain(|o| taps.iter().any(|t| t.hears(o.stream, o.leg)));
 }
 
 /// Feeds a relayed RTP packet to the call's taps; taps whose task ended
 /// (a recording that failed) are let go.
-pub(super) fn feed(taps: &mut Vec<LegTap>, now: Instant, stream: usize, from: usize, rtp: &[u8], digit: Option<char>) {
+pub(super) fn feed(
+    (taps, overlays): (&mut Vec<LegTap>, &mut Vec<LegOverlay>),
+    now: Instant,
+    (stream, from): (usize, usize),
+    rtp: &[u8],
+    digit: Option<char>,
+) {
     for t in taps.iter_mut() {
         t.packet(now, stream, from, rtp, digit);
     }
     if taps.iter().any(|t| t.tap.is_closed()) {
         taps.retain(|t| !t.tap.is_closed());
+        prune(taps, overlays);
     }
 }
 
@@ -143,17 +226,6 @@ impl Runner {
         if stream >= call.streams.len() || leg > 1 {
             return Err(no("the call has no such stream"));
         }
-        if spec.back {
-            let hearing = &call.streams[stream];
-            let g711 = codecs
-                .first()
-                .is_some_and(|c| matches!(c.kind, CodecKind::Pcmu | CodecKind::Pcma));
-            if !g711 || hearing.transcode.iter().any(Option::is_some) {
-                return Err(WorkerError::Refused(
-                    "audio back into a call plays into G.711 legs that are not transcoded".into(),
-                ));
-            }
-        }
         let rate = match spec.rate {
             8000 | 12000 | 16000 | 24000 | 48000 => spec.rate,
             _ => 48000,
@@ -169,7 +241,8 @@ impl Runner {
             decoders: [None, None],
             framers: [Framer::new(Track::Inbound), Framer::new(Track::Outbound)],
             decoded: Vec::with_capacity(2880),
-            back: spec.back.then(|| (Playout::new(8000), Vec::with_capacity(960))),
+            // The rate is set by the first packet to the leg (its codec's).
+            back: spec.back.then(|| Back::new(8000)),
         });
         Ok(())
     }
@@ -177,10 +250,11 @@ impl Runner {
     /// Stops tap `id` on call or conference `key`.
     pub(super) fn untap(&mut self, key: CallKey, id: u64) -> bool {
         if let Some(&ci) = self.by_key.get(&key) {
-            let taps = &mut self.calls[ci].taps;
-            let before = taps.len();
-            taps.retain(|t| t.id != id);
-            return taps.len() != before;
+            let call = &mut self.calls[ci];
+            let before = call.taps.len();
+            call.taps.retain(|t| t.id != id);
+            prune(&call.taps, &mut call.overlays);
+            return call.taps.len() != before;
         }
         match self.conf_by_key.get(&key) {
             Some(&ci) => self.conferences[ci].core.remove_tap(id),
