@@ -149,7 +149,7 @@ async fn an_answer_in_an_offered_codec_is_relayed_untouched() {
         )
         .await;
     let to_a = sdp_target(r["sdp"].as_str().unwrap());
-    let sent = tone(CodecSpec::new(CodecKind::Pcmu, 0, 1, 20, None, None).unwrap(), 10, 7);
+    let sent = codec_tone(CodecSpec::new(CodecKind::Pcmu, 0, 1, 20, None, None).unwrap(), 10, 7);
     let got = exchange(&a, to_a, &sent, &b);
     assert_eq!(got, sent, "byte for byte");
     // An unknown codec name is refused with the reason.
