@@ -277,3 +277,50 @@ async fn a_tone_is_played_into_opus_g722_and_transcoded_legs() {
         );
     }
 }
+
+/// A playback named for one participant (a whisper) is heard by that
+/// participant alone; the others hear the conference as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whisper_is_heard_by_one_participant_alone() {
+    let d = Daemon::start(113, &[]).await;
+    let (s, r) = d.post("/v1/conferences", json!({"id": "desk"})).await;
+    assert_eq!(s, 200, "{r}");
+    let mut phones = Vec::new();
+    for ssrc in [71u32, 72] {
+        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sdp = format!(
+            "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+            phone.local_addr().unwrap().port()
+        );
+        let (s, r) = d.post("/v1/conferences/desk/participants", json!({"sdp": sdp})).await;
+        assert_eq!(s, 200, "{r}");
+        let to = sdp_target(r["sdp"].as_str().unwrap());
+        let p = phone.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..100u16 {
+                let _ = p.send_to(&rtp(0, i, i as u32 * 160, ssrc, &[0xff; 160]), to);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        phones.push((phone, r["participant_id"].as_u64().unwrap()));
+    }
+    let body = json!({"tone": {"frequency": 700, "ms": 5000}, "participant": 999});
+    let (s, r) = d.post("/v1/conferences/desk/playbacks", body).await;
+    assert_eq!(s, 404, "{r}");
+    let body = json!({"tone": {"frequency": 700, "ms": 5000}, "participant": phones[0].1});
+    let (s, r) = d.post("/v1/conferences/desk/playbacks", body).await;
+    assert_eq!(s, 200, "{r}");
+    let t0 = Instant::now();
+    let (a, b) = (phones[0].0.try_clone().unwrap(), phones[1].0.try_clone().unwrap());
+    let heard_b = std::thread::spawn(move || listen_pcmu(&b, 1.2));
+    let heard_a = tokio::task::block_in_place(|| listen_pcmu(&a, 1.2));
+    let heard_b = heard_b.join().unwrap();
+    let t = |ms| t0 + Duration::from_millis(ms);
+    assert!(
+        level(&heard_a, t(300), t(1100), 700.0) > 0.05,
+        "the participant hears the whisper"
+    );
+    assert!(level(&heard_b, t(100), t(1100), 700.0) < 0.01, "the other does not");
+    let (_, list) = d.get("/v1/conferences/desk/playbacks").await;
+    assert_eq!(list["playbacks"][0]["target"]["participant"], phones[0].1, "{list}");
+}

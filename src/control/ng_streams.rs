@@ -56,6 +56,7 @@ pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'s
                     text(d, "from-tag")?
                         .ok_or_else(|| Error::BadRequest("no `from-tag` (the leg that hears it)".into()))?,
                 ),
+                participant: None,
             };
             let started = super::playbacks::start_call(state, &call_id, opts).await?;
             let id = started["playback_id"].as_str().unwrap_or_default();

@@ -30,6 +30,8 @@ pub struct PlayOptions {
     pub times: Option<u32>,
     /// A call: the leg that hears it.
     pub from_tag: Option<String>,
+    /// A conference: the participant who alone hears it (none: everyone).
+    pub participant: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +92,7 @@ async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
 }
 
 /// The tap a playback runs on: no tracks out, its audio back.
-fn playback_tap(src: Source) -> (Checked, MakeSink) {
+fn playback_tap(src: Source, whisper: bool) -> (Checked, MakeSink) {
     let checked = Checked {
         url: String::new(),
         format: crate::streams::format::Format::Raw,
@@ -100,6 +102,7 @@ fn playback_tap(src: Source) -> (Checked, MakeSink) {
         headers: Vec::new(),
         custom: Default::default(),
         back: true,
+        whisper,
     };
     let sink = MakeSink {
         prefix: "PB",
@@ -108,16 +111,17 @@ fn playback_tap(src: Source) -> (Checked, MakeSink) {
     (checked, sink)
 }
 
-/// Plays into conference `conf_id`; answers the playback's id.
+/// Plays into conference `conf_id`, to everyone or to one participant
+/// alone; answers the playback's id.
 pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Value, Error> {
     conference_commands::handle(state, conf_id)?;
     if opts.from_tag.is_some() {
         return Err(Error::BadRequest(
-            "from_tag is for calls: a conference's playback is heard by all".into(),
+            "from_tag is for calls: a conference's playback is heard by all, or by one participant".into(),
         ));
     }
-    let (checked, sink) = playback_tap(source(state, &opts).await?);
-    tap_conference(state, conf_id, None, checked, sink).await
+    let (checked, sink) = playback_tap(source(state, &opts).await?, opts.participant.is_some());
+    tap_conference(state, conf_id, opts.participant, checked, sink).await
 }
 
 /// Plays to leg `from_tag` of a relayed call, mixed under
@@ -128,7 +132,12 @@ pub async fn start_call(state: &State, call_id: &str, opts: PlayOptions) -> Resu
         .from_tag
         .clone()
         .ok_or_else(|| Error::BadRequest("a call's playback needs from_tag: the leg that hears it".into()))?;
-    let (checked, sink) = playback_tap(source(state, &opts).await?);
+    if opts.participant.is_some() {
+        return Err(Error::BadRequest(
+            "participant is for conferences: a call's playback names the leg (from_tag)".into(),
+        ));
+    }
+    let (checked, sink) = playback_tap(source(state, &opts).await?, false);
     tap_call(state, call_id, Some(tag), checked, sink).await
 }
 

@@ -5,7 +5,7 @@
 use super::{calls, conference_commands, lock, State};
 use crate::error::Error;
 use crate::media::codec::{self, CodecSpec};
-use crate::media::conference::TapPoint;
+use crate::media::conference::{Back, TapPoint};
 use crate::media::tap::Tap;
 use crate::streams::format::Meta;
 use crate::streams::{Checked, Entry, Kind, Owner, Registry, Sink, StartOptions, StreamEvent, Target};
@@ -190,7 +190,11 @@ fn reserve(
     let spec = TapSpec {
         id: tap_id,
         tracks: c.tracks,
-        back: c.back,
+        back: match (c.back, c.whisper) {
+            (_, true) => Back::Whisper,
+            (true, false) => Back::Speak,
+            (false, false) => Back::None,
+        },
         rate: c.rate,
         tap: tap.clone(),
     };

@@ -44,6 +44,9 @@ pub struct StartOptions {
     pub from_tag: Option<String>,
     /// A conference: the participant to tap (none: the mix).
     pub participant: Option<u32>,
+    /// With `participant`: the application's audio goes to that participant
+    /// alone (a coach whispering to an agent); implies `bidirectional`.
+    pub whisper: Option<bool>,
 }
 
 /// `POST /v1/calls/{id}/recordings` and `/v1/conferences/{id}/recordings`.
@@ -103,6 +106,7 @@ impl RecordOptions {
             headers: Vec::new(),
             custom: details.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
             back: false,
+            whisper: false,
         })
     }
 }
@@ -147,7 +151,10 @@ pub struct Checked {
     pub tracks: [bool; 2],
     pub headers: Vec<(String, String)>,
     pub custom: Map<String, Value>,
+    /// The application's audio is played.
     pub back: bool,
+    /// To the tapped participant alone.
+    pub whisper: bool,
 }
 
 impl Checked {
@@ -224,7 +231,8 @@ impl StartOptions {
             tracks,
             headers: self.check_headers()?,
             custom: self.check_custom()?,
-            back: self.bidirectional.unwrap_or(false),
+            back: self.bidirectional.unwrap_or(false) || self.whisper == Some(true),
+            whisper: self.whisper == Some(true),
         })
     }
 
@@ -275,6 +283,11 @@ impl StartOptions {
         if self.from_tag.is_none() {
             return Err(bad("a call's stream needs from_tag: the leg to tap".into()));
         }
+        if self.whisper.is_some() {
+            return Err(bad(
+                "whisper is for a conference participant; a call's bidirectional stream speaks to its leg alone".into(),
+            ));
+        }
         self.check()
     }
 
@@ -283,6 +296,9 @@ impl StartOptions {
             return Err(bad(
                 "from_tag is for calls' streams; a conference's names participant (or none: the mix)".into(),
             ));
+        }
+        if self.whisper == Some(true) && self.participant.is_none() {
+            return Err(bad("whisper names the participant who hears it (participant)".into()));
         }
         self.check()
     }
@@ -324,5 +340,21 @@ mod tests {
             let e = opts(json).check().unwrap_err().to_string();
             assert!(e.contains(says), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_whisper_names_its_participant_and_speaks() {
+        let e = opts(r#"{"url":"ws://h/","whisper":true}"#)
+            .check_for_conference()
+            .unwrap_err();
+        assert!(e.to_string().contains("participant"), "{e}");
+        let e = opts(r#"{"url":"ws://h/","from_tag":"a","whisper":true}"#)
+            .check_for_call()
+            .unwrap_err();
+        assert!(e.to_string().contains("conference participant"), "{e}");
+        let c = opts(r#"{"url":"ws://h/","participant":3,"whisper":true}"#)
+            .check_for_conference()
+            .unwrap();
+        assert!(c.back && c.whisper);
     }
 }

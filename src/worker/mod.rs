@@ -262,8 +262,8 @@ pub struct TapSpec {
     pub id: u64,
     /// Inbound (what the party says), outbound (what it hears).
     pub tracks: [bool; 2],
-    /// The application's audio comes back to be played.
-    pub back: bool,
+    /// Where the application's audio goes, if anywhere.
+    pub back: crate::media::conference::Back,
     /// The rate the stream wants: Opus is decoded at it.
     pub rate: u32,
     pub tap: Arc<crate::media::tap::Tap>,

@@ -12,7 +12,7 @@ mod taps;
 mod tests;
 mod tick;
 
-pub use taps::{TapPoint, APP_BASE};
+pub use taps::{Back, TapPoint, APP_BASE};
 
 use crate::media::codec::{CodecKind, CodecSpec, Decoder, Encoder, MAX_PAYLOAD};
 use crate::media::jitter::{JitterBuffer, Pop};
@@ -193,6 +193,8 @@ pub struct Conference {
     pub reported_loss: Vec<f64>,
     /// Applications listening (and maybe speaking) through taps.
     taps: Vec<taps::ConfTap>,
+    /// A whispered-to participant's own mix, this tick.
+    whispered: Vec<f32>,
 }
 
 /// Per-participant settings from the API; `None` leaves a setting as it is.
@@ -244,6 +246,7 @@ impl Conference {
             rtt_seconds: Vec::new(),
             reported_loss: Vec::new(),
             taps: Vec::new(),
+            whispered: Vec::new(),
         }
     }
 
@@ -322,7 +325,8 @@ impl Conference {
         self.participants.retain(|p| p.id != id);
         self.index = self.participants.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
         self.speakers.remove(id);
-        self.encoders.retain(|e| e.mix != MixId::Minus(id));
+        self.encoders
+            .retain(|e| e.mix != MixId::Minus(id) && e.mix != MixId::Own(id));
         self.untap_participant(id);
         before != self.participants.len()
     }

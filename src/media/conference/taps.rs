@@ -9,6 +9,18 @@ use crate::media::tap::{Framer, Out, Playout, Tap, TapHandle, Track};
 /// Mixer ids from here up are applications' voices, never participants'.
 pub const APP_BASE: ParticipantId = 0xFFFF_0000;
 
+/// Where an application's audio goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Back {
+    /// Nowhere: it only listens.
+    #[default]
+    None,
+    /// Into the conference (or the tapped call leg).
+    Speak,
+    /// Into what the tapped participant alone hears.
+    Whisper,
+}
+
 /// Where on a conference a tap listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "participant")]
@@ -29,6 +41,8 @@ pub(super) struct ConfTap {
     /// The application's audio, mixed in when it sends some.
     playout: Option<Playout>,
     playing: bool,
+    /// Its audio goes to the tapped participant alone.
+    whisper: bool,
 }
 
 impl ConfTap {
@@ -37,24 +51,52 @@ impl ConfTap {
         APP_BASE | (self.id as u32 & 0xFFFF)
     }
 
-    /// Its audio this tick, if it is playing any.
+    /// Its audio this tick, if it is playing any to everyone.
     pub(super) fn speaking(&self) -> Option<(ParticipantId, &[f32], f32)> {
-        let p = self.playout.as_ref().filter(|_| self.playing)?;
+        let p = self.playout.as_ref().filter(|_| self.playing && !self.whisper)?;
         Some((self.voice(), p.frame.as_slice(), 1.0))
     }
+
+    fn whispers_to(&self, pid: ParticipantId) -> bool {
+        self.whisper && self.point == TapPoint::Participant(pid)
+    }
+}
+
+/// What participant `pid` hears this tick with the applications
+/// whispering to it: `heard` plus their audio, into `out`. False when none
+/// whispers to it. While one does (even between its sentences), the
+/// participant has its own encoder, so it does not switch back and forth.
+pub(super) fn whisper(taps: &[ConfTap], pid: ParticipantId, heard: &[f32], out: &mut Vec<f32>) -> bool {
+    if !taps.iter().any(|t| t.whispers_to(pid)) {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(heard);
+    for t in taps.iter().filter(|t| t.whispers_to(pid) && t.playing) {
+        if let Some(p) = &t.playout {
+            for (s, x) in out.iter_mut().zip(&p.frame) {
+                *s = (*s + x).clamp(-1.0, 1.0);
+            }
+        }
+    }
+    true
 }
 
 impl Conference {
     /// Starts tap `id` at `point`; `back`: the application's audio is
-    /// mixed into the conference.
+    /// mixed into the conference, or (`Back::Whisper`) into what the
+    /// tapped participant alone hears.
     pub fn add_tap(
         &mut self,
         id: u64,
         point: TapPoint,
         tracks: [bool; 2],
-        back: bool,
+        back: Back,
         tap: std::sync::Arc<Tap>,
     ) -> Result<(), String> {
+        if back == Back::Whisper && point == TapPoint::Mix {
+            return Err("a whisper goes to one participant".into());
+        }
         if let TapPoint::Participant(pid) = point {
             let i = *self.index.get(&pid).ok_or_else(|| format!("no participant {pid}"))?;
             // Its voice is decoded every tick, mixed or not.
@@ -66,8 +108,9 @@ impl Conference {
             tracks,
             tap: TapHandle(tap),
             framers: [Framer::new(Track::Inbound), Framer::new(Track::Outbound)],
-            playout: back.then(|| Playout::new(self.mix_rate)),
+            playout: (back != Back::None).then(|| Playout::new(self.mix_rate)),
             playing: false,
+            whisper: back == Back::Whisper,
         });
         Ok(())
     }

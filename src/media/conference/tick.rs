@@ -64,16 +64,20 @@ impl Conference {
         let mut encodes = 0;
         let mut packet = [0u8; RTP_HEADER_LEN + MAX_PAYLOAD];
         for p in &mut self.participants {
-            let mix = if active.contains(&p.id) {
+            let mut mix = if active.contains(&p.id) {
                 MixId::Minus(p.id)
             } else {
                 MixId::Shared
             };
+            let mut heard = mixes.get(mix);
+            if super::taps::whisper(&self.taps, p.id, heard, &mut self.whispered) {
+                (mix, heard) = (MixId::Own(p.id), &self.whispered);
+            }
             let Some(idx) = encoder_for(&mut self.encoders, mix, &p.spec, self.mix_rate, frame_len) else {
                 continue;
             };
             let enc = &mut self.encoders[idx];
-            encodes += enc.encode_once(self.tick_no, mixes.get(mix), p.spec.frame_samples());
+            encodes += enc.encode_once(self.tick_no, heard, p.spec.frame_samples());
             p.packetize(enc, &mut packet, send);
         }
         if !self.taps.is_empty() {

@@ -23,6 +23,9 @@ pub enum MixId {
     Shared,
     /// All active speakers but this one: what an active speaker hears.
     Minus(ParticipantId),
+    /// What this participant hears, with an application whispering to it
+    /// (built and encoded for it alone, outside `Mixes`).
+    Own(ParticipantId),
 }
 
 /// One tick's mixes, limited and ready to encode.
@@ -36,7 +39,7 @@ impl Mixes {
     pub fn get(&self, id: MixId) -> &[f32] {
         match id {
             MixId::Shared => &self.shared,
-            MixId::Minus(p) => self
+            MixId::Minus(p) | MixId::Own(p) => self
                 .minus
                 .iter()
                 .find(|(q, _)| *q == p)

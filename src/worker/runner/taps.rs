@@ -5,6 +5,7 @@
 
 use super::{CallKey, Runner};
 use crate::media::codec::{CodecKind, CodecSpec, Decoder};
+use crate::media::conference::Back as Speak;
 use crate::media::overlay::Overlay;
 use crate::media::tap::{Framer, Out, Playout, TapHandle, Track};
 use crate::wire::rtp::RtpView;
@@ -242,7 +243,7 @@ impl Runner {
             framers: [Framer::new(Track::Inbound), Framer::new(Track::Outbound)],
             decoded: Vec::with_capacity(2880),
             // The rate is set by the first packet to the leg (its codec's).
-            back: spec.back.then(|| Back::new(8000)),
+            back: (spec.back != Speak::None).then(|| Back::new(8000)),
         });
         Ok(())
     }
