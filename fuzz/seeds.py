@@ -177,3 +177,29 @@ put("wav", "mono_8k", wav(8000, 1, range(0, 800, 8)))
 put("wav", "stereo_44k1", wav(44100, 2, range(0, 400, 4)))
 w = wav(16000, 1, [1, 2, 3, 4])
 put("wav", "list_chunk", w[:w.index(b"data")] + b"LIST" + struct.pack("<I", 3) + b"abc\x00" + w[w.index(b"data"):])
+
+# Ogg Opus files to play (the same target): OpusHead, OpusTags, then
+# audio packets (20 ms CELT frames of silence; a packet split over pages).
+def ogg_crc(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+def ogg_page(seq, flags, granule, packets, continued_last=False):
+    lacing = b""
+    for i, p in enumerate(packets):
+        lacing += b"\xff" * (len(p) // 255)
+        if not (continued_last and i == len(packets) - 1):
+            lacing += bytes([len(p) % 255])
+    h = b"OggS" + bytes([0, flags]) + struct.pack("<QIII", granule, 7, seq, 0) + bytes([len(lacing)]) + lacing
+    page = bytearray(h + b"".join(packets))
+    page[22:26] = struct.pack("<I", ogg_crc(bytes(page)))
+    return bytes(page)
+head = b"OpusHead" + bytes([1, 2]) + struct.pack("<HIhB", 312, 48000, 0, 0)
+tags = b"OpusTags" + struct.pack("<I", 6) + b"chorus" + struct.pack("<I", 0)
+frames = [bytes([0xF8]) + b"\xff\xfe" + b"\x00" * 20 for _ in range(5)]
+put("wav", "ogg_opus", ogg_page(0, 2, 0, [head]) + ogg_page(1, 0, 0, [tags]) + ogg_page(2, 4, 312 + 5 * 960, frames))
+put("wav", "ogg_split_packet", ogg_page(0, 2, 0, [head]) + ogg_page(1, 0, 0, [tags]) + ogg_page(2, 0, 0, [b"\xf8" + b"\x01" * 254], True) + ogg_page(3, 5, 312 + 960, [b"\x02" * 10]))

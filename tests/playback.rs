@@ -32,6 +32,19 @@ async fn a_file_and_a_tone_are_heard_in_a_conference() {
     }
     std::fs::write(media.join("hello.wav"), &wav).unwrap();
     std::fs::write(media.join("notes.txt"), b"not audio").unwrap();
+    // An Ogg Opus file, made by opusenc (opus-tools) from a second of 800 Hz.
+    let mut wav = chorus::media::wav::header(48000, 1, 96000).to_vec();
+    for i in 0..48000 {
+        let s = (9000.0 * (2.0 * std::f32::consts::PI * 800.0 * i as f32 / 48000.0).sin()) as i16;
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(media.join("tone.wav"), &wav).unwrap();
+    let st = std::process::Command::new("opusenc")
+        .args(["--quiet", "tone.wav", "tone.opus"])
+        .current_dir(&media)
+        .status()
+        .expect("opusenc (opus-tools)");
+    assert!(st.success());
     let d = Daemon::start(106, &["--media-dir", media.to_str().unwrap()]).await;
     let (s, r) = d.post("/v1/conferences", json!({"id": "hall"})).await;
     assert_eq!(s, 200, "{r}");
@@ -54,7 +67,7 @@ async fn a_file_and_a_tone_are_heard_in_a_conference() {
     for (body, status, says) in [
         (json!({"file": "../etc/passwd"}), 400, "plain file name"),
         (json!({"file": "nope.wav"}), 404, "nope.wav"),
-        (json!({"file": "notes.txt"}), 400, "not a WAV"),
+        (json!({"file": "notes.txt"}), 400, "not a WAV or Ogg Opus"),
         (
             json!({"file": "hello.wav", "tone": {"frequency": 1, "ms": 1}}),
             400,
@@ -82,6 +95,19 @@ async fn a_file_and_a_tone_are_heard_in_a_conference() {
         .iter()
         .any(|e| e["event"] == "playback_finished");
     assert!(finished, "{conf}");
+    // The Ogg Opus file.
+    let (s, r) = d
+        .post("/v1/conferences/hall/playbacks", json!({"file": "tone.opus"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let t0 = Instant::now();
+    let heard = tokio::task::block_in_place(|| listen_pcmu(&phone, 1.4));
+    let t = |ms| t0 + Duration::from_millis(ms);
+    assert!(
+        level(&heard, t(200), t(800), 800.0) > 0.05,
+        "the Ogg Opus file is heard"
+    );
+    assert!(level(&heard, t(1200), t(1400), 800.0) < 0.01, "and ends");
     // A tone in a loop, until stopped.
     let (s, r) = d
         .post(

@@ -1,4 +1,4 @@
-//! Playing a WAV file from `media_dir`, a tone or silence into a
+//! Playing a WAV or Ogg Opus file from `media_dir`, a tone or silence into a
 //! conference (announcements, hold music: everyone hears it, mixed like a
 //! voice) or to one leg of a relayed call (mixed under the other
 //! party); once, a number of times or in a loop; stopped at any time.
@@ -21,7 +21,7 @@ const MAX_TONE_MS: u32 = 600_000;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlayOptions {
-    /// A file name in `media_dir` (no directories): 16-bit PCM WAV.
+    /// A file name in `media_dir` (no directories): 16-bit PCM WAV or Ogg Opus.
     pub file: Option<String>,
     pub tone: Option<Tone>,
     #[serde(rename = "loop")]
@@ -70,8 +70,11 @@ async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
                 )));
             }
             let bytes = tokio::fs::read(&path).await.map_err(not_there)?;
-            let (rate, pcm) =
-                crate::media::wav::read(&bytes).map_err(|e| Error::BadRequest(format!("`{name}`: {e}")))?;
+            // Decoding minutes of Opus takes a while: off the runtime's threads.
+            let (rate, pcm) = tokio::task::spawn_blocking(move || read_media(&bytes))
+                .await
+                .map_err(|e| Error::Internal(format!("reading a media file: {e}")))?
+                .map_err(|e| Error::BadRequest(format!("`{name}`: {e}")))?;
             Ok(Source {
                 rate,
                 pcm: Arc::new(pcm),
@@ -88,6 +91,16 @@ async fn source(state: &State, o: &PlayOptions) -> Result<Source, Error> {
             Ok(Source::tone(t.frequency, t.ms, times))
         }
         _ => Err(Error::BadRequest("give one of file and tone".into())),
+    }
+}
+
+/// A WAV or Ogg Opus file's rate and mono samples, told apart by their
+/// first bytes.
+pub fn read_media(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
+    match bytes.get(..4) {
+        Some(b"OggS") => crate::media::ogg::read::decode(bytes),
+        Some(b"RIFF") => crate::media::wav::read(bytes),
+        _ => Err("not a WAV or Ogg Opus file".into()),
     }
 }
 

@@ -53,10 +53,15 @@ pub(super) fn app_stream(data: &[u8]) {
     }
 }
 
-/// A file to play: read or refused; what is read fits in the file.
+/// A file to play (WAV or Ogg Opus): read or refused; what is read fits
+/// in the file, or (Opus) in the bound on decoded samples.
 pub(super) fn wav(data: &[u8]) {
     if let Ok((rate, pcm)) = crate::media::wav::read(data) {
         assert!(crate::media::wav::RATES.contains(&rate));
         assert!(pcm.len() * 2 <= data.len());
+    }
+    if let Ok((rate, pcm)) = crate::media::ogg::read::decode(data) {
+        assert_eq!(rate, crate::media::ogg::read::RATE);
+        assert!(pcm.len() <= crate::media::ogg::read::MAX_SAMPLES);
     }
 }

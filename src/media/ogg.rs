@@ -1,15 +1,23 @@
 //! Ogg Opus files (RFC 7845 in Ogg pages, RFC 3533) for recordings: 16-bit
 //! PCM in, 20 ms Opus packets out, paged about once a second. Pure: the
 //! recording's task hands it samples and writes the bytes it returns.
+//! Files to play are read in `read`.
 
 use opus::{Application, Channels, Encoder};
 
 /// Opus packets per page: a second of audio.
 const PACKETS_PER_PAGE: usize = 50;
 
+pub mod read;
+
 /// Ogg's CRC-32: polynomial 0x04c11db7, not reflected, no final XOR.
 fn crc32(data: &[u8]) -> u32 {
-    data.iter().fold(0u32, |crc, &b| {
+    crc32_update(0, data)
+}
+
+/// The CRC of what came before (`crc`) and `data`.
+fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+    data.iter().fold(crc, |crc, &b| {
         let mut c = crc ^ (u32::from(b) << 24);
         for _ in 0..8 {
             c = if c & 0x8000_0000 != 0 {

@@ -46,6 +46,16 @@ impl Backlog {
         !self.pcm.is_empty() || !self.order.is_empty()
     }
 
+    /// Pads what is queued with silence to a whole frame: the end of a
+    /// file plays (a partial frame otherwise waits for more audio).
+    pub fn pad_to_frame(&mut self) {
+        let frame = self.frame();
+        let part = self.pcm.len() % frame;
+        if part != 0 {
+            self.pcm.extend(std::iter::repeat_n(0, frame - part));
+        }
+    }
+
     /// Adds audio; returns the samples let go from the front to stay bounded.
     pub fn audio(&mut self, pcm: &[i16]) -> usize {
         self.pcm.extend(pcm);

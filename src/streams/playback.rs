@@ -69,8 +69,11 @@ pub(super) async fn run(reg: &Registry, id: &str, owner: &Owner, tap: Arc<Tap>, 
             back.audio(&src.pcm[at..end]);
             at = end;
         }
-        back.top_up(&tap);
         let done = at >= src.pcm.len() && !forever && left == 0;
+        if done {
+            back.pad_to_frame();
+        }
+        back.top_up(&tap);
         if done && !back.waiting() && tap.back_len() == 0 {
             break true;
         }

@@ -74,3 +74,20 @@ fn a_mark_waits_for_the_audio_before_it() {
     assert!(matches!(tap.take_back(), Some(Back::Audio { pcm, .. }) if pcm[39] == 5 && pcm[40] == 0));
     assert!(matches!(tap.take_back(), Some(Back::Mark(1))));
 }
+
+#[test]
+fn the_end_of_a_file_plays_once_padded_to_a_frame() {
+    let tap = Tap::default();
+    let mut b = Backlog::new(48000);
+    b.audio(&[7i16; 960 + 100]);
+    b.top_up(&tap);
+    assert!(tap.take_back().is_some() && tap.take_back().is_none());
+    assert!(b.waiting(), "100 samples wait for more");
+    b.pad_to_frame();
+    b.top_up(&tap);
+    match tap.take_back() {
+        Some(Back::Audio { len, pcm, .. }) => assert_eq!((len, pcm[99], pcm[100]), (960, 7, 0)),
+        _ => panic!("no audio frame"),
+    }
+    assert!(!b.waiting());
+}
