@@ -263,11 +263,12 @@ async fn a_tone_is_played_into_opus_g722_and_transcoded_legs() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
+        // While A talks (2.2 s): after that, the tone goes on alone.
         let listen = std::thread::spawn(move || {
             b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-            let mut got = Vec::new();
+            let (start, mut got) = (Instant::now(), Vec::new());
             let mut buf = [0u8; 2048];
-            while let Ok((n, _)) = b.recv_from(&mut buf) {
+            while let (Ok((n, _)), true) = (b.recv_from(&mut buf), start.elapsed() < Duration::from_millis(2100)) {
                 got.push((Instant::now(), buf[..n].to_vec()));
             }
             got
@@ -289,7 +290,7 @@ async fn a_tone_is_played_into_opus_g722_and_transcoded_legs() {
             let n = dec.decode(Some(v.payload()), cb.frame_samples(), &mut frame);
             if *at + Duration::from_millis(50) < t0 {
                 before.extend_from_slice(&frame[..n]);
-            } else if *at > t0 + Duration::from_millis(300) {
+            } else if *at > t0 + Duration::from_millis(300) && *at < t0 + Duration::from_millis(1300) {
                 during.extend_from_slice(&frame[..n]);
             }
         }
@@ -349,4 +350,78 @@ async fn a_whisper_is_heard_by_one_participant_alone() {
     assert!(level(&heard_b, t(100), t(1100), 700.0) < 0.01, "the other does not");
     let (_, list) = d.get("/v1/conferences/desk/playbacks").await;
     assert_eq!(list["playbacks"][0]["target"]["participant"], phones[0].1, "{list}");
+}
+
+/// A leg relayed nothing (the other party put it on hold) hears what is
+/// played as a stream of chorus's own, paced at 20 ms; when the other
+/// party sends again, it hears that party with the music under it, and
+/// chorus's own stream stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leg_on_hold_hears_music_on_a_stream_of_its_own() {
+    let d = Daemon::start(114, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, _) = d.call("hold", &a, &b).await;
+    let body = json!({"from_tag": "tb", "tone": {"frequency": 500, "ms": 60000}, "loop": true});
+    let (s, r) = d.post("/v1/calls/hold/playbacks", body).await;
+    assert_eq!(s, 200, "{r}");
+    let rb = b.rtp.try_clone().unwrap();
+    rb.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let t0 = Instant::now();
+    let listen = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while t0.elapsed() < Duration::from_millis(2000) {
+            if let Ok((n, _)) = rb.recv_from(&mut buf) {
+                got.push((Instant::now(), buf[..n].to_vec()));
+            }
+        }
+        got
+    });
+    // A is silent for a second, then speaks (1 kHz) for a second.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sa = a.rtp.try_clone().unwrap();
+    let talk = std::thread::spawn(move || {
+        for i in 0..50u16 {
+            let _ = sa.send_to(&rtp(0, i, i as u32 * 160, 0xA, &pcmu(1000.0, i as usize * 160)), to_a);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    talk.join().unwrap();
+    let got = listen.join().unwrap();
+    let ssrc = |p: &[u8]| u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+    let held: Vec<&Vec<u8>> = got
+        .iter()
+        .filter(|(at, _)| *at < t0 + Duration::from_millis(950))
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        held.len() >= 35,
+        "chorus's own stream: {} packets in 950 ms",
+        held.len()
+    );
+    let own = ssrc(held[0]);
+    assert!(own != 0xA && held.iter().all(|p| ssrc(p) == own && p[1] & 0x7f == 0));
+    let seqs: Vec<u16> = held.iter().map(|p| u16::from_be_bytes([p[2], p[3]])).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{seqs:?}");
+    let audio = |ps: &[&Vec<u8>]| -> Vec<f32> {
+        let mut pcm = vec![0i16; 160];
+        ps.iter()
+            .flat_map(|p| {
+                chorus::media::codec::g711::Law::Ulaw.decode(&p[12..], &mut pcm);
+                pcm.iter().map(|&s| s as f32 / 32768.0).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(tone_level(&audio(&held[5..]), 8000.0, 500.0) > 0.1, "the music on hold");
+    let back: Vec<&Vec<u8>> = got
+        .iter()
+        .filter(|(at, _)| *at > t0 + Duration::from_millis(1200) && *at < t0 + Duration::from_millis(1900))
+        .map(|(_, p)| p)
+        .collect();
+    assert!(back.iter().all(|p| ssrc(p) == 0xA), "A's stream alone once A speaks");
+    let pcm = audio(&back);
+    assert!(
+        tone_level(&pcm, 8000.0, 1000.0) > 0.2 && tone_level(&pcm, 8000.0, 500.0) > 0.1,
+        "A, the music under it"
+    );
 }

@@ -64,10 +64,11 @@ pub async fn tap_call(
         .iter()
         .position(|s| s.media == "audio" && s.enabled)
         .ok_or_else(|| Error::Conflict(format!("call `{call_id}` has no audio stream to tap")))?;
-    let codecs: Vec<CodecSpec> = e
-        .session
-        .legs
-        .iter()
+    // The tapped leg's codecs first: audio sent to it is in its first.
+    let [a, b] = &e.session.legs;
+    let order = if leg == 0 { [a, b] } else { [b, a] };
+    let codecs: Vec<CodecSpec> = order
+        .into_iter()
         .filter_map(|l| l.sdp.as_ref()?.media.get(stream))
         .flat_map(codec::all_in)
         .collect();

@@ -8,6 +8,7 @@ pub mod conference;
 pub mod dtls;
 pub mod dtmf;
 pub mod dtmf_out;
+pub mod fill;
 pub mod ice;
 pub mod jitter;
 pub mod mixer;

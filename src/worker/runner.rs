@@ -86,8 +86,8 @@ struct WCall {
     last_activity: Instant,
     /// Applications listening to its legs (usually none).
     taps: Vec<taps::LegTap>,
-    /// Audio mixed into what a leg hears (bidirectional taps).
-    overlays: Vec<taps::LegOverlay>,
+    /// Legs applications speak to (bidirectional taps, playbacks).
+    hearings: Vec<hearing::Hearing>,
 }
 
 pub(super) struct Runner {
@@ -110,6 +110,8 @@ pub(super) struct Runner {
     next_ticket: u64,
     /// When the earliest conference's next tick is due (none without conferences).
     next_tick: Option<Instant>,
+    /// When to look at call legs applications speak to (none: no such leg).
+    fill_at: Option<Instant>,
     /// Since when tick work is being added up, and how much (see `ticks`).
     tick_window: (Option<Instant>, Duration),
     overload: crate::media::overload::OverloadGuard,
@@ -127,6 +129,7 @@ pub(super) struct Runner {
 mod bundle;
 mod conference_host;
 mod forward;
+mod hearing;
 mod inject;
 mod isolation;
 mod stream;
@@ -161,6 +164,7 @@ impl Runner {
             adopted: HashMap::new(),
             next_ticket: 0,
             next_tick: None,
+            fill_at: None,
             tick_window: Default::default(),
             overload: Default::default(),
             #[cfg(feature = "test-hooks")]
@@ -180,10 +184,10 @@ impl Runner {
         let mut next_housekeeping = clock::now() + HOUSEKEEPING;
         loop {
             let timeout = if self.queued.is_empty() {
-                let next = match self.next_tick {
-                    Some(t) => t.min(next_housekeeping),
-                    None => next_housekeeping,
-                };
+                let next = [self.next_tick, self.fill_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(next_housekeeping, Instant::min);
                 next.saturating_duration_since(clock::now())
             } else {
                 Duration::ZERO
@@ -226,6 +230,9 @@ impl Runner {
             let now = clock::now();
             if self.next_tick.is_some_and(|t| now >= t) {
                 self.tick_conferences(now);
+            }
+            if self.fill_at.is_some_and(|t| now >= t) {
+                self.fill_calls(now);
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);
@@ -339,7 +346,7 @@ impl Runner {
                 });
             }
             if !call.taps.is_empty() {
-                let taps = (&mut call.taps, &mut call.overlays);
+                let taps = (&mut call.taps, &mut call.hearings);
                 taps::feed(taps, now, (si, side), &self.buf[..n], dtmf.map(|d| d.0));
             }
         }
@@ -356,8 +363,9 @@ impl Runner {
         let (ws, tx_stream) = stream_pair(&mut call.streams, si, tx);
         if fwd.kind == PacketKind::Rtp && ws.transcode[side].is_some() {
             if let Some(sock) = sock {
+                hearing::relayed(&mut call.hearings, (si, 1 - side), now);
                 let taps = &mut call.taps;
-                let add = &mut |rate, pcm: &mut [f32]| taps::add_back(taps, si, 1 - side, rate, pcm);
+                let add = &mut |rate, pcm: &mut [f32]| hearing::add_back(taps, si, 1 - side, rate, pcm);
                 ws.transcode_out(side, tx_stream, &self.buf[..n], (sock, fwd.to), c, add);
             }
             return;
@@ -365,7 +373,8 @@ impl Runner {
         let n = match fwd.kind {
             PacketKind::Rtp if !call.taps.is_empty() => {
                 let at = (si, 1 - side);
-                taps::mix_into(&mut call.taps, &mut call.overlays, at, &mut self.buf[..BUF_BYTES], n)
+                let taps = (&mut call.taps[..], &mut call.hearings[..]);
+                hearing::mix_into(taps, at, now, &mut self.buf[..BUF_BYTES], n)
             }
             _ => n,
         };
@@ -507,7 +516,7 @@ impl Runner {
                 streams: Vec::new(),
                 last_activity: now,
                 taps: Vec::new(),
-                overlays: Vec::new(),
+                hearings: Vec::new(),
             })
         });
         self.calls[ci].last_activity = now;

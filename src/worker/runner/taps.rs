@@ -3,10 +3,10 @@
 //! 20 ms frames for the application; starting and stopping taps. A call
 //! without taps never comes here: its packets cost what they did.
 
+use super::hearing::{self, Hearing};
 use super::{CallKey, Runner};
 use crate::media::codec::{CodecKind, CodecSpec, Decoder};
 use crate::media::conference::Back as Speak;
-use crate::media::overlay::Overlay;
 use crate::media::tap::{Framer, Out, Playout, TapHandle, Track};
 use crate::wire::rtp::RtpView;
 use crate::worker::{TapSpec, WorkerError};
@@ -21,7 +21,7 @@ pub(super) struct LegTap {
     tracks: [bool; 2],
     rate: u32,
     tap: TapHandle,
-    codecs: Vec<CodecSpec>,
+    pub(super) codecs: Vec<CodecSpec>,
     /// Per track: the payload type being decoded and its decoder.
     decoders: [Option<(u8, Decoder)>; 2],
     framers: [Framer; 2],
@@ -45,14 +45,6 @@ impl Back {
             fifo: Vec::with_capacity(rate as usize * 60 / 1000),
         }
     }
-}
-
-/// The decoder and encoder mixing applications' audio into the packets
-/// relayed to one leg, while a bidirectional tap on it lasts.
-pub(super) struct LegOverlay {
-    stream: usize,
-    leg: usize,
-    overlay: Overlay,
 }
 
 impl LegTap {
@@ -94,7 +86,7 @@ impl LegTap {
 
     /// Adds the application's next samples at `rate` into `pcm`; how many
     /// it added.
-    fn add_back(&mut self, rate: u32, pcm: &mut [f32]) -> usize {
+    pub(super) fn add_back(&mut self, rate: u32, pcm: &mut [f32]) -> usize {
         let Some(b) = &mut self.back else { return 0 };
         if b.playout.rate() != rate {
             // The leg's codec changed: what was queued at the old rate goes.
@@ -110,7 +102,7 @@ impl LegTap {
         take
     }
 
-    fn hears(&self, stream: usize, leg: usize) -> bool {
+    pub(super) fn hears(&self, stream: usize, leg: usize) -> bool {
         self.stream == stream && self.leg == leg && self.back.is_some()
     }
 
@@ -125,80 +117,10 @@ impl LegTap {
     }
 }
 
-/// Adds the audio of applications speaking to leg `to` of `stream` into
-/// `pcm` (at `rate`); how many samples the longest of them added.
-pub(super) fn add_back(taps: &mut [LegTap], stream: usize, to: usize, rate: u32, pcm: &mut [f32]) -> usize {
-    taps.iter_mut()
-        .filter(|t| t.hears(stream, to))
-        .map(|t| t.add_back(rate, pcm))
-        .max()
-        .unwrap_or(0)
-}
-
-/// Mixes applications' audio into the RTP packet `buf[..n]` about to be
-/// relayed to leg `to` of `stream`, in its codec; the packet's new length.
-pub(super) fn mix_into(
-    taps: &mut [LegTap],
-    overlays: &mut Vec<LegOverlay>,
-    (stream, to): (usize, usize),
-    buf: &mut [u8],
-    n: usize,
-) -> usize {
-    let Some(first) = taps.iter().find(|t| t.hears(stream, to)) else {
-        return n;
-    };
-    let Some(pt) = buf
-        .get(..n)
-        .and_then(|b| RtpView::parse(b).ok())
-        .map(|v| v.payload_type())
-    else {
-        return n;
-    };
-    let at = overlays.iter().position(|o| (o.stream, o.leg) == (stream, to));
-    let i = match at {
-        Some(i) if overlays[i].overlay.pt() == pt => i,
-        _ => {
-            // The first packet, or a codec change; telephone-event and
-            // comfort noise have no codec here and pass as they are.
-            let Some(overlay) = first
-                .codecs
-                .iter()
-                .find(|c| c.pt == pt)
-                .and_then(|c| Overlay::new(c).ok())
-            else {
-                return n;
-            };
-            let o = LegOverlay {
-                stream,
-                leg: to,
-                overlay,
-            };
-            match at {
-                Some(i) => {
-                    overlays[i] = o;
-                    i
-                }
-                None => {
-                    overlays.push(o);
-                    overlays.len() - 1
-                }
-            }
-        }
-    };
-    overlays[i]
-        .overlay
-        .apply(buf, n, &mut |rate, pcm| add_back(taps, stream, to, rate, pcm))
-}
-
-/// Overlays on legs no application speaks to any more are let go.
-pub(super) fn prune(taps: &[LegTap], overlays: &mut Vec<LegOverlay>) {
-    overlays.retain(|o| taps.iter().any(|t| t.hears(o.stream, o.leg)));
-}
-
 /// Feeds a relayed RTP packet to the call's taps; taps whose task ended
 /// (a recording that failed) are let go.
 pub(super) fn feed(
-    (taps, overlays): (&mut Vec<LegTap>, &mut Vec<LegOverlay>),
+    (taps, hearings): (&mut Vec<LegTap>, &mut Vec<Hearing>),
     now: Instant,
     (stream, from): (usize, usize),
     rtp: &[u8],
@@ -209,7 +131,7 @@ pub(super) fn feed(
     }
     if taps.iter().any(|t| t.tap.is_closed()) {
         taps.retain(|t| !t.tap.is_closed());
-        prune(taps, overlays);
+        hearing::prune(taps, hearings);
     }
 }
 
@@ -245,6 +167,10 @@ impl Runner {
             // The rate is set by the first packet to the leg (its codec's).
             back: (spec.back != Speak::None).then(|| Back::new(8000)),
         });
+        if spec.back != Speak::None {
+            hearing::open(call, (stream, leg), spec.id);
+            self.fill_at.get_or_insert(Instant::now());
+        }
         Ok(())
     }
 
@@ -254,7 +180,7 @@ impl Runner {
             let call = &mut self.calls[ci];
             let before = call.taps.len();
             call.taps.retain(|t| t.id != id);
-            prune(&call.taps, &mut call.overlays);
+            hearing::prune(&call.taps, &mut call.hearings);
             return call.taps.len() != before;
         }
         match self.conf_by_key.get(&key) {
