@@ -277,3 +277,70 @@ async fn a_stalled_instance_lets_go_of_what_a_peer_took_over() {
         (5, 5)
     );
 }
+
+/// A call's stream to an application and its recording go on after a
+/// takeover: the taker connects to the application again under the same
+/// stream id (a fresh `start`), and the recording goes on in its next file.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_and_recordings_go_on_after_a_takeover() {
+    use common::ws::{accept, mulaw_payload, send_tone, ws_app};
+    let redis = RedisServer::start();
+    let start = |name: &'static str, ip: &'static str| {
+        let mut args = redis.chorus_args(name);
+        args.extend(["--media-bind".to_string(), ip.to_string()]);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::start_logged(115, 40, &args, &[], name).await
+        }
+    };
+    let a = start("tk-a", "127.0.0.4").await;
+    let b = start("tk-b", "127.0.0.5").await;
+    let (app, mut conns) = ws_app().await;
+    let (pa, pb) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (a_to, _) = a.call("tk", &pa, &pb).await;
+    let (s, r) = a
+        .post("/v1/calls/tk/streams", json!({"url": app, "from_tag": "ta"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let sid = r["stream_id"].as_str().unwrap().to_string();
+    let (s, r) = a.post("/v1/calls/tk/recordings", json!({"from_tag": "ta"})).await;
+    assert_eq!(s, 200, "{r}");
+    let rid = r["recording_id"].as_str().unwrap().to_string();
+    // A speaks 440 Hz for 5 s; the application hears it on A.
+    let talk = send_tone(pa.rtp.try_clone().unwrap(), a_to, 440.0, 250, 0x44);
+    let mut first = accept(&mut conns).await;
+    assert_eq!(first.json().await["event"], "connected");
+    assert_eq!(first.json().await["start"]["streamSid"], json!(sid));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(a); // SIGKILL
+             // B takes the call over and connects to the application afresh.
+    let mut again = accept(&mut conns).await;
+    assert_eq!(again.json().await["event"], "connected");
+    let start_msg = again.json().await;
+    assert_eq!(start_msg["start"]["streamSid"], json!(sid), "{start_msg}");
+    assert_eq!(start_msg["start"]["callSid"], "tk", "{start_msg}");
+    let mut heard = Vec::new();
+    while heard.len() < 8000 {
+        let m = again.json().await;
+        if m["event"] == "media" {
+            heard.extend(mulaw_payload(&m));
+        }
+    }
+    let level = chorus::media::mixer::level::tone_level(&heard, 8000.0, 440.0);
+    assert!(level > 0.2, "A's tone through B: {level}");
+    // B lists both under their ids; the recording writes its next part.
+    let (_, streams) = b.get("/v1/calls/tk/streams").await;
+    assert_eq!(streams["streams"][0]["stream_id"], json!(sid), "{streams}");
+    let (_, recs) = b.get("/v1/calls/tk/recordings").await;
+    let file = recs["recordings"][0]["file"].as_str().unwrap_or_default().to_string();
+    assert!(file.ends_with(&format!("{rid}-1.wav")), "{recs}");
+    talk.join().unwrap();
+    let (s, _) = b.delete(&format!("/v1/calls/tk/recordings/{rid}")).await;
+    assert_eq!(s, 200);
+    let bytes = std::fs::read(&file).unwrap();
+    let (rate, pcm) = chorus::media::wav::read(&bytes).unwrap();
+    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    assert!(x.len() > rate as usize, "{} samples", x.len());
+    let level = chorus::media::mixer::level::tone_level(&x, rate as f32, 440.0);
+    assert!(level > 0.1, "the recording's second part holds A's tone: {level}");
+}

@@ -103,6 +103,8 @@ impl ConfEntry {
             max_participants: self.settings.max_participants,
             next_pid: self.next_pid,
             participants,
+            // The streams registry's part (see `replicate`).
+            taps: Vec::new(),
         }
     }
 

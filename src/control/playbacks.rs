@@ -120,6 +120,7 @@ fn playback_tap(src: Source, whisper: bool) -> (Checked, MakeSink) {
     let sink = MakeSink {
         prefix: "PB",
         make: Box::new(move |_| Sink::Playback(src)),
+        resume: None,
     };
     (checked, sink)
 }

@@ -7,6 +7,7 @@ use super::conference_commands::ConfEntry;
 use super::{lock, CallEntry, State};
 use crate::store::record::{unix_seconds, CallRecordRef, VERSION};
 use crate::store::{keys, Store};
+use crate::streams::Owner;
 use redis::AsyncCommands;
 use serde_json::json;
 use std::collections::HashSet;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// The record of a call as it stands after a command, as JSON.
-pub fn record_of(store: &Store, e: &CallEntry) -> String {
+pub fn record_of(state: &State, store: &Store, e: &CallEntry) -> String {
+    let taps = state.streams.records(&Owner::Call(e.call_id.to_string()));
     CallRecordRef {
         version: VERSION,
         call_id: &e.call_id,
@@ -23,14 +25,22 @@ pub fn record_of(store: &Store, e: &CallEntry) -> String {
         created: unix_seconds(e.created_wall),
         interfaces: &e.home.interfaces,
         session: &e.session,
+        taps: &taps,
     }
     .to_json()
+}
+
+/// A conference's record, with its streams and recordings, as JSON.
+fn conference_record(state: &State, store: &Store, e: &ConfEntry) -> String {
+    let mut r = e.record(&store.instance);
+    r.taps = state.streams.records(&Owner::Conference(e.id.to_string()));
+    r.to_json()
 }
 
 /// Hands a conference's new state (or its end) to the writer.
 pub fn conference_changed(state: &State, e: &ConfEntry) {
     if let Some(store) = &state.store {
-        let record = e.alive().then(|| e.record(&store.instance).to_json());
+        let record = e.alive().then(|| conference_record(state, store, e));
         store.conference_changed(&e.id, record);
     }
 }
@@ -39,7 +49,7 @@ pub fn conference_changed(state: &State, e: &ConfEntry) {
 /// serialization, no I/O.
 pub fn call_changed(state: &State, e: &CallEntry) {
     if let Some(store) = &state.store {
-        let record = e.alive.then(|| record_of(store, e));
+        let record = e.alive.then(|| record_of(state, store, e));
         store.call_changed(&e.call_id, record);
     }
 }
@@ -215,7 +225,7 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     for h in handles {
         let e = h.lock().await;
         if e.alive {
-            pending.insert(e.call_id.clone(), Some(record_of(store, &e)));
+            pending.insert(e.call_id.clone(), Some(record_of(state, store, &e)));
         }
     }
     let listed: Vec<String> = conn.smembers(keys::owned(&store.instance)).await?;
@@ -239,7 +249,7 @@ async fn resync(state: &State, store: &Store, conn: &mut Conn) -> redis::RedisRe
     for h in conf_handles {
         let e = h.lock().await;
         if e.alive() {
-            confs.insert(e.id.clone(), Some(e.record(&store.instance).to_json()));
+            confs.insert(e.id.clone(), Some(conference_record(state, store, &e)));
         }
     }
     let listed: Vec<String> = conn.smembers(keys::conferences_of(&store.instance)).await?;

@@ -7,8 +7,9 @@ use super::alloc::Alloc;
 use super::calls::{entry, push_to_worker, unregister};
 use super::State;
 use crate::session::Change;
-use crate::store::record::CallRecord;
+use crate::store::record::{CallRecord, TapRecord};
 use crate::store::{keys, Store};
+use crate::streams::Owner;
 use redis::AsyncCommands;
 use std::sync::Arc;
 
@@ -120,12 +121,15 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
             };
             (id, result)
         });
-    let (mut ok, mut failed) = (Vec::new(), 0);
+    let (mut ok, mut failed, mut taps) = (Vec::new(), 0, Vec::new());
     for (id, result) in futures_util::future::join_all(restores).await {
         let label = if result.is_ok() { "ok" } else { "failed" };
         store.metrics.restored.with_label_values(&[label]).inc();
         match result {
-            Ok(handle) => ok.push(handle),
+            Ok((handle, t)) => {
+                ok.push(handle);
+                taps.extend(t.into_iter().map(|t| (Owner::Call(id.clone()), t)));
+            }
             Err(reason) => {
                 failed += 1;
                 tracing::warn!(call_id = %id, from = instance, %reason, "call not restored");
@@ -144,11 +148,26 @@ async fn calls_of(state: &State, store: &Store, conn: &mut Conn, instance: &str)
         from = instance,
         "calls restored from redis"
     );
+    resume_taps(state, taps).await;
+}
+
+/// Starts restored calls' and conferences' streams and recordings again:
+/// streams reconnect under their ids (a fresh `start`), recordings go on
+/// in their next file.
+pub async fn resume_taps(state: &State, taps: Vec<(Owner, TapRecord)>) {
+    let resumes = taps.into_iter().map(|(owner, rec)| async move {
+        let id = rec.id.clone();
+        match super::streams::resume(state, &owner, rec).await {
+            Ok(_) => tracing::info!(id, of = %owner.describe(), "stream or recording started again after a takeover"),
+            Err(e) => tracing::warn!(id, of = %owner.describe(), error = %e, "stream or recording not started again"),
+        }
+    });
+    futures_util::future::join_all(resumes).await;
 }
 
 /// Recreates one call: its entry, its sockets on the recorded addresses and
 /// ports, its streams on a worker. The caller records it as ours.
-async fn one(state: &State, rec: CallRecord) -> Result<CallHandle, String> {
+async fn one(state: &State, mut rec: CallRecord) -> Result<(CallHandle, Vec<TapRecord>), String> {
     super::check_id("call", &rec.call_id).map_err(|e| e.to_string())?;
     let home = state.home_for_record(&rec.interfaces, &rec.owner);
     let handle = entry(state, &rec.call_id, true).map_err(|e| e.to_string())?;
@@ -180,7 +199,7 @@ async fn one(state: &State, rec: CallRecord) -> Result<CallHandle, String> {
         return Err(err);
     }
     drop(e);
-    Ok(handle)
+    Ok((handle, std::mem::take(&mut rec.taps)))
 }
 
 /// The instances whose heartbeat expired while they still own calls or

@@ -9,6 +9,7 @@ use super::conference_commands::{self as conf, Member, Settings};
 use super::State;
 use crate::store::conference_record::ConferenceRecord;
 use crate::store::{keys, Store};
+use crate::streams::Owner;
 use redis::AsyncCommands;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -30,12 +31,19 @@ pub async fn conferences_of(state: &State, store: &Store, conn: &mut Conn, insta
         Ok(r) => r,
         Err(e) => return tracing::error!(error = %e, "redis: cannot read conference records"),
     };
-    let mut restored = 0;
+    let (mut restored, mut taps) = (0, Vec::new());
     for (id, text) in ids.iter().zip(records) {
         let result = match text.as_deref().map(ConferenceRecord::from_json) {
             None => Err("its record expired".to_string()),
             Some(Ok(rec)) if rec.owner != instance => Err(format!("owned by `{}` now", rec.owner)),
-            Some(Ok(rec)) => one(state, rec).await,
+            Some(Ok(mut rec)) => {
+                let t = std::mem::take(&mut rec.taps);
+                let r = one(state, rec).await;
+                if r.is_ok() {
+                    taps.extend(t.into_iter().map(|t| (Owner::Conference(id.clone()), t)));
+                }
+                r
+            }
             Some(Err(e)) => Err(e),
         };
         let label = if result.is_ok() { "ok" } else { "failed" };
@@ -56,6 +64,7 @@ pub async fn conferences_of(state: &State, store: &Store, conn: &mut Conn, insta
         from = instance,
         "conferences restored from redis"
     );
+    super::restore::resume_taps(state, taps).await;
 }
 
 /// Recreates one conference and its participants; returns how many came

@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::media::codec::{self, CodecSpec};
 use crate::media::conference::{Back, TapPoint};
 use crate::media::tap::Tap;
+use crate::store::record::{TapKind, TapRecord};
 use crate::streams::format::Meta;
 use crate::streams::{Checked, Entry, Kind, Owner, Registry, Sink, StartOptions, StreamEvent, Target};
 use crate::worker::{Command, ConfCommand, TapSpec, WorkerError};
@@ -20,23 +21,42 @@ use tokio::sync::{mpsc, oneshot};
 pub struct MakeSink {
     pub prefix: &'static str,
     pub make: Box<dyn FnOnce(&str) -> Sink + Send>,
+    /// How a taker starts it again; a given id is kept (a taker's).
+    pub resume: Option<TapRecord>,
 }
 
-fn websocket(c: &Checked) -> MakeSink {
+/// A stream's sink; `again`: the record of a stream a taker starts again.
+fn websocket(c: &Checked, opts: &StartOptions, again: Option<TapRecord>) -> MakeSink {
     let (url, format) = (c.url.clone(), c.format);
+    let resume = again.unwrap_or_else(|| TapRecord {
+        id: String::new(),
+        kind: TapKind::Stream,
+        options: serde_json::to_value(opts).unwrap_or_default(),
+        part: 0,
+    });
     MakeSink {
         prefix: "MZ",
         make: Box::new(move |_| Sink::WebSocket { url, format }),
+        resume: Some(resume),
     }
 }
 
 /// Taps a relayed call's leg (`from_tag`) and streams it.
 pub async fn start_call(state: &State, call_id: &str, opts: StartOptions) -> Result<Value, Error> {
+    start_call_again(state, call_id, opts, None).await
+}
+
+async fn start_call_again(
+    state: &State,
+    call_id: &str,
+    opts: StartOptions,
+    again: Option<TapRecord>,
+) -> Result<Value, Error> {
     // An unknown call is the first thing to say.
     calls::entry(state, call_id, false)?;
     let checked = opts.check_for_call()?;
     let tag = opts.from_tag.clone().unwrap_or_default();
-    let sink = websocket(&checked);
+    let sink = websocket(&checked, &opts, again);
     tap_call(state, call_id, Some(tag), checked, sink).await
 }
 
@@ -87,15 +107,66 @@ pub async fn tap_call(
     drop(e);
     let result = result.await;
     let meta = checked.meta(&sid, call_id, Some(tag));
-    launch(state, sid, (worker, key), result, checked, meta, tap)
+    let body = launch(state, sid, (worker, key), result, checked, meta, tap)?;
+    rerecord(state, &owner).await;
+    Ok(body)
 }
 
 /// Taps a conference's mix, or one participant, and streams it.
 pub async fn start_conference(state: &State, conf_id: &str, opts: StartOptions) -> Result<Value, Error> {
+    start_conference_again(state, conf_id, opts, None).await
+}
+
+async fn start_conference_again(
+    state: &State,
+    conf_id: &str,
+    opts: StartOptions,
+    again: Option<TapRecord>,
+) -> Result<Value, Error> {
     conference_commands::handle(state, conf_id)?;
     let checked = opts.check_for_conference()?;
-    let sink = websocket(&checked);
+    let sink = websocket(&checked, &opts, again);
     tap_conference(state, conf_id, opts.participant, checked, sink).await
+}
+
+/// Starts a stream or recording again, under its id, on the instance that
+/// took its call or conference over.
+pub async fn resume(state: &State, owner: &Owner, rec: TapRecord) -> Result<Value, Error> {
+    let bad = |e: serde_json::Error| Error::BadRequest(format!("a stored stream's options: {e}"));
+    match (rec.kind, owner) {
+        (TapKind::Stream, Owner::Call(id)) => {
+            let opts = serde_json::from_value(rec.options.clone()).map_err(bad)?;
+            start_call_again(state, id, opts, Some(rec)).await
+        }
+        (TapKind::Stream, Owner::Conference(id)) => {
+            let opts = serde_json::from_value(rec.options.clone()).map_err(bad)?;
+            start_conference_again(state, id, opts, Some(rec)).await
+        }
+        (TapKind::Recording, _) => {
+            let opts = serde_json::from_value(rec.options.clone()).map_err(bad)?;
+            super::recordings::start_again(state, owner, opts, rec).await
+        }
+    }
+}
+
+/// Writes the owner's record again (its streams and recordings changed),
+/// when chorus keeps state in Redis.
+pub async fn rerecord(state: &State, owner: &Owner) {
+    if state.store.is_none() {
+        return;
+    }
+    match owner {
+        Owner::Call(id) => {
+            if let Ok(h) = calls::entry(state, id, false) {
+                super::replicate::call_changed(state, &*h.lock().await);
+            }
+        }
+        Owner::Conference(id) => {
+            if let Ok(h) = conference_commands::handle(state, id) {
+                super::replicate::conference_changed(state, &*h.lock().await);
+            }
+        }
+    }
 }
 
 /// Taps a conference's mix (no `participant`) or a participant into `sink`.
@@ -133,7 +204,9 @@ pub async fn tap_conference(
     drop(e);
     let result = result.await;
     let meta = checked.meta(&sid, conf_id, participant.map(|p| p.to_string()));
-    launch(state, sid, (worker, key), result, checked, meta, tap)
+    let body = launch(state, sid, (worker, key), result, checked, meta, tap)?;
+    rerecord(state, &owner).await;
+    Ok(body)
 }
 
 /// Sends the worker its tap command at once (while the caller still holds
@@ -172,7 +245,16 @@ fn reserve(
             reg.max_per_owner
         )));
     }
-    let sid = Registry::new_id(sink.prefix);
+    let sid = match &sink.resume {
+        Some(r) if !r.id.is_empty() => {
+            if map.contains_key(&r.id) {
+                return Err(Error::Conflict(format!("`{}` runs here already", r.id)));
+            }
+            r.id.clone()
+        }
+        _ => Registry::new_id(sink.prefix),
+    };
+    let resume = sink.resume.map(|r| TapRecord { id: sid.clone(), ..r });
     let tap = Arc::new(Tap::default());
     let tap_id = reg.next_tap_id();
     map.insert(
@@ -186,6 +268,7 @@ fn reserve(
             sink: (sink.make)(&sid),
             started: SystemTime::now(),
             tap: tap.clone(),
+            resume,
         },
     );
     let spec = TapSpec {
@@ -255,6 +338,7 @@ pub async fn stop_tap(state: &State, owner: &Owner, id: &str, kind: Kind) -> Res
     state.workers[worker].send(Command::Untap { key, id: tap_id, reply })?;
     let _ = rx.await;
     tap.close();
+    rerecord(state, owner).await;
     body["stopped"] = json!(true);
     Ok(body)
 }
@@ -275,5 +359,8 @@ pub async fn pump_events(state: Arc<State>, mut rx: mpsc::Receiver<StreamEvent>)
                 state.callbacks.post(&state.metrics, ev.body);
             }
         }
+        // A stream that ended on its own (a recording that failed, a
+        // playback done) leaves the owner's record.
+        rerecord(&state, &ev.owner).await;
     }
 }

@@ -27,6 +27,9 @@ pub struct ConferenceRecord {
     /// The id the next participant gets (ids are never reused).
     pub next_pid: u32,
     pub participants: Vec<ParticipantRecord>,
+    /// Its audio streams and recordings, started again by a taker.
+    #[serde(default)]
+    pub taps: Vec<super::record::TapRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +137,7 @@ mod tests {
                     transport: Default::default(),
                 })
                 .into(),
+            taps: Vec::new(),
         }
     }
 

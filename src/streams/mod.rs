@@ -16,6 +16,7 @@ pub use options::{Checked, RecordOptions, StartOptions, Target};
 
 use crate::media::tap::Tap;
 use crate::metrics::{counters, register};
+use crate::store::record::TapRecord;
 use format::Format;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as Prom};
 use serde_json::Value;
@@ -93,6 +94,8 @@ pub struct Entry {
     pub sink: Sink,
     pub started: SystemTime,
     pub tap: Arc<Tap>,
+    /// How a taker starts it again (streams and recordings; none for playbacks).
+    pub resume: Option<TapRecord>,
 }
 
 impl Entry {
@@ -236,6 +239,18 @@ impl Registry {
 
     pub fn next_tap_id(&self) -> u64 {
         self.next_tap.fetch_add(1, Relaxed)
+    }
+
+    /// What a taker needs to start `owner`'s streams and recordings again.
+    pub fn records(&self, owner: &Owner) -> Vec<TapRecord> {
+        let map = crate::control::lock(&self.map);
+        let mut v: Vec<(u64, TapRecord)> = map
+            .values()
+            .filter(|e| &e.owner == owner)
+            .filter_map(|e| Some((e.tap_id, e.resume.clone()?)))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v.into_iter().map(|(_, r)| r).collect()
     }
 
     /// The ids of `owner`'s streams, recordings or playbacks.

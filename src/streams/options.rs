@@ -21,7 +21,7 @@ const MAX_CUSTOM: usize = 16;
 const MAX_CUSTOM_VALUE: usize = 128;
 
 /// `POST /v1/calls/{id}/streams` and `/v1/conferences/{id}/streams`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartOptions {
     /// `ws://` or `wss://`: the application's WebSocket.
@@ -50,7 +50,7 @@ pub struct StartOptions {
 }
 
 /// `POST /v1/calls/{id}/recordings` and `/v1/conferences/{id}/recordings`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordOptions {
     /// `wav` (16-bit PCM, the default) or `ogg` (Ogg Opus).

@@ -4,6 +4,7 @@
 
 pub mod redis_server;
 pub mod sip;
+pub mod ws;
 
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
