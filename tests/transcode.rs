@@ -128,6 +128,25 @@ async fn a_pcmu_phone_and_an_opus_endpoint_hear_each_other_through_chorus() {
     let dtmf: Vec<&Vec<u8>> = got.iter().filter(|p| p[1] & 0x7f == 97).collect();
     assert_eq!(dtmf.len(), 1, "{got:?}");
     assert_eq!(&dtmf[0][12..16], &[5, 0x0a, 0x09, 0x60]);
+
+    // Key 7 pressed by chorus into the Opus side, amid transcoded audio:
+    // events on its type and clock (100 ms = 4800 units), one sequence.
+    let body = json!({"from_tag": "a", "digits": "7", "duration_ms": 100});
+    let (s, r) = d.post("/v1/calls/tc/dtmf", body).await;
+    assert_eq!(s, 200, "{r}");
+    let got = exchange(&a, a_to, &codec_tone(pcmu, 30, 200), &b);
+    let seqs: Vec<u16> = got.iter().map(|p| u16::from_be_bytes([p[2], p[3]])).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{seqs:?}");
+    let ends: Vec<&Vec<u8>> = got.iter().filter(|p| p[1] & 0x7f == 97 && p[13] & 0x80 != 0).collect();
+    assert_eq!(ends.len(), 3, "{got:?}");
+    assert!(
+        ends.iter().all(|p| p[12] == 7 && p[14..16] == 4800u16.to_be_bytes()),
+        "{ends:?}"
+    );
+    assert!(
+        got.iter().filter(|p| p[1] & 0x7f == 96).count() >= 25,
+        "the audio goes on"
+    );
 }
 
 #[tokio::test]

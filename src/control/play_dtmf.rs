@@ -53,13 +53,16 @@ pub async fn play(state: &State, call_id: &str, p: PlayDtmf) -> Result<Value, Er
         .iter()
         .position(|s| s.media == "audio" && s.enabled)
         .ok_or_else(|| Error::Conflict(format!("call `{call_id}` has no audio stream")))?;
-    let pt = e.session.legs[to]
+    // Its codec's telephone-event (8000, or 48000 beside Opus).
+    let event = e.session.legs[to]
         .sdp
         .as_ref()
         .and_then(|sdp| sdp.media.get(stream))
         .and_then(|m| crate::media::codec::negotiate(m).ok())
-        .and_then(|c| c.dtmf_pt)
-        .ok_or_else(|| Error::Conflict("the leg that would hear them did not offer telephone-event/8000".into()))?;
+        .and_then(|c| Some((c.dtmf_pt?, c.clock_rate)))
+        .ok_or_else(|| {
+            Error::Conflict("the leg that would hear them did not offer telephone-event at its codec's clock".into())
+        })?;
     let (worker, key) = e.placement();
     let (reply, rx) = oneshot::channel();
     state.workers[worker].send(Command::Dtmf {
@@ -69,7 +72,7 @@ pub async fn play(state: &State, call_id: &str, p: PlayDtmf) -> Result<Value, Er
         codes,
         duration_ms,
         volume,
-        pt,
+        event,
         reply,
     })?;
     drop(e);

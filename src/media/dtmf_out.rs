@@ -37,7 +37,9 @@ pub struct DtmfOut {
     /// The receiving leg's telephone-event payload type.
     pt: u8,
     volume: u8,
-    /// Each key and its duration in RTP clock units (8 kHz).
+    /// The event's RTP clock (the leg's codec's: 8000, or 48000 with Opus).
+    clock: u32,
+    /// Each key and its duration in RTP clock units.
     keys: VecDeque<(u8, u32)>,
     current: Option<(Event, u32)>,
     gap: u8,
@@ -50,6 +52,7 @@ impl DtmfOut {
         DtmfOut {
             pt,
             volume: 10,
+            clock: 8000,
             keys: VecDeque::new(),
             current: None,
             gap: 0,
@@ -57,15 +60,20 @@ impl DtmfOut {
         }
     }
 
-    /// Queues `codes`, each `duration_ms` long; false when too many wait.
-    pub fn queue(&mut self, codes: &[u8], duration_ms: u32, volume: u8, pt: u8) -> bool {
+    /// Queues `codes`, each `duration_ms` long, as events of type `pt` on
+    /// a `clock` Hz RTP clock; false when too many wait.
+    pub fn queue(&mut self, codes: &[u8], duration_ms: u32, volume: u8, (pt, clock): (u8, u32)) -> bool {
         if self.keys.len() + codes.len() > MAX_QUEUED {
             return false;
         }
         self.pt = pt & 0x7f;
         self.volume = volume.min(63);
-        self.keys
-            .extend(codes.iter().map(|&c| (c, duration_ms.clamp(40, 5000) * 8)));
+        // Events queued earlier keep the clock they were measured in.
+        if self.keys.is_empty() && self.current.is_none() {
+            self.clock = clock.clamp(8000, 48000);
+        }
+        let units = |ms: u32| ms.clamp(40, 5000) * (self.clock / 1000);
+        self.keys.extend(codes.iter().map(|&c| (c, units(duration_ms))));
         true
     }
 
@@ -93,7 +101,7 @@ impl DtmfOut {
         }
         let (ev, length) = self.current.as_mut()?;
         // The event lasts from its start to the end of this packet (20 ms).
-        let duration = ts.wrapping_sub(ev.start_ts).wrapping_add(160).min(0xffff);
+        let duration = ts.wrapping_sub(ev.start_ts).wrapping_add(self.clock / 50).min(0xffff);
         let end = duration >= *length || ev.ends_left < ENDS;
         let duration = if end { (*length).min(0xffff) } else { duration };
         if end {
@@ -124,7 +132,7 @@ mod tests {
     #[test]
     fn a_key_is_updates_then_three_ends_in_one_gapless_sequence() {
         let mut d = DtmfOut::new(101);
-        assert!(d.queue(&[code('5').unwrap()], 100, 10, 101));
+        assert!(d.queue(&[code('5').unwrap()], 100, 10, (101, 8000)));
         let mut out = [0u8; 16];
         let mut sent = Vec::new();
         for (seq, i) in (1000u16..).zip(0..12u32) {
@@ -149,6 +157,22 @@ mod tests {
         assert_eq!(code('#'), Some(11));
         assert_eq!(code('x'), None);
         let mut d = DtmfOut::new(101);
-        assert!(!d.queue(&[1; MAX_QUEUED + 1], 100, 10, 101));
+        assert!(!d.queue(&[1; MAX_QUEUED + 1], 100, 10, (101, 8000)));
+    }
+
+    #[test]
+    fn on_a_48_khz_clock_durations_are_in_its_units() {
+        let mut d = DtmfOut::new(101);
+        assert!(d.queue(&[code('1').unwrap()], 100, 10, (110, 48000)));
+        let mut out = [0u8; 16];
+        let mut sent = Vec::new();
+        for (seq, i) in (7u16..).zip(0..12u32) {
+            if let Some(n) = d.after(9, seq.wrapping_add(d.shift), i * 960, &mut out) {
+                sent.push(out[..n].to_vec());
+            }
+        }
+        let durations: Vec<u16> = sent.iter().map(|p| u16::from_be_bytes([p[14], p[15]])).collect();
+        assert_eq!(durations, vec![960, 1920, 2880, 3840, 4800, 4800, 4800]);
+        assert!(sent.iter().all(|p| p[1] & 0x7f == 110));
     }
 }

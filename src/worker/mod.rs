@@ -198,7 +198,8 @@ pub enum Command {
         codes: Vec<u8>,
         duration_ms: u32,
         volume: u8,
-        pt: u8,
+        /// The hearing leg's telephone-event payload type and clock.
+        event: (u8, u32),
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
     /// Stops tap `id` of call or conference `key`; false if there is none.

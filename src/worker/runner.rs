@@ -470,10 +470,10 @@ impl Runner {
                 codes,
                 duration_ms,
                 volume,
-                pt,
+                event,
                 reply,
             } => {
-                let r = self.queue_dtmf(key, (stream, leg), &codes, (duration_ms, volume, pt));
+                let r = self.queue_dtmf(key, (stream, leg), &codes, (duration_ms, volume, event));
                 let _ = reply.send(r);
             }
             Command::Untap { key, id, reply } => {

@@ -37,7 +37,7 @@ impl Runner {
         key: CallKey,
         (stream, leg): (usize, usize),
         codes: &[u8],
-        (duration_ms, volume, pt): (u32, u8, u8),
+        (duration_ms, volume, event): (u32, u8, (u8, u32)),
     ) -> Result<(), WorkerError> {
         let no = |what: &str| WorkerError::NoTapPoint(what.to_string());
         let ci = *self.by_key.get(&key).ok_or_else(|| no("the call has ended"))?;
@@ -46,13 +46,13 @@ impl Runner {
             .get_mut(stream)
             .filter(|_| leg < 2)
             .ok_or_else(|| no("the call has no such stream"))?;
-        if ws.transcode.iter().any(Option::is_some) || ws.bundle.iter().any(Option::is_some) {
+        if ws.bundle.iter().any(Option::is_some) {
             return Err(WorkerError::Refused(
-                "key presses go into plain or SRTP relayed streams; this one is transcoded or bundled".into(),
+                "key presses go into plain, SRTP or transcoded streams; this one is bundled".into(),
             ));
         }
-        let d = ws.dtmf_out[leg].get_or_insert_with(|| Box::new(DtmfOut::new(pt)));
-        if !d.queue(codes, duration_ms, volume, pt) {
+        let d = ws.dtmf_out[leg].get_or_insert_with(|| Box::new(DtmfOut::new(event.0)));
+        if !d.queue(codes, duration_ms, volume, event) {
             return Err(WorkerError::Refused(format!(
                 "{} key presses wait already",
                 crate::media::dtmf_out::MAX_QUEUED

@@ -57,21 +57,32 @@ impl WStream {
         if webrtc.is_some() && srtp_out.is_none() {
             return;
         }
+        let dtmf = &mut self.dtmf_out[1 - side];
+        let mut seal_send = |b: &mut [u8], len: usize| {
+            let len = match srtp_out.as_deref_mut().map(|s| s.protect(b, len, false)) {
+                Some(Ok(l)) => l,
+                Some(Err(_)) => return false,
+                None => len,
+            };
+            sock.send_to(&b[..len], to).is_ok()
+        };
         let mut buf = [0u8; MAX_PACKET];
         t.push(
             packet,
             &mut buf,
             &mut |b, len| {
-                let len = match srtp_out {
-                    Some(s) => match s.protect(b, len, false) {
-                        Ok(l) => l,
-                        Err(_) => return,
-                    },
-                    None => len,
-                };
-                if sock.send_to(&b[..len], to).is_ok() {
+                // Key presses chorus sends ride the transcoder's packets.
+                let event = dtmf
+                    .as_deref_mut()
+                    .and_then(|d| super::inject::shift_and_next(d, &mut b[..len]));
+                if seal_send(b, len) {
                     WorkerCounters::add(&c.packets_relayed, 1);
                     WorkerCounters::add(&c.bytes_relayed, len as u64);
+                }
+                if let Some(ev) = event {
+                    let mut e = [0u8; 16 + crate::media::srtp::TRAILER];
+                    e[..16].copy_from_slice(&ev);
+                    seal_send(&mut e, 16);
                 }
             },
             add,
