@@ -336,16 +336,17 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     }
     let r = ng(&d, "f2c", &codec);
     assert!(s(&r, "error-reason").contains("codec-accept is not supported"), "{r}");
-    // Unknown keys and flags and record-call: warnings, not errors.
+    // Unknown keys and flags, and a record-call value that means nothing:
+    // warnings, not errors.
     let r = offer(
         "f3",
         "f3",
-        &[("flags", "[fancy-flag]"), ("no-such-key", "1"), ("record-call", "yes")],
+        &[("flags", "[fancy-flag]"), ("no-such-key", "1"), ("record-call", "maybe")],
     );
     assert_eq!(s(&r, "result"), "ok");
     let w = s(&r, "warning");
     assert!(
-        w.contains("no-such-key") && w.contains("fancy-flag") && w.contains("record-call is not supported"),
+        w.contains("no-such-key") && w.contains("fancy-flag") && w.contains("record-call `maybe`"),
         "{w}"
     );
     // What chorus cannot do is an error that says so.

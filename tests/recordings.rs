@@ -276,3 +276,49 @@ async fn a_conference_mix_is_recorded_to_ogg_opus() {
         "the speaker is in the recording"
     );
 }
+
+/// Kamailio's `record-call=on` on the offer records the call from then
+/// on, once however many times it is sent; `off` stops the recording.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_record_call_flag_records_a_call_set_up_over_ng() {
+    let d = Daemon::start(117, &[]).await;
+    let (a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (sa, sb) = (a.sdp(), b.sdp());
+    let offer = ngd(&[
+        ("command", "offer"),
+        ("call-id", "flagged"),
+        ("from-tag", "ta"),
+        ("sdp", &sa),
+        ("record-call", "on"),
+    ]);
+    let r = tokio::task::block_in_place(|| ng(&d, "f1", &offer));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    let (_, recs) = d.get("/v1/calls/flagged/recordings").await;
+    assert_eq!(recs["recordings"].as_array().map(Vec::len), Some(1), "{recs}");
+    let answer = ngd(&[
+        ("command", "answer"),
+        ("call-id", "flagged"),
+        ("from-tag", "ta"),
+        ("to-tag", "tb"),
+        ("sdp", &sb),
+        ("record-call", "yes"),
+    ]);
+    let r = tokio::task::block_in_place(|| ng(&d, "f2", &answer));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    let (_, again) = d.get("/v1/calls/flagged/recordings").await;
+    assert_eq!(again["recordings"], recs["recordings"], "still the one recording");
+    let file = PathBuf::from(recs["recordings"][0]["file"].as_str().unwrap());
+    let reoffer = ngd(&[
+        ("command", "offer"),
+        ("call-id", "flagged"),
+        ("from-tag", "ta"),
+        ("sdp", &sa),
+        ("record-call", "off"),
+    ]);
+    let r = tokio::task::block_in_place(|| ng(&d, "f3", &reoffer));
+    assert_eq!(r.get("result").and_then(|v| v.as_str()), Some("ok"), "{r}");
+    let (_, none) = d.get("/v1/calls/flagged/recordings").await;
+    assert_eq!(none["recordings"], json!([]), "{none}");
+    let meta = metadata(&file.with_extension("json")).await;
+    assert_eq!(meta["recording_id"], recs["recordings"][0]["recording_id"], "{meta}");
+}

@@ -223,7 +223,10 @@ impl Ng<'_> {
                 "ping" => reply.items = vec![("result", Value::str("pong"))],
                 "offer" | "answer" | "delete" | "query" => {
                     match commands::execute(self.state, self.call_command(command, d, &mut reply.warnings)?).await? {
-                        Outcome::Sdp(sdp) => reply.items.push(("sdp", Value::str(&sdp))),
+                        Outcome::Sdp(sdp) => {
+                            reply.items.push(("sdp", Value::str(&sdp)));
+                            super::ng_streams::record_call(self.state, call_id, d, &mut reply.warnings).await?;
+                        }
                         Outcome::Call(snap) => reply.items.extend(call_items(&snap)),
                     }
                 }
@@ -512,11 +515,6 @@ fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Resu
                     "codec-{key} is not supported: chorus takes codec-offer, codec-transcode, codec-mask and codec-strip"
                 )));
             }
-        }
-    }
-    if let Some(r) = str_of(d, "record-call")? {
-        if r.eq_ignore_ascii_case("yes") || r.eq_ignore_ascii_case("on") {
-            warnings.push("record-call is not supported: send `start recording` once the call is answered".into());
         }
     }
     Ok(())

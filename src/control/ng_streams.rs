@@ -97,6 +97,34 @@ pub async fn execute(state: &State, command: &str, d: &Value) -> Result<Vec<(&'s
 /// rtpengine's recording commands: one stereo WAV of the call (the
 /// offerer's voice left, the answerer's right); `start recording` resumes
 /// recordings paused before.
+/// `record-call` on an offer or answer (Kamailio's `record-call=on`):
+/// `yes`/`on` records the call from then on, once (a recording running is
+/// kept); `no`/`off` stops its recordings. The offer or answer stands
+/// whatever happens: a recording that cannot start is a warning.
+pub async fn record_call(state: &State, call_id: &str, d: &Value, warnings: &mut Vec<String>) -> Result<(), Error> {
+    let Some(flag) = text(d, "record-call")? else {
+        return Ok(());
+    };
+    let owner = Owner::Call(call_id.to_string());
+    let ids = recordings::ids(state, &owner);
+    match flag.to_ascii_lowercase().as_str() {
+        "yes" | "on" if ids.is_empty() => {
+            let opts = crate::streams::RecordOptions::default();
+            if let Err(e) = recordings::start_call(state, call_id, opts).await {
+                warnings.push(format!("record-call: the recording did not start: {e}"));
+            }
+        }
+        "yes" | "on" => {}
+        "no" | "off" => {
+            for id in ids {
+                let _ = recordings::stop(state, &owner, &id).await;
+            }
+        }
+        other => warnings.push(format!("record-call `{other}`: yes, on, no or off")),
+    }
+    Ok(())
+}
+
 async fn recording(
     state: &State,
     command: &str,
