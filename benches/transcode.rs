@@ -1,6 +1,7 @@
 //! One transcoded packet, each way between a PCMU phone and an Opus
 //! endpoint: the transcoder's CPU per packet, without the syscalls. Also
-//! prints how late a tone's onset comes out (the codecs' own delay).
+//! prints how late a tone's onset comes out (the codecs' own delay). And
+//! one packet with an application's audio mixed in, in each codec.
 
 use chorus::media::codec::{CodecKind, CodecSpec, Decoder, Encoder};
 use chorus::media::transcode::{Transcoder, MAX_PACKET};
@@ -89,5 +90,42 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Audio mixed into packets relayed to a leg (`media::overlay`), per
+/// packet: while an application plays (decode, add, encode) and while it
+/// is silent (Opus still decodes; G.722, once started, still encodes).
+fn overlay(c: &mut Criterion) {
+    use chorus::media::overlay::Overlay;
+    for (name, s) in [
+        ("pcmu", spec(CodecKind::Pcmu, 0)),
+        ("g722", spec(CodecKind::G722, 9)),
+        ("opus", spec(CodecKind::Opus, 96)),
+    ] {
+        let input = packets(s, 50, 0);
+        for playing in [true, false] {
+            let mut o = Overlay::new(&s).unwrap();
+            let mut buf = vec![0u8; 2048];
+            let mut k = 0usize;
+            let label = if playing { "playing" } else { "silent" };
+            c.bench_function(&format!("overlay/{name}_{label}"), |b| {
+                b.iter(|| {
+                    let p = &input[k % input.len()];
+                    k += 1;
+                    buf[..p.len()].copy_from_slice(p);
+                    let n = o.apply(&mut buf, p.len(), &mut |_, pcm| {
+                        if !playing {
+                            return 0;
+                        }
+                        for x in pcm.iter_mut() {
+                            *x += 0.1;
+                        }
+                        pcm.len()
+                    });
+                    black_box(&buf[..n]);
+                })
+            });
+        }
+    }
+}
+
+criterion_group!(benches, bench, overlay);
 criterion_main!(benches);

@@ -341,7 +341,11 @@ async fn flags_and_keys_shape_the_rewritten_sdp() {
     let r = offer(
         "f3",
         "f3",
-        &[("flags", "[fancy-flag]"), ("no-such-key", "1"), ("record-call", "maybe")],
+        &[
+            ("flags", "[fancy-flag]"),
+            ("no-such-key", "1"),
+            ("record-call", "maybe"),
+        ],
     );
     assert_eq!(s(&r, "result"), "ok");
     let w = s(&r, "warning");

@@ -38,11 +38,15 @@ impl Overlay {
     pub fn new(codec: &CodecSpec) -> Result<Overlay, String> {
         // Room for the longest packet a phone sends (60 ms). libopus runs
         // at 48 kHz: at 24 kHz, 40 and 60 ms frames came back from a
-        // decode and encode at a tenth of their level (tested).
+        // decode and encode at a tenth of their level (tested), and at 16
+        // kHz (SILK) it cost more per packet than at 48 (benches/transcode).
         let spec = CodecSpec::new(codec.kind, codec.pt, codec.channels, 60, None, None)?;
+        let mut enc = Encoder::new(&spec)?;
+        // As the transcoder's: 14% less per packet than 5 (benches/transcode).
+        enc.set_complexity(3);
         Ok(Overlay {
             dec: Decoder::new(&spec)?,
-            enc: Encoder::new(&spec)?,
+            enc,
             pcm: Vec::with_capacity(spec.frame_samples()),
             spec,
             engaged: false,
