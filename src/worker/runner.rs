@@ -9,8 +9,8 @@ use super::{
     clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerError,
     WorkerEvent,
 };
-use crate::media::relay::{DropReason, PacketKind, RelayStream, Side, StreamKind};
-use crate::media::srtp::{self, Key, SrtpSide};
+use crate::media::relay::{DropReason, PacketKind, RelayStream};
+use crate::media::srtp::{self, SrtpSide};
 use crate::media::transcode::Transcoder;
 use crate::metrics::WorkerCounters;
 use mio::net::UdpSocket;
@@ -139,7 +139,7 @@ mod webrtc;
 
 use isolation::guarded;
 pub(super) use isolation::panic_message;
-use stream::count_drop;
+use stream::{count_drop, set_srtp, set_transcoder, stream_pair};
 
 impl Runner {
     pub(super) fn new(
@@ -733,61 +733,4 @@ impl Runner {
             }
         }
     }
-}
-
-impl WStream {
-    fn new(kind: StreamKind) -> Self {
-        let side = || Side::new(crate::media::relay::PeerSpec::unknown(kind));
-        WStream {
-            relay: RelayStream {
-                sides: [side(), side()],
-            },
-            sock: [[None; 2]; 2],
-            srtp: [None, None],
-            webrtc: [None, None],
-            transcode: [None, None],
-            dtmf_out: [None, None],
-            bundle: [None, None],
-            has_followers: [false, false],
-        }
-    }
-}
-
-/// Streams `a` and `b` of one call, both mutable; `None` for `b` when it is `a`.
-fn stream_pair(streams: &mut [WStream], a: usize, b: usize) -> (&mut WStream, Option<&mut WStream>) {
-    if a == b {
-        return (&mut streams[a], None);
-    }
-    let (lo, hi) = streams.split_at_mut(a.max(b));
-    let (x, y) = (&mut lo[a.min(b)], &mut hi[0]);
-    if a < b {
-        (x, Some(y))
-    } else {
-        (y, Some(x))
-    }
-}
-
-/// Brings one side's transcoder to `codecs`, kept when they did not change.
-fn set_transcoder(
-    cur: &mut Option<Box<Transcoder>>,
-    codecs: Option<(crate::media::codec::CodecSpec, crate::media::codec::CodecSpec)>,
-    ssrc: u32,
-) -> Result<(), WorkerError> {
-    match codecs {
-        None => *cur = None,
-        Some(c) if cur.as_ref().is_some_and(|t| t.codecs() == c) => {}
-        Some((from, to)) => *cur = Some(Box::new(Transcoder::new(from, to, ssrc).map_err(WorkerError::Codec)?)),
-    }
-    Ok(())
-}
-
-/// Brings one side's SRTP to `keys`: kept as it is when they did not change
-/// (its replay windows and rollover counters go on), rebuilt when they did.
-fn set_srtp(cur: &mut Option<Box<SrtpSide>>, keys: Option<&(Key, Key)>) -> Result<(), WorkerError> {
-    match keys {
-        None => *cur = None,
-        Some((theirs, ours)) if cur.as_ref().is_some_and(|s| s.has_keys(theirs, ours)) => {}
-        Some((theirs, ours)) => *cur = Some(Box::new(SrtpSide::new(theirs, ours).map_err(WorkerError::Srtp)?)),
-    }
-    Ok(())
 }

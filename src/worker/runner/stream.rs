@@ -1,12 +1,18 @@
 //! A relayed stream's transport stages in the worker: SRTP taken off what a
 //! leg sends and put on what it receives, and the transcoder between legs
 //! that share no codec. In place in the worker's buffer, no allocation.
+//! And how a stream is made and brought to new keys and codecs.
 
 use super::WStream;
+use crate::media::codec::CodecSpec;
 use crate::media::overlay::AddAudio;
 use crate::media::relay::DropReason;
+use crate::media::relay::{RelayStream, Side, StreamKind};
+use crate::media::srtp::{Key, SrtpSide};
+use crate::media::transcode::Transcoder;
 use crate::media::transcode::MAX_PACKET;
 use crate::metrics::WorkerCounters;
+use crate::worker::WorkerError;
 use std::net::SocketAddr;
 
 impl WStream {
@@ -94,4 +100,61 @@ impl WStream {
 pub(super) fn count_drop(ws: &mut WStream, side: usize, reason: DropReason, c: &WorkerCounters) {
     ws.relay.sides[side].count_drop(reason);
     WorkerCounters::add(&c.drops[reason as usize], 1);
+}
+
+impl WStream {
+    pub(super) fn new(kind: StreamKind) -> Self {
+        let side = || Side::new(crate::media::relay::PeerSpec::unknown(kind));
+        WStream {
+            relay: RelayStream {
+                sides: [side(), side()],
+            },
+            sock: [[None; 2]; 2],
+            srtp: [None, None],
+            webrtc: [None, None],
+            transcode: [None, None],
+            dtmf_out: [None, None],
+            bundle: [None, None],
+            has_followers: [false, false],
+        }
+    }
+}
+
+/// Streams `a` and `b` of one call, both mutable; `None` for `b` when it is `a`.
+pub(super) fn stream_pair(streams: &mut [WStream], a: usize, b: usize) -> (&mut WStream, Option<&mut WStream>) {
+    if a == b {
+        return (&mut streams[a], None);
+    }
+    let (lo, hi) = streams.split_at_mut(a.max(b));
+    let (x, y) = (&mut lo[a.min(b)], &mut hi[0]);
+    if a < b {
+        (x, Some(y))
+    } else {
+        (y, Some(x))
+    }
+}
+
+/// Brings one side's transcoder to `codecs`, kept when they did not change.
+pub(super) fn set_transcoder(
+    cur: &mut Option<Box<Transcoder>>,
+    codecs: Option<(CodecSpec, CodecSpec)>,
+    ssrc: u32,
+) -> Result<(), WorkerError> {
+    match codecs {
+        None => *cur = None,
+        Some(c) if cur.as_ref().is_some_and(|t| t.codecs() == c) => {}
+        Some((from, to)) => *cur = Some(Box::new(Transcoder::new(from, to, ssrc).map_err(WorkerError::Codec)?)),
+    }
+    Ok(())
+}
+
+/// Brings one side's SRTP to `keys`: kept as it is when they did not change
+/// (its replay windows and rollover counters go on), rebuilt when they did.
+pub(super) fn set_srtp(cur: &mut Option<Box<SrtpSide>>, keys: Option<&(Key, Key)>) -> Result<(), WorkerError> {
+    match keys {
+        None => *cur = None,
+        Some((theirs, ours)) if cur.as_ref().is_some_and(|s| s.has_keys(theirs, ours)) => {}
+        Some((theirs, ours)) => *cur = Some(Box::new(SrtpSide::new(theirs, ours).map_err(WorkerError::Srtp)?)),
+    }
+    Ok(())
 }
