@@ -359,7 +359,10 @@ where
     };
     state.metrics.requests.with_label_values(&[endpoint, result]).inc();
     match &r {
-        Ok(_) => tracing::info!(endpoint, call_id, ms = secs * 1e3, "ok"),
+        // One line per request at thousands of set-ups a second cost a
+        // fifth of the control plane's CPU (BENCHMARKS.md): calls are
+        // logged when they start and end; requests at debug.
+        Ok(_) => tracing::debug!(endpoint, call_id, ms = secs * 1e3, "ok"),
         Err(e) => tracing::warn!(endpoint, call_id, ms = secs * 1e3, code = e.code(), error = %e, "refused"),
     }
     r
