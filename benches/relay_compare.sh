@@ -7,6 +7,12 @@
 #   ROUNDS=3 SECONDS_PER_RUN=10 benches/relay_compare.sh 1000
 #   SRTP=1 benches/relay_compare.sh 1000   (adds SDES-SRTP bridging rounds:
 #     leg A on RTP/SAVP, leg B on RTP/AVP, both relays decrypt and encrypt)
+#   ENDPOINTS=1 benches/relay_compare.sh 500 1000   (endpoints as phones:
+#     one socket per leg, each receiver asleep in epoll until its packet)
+#
+# Besides the relay's own CPU, each run reports the whole host's (every
+# process, interrupts, softirq) per packet; the direct run's, taken in the
+# same round, is what the traffic costs without a relay.
 #
 # Needs root (unshare -n) and rtpengine (apt-get install rtpengine-daemon).
 # Prints one JSON line per run and a markdown table of medians.
@@ -24,6 +30,7 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-10}
 OUT=$(mktemp)
 ulimit -n 20000 || true
+EP=${ENDPOINTS:+--endpoints}
 
 ./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 \
   --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-bench.log &
@@ -37,12 +44,12 @@ sleep 2
 
 for n in "${CALLS[@]}"; do
   for r in $(seq "$ROUNDS"); do
-    ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" | tee -a "$OUT"
-    ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
-    ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+    ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" $EP --label "round $r" | tee -a "$OUT"
+    ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH $EP --label "round $r" | tee -a "$OUT"
+    ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE $EP --label "round $r" | tee -a "$OUT"
     if [ -n "${SRTP:-}" ]; then
-      ./target/release/chorus-load --target chorus --srtp --calls "$n" --seconds "$SECS" --pid $CH | tee -a "$OUT"
-      ./target/release/chorus-load --target rtpengine --srtp --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE | tee -a "$OUT"
+      ./target/release/chorus-load --target chorus --srtp --calls "$n" --seconds "$SECS" --pid $CH $EP --label "round $r" | tee -a "$OUT"
+      ./target/release/chorus-load --target rtpengine --srtp --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE $EP --label "round $r" | tee -a "$OUT"
     fi
   done
 done
@@ -74,5 +81,25 @@ for n in sorted({r["calls"] for r in runs}):
         x, y = cpu(*a), cpu(*b)
         if x and y:
             print(f"\n{n} calls: {what} CPU per packet = {med(x)/med(y):.2f} (medians of {len(x)} and {len(y)} rounds)")
+    # Whole host, round by round: each relay's run less the direct run of
+    # the same round (what the traffic itself costs the host).
+    rounds = sorted({r.get("label", "") for r in runs if r["calls"] == n})
+    extra = {}
+    for label in rounds:
+        rr = {r["target"]: r for r in runs if r["calls"] == n and r.get("label", "") == label and not r.get("srtp")}
+        if "direct" in rr and rr["direct"].get("host_cpu_us_per_packet") is not None:
+            base = rr["direct"]["host_cpu_us_per_packet"]
+            for t in ("chorus", "rtpengine"):
+                if t in rr and rr[t].get("host_cpu_us_per_packet") is not None:
+                    extra.setdefault(t, []).append((rr[t]["host_cpu_us_per_packet"] - base, rr[t]["relay_cpu_us_per_packet"]))
+    for t, xs in extra.items():
+        host = ", ".join(f"{h:.2f}" for h, _ in xs)
+        own = ", ".join(f"{o:.2f}" for _, o in xs)
+        print(f"{n} calls: {t}: whole host less direct, µs/packet by round: {host}; the relay's own: {own}")
+    if "chorus" in extra and "rtpengine" in extra:
+        ratios = [c[0] / e[0] for c, e in zip(extra["chorus"], extra["rtpengine"]) if e[0] > 0]
+        own = [c[1] / e[1] for c, e in zip(extra["chorus"], extra["rtpengine"]) if e[1]]
+        if ratios:
+            print(f"{n} calls: chorus/rtpengine by round, whole host: {min(ratios):.2f}–{max(ratios):.2f}; the relay's own: {min(own):.2f}–{max(own):.2f}")
     print()
 PY

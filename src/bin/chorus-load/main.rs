@@ -47,6 +47,11 @@ struct Args {
     /// Generator sockets per side (calls share them).
     #[arg(long, default_value_t = 16)]
     sockets: usize,
+    /// Endpoints as real phones are: one socket per leg (`--sockets` is the
+    /// number of calls), so each packet finds its receiver asleep in epoll
+    /// rather than a shared socket with others queued.
+    #[arg(long)]
+    endpoints: bool,
     /// Label for the report line.
     #[arg(long, default_value = "")]
     label: String,
@@ -183,7 +188,12 @@ fn main() {
             })
             .collect()
     };
-    let (a_socks, b_socks) = (side(args.sockets), side(args.sockets));
+    let sockets = if args.endpoints {
+        args.calls.max(1)
+    } else {
+        args.sockets
+    };
+    let (a_socks, b_socks) = (side(sockets), side(sockets));
     let addr = |s: &std::net::UdpSocket| s.local_addr().unwrap();
     // Per call: (A's socket index, where A sends, B's socket index, where B sends).
     let mut routes: Vec<(usize, SocketAddr, usize, SocketAddr)> = Vec::new();
@@ -194,7 +204,12 @@ fn main() {
         .unwrap();
     let mut relay_keys = Vec::new();
     for i in 0..args.calls {
-        let (ai, bi) = (i % args.sockets, (i * 7 + 3) % args.sockets);
+        // One socket per leg: call i has A's socket i and B's socket i.
+        let (ai, bi) = if args.endpoints {
+            (i, i)
+        } else {
+            (i % sockets, (i * 7 + 3) % sockets)
+        };
         let (a, b) = (addr(&a_socks[ai]), addr(&b_socks[bi]));
         let id = format!("load-{i}");
         let (to_a, to_b) = match (args.target, args.srtp) {
@@ -350,6 +365,7 @@ fn main() {
 
     std::thread::sleep(Duration::from_secs(args.warmup));
     let cpu0 = args.pid.map(cpu_ticks);
+    let (host0, self0) = (host_ticks(), cpu_ticks(std::process::id()));
     let sent0 = total_sent.load(Relaxed);
     measuring.store(true, Relaxed);
     let t0 = Instant::now();
@@ -357,7 +373,13 @@ fn main() {
     measuring.store(false, Relaxed);
     let window = t0.elapsed().as_secs_f64();
     let cpu1 = args.pid.map(cpu_ticks);
+    let (host, self1) = (host_ticks_since(&host0), cpu_ticks(std::process::id()));
     let sent_window = total_sent.load(Relaxed) - sent0;
+    // Whole-host CPU (every process, interrupts and softirq) and the
+    // generator's own, per packet sent in the window.
+    let per_packet = |ticks: u64| (sent_window > 0).then(|| ticks as f64 / 100.0 * 1e6 / sent_window as f64);
+    let host_us = per_packet(host);
+    let generator_us = per_packet(self1.saturating_sub(self0));
     stop.store(true, Relaxed);
     let late_ms = sender.join().unwrap();
     let (received, lat, measured, all) = receiver.join().unwrap();
@@ -421,9 +443,40 @@ fn main() {
         "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0) },
         "relay_cpu_us_per_packet": cpu_us_per_pkt,
         "relay_cpu_cores": cpu_cores,
+        "host_cpu_us_per_packet": host_us,
+        "host_cpu_cores": host as f64 / 100.0 / window,
+        "generator_cpu_us_per_packet": generator_us,
+        "endpoints": args.endpoints,
         "sender_late_ms": late_ms,
     });
     println!("{report}");
+}
+
+/// CPU time of every process on the host (utime + stime of each, its
+/// threads and the kernel's threads included: softirq work on loopback
+/// runs in its sender's context), in clock ticks, by process. /proc/stat's
+/// totals were tried first: in this project's containers they lag and
+/// disagree with the processes' own times.
+fn host_ticks() -> std::collections::HashMap<u32, u64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = stat.get(stat.rfind(')')? + 2..)?;
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some((pid, f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// What every process running at the end used since `before`.
+fn host_ticks_since(before: &std::collections::HashMap<u32, u64>) -> u64 {
+    host_ticks()
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// utime + stime of a process and its threads, in clock ticks.
