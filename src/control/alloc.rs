@@ -8,7 +8,6 @@ use super::{lock, State};
 use crate::error::Error;
 use crate::session::{LocalPorts, Resources};
 use crate::worker::ports;
-use std::net::UdpSocket;
 
 /// Binds ports for one command. New sockets go to the worker with the
 /// update; released ports return to the pool only after the worker has
@@ -17,7 +16,7 @@ pub struct Alloc<'a> {
     state: &'a State,
     /// Where the call lives: its addresses and port pools.
     home: &'a Home,
-    pub fresh: Vec<(usize, LocalPorts, Vec<UdpSocket>)>,
+    pub fresh: Vec<(usize, LocalPorts, Vec<crate::worker::Bound>)>,
     pub released: Vec<(usize, LocalPorts)>,
     /// Ports in the range that another process holds: kept out of the pool
     /// while this command runs (so it does not pick them again), and put
@@ -63,10 +62,10 @@ impl Resources for Alloc<'_> {
                 rtp: port,
                 rtcp: pair.then_some(port + 1),
             };
-            let bound: Result<Vec<UdpSocket>, _> = [Some(port), ports.rtcp]
+            let bound: Result<Vec<_>, _> = [Some(port), ports.rtcp]
                 .into_iter()
                 .flatten()
-                .map(|p| ports::bind(ip, p, opts))
+                .map(|p| ports::bind(ip, p, opts).map(|s| (std::net::SocketAddr::new(ip, p), s)))
                 .collect();
             match bound {
                 Ok(sockets) => {
@@ -114,10 +113,10 @@ impl Alloc<'_> {
             }
         }
         let ip = self.home.bind[iface];
-        let bound: Result<Vec<UdpSocket>, _> = wanted
+        let bound: Result<Vec<_>, _> = wanted
             .into_iter()
             .flatten()
-            .map(|p| ports::bind(ip, p, &self.state.socket_options))
+            .map(|p| ports::bind(ip, p, &self.state.socket_options).map(|s| (std::net::SocketAddr::new(ip, p), s)))
             .collect();
         match bound {
             Ok(sockets) => {

@@ -258,7 +258,7 @@ pub async fn attach(
     e: &mut ConfEntry,
     pid: u32,
     member: Member,
-    sockets: Vec<std::net::UdpSocket>,
+    sockets: Vec<crate::worker::Bound>,
     latched: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let bind = e.home.bind[member.iface];

@@ -38,9 +38,6 @@ pub enum WorkerError {
     /// epoll refused to watch a socket (out of memory or descriptors).
     #[error("cannot watch socket {addr}: {error}")]
     Watch { addr: SocketAddr, error: String },
-    /// A handed-over socket has no local address.
-    #[error("socket without a local address: {0}")]
-    LocalAddr(String),
     /// The conference is not (or no longer) on this worker.
     #[error("no such conference on this worker")]
     NoConference,
@@ -159,7 +156,7 @@ pub enum Command {
         key: CallKey,
         call_id: Arc<str>,
         streams: Vec<StreamSpec>,
-        sockets: Vec<UdpSocket>,
+        sockets: Vec<Bound>,
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
     /// Close the call's sockets and return its final report.
@@ -270,10 +267,14 @@ pub struct TapSpec {
     pub tap: Arc<crate::media::tap::Tap>,
 }
 
+/// A media socket and the address it was bound to: the worker need not
+/// ask the kernel (`getsockname`, four per call).
+pub type Bound = (SocketAddr, UdpSocket);
+
 /// A call's side, taken out of its worker.
 #[derive(Debug)]
 pub struct Detached {
-    pub sockets: Vec<UdpSocket>,
+    pub sockets: Vec<Bound>,
     pub peer: Box<PeerSpec>,
     pub latched: Option<SocketAddr>,
     /// That was the call's last socket: the worker has ended the call.
@@ -297,7 +298,7 @@ pub enum ConfCommand {
         peer: Box<PeerSpec>,
         rtp: SocketAddr,
         rtcp: Option<SocketAddr>,
-        sockets: Vec<UdpSocket>,
+        sockets: Vec<Bound>,
         /// Where the participant already latched (moved from a call).
         latched: Option<SocketAddr>,
         transport: Box<MemberTransport>,
@@ -461,6 +462,8 @@ pub struct SideReportWithPorts {
 pub struct WorkerHandle {
     tx: crossbeam_channel::Sender<Command>,
     waker: Arc<mio::Waker>,
+    /// A wake-up for commands is on its way (see `send`).
+    wake_pending: Arc<std::sync::atomic::AtomicBool>,
     pub counters: Arc<WorkerCounters>,
 }
 
@@ -471,8 +474,15 @@ impl WorkerHandle {
     }
 
     /// Queues a command and wakes the worker. Fails only if the worker died.
+    /// Commands sent while a wake-up is on its way ride it: the worker
+    /// clears the flag before it drains the queue, so none is left behind,
+    /// and a burst of commands costs one eventfd write and one wake-up.
     pub fn send(&self, cmd: Command) -> Result<(), WorkerError> {
+        use std::sync::atomic::Ordering::AcqRel;
         self.tx.send(cmd).map_err(|_| WorkerError::Stopped)?;
+        if self.wake_pending.swap(true, AcqRel) {
+            return Ok(());
+        }
         self.waker.wake().map_err(|e| WorkerError::Wake(e.to_string()))
     }
 }
@@ -513,11 +523,13 @@ pub fn spawn(
     let counters = Arc::new(WorkerCounters::default());
     let events = events.for_worker(counters.clone());
     let c = counters.clone();
+    let wake_pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pending = wake_pending.clone();
     let thread = std::thread::Builder::new()
         .name(format!("chorus-media-{index}"))
         .spawn(move || {
             let mut dead = DeadUnlessDisarmed(Some(c.clone()));
-            let mut runner = runner::Runner::new(poll, rx, events, c.clone(), config);
+            let mut runner = runner::Runner::new(poll, (rx, pending), events, c.clone(), config);
             loop {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run())) {
                     Ok(()) => break,
@@ -531,7 +543,13 @@ pub fn spawn(
             }
             dead.0 = None;
         })?;
-    Ok((WorkerHandle { tx, waker, counters }, thread))
+    let handle = WorkerHandle {
+        tx,
+        waker,
+        wake_pending,
+        counters,
+    };
+    Ok((handle, thread))
 }
 
 /// Marks the worker dead when dropped armed: the thread is unwinding out.

@@ -179,7 +179,7 @@ impl Runner {
         peer: PeerSpec,
         rtp: SocketAddr,
         rtcp: Option<SocketAddr>,
-        sockets: Vec<std::net::UdpSocket>,
+        sockets: Vec<crate::worker::Bound>,
         latched: Option<SocketAddr>,
         transport: MemberTransport,
     ) -> Result<(), WorkerError> {
@@ -194,8 +194,7 @@ impl Runner {
         };
         let mut fresh: HashMap<SocketAddr, UdpSocket> = HashMap::new();
         let mut shared = None;
-        for s in sockets {
-            let local = s.local_addr().map_err(|e| WorkerError::LocalAddr(e.to_string()))?;
+        for (local, s) in sockets {
             if local == rtp && self.config.send_pool.can_offload() {
                 shared = s.try_clone().ok().map(Arc::new);
             }
