@@ -203,3 +203,11 @@ tags = b"OpusTags" + struct.pack("<I", 6) + b"chorus" + struct.pack("<I", 0)
 frames = [bytes([0xF8]) + b"\xff\xfe" + b"\x00" * 20 for _ in range(5)]
 put("wav", "ogg_opus", ogg_page(0, 2, 0, [head]) + ogg_page(1, 0, 0, [tags]) + ogg_page(2, 4, 312 + 5 * 960, frames))
 put("wav", "ogg_split_packet", ogg_page(0, 2, 0, [head]) + ogg_page(1, 0, 0, [tags]) + ogg_page(2, 0, 0, [b"\xf8" + b"\x01" * 254], True) + ogg_page(3, 5, 312 + 960, [b"\x02" * 10]))
+
+# Packets relayed to a leg an application speaks to: a byte picks the codec
+# (0 PCMU, 2 G.722, 3 Opus; +4: audio plays), then length-prefixed packets.
+def framed(*packets):
+    return b"".join(struct.pack("!H", len(p)) + p for p in packets)
+put("overlay", "pcmu_playing", bytes([4]) + framed(*(rtp(pt=96, seq=i, payload=bytes(range(160))) for i in range(3))))
+put("overlay", "g722_padded", bytes([6]) + framed(rtp(pt=96, payload=b"\x55" * 160, pad=4), rtp(pt=101, payload=b"\x00" * 4)))
+put("overlay", "opus_playing", bytes([7]) + framed(*(rtp(pt=96, seq=i, payload=b"\xf8\xff\xfe") for i in range(3)), rtp(pt=96, payload=b"\x78" + b"\x11" * 60)))

@@ -65,3 +65,39 @@ pub(super) fn wav(data: &[u8]) {
         assert!(pcm.len() <= crate::media::ogg::read::MAX_SAMPLES);
     }
 }
+
+/// An application's audio mixed into packets relayed to a call leg (what
+/// the other party sent, any bytes): the first byte picks the leg's codec
+/// and whether audio plays; every packet is rewritten or left, within its
+/// buffer, and a rewritten one is still RTP of the leg's payload type.
+pub(super) fn overlay(data: &[u8]) {
+    use crate::media::codec::{CodecKind, CodecSpec};
+    use crate::media::overlay::Overlay;
+    let mut input = super::Input(data);
+    let pick = input.u8();
+    let kind = [CodecKind::Pcmu, CodecKind::Pcma, CodecKind::G722, CodecKind::Opus][usize::from(pick & 3)];
+    let Ok(spec) = CodecSpec::new(kind, 96, 2, 20, None, None) else {
+        return;
+    };
+    let Ok(mut o) = Overlay::new(&spec) else { return };
+    let playing = pick & 4 != 0;
+    let mut buf = [0u8; 1600];
+    while !input.is_empty() {
+        let len = usize::from(input.u16() % 1400);
+        let packet = input.bytes(len);
+        let n = packet.len();
+        buf[..n].copy_from_slice(packet);
+        let out = o.apply(&mut buf, n, &mut |_, pcm| {
+            if !playing {
+                return 0;
+            }
+            pcm.iter_mut().for_each(|x| *x += 0.25);
+            pcm.len()
+        });
+        assert!(out <= buf.len());
+        if out != n || buf[..n] != *packet {
+            let v = crate::wire::rtp::RtpView::parse(&buf[..out]).expect("a rewritten packet is RTP");
+            assert_eq!(v.payload_type(), 96);
+        }
+    }
+}

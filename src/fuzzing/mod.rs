@@ -32,6 +32,7 @@ pub const TARGETS: &[&str] = &[
     "webrtc",
     "app_stream",
     "wav",
+    "overlay",
 ];
 
 /// Runs `target` on `data`. Unknown targets panic: a typo in a fuzz harness
@@ -52,6 +53,7 @@ pub fn run(target: &str, data: &[u8]) {
         "webrtc" => media::webrtc(data),
         "app_stream" => apps::app_stream(data),
         "wav" => apps::wav(data),
+        "overlay" => apps::overlay(data),
         other => panic!("no fuzz target `{other}`; targets: {TARGETS:?}"),
     }
 }
