@@ -36,6 +36,10 @@ pub struct Config {
     pub port_max: u16,
     /// Media worker threads; 0 = one per core.
     pub workers: usize,
+    /// Threads of the control plane (HTTP, ng, Redis, streams to
+    /// applications). One keeps a request and its reply on one thread:
+    /// half the context switches per set-up of two (BENCHMARKS.md).
+    pub control_threads: usize,
     /// SO_RCVBUF / SO_SNDBUF of media sockets in bytes; 0 = OS default.
     pub socket_recv_buffer: usize,
     pub socket_send_buffer: usize,
@@ -107,6 +111,7 @@ impl Default for Config {
             port_min: 30000,
             port_max: 39999,
             workers: 0,
+            control_threads: 1,
             socket_recv_buffer: 0,
             socket_send_buffer: 0,
             dscp: 46,
@@ -144,6 +149,7 @@ const ENV_KEYS: &[&str] = &[
     "port_min",
     "port_max",
     "workers",
+    "control_threads",
     "socket_recv_buffer",
     "socket_send_buffer",
     "dscp",

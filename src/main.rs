@@ -61,6 +61,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     workers: Option<usize>,
+    /// Control-plane threads (HTTP, ng, Redis, streams) [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control_threads: Option<usize>,
     /// SO_RCVBUF of media sockets in bytes; 0 = OS default [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,7 +175,7 @@ fn main() {
     };
     init_logging(&config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.control_threads.clamp(1, 64))
         .thread_name("chorus-control")
         .enable_all()
         .build()
