@@ -8,6 +8,7 @@
 #   sudo benches/stream_load.sh [calls]            (default: 200)
 #   ROUNDS=3 SECONDS_PER_RUN=10 benches/stream_load.sh 200
 #   MODES="plain record" benches/stream_load.sh 200    (a subset)
+#   CONTROL_THREADS=2 benches/stream_load.sh 200       (control-plane threads)
 #
 # Prints one JSON line per run and a table of medians: chorus's CPU, the
 # CPU a stream adds, streams per core on top of the calls, frames dropped,
@@ -28,7 +29,7 @@ ulimit -n 20000 || true
 
 REC=/tmp/chorus-bench-recordings
 ./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 --max-streams 2000 \
-  --recording-dir $REC \
+  --recording-dir $REC --control-threads "${CONTROL_THREADS:-1}" \
   --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-streams.log &
 CH=$!
 ./target/release/chorus-load --ws-sink 127.0.0.1:9100 2>/dev/null &
