@@ -29,10 +29,28 @@ RE=$!
 trap 'kill $CH $RE 2>/dev/null || true' EXIT
 sleep 2
 L=./target/release/chorus-load
+# One run: the relay's CPU (utime+stime) and context switches (all its
+# threads) around the set-ups, added to chorus-load's JSON line.
+measured() {
+  local pid=$1; shift
+  local c0 s0 c1 s1
+  c0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  s0=$(cat /proc/$pid/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}')
+  "$L" "$@" > "$OUT.one"
+  c1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  s1=$(cat /proc/$pid/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}')
+  python3 -c "
+import json, sys
+r = json.loads([l for l in open('$OUT.one') if l.startswith('{')][-1])
+n = r['setups']
+r['cpu_us_per_setup'] = ($c1 - $c0) / $(getconf CLK_TCK) * 1e6 / n
+r['context_switches_per_setup'] = ($s1 - $s0) / n
+print(json.dumps(r))" | tee -a "$OUT"
+}
 for r in $(seq "$ROUNDS"); do
-  $L --setups "$SETUPS" --concurrency "$C" --proto ng --label "chorus ng" | tee -a "$OUT"
-  $L --setups "$SETUPS" --concurrency "$C" --proto http --label "chorus http" | tee -a "$OUT"
-  $L --target rtpengine --ng 127.0.0.1:22223 --setups "$SETUPS" --concurrency "$C" --label "rtpengine ng" | tee -a "$OUT"
+  measured $CH --setups "$SETUPS" --concurrency "$C" --proto ng --label "chorus ng"
+  measured $CH --setups "$SETUPS" --concurrency "$C" --proto http --label "chorus http"
+  measured $RE --target rtpengine --ng 127.0.0.1:22223 --setups "$SETUPS" --concurrency "$C" --label "rtpengine ng"
 done
 # Under media load: 1,000 relayed calls (100,000 packets/s) while set-ups run.
 $L --target chorus --calls 1000 --seconds 15 --warmup 2 --label "media during set-ups" > "$OUT.media" &
@@ -45,11 +63,13 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 print()
-print("| control path | set-ups/s (median) | set-up p50 ms | p99 ms | max ms | rounds |")
-print("|---|---|---|---|---|---|")
+print("| control path | set-ups/s (median) | set-up p50 ms | p99 ms | max ms | CPU µs per set-up (rounds) | context switches per set-up | rounds |")
+print("|---|---|---|---|---|---|---|---|")
 for label in dict.fromkeys(r["label"] for r in runs):
     rs = [r for r in runs if r["label"] == label]
     m = lambda f: statistics.median(f(r) for r in rs)
+    cpu = ", ".join(f"{r['cpu_us_per_setup']:.0f}" for r in rs if "cpu_us_per_setup" in r) or "–"
+    cs = ", ".join(f"{r['context_switches_per_setup']:.1f}" for r in rs if "context_switches_per_setup" in r) or "–"
     print(f"| {label} | {m(lambda r: r['setups_per_s']):.0f} | {m(lambda r: r['setup_ms']['p50']):.2f} | "
-          f"{m(lambda r: r['setup_ms']['p99']):.2f} | {max(r['setup_ms']['max'] for r in rs):.2f} | {len(rs)} |")
+          f"{m(lambda r: r['setup_ms']['p99']):.2f} | {max(r['setup_ms']['max'] for r in rs):.2f} | {cpu} | {cs} | {len(rs)} |")
 PY
