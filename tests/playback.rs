@@ -48,14 +48,7 @@ async fn a_file_and_a_tone_are_heard_in_a_conference() {
     let d = Daemon::start(106, &["--media-dir", media.to_str().unwrap()]).await;
     let (s, r) = d.post("/v1/conferences", json!({"id": "hall"})).await;
     assert_eq!(s, 200, "{r}");
-    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let sdp = format!(
-        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
-        phone.local_addr().unwrap().port()
-    );
-    let (s, r) = d.post("/v1/conferences/hall/participants", json!({"sdp": sdp})).await;
-    assert_eq!(s, 200, "{r}");
-    let to = sdp_target(r["sdp"].as_str().unwrap());
+    let (phone, to, _) = d.join_pcmu("hall").await;
     // The phone sends silence (so chorus latches its address).
     let p = phone.try_clone().unwrap();
     std::thread::spawn(move || {
@@ -314,14 +307,7 @@ async fn a_whisper_is_heard_by_one_participant_alone() {
     assert_eq!(s, 200, "{r}");
     let mut phones = Vec::new();
     for ssrc in [71u32, 72] {
-        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let sdp = format!(
-            "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
-            phone.local_addr().unwrap().port()
-        );
-        let (s, r) = d.post("/v1/conferences/desk/participants", json!({"sdp": sdp})).await;
-        assert_eq!(s, 200, "{r}");
-        let to = sdp_target(r["sdp"].as_str().unwrap());
+        let (phone, to, pid) = d.join_pcmu("desk").await;
         let p = phone.try_clone().unwrap();
         std::thread::spawn(move || {
             for i in 0..100u16 {
@@ -329,7 +315,7 @@ async fn a_whisper_is_heard_by_one_participant_alone() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        phones.push((phone, r["participant_id"].as_u64().unwrap()));
+        phones.push((phone, pid));
     }
     let body = json!({"tone": {"frequency": 700, "ms": 5000}, "participant": 999});
     let (s, r) = d.post("/v1/conferences/desk/playbacks", body).await;

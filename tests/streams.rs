@@ -148,14 +148,7 @@ async fn an_application_listens_to_a_conference_and_speaks_into_it() {
     let d = Daemon::start(89, &[]).await;
     let (s, r) = d.post("/v1/conferences", json!({"id": "room"})).await;
     assert_eq!(s, 200, "{r}");
-    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let sdp = format!(
-        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
-        phone.local_addr().unwrap().port()
-    );
-    let (s, r) = d.post("/v1/conferences/room/participants", json!({"sdp": sdp})).await;
-    assert_eq!(s, 200, "{r}");
-    let to = sdp_target(r["sdp"].as_str().unwrap());
+    let (phone, to, _) = d.join_pcmu("room").await;
     let (s, r) = d
         .post(
             "/v1/conferences/room/streams",

@@ -149,6 +149,22 @@ impl Daemon {
             .unwrap()
     }
 
+    /// A PCMU phone (rtcp-mux) joins conference `conf`: its socket, where
+    /// it sends, and its participant id.
+    pub async fn join_pcmu(&self, conf: &str) -> (UdpSocket, SocketAddr, u64) {
+        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sdp = format!(
+            "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtcp-mux\r\n",
+            phone.local_addr().unwrap().port()
+        );
+        let (s, r) = self
+            .post(&format!("/v1/conferences/{conf}/participants"), json!({"sdp": sdp}))
+            .await;
+        assert_eq!(s, 200, "{r}");
+        let to = sdp_target(r["sdp"].as_str().unwrap());
+        (phone, to, r["participant_id"].as_u64().unwrap())
+    }
+
     /// Offer from `a`'s socket and answer from `b`'s; returns chorus's ports
     /// for each: (where A sends, where B sends).
     pub async fn call(&self, id: &str, a: &Peer, b: &Peer) -> (SocketAddr, SocketAddr) {
