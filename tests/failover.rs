@@ -278,9 +278,10 @@ async fn a_stalled_instance_lets_go_of_what_a_peer_took_over() {
     );
 }
 
-/// A call's stream to an application and its recording go on after a
-/// takeover: the taker connects to the application again under the same
-/// stream id (a fresh `start`), and the recording goes on in its next file.
+/// A call's stream to an application, its recording and a looped playback
+/// go on after a takeover: the taker connects to the application again
+/// under the same stream id (a fresh `start`), the recording goes on in
+/// its next file, and the loop plays again under its id.
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_and_recordings_go_on_after_a_takeover() {
     use common::ws::{accept, mulaw_payload, send_tone, ws_app};
@@ -306,6 +307,10 @@ async fn streams_and_recordings_go_on_after_a_takeover() {
     let (s, r) = a.post("/v1/calls/tk/recordings", json!({"from_tag": "ta"})).await;
     assert_eq!(s, 200, "{r}");
     let rid = r["recording_id"].as_str().unwrap().to_string();
+    let body = json!({"from_tag": "tb", "tone": {"frequency": 700, "ms": 1000}, "loop": true});
+    let (s, r) = a.post("/v1/calls/tk/playbacks", body).await;
+    assert_eq!(s, 200, "{r}");
+    let pid = r["playback_id"].as_str().unwrap().to_string();
     // A speaks 440 Hz for 5 s; the application hears it on A.
     let talk = send_tone(pa.rtp.try_clone().unwrap(), a_to, 440.0, 250, 0x44);
     let mut first = accept(&mut conns).await;
@@ -328,6 +333,19 @@ async fn streams_and_recordings_go_on_after_a_takeover() {
     }
     let level = chorus::media::mixer::level::tone_level(&heard, 8000.0, 440.0);
     assert!(level > 0.2, "A's tone through B: {level}");
+    // B plays the loop to leg B again, under its id: B's phone hears it
+    // under A's tone.
+    let (_, plays) = b.get("/v1/calls/tk/playbacks").await;
+    assert_eq!(plays["playbacks"][0]["playback_id"], json!(pid), "{plays}");
+    let rb = pb.rtp.try_clone().unwrap();
+    // What waited in the socket from before does not count.
+    rb.set_nonblocking(true).unwrap();
+    while rb.recv_from(&mut [0u8; 2048]).is_ok() {}
+    rb.set_nonblocking(false).unwrap();
+    let heard = tokio::task::block_in_place(|| common::listen_pcmu(&rb, 0.6));
+    let w: Vec<f32> = heard.into_iter().flat_map(|(_, x)| x).collect();
+    let played = chorus::media::mixer::level::tone_level(&w, 8000.0, 700.0);
+    assert!(played > 0.05, "the loop on B after the takeover: {played}");
     // B lists both under their ids; the recording writes its next part.
     let (_, streams) = b.get("/v1/calls/tk/streams").await;
     assert_eq!(streams["streams"][0]["stream_id"], json!(sid), "{streams}");

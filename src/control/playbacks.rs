@@ -6,9 +6,10 @@
 use super::streams::{stop_tap, tap_call, tap_conference, MakeSink};
 use super::{calls, conference_commands, State};
 use crate::error::Error;
+use crate::store::record::{TapKind, TapRecord};
 use crate::streams::playback::Source;
 use crate::streams::{Checked, Kind, Owner, Sink};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ const MAX_FILE: u64 = 100 << 20;
 const MAX_TONE_MS: u32 = 600_000;
 
 /// `POST /v1/conferences/{id}/playbacks`: one of `file` and `tone`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlayOptions {
     /// A file name in `media_dir` (no directories): 16-bit PCM WAV or Ogg Opus.
@@ -34,7 +35,7 @@ pub struct PlayOptions {
     pub participant: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tone {
     /// Hz, 0 (silence) to 4000.
@@ -105,7 +106,14 @@ pub fn read_media(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
 }
 
 /// The tap a playback runs on: no tracks out, its audio back.
-fn playback_tap(src: Source, whisper: bool) -> (Checked, MakeSink) {
+fn playback_tap(src: Source, opts: &PlayOptions, again: Option<TapRecord>) -> (Checked, MakeSink) {
+    let whisper = opts.participant.is_some();
+    let resume = again.unwrap_or_else(|| TapRecord {
+        id: String::new(),
+        kind: TapKind::Playback,
+        options: serde_json::to_value(opts).unwrap_or_default(),
+        part: 0,
+    });
     let checked = Checked {
         url: String::new(),
         format: crate::streams::format::Format::Raw,
@@ -120,7 +128,7 @@ fn playback_tap(src: Source, whisper: bool) -> (Checked, MakeSink) {
     let sink = MakeSink {
         prefix: "PB",
         make: Box::new(move |_| Sink::Playback(src)),
-        resume: None,
+        resume: Some(resume),
     };
     (checked, sink)
 }
@@ -128,19 +136,42 @@ fn playback_tap(src: Source, whisper: bool) -> (Checked, MakeSink) {
 /// Plays into conference `conf_id`, to everyone or to one participant
 /// alone; answers the playback's id.
 pub async fn start(state: &State, conf_id: &str, opts: PlayOptions) -> Result<Value, Error> {
+    start_again(state, &Owner::Conference(conf_id.to_string()), opts, None).await
+}
+
+/// Starts a playback, or (`again`) one a taker starts again under its id.
+pub async fn start_again(
+    state: &State,
+    owner: &Owner,
+    opts: PlayOptions,
+    again: Option<TapRecord>,
+) -> Result<Value, Error> {
+    let conf_id = match owner {
+        Owner::Conference(id) => id.as_str(),
+        Owner::Call(id) => return start_call_again(state, id, opts, again).await,
+    };
     conference_commands::handle(state, conf_id)?;
     if opts.from_tag.is_some() {
         return Err(Error::BadRequest(
             "from_tag is for calls: a conference's playback is heard by all, or by one participant".into(),
         ));
     }
-    let (checked, sink) = playback_tap(source(state, &opts).await?, opts.participant.is_some());
+    let (checked, sink) = playback_tap(source(state, &opts).await?, &opts, again);
     tap_conference(state, conf_id, opts.participant, checked, sink).await
 }
 
 /// Plays to leg `from_tag` of a relayed call, mixed under
 /// what the other party says.
 pub async fn start_call(state: &State, call_id: &str, opts: PlayOptions) -> Result<Value, Error> {
+    start_call_again(state, call_id, opts, None).await
+}
+
+async fn start_call_again(
+    state: &State,
+    call_id: &str,
+    opts: PlayOptions,
+    again: Option<TapRecord>,
+) -> Result<Value, Error> {
     calls::entry(state, call_id, false)?;
     let tag = opts
         .from_tag
@@ -151,7 +182,7 @@ pub async fn start_call(state: &State, call_id: &str, opts: PlayOptions) -> Resu
             "participant is for conferences: a call's playback names the leg (from_tag)".into(),
         ));
     }
-    let (checked, sink) = playback_tap(source(state, &opts).await?, false);
+    let (checked, sink) = playback_tap(source(state, &opts).await?, &opts, again);
     tap_call(state, call_id, Some(tag), checked, sink).await
 }
 

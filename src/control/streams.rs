@@ -146,6 +146,10 @@ pub async fn resume(state: &State, owner: &Owner, rec: TapRecord) -> Result<Valu
             let opts = serde_json::from_value(rec.options.clone()).map_err(bad)?;
             super::recordings::start_again(state, owner, opts, rec).await
         }
+        (TapKind::Playback, _) => {
+            let opts = serde_json::from_value(rec.options.clone()).map_err(bad)?;
+            super::playbacks::start_again(state, owner, opts, Some(rec)).await
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct TapRecord {
 pub enum TapKind {
     Stream,
     Recording,
+    /// Started again from its beginning (a loop plays on).
+    Playback,
 }
 
 impl CallRecordRef<'_> {
