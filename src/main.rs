@@ -165,7 +165,8 @@ struct ServeArgs {
 
 /// mimalloc: the control plane allocates per request (bencode, SDP, JSON);
 /// against glibc's malloc it took 0.81-0.84x the CPU per call set-up and
-/// 1.22x the set-ups per second, for 9-18 MB more resident (BENCHMARKS.md).
+/// 1.20-1.26x the set-ups per second in alternating rounds, for 9-18 MB
+/// more resident in one run each (BENCHMARKS.md).
 /// The packet path allocates nothing either way.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -355,6 +355,12 @@ pub fn list(state: &State, owner: &Owner) -> Value {
 /// conference's events.
 pub async fn pump_events(state: Arc<State>, mut rx: mpsc::Receiver<StreamEvent>) {
     while let Some(ev) = rx.recv().await {
+        if ev.ended {
+            // A tap that ended on its own (a recording that failed, a
+            // playback done) has left the registry: the record follows.
+            rerecord(&state, &ev.owner).await;
+            continue;
+        }
         tracing::info!(event = %ev.body, "stream event");
         match &ev.owner {
             Owner::Conference(id) => conference_commands::stream_event(&state, id, ev.body).await,
@@ -363,8 +369,5 @@ pub async fn pump_events(state: Arc<State>, mut rx: mpsc::Receiver<StreamEvent>)
                 state.callbacks.post(&state.metrics, ev.body);
             }
         }
-        // A stream that ended on its own (a recording that failed, a
-        // playback done) leaves the owner's record.
-        rerecord(&state, &ev.owner).await;
     }
 }

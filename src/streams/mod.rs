@@ -134,6 +134,9 @@ impl Entry {
 pub struct StreamEvent {
     pub owner: Owner,
     pub body: Value,
+    /// Not for applications: a tap has left the registry, so its owner's
+    /// record is written again without it (`body` is null).
+    pub ended: bool,
 }
 
 pub struct StreamMetrics {
@@ -307,18 +310,24 @@ impl Registry {
             }
             gauge.dec();
             crate::control::lock(&reg.map).remove(&sid);
+            reg.send(StreamEvent {
+                owner,
+                body: Value::Null,
+                ended: true,
+            });
         });
     }
 
     fn report(&self, owner: &Owner, body: Value) {
-        if self
-            .events
-            .try_send(StreamEvent {
-                owner: owner.clone(),
-                body,
-            })
-            .is_err()
-        {
+        self.send(StreamEvent {
+            owner: owner.clone(),
+            body,
+            ended: false,
+        });
+    }
+
+    fn send(&self, ev: StreamEvent) {
+        if self.events.try_send(ev).is_err() {
             tracing::warn!("stream event queue full: event dropped");
         }
     }

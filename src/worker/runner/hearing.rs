@@ -17,8 +17,11 @@ const IDLE: Duration = Duration::from_millis(20);
 pub(super) struct Hearing {
     stream: usize,
     leg: usize,
-    /// Made by the first packet relayed to the leg, in its codec.
-    overlay: Option<Overlay>,
+    /// One per payload type relayed to the leg, made by its first packet
+    /// and kept: a sender switching codecs back and forth (or crafting
+    /// packets to) builds each codec's decoder and encoder once, not per
+    /// packet. At most one per codec the SDP names.
+    overlays: Vec<Overlay>,
     /// In the leg's first codec; none if it cannot be made.
     filler: Option<Filler>,
 }
@@ -37,7 +40,7 @@ pub(super) fn open(call: &mut WCall, (stream, leg): (usize, usize), seed: u64) {
     call.hearings.push(Hearing {
         stream,
         leg,
-        overlay: None,
+        overlays: Vec::new(),
         filler: codec.and_then(|c| Filler::new(c, ssrc).ok()),
     });
 }
@@ -84,22 +87,23 @@ pub(super) fn mix_into(
     else {
         return n;
     };
-    if h.overlay.as_ref().is_none_or(|o| o.pt() != pt) {
-        // The first packet, or a codec change; telephone-event and comfort
-        // noise have no codec here and pass as they are.
-        let codec = taps
-            .iter()
-            .find(|t| t.hears(stream, to))
-            .and_then(|t| t.codecs.iter().find(|c| c.pt == pt));
-        match codec.and_then(|c| Overlay::new(c).ok()) {
-            Some(o) => h.overlay = Some(o),
-            None => return n,
+    let i = match h.overlays.iter().position(|o| o.pt() == pt) {
+        Some(i) => i,
+        None => {
+            // The codec's first packet; telephone-event and comfort noise
+            // have no codec here and pass as they are.
+            let codec = taps
+                .iter()
+                .find(|t| t.hears(stream, to))
+                .and_then(|t| t.codecs.iter().find(|c| c.pt == pt));
+            let Some(o) = codec.and_then(|c| Overlay::new(c).ok()) else {
+                return n;
+            };
+            h.overlays.push(o);
+            h.overlays.len() - 1
         }
-    }
-    match &mut h.overlay {
-        Some(o) => o.apply(buf, n, &mut |rate, pcm| add_back(taps, stream, to, rate, pcm)),
-        None => n,
-    }
+    };
+    h.overlays[i].apply(buf, n, &mut |rate, pcm| add_back(taps, stream, to, rate, pcm))
 }
 
 /// Legs no application speaks to any more are let go.
