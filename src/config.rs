@@ -98,6 +98,12 @@ pub struct Config {
     pub recording_dir: String,
     /// Where files played into conferences are looked up (by name only).
     pub media_dir: String,
+    /// Forward latched plain RTP in the kernel (eBPF): `auto` where the
+    /// machine allows it, `on` (or refuse to start), `off`.
+    pub kernel_forward: crate::offload::Mode,
+    /// Interfaces to attach the kernel forwarder to; empty: loopback and
+    /// those holding a media address (all, for an unspecified address).
+    pub kernel_interfaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -136,6 +142,8 @@ impl Default for Config {
             stream_ca_file: None,
             recording_dir: "recordings".into(),
             media_dir: "media".into(),
+            kernel_forward: crate::offload::Mode::Auto,
+            kernel_interfaces: Vec::new(),
         }
     }
 }
@@ -174,6 +182,7 @@ const ENV_KEYS: &[&str] = &[
     "stream_ca_file",
     "recording_dir",
     "media_dir",
+    "kernel_forward",
 ];
 
 impl Config {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod media;
 pub mod metrics;
+pub mod offload;
 pub mod sdp;
 pub mod session;
 pub mod store;

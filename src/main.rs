@@ -161,6 +161,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     advertise_http: Option<String>,
+    /// Forward latched plain RTP in the kernel (eBPF): auto, on (or refuse to start), off [default: auto].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_forward: Option<chorus::offload::Mode>,
 }
 
 /// mimalloc: the control plane allocates per request (bencode, SDP, JSON);

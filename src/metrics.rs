@@ -21,6 +21,8 @@ pub struct WorkerCounters {
     pub bytes_relayed: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     pub streams: AtomicU64,
+    /// Stream directions forwarded in the kernel (`offload`).
+    pub kernel_streams: AtomicU64,
     pub participants: AtomicU64,
     pub late_ticks: AtomicU64,
     pub concealed_frames: AtomicU64,
@@ -101,6 +103,9 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
         &[],
     ),
     ("chorus_workers_dead", "Media worker threads that have died", &[]),
+    (KERNEL_PACKETS.0, KERNEL_PACKETS.1, &[]),
+    (KERNEL_BYTES.0, KERNEL_BYTES.1, &[]),
+    (KERNEL_STREAMS.0, KERNEL_STREAMS.1, &[]),
     (
         "chorus_worker_events_dropped_total",
         "Telemetry events (conference events, RTCP samples, tick times) dropped on a full queue",
@@ -108,9 +113,21 @@ const WORKER_METRICS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+const KERNEL_PACKETS: (&str, &str) = (
+    "chorus_kernel_forwarded_packets_total",
+    "Media packets forwarded in the kernel (also in received and relayed)",
+);
+const KERNEL_BYTES: (&str, &str) = (
+    "chorus_kernel_forwarded_bytes_total",
+    "Media bytes forwarded in the kernel (also in received and relayed)",
+);
+const KERNEL_STREAMS: (&str, &str) = ("chorus_kernel_streams", "Stream directions forwarded in the kernel");
+
 /// Collector that sums [`WorkerCounters`] on scrape.
 struct WorkerCollector {
     workers: Vec<Arc<WorkerCounters>>,
+    /// What the kernel forwarded, counted by the eBPF program itself.
+    kernel: Option<Arc<crate::offload::KernelForward>>,
     descs: Vec<Desc>,
 }
 
@@ -151,27 +168,31 @@ impl Collector for WorkerCollector {
                 .with_label_values(&[r.label()])
                 .inc_by(self.sum(|w| &w.drops[r as usize]));
         }
+        let (kp, kb) = self.kernel.as_ref().map_or((0, 0), |k| k.totals());
         let mut out = vec![
             counter(
                 "chorus_packets_received_total",
                 "Media packets received",
-                self.sum(|w| &w.packets_in),
+                self.sum(|w| &w.packets_in) + kp,
             ),
             counter(
                 "chorus_bytes_received_total",
                 "Media bytes received",
-                self.sum(|w| &w.bytes_in),
+                self.sum(|w| &w.bytes_in) + kb,
             ),
             counter(
                 "chorus_packets_relayed_total",
                 "Media packets relayed",
-                self.sum(|w| &w.packets_relayed),
+                self.sum(|w| &w.packets_relayed) + kp,
             ),
             counter(
                 "chorus_bytes_relayed_total",
                 "Media bytes relayed",
-                self.sum(|w| &w.bytes_relayed),
+                self.sum(|w| &w.bytes_relayed) + kb,
             ),
+            counter(KERNEL_PACKETS.0, KERNEL_PACKETS.1, kp),
+            counter(KERNEL_BYTES.0, KERNEL_BYTES.1, kb),
+            gauge(KERNEL_STREAMS.0, KERNEL_STREAMS.1, self.sum(|w| &w.kernel_streams)),
             gauge(
                 "chorus_streams_active",
                 "Media streams held by workers",
@@ -263,7 +284,11 @@ pub struct Metrics {
 impl Metrics {
     /// `mixer_tick_seconds` is made beforehand ([`tick_histogram`]): the
     /// workers observe it themselves, each tick, without allocating.
-    pub fn new(workers: Vec<Arc<WorkerCounters>>, mixer_tick_seconds: prometheus::Histogram) -> Self {
+    pub fn new(
+        workers: Vec<Arc<WorkerCounters>>,
+        kernel: Option<Arc<crate::offload::KernelForward>>,
+        mixer_tick_seconds: prometheus::Histogram,
+    ) -> Self {
         let registry = Registry::new();
         let r = &registry;
         let descs = WORKER_METRICS
@@ -279,7 +304,7 @@ impl Metrics {
             })
             .collect();
         registry
-            .register(Box::new(WorkerCollector { workers, descs }))
+            .register(Box::new(WorkerCollector { workers, kernel, descs }))
             .expect("worker metrics register once");
         Metrics {
             calls_active: register(r, IntGauge::new("chorus_calls_active", "Calls being relayed")),

@@ -134,6 +134,10 @@ impl State {
         );
         let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
         let tick_seconds = crate::metrics::tick_histogram();
+        let media_ips: Vec<_> = config.all_interfaces().iter().map(|i| i.bind).collect();
+        let kernel = crate::offload::KernelForward::start(config.kernel_forward, &media_ips, &config.kernel_interfaces)
+            .map_err(std::io::Error::other)?
+            .map(Arc::new);
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
             dtls: dtls.clone(),
@@ -142,6 +146,8 @@ impl State {
             send_pool: worker::send_pool::SendPool::new(n),
             recv_pool: worker::recv_pool::RecvPool::new(n),
             offload_min: config.mixer_offload_min,
+            kernel: kernel.clone(),
+            tos: config.dscp << 2,
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -152,7 +158,11 @@ impl State {
         }
         let interfaces = config.all_interfaces();
         let (callbacks, callback_queue) = callbacks::Callbacks::new(config.callback_url.as_deref());
-        let metrics = Metrics::new(workers.iter().map(|w| w.counters.clone()).collect(), tick_seconds);
+        let metrics = Metrics::new(
+            workers.iter().map(|w| w.counters.clone()).collect(),
+            kernel,
+            tick_seconds,
+        );
         let store = match &config.redis_url {
             None => None,
             Some(url) => Some(Arc::new(

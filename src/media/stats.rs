@@ -211,6 +211,32 @@ impl RtpStats {
         self.last
     }
 
+    /// The extended highest sequence number of the current source.
+    pub fn extended_max_seq(&self) -> Option<u32> {
+        self.seq.as_ref().map(|s| s.extended_max() as u32)
+    }
+
+    /// Accounts RTP the kernel forwarded for this source (`offload`):
+    /// `packets` more received, up to `seq_max` (extended), the last at `last`.
+    pub fn on_forwarded(&mut self, packets: u64, bytes: u64, last: Option<Instant>, seq_max: u32) {
+        if packets == 0 {
+            return;
+        }
+        self.packets += packets;
+        self.bytes += bytes;
+        self.last = self.last.max(last);
+        if let Some(s) = &mut self.seq {
+            s.received += packets;
+            // Ahead of what userspace saw (by less than half the space):
+            // the kernel applied A.1's rule to every packet in between.
+            let ahead = seq_max.wrapping_sub(s.extended_max() as u32);
+            if ahead != 0 && ahead < 1 << 31 {
+                s.cycles = seq_max & !0xffff;
+                s.max_seq = seq_max as u16;
+            }
+        }
+    }
+
     pub fn report(&self, now: Instant) -> StatsReport {
         let (lost, jitter_ms, ssrc) = match &self.seq {
             Some(s) => {
@@ -248,6 +274,24 @@ mod tests {
             let now = t0 + Duration::from_millis(20 * i as u64);
             stats.on_rtp(now, 172, 7, seq, seq as u32 * 160, 8000);
         }
+    }
+
+    #[test]
+    fn packets_forwarded_in_the_kernel_count_as_received_in_sequence() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[65530, 65531]);
+        assert_eq!(s.extended_max_seq(), Some(65531));
+        // The kernel forwarded 65532..=65535 and 0..=9 (14), and missed one.
+        let last = t0 + Duration::from_millis(400);
+        s.on_forwarded(13, 13 * 160, Some(last), 65536 + 9);
+        let r = s.report(last);
+        assert_eq!((r.packets, r.lost), (15, 1));
+        assert_eq!(s.extended_max_seq(), Some(65536 + 9));
+        assert_eq!(s.last_packet(), Some(last));
+        // Userspace goes on where the kernel stopped: no loss, no restart.
+        s.on_rtp(last, 172, 7, 10, 10 * 160, 8000);
+        assert_eq!(s.report(last).lost, 1);
     }
 
     #[test]

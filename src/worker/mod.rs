@@ -502,6 +502,10 @@ pub struct WorkerConfig {
     /// Conferences this large hand their sends, and their newer
     /// participants' receives, to other workers (0: never).
     pub offload_min: usize,
+    /// The kernel forwarder, when it runs.
+    pub kernel: Option<Arc<crate::offload::KernelForward>>,
+    /// The TOS byte of media sockets (DSCP), for what the kernel forwards.
+    pub tos: u8,
 }
 
 /// Starts worker `index` on its own thread, under a supervisor: a panic that

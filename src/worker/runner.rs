@@ -77,6 +77,10 @@ struct WStream {
     bundle: [Option<super::Bundled>; 2],
     /// Other streams ride this one's transport on that side.
     has_followers: [bool; 2],
+    /// `kernel[side]`: what leg `side` sends is forwarded in the kernel.
+    kernel: [Option<kernel::InKernel>; 2],
+    /// The kernel refused it (map full): not asked again before the next command.
+    kernel_refused: [bool; 2],
 }
 
 struct WCall {
@@ -134,6 +138,7 @@ mod forward;
 mod hearing;
 mod inject;
 mod isolation;
+mod kernel;
 mod stream;
 mod taps;
 mod ticks;
@@ -311,7 +316,8 @@ impl Runner {
         from: SocketAddr,
     ) {
         let c = &*self.counters;
-        let Some(call) = self.calls.get_mut(call) else {
+        let ci = call;
+        let Some(call) = self.calls.get_mut(ci) else {
             return;
         };
         #[cfg(feature = "test-hooks")]
@@ -398,6 +404,9 @@ impl Runner {
             Some(Ok(_)) => {
                 WorkerCounters::add(&c.packets_relayed, 1);
                 WorkerCounters::add(&c.bytes_relayed, n as u64);
+                if fwd.kind == PacketKind::Rtp && !rtcp && !fwd.from_rtcp_socket {
+                    self.offer_to_kernel(ci, si, side, fwd.to);
+                }
                 return;
             }
             Some(Err(_)) => DropReason::SendFailed,
@@ -441,6 +450,7 @@ impl Runner {
                 sockets,
                 reply,
             } => {
+                self.reclaim_key(key);
                 let r = self.update(key, call_id, streams, sockets);
                 let _ = reply.send(r);
             }
@@ -449,7 +459,9 @@ impl Runner {
             }
             Command::Query { key, reply } => {
                 let now = clock::now();
-                let report = self.by_key.get(&key).map(|&i| self.report(i, now));
+                let ci = self.by_key.get(&key).copied();
+                ci.inspect(|&ci| self.sync_from_kernel(ci));
+                let report = ci.map(|i| self.report(i, now));
                 let _ = reply.send(report);
             }
             Command::Detach {
@@ -458,6 +470,7 @@ impl Runner {
                 side,
                 reply,
             } => {
+                self.reclaim_key(key);
                 let _ = reply.send(self.detach(key, stream, side));
             }
             Command::Tap {
@@ -468,6 +481,7 @@ impl Runner {
                 spec,
                 reply,
             } => {
+                self.reclaim_key(key);
                 let _ = reply.send(self.tap_call(key, (stream, leg), codecs, spec));
             }
             Command::Dtmf {
@@ -480,6 +494,7 @@ impl Runner {
                 event,
                 reply,
             } => {
+                self.reclaim_key(key);
                 let r = self.queue_dtmf(key, (stream, leg), &codes, (duration_ms, volume, event));
                 let _ = reply.send(r);
             }
@@ -489,6 +504,7 @@ impl Runner {
             Command::Conference(c) => self.conference_command(c),
             #[cfg(feature = "test-hooks")]
             Command::ArmPanic { key, reply } => {
+                self.reclaim_key(key);
                 let _ = reply.send(self.arm_panic(key));
             }
             #[cfg(feature = "test-hooks")]
@@ -688,8 +704,16 @@ impl Runner {
         })
     }
 
+    /// Takes call `key`'s directions back from the kernel, if it has any.
+    fn reclaim_key(&mut self, key: CallKey) {
+        if let Some(&ci) = self.by_key.get(&key) {
+            self.reclaim_from_kernel(ci);
+        }
+    }
+
     fn remove(&mut self, key: CallKey) -> Option<CallReport> {
         let ci = self.by_key.remove(&key)?;
+        self.reclaim_from_kernel(ci);
         let report = self.report(ci, clock::now());
         let call = self.calls.remove(ci);
         for ws in &call.streams {
@@ -722,6 +746,7 @@ impl Runner {
         let streams: usize = self.calls.iter().map(|(_, c)| c.streams.len()).sum();
         self.counters.streams.store(streams as u64, Relaxed);
         self.counters.calls.store(self.calls.len() as u64, Relaxed);
+        self.counters.kernel_streams.store(self.in_kernel(), Relaxed);
         for (_, c) in self.calls.iter_mut() {
             for ws in &mut c.streams {
                 webrtc::check_consent(ws, now, &c.call_id, &self.sockets);
@@ -732,13 +757,19 @@ impl Runner {
         if timeout.is_zero() {
             return;
         }
-        let expired: Vec<(CallKey, Arc<str>)> = self
+        let quiet = |c: &WCall| now.saturating_duration_since(c.last_activity) >= timeout;
+        let expired: Vec<(usize, CallKey, Arc<str>)> = self
             .calls
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_activity) >= timeout)
-            .map(|(_, c)| (c.key, c.call_id.clone()))
+            .filter(|(_, c)| quiet(c))
+            .map(|(ci, c)| (ci, c.key, c.call_id.clone()))
             .collect();
-        for (key, call_id) in expired {
+        for (ci, key, call_id) in expired {
+            // Quiet in userspace, maybe not in the kernel.
+            self.sync_from_kernel(ci);
+            if !self.calls.get(ci).is_some_and(quiet) {
+                continue;
+            }
             if let Some(report) = self.remove(key) {
                 self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
             }

@@ -116,6 +116,8 @@ impl WStream {
             dtmf_out: [None, None],
             bundle: [None, None],
             has_followers: [false, false],
+            kernel: [None, None],
+            kernel_refused: [false, false],
         }
     }
 }

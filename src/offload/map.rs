@@ -1,0 +1,187 @@
+//! `chorus_fwd`, the map the media workers share with `bpf/forward.c`: one
+//! entry per receiving port whose RTP the kernel forwards. Element
+//! operations are plain bpf(2) calls on the map's descriptor, which any
+//! worker thread may make at once: no lock, no library state.
+
+// bpf(2) and clock_gettime(2) have no safe wrapper in the dependencies;
+// each call below says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// A receiving socket, as the packet names it (network byte order).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    addr: [u8; 4],
+    port: [u8; 2],
+    pad: u16,
+}
+
+impl Key {
+    pub fn new(at: SocketAddrV4) -> Key {
+        Key {
+            addr: at.ip().octets(),
+            port: at.port().to_be_bytes(),
+            pad: 0,
+        }
+    }
+}
+
+/// What the kernel does with a packet to a [`Key`], and what it counted.
+/// Same layout as `struct fwd_val` in `bpf/forward.c`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Entry {
+    src_addr: [u8; 4],
+    src_port: [u8; 2],
+    tos: u8,
+    pad0: u8,
+    out_addr: [u8; 4],
+    out_port: [u8; 2],
+    pad1: u16,
+    dst_addr: [u8; 4],
+    dst_port: [u8; 2],
+    pad2: u16,
+    punt: [u64; 2],
+    /// Packets the kernel forwarded, and their UDP payload bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// CLOCK_MONOTONIC (ns) of the last one; 0 before any.
+    pub last_ns: u64,
+    /// The highest RTP sequence number forwarded, extended with its cycles.
+    pub seq_max: u32,
+    ifindex: u32,
+}
+
+const _: () = assert!(size_of::<Key>() == 8 && size_of::<Entry>() == 72);
+
+/// What a worker asks the kernel to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The latched peer: packets from anywhere else stay in userspace.
+    pub from: SocketAddrV4,
+    /// chorus's socket facing the other leg, the packets' new source.
+    pub via: SocketAddrV4,
+    /// The other leg.
+    pub to: SocketAddrV4,
+    /// TOS byte of chorus's sockets (DSCP; the packet's ECN bits are kept).
+    pub tos: u8,
+    /// Payload types userspace must see (bit n: type n): telephone events.
+    pub punt: u128,
+    /// The extended highest sequence number userspace has seen.
+    pub seq_max: u32,
+    /// The interface the route to `to` leaves by; 0 when `to` is this host.
+    pub ifindex: u32,
+}
+
+impl Entry {
+    pub fn new(r: &Route) -> Entry {
+        Entry {
+            src_addr: r.from.ip().octets(),
+            src_port: r.from.port().to_be_bytes(),
+            tos: r.tos,
+            out_addr: r.via.ip().octets(),
+            out_port: r.via.port().to_be_bytes(),
+            dst_addr: r.to.ip().octets(),
+            dst_port: r.to.port().to_be_bytes(),
+            punt: [r.punt as u64, (r.punt >> 64) as u64],
+            seq_max: r.seq_max,
+            ifindex: r.ifindex,
+            ..Entry::default()
+        }
+    }
+}
+
+// bpf(2) commands and flags (linux/bpf.h).
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_NOEXIST: u64 = 1;
+
+/// The element-command prefix of `union bpf_attr`.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The map, by its descriptor.
+#[derive(Debug)]
+pub struct ForwardMap {
+    fd: OwnedFd,
+}
+
+impl ForwardMap {
+    pub fn new(fd: OwnedFd) -> ForwardMap {
+        ForwardMap { fd }
+    }
+
+    fn call(&self, cmd: libc::c_long, key: &Key, value: *mut Entry, flags: u64) -> io::Result<()> {
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            pad: 0,
+            key: key as *const Key as u64,
+            value: value as u64,
+            flags,
+        };
+        // SAFETY: `attr` is a valid bpf_attr for the element commands, its
+        // size is passed; `key` and `value` point to buffers of the map's
+        // key and value sizes (asserted above), alive for the call. The
+        // kernel writes `value` only for a lookup, which passes a `&mut`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &mut attr as *mut ElemAttr,
+                size_of::<ElemAttr>() as libc::c_uint,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds an entry for a port that has none.
+    pub fn insert(&self, key: &Key, route: &Route) -> io::Result<()> {
+        let mut e = Entry::new(route);
+        self.call(BPF_MAP_UPDATE_ELEM, key, &mut e, BPF_NOEXIST)
+    }
+
+    /// The entry's counters as they are now; `None` when there is no entry.
+    pub fn read(&self, key: &Key) -> io::Result<Option<Entry>> {
+        let mut e = Entry::default();
+        match self.call(BPF_MAP_LOOKUP_ELEM, key, &mut e, 0) {
+            Ok(()) => Ok(Some(e)),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Removes the entry, with its final counters (one call: no packet is
+    /// forwarded uncounted): from the next packet on, userspace relays.
+    pub fn take(&self, key: &Key) -> io::Result<Option<Entry>> {
+        let mut e = Entry::default();
+        match self.call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, &mut e, 0) {
+            Ok(()) => Ok(Some(e)),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns` (and of `Instant`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}

@@ -1,0 +1,136 @@
+//! Where a forwarded packet leaves: the kernel's own route lookup
+//! (`ip route get TO from FROM`, RTM_GETROUTE over rtnetlink), once per
+//! direction handed to the kernel.
+
+// socket(2), send(2) and recv(2) on a netlink socket; see each block.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Where the route to a peer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// The peer is this host: the stack delivers the rewritten packet.
+    Local,
+    /// Out of this interface (index).
+    Out(u32),
+}
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const RTA_DST: u16 = 1;
+const RTA_SRC: u16 = 2;
+const RTA_OIF: u16 = 4;
+const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+/// nlmsghdr (16) + rtmsg (12) + two 8-byte address attributes.
+const REQUEST_LEN: usize = 44;
+
+fn request(to: Ipv4Addr, from: Ipv4Addr) -> [u8; REQUEST_LEN] {
+    let mut m = [0u8; REQUEST_LEN];
+    m[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+    m[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
+                                                   // rtmsg: family, dst_len, src_len; the rest zero.
+    m[16] = libc::AF_INET as u8;
+    m[17] = 32;
+    m[18] = 32;
+    for (at, kind, ip) in [(28, RTA_DST, to), (36, RTA_SRC, from)] {
+        m[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        m[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
+        m[at + 4..at + 8].copy_from_slice(&ip.octets());
+    }
+    m
+}
+
+/// Reads the kernel's answer: the route's type and its output interface.
+fn parse(reply: &[u8]) -> io::Result<Egress> {
+    let u16_at = |i: usize| reply.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let u32_at = |i: usize| {
+        reply
+            .get(i..i + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short rtnetlink reply");
+    let len = (u32_at(0).ok_or_else(bad)? as usize).min(reply.len());
+    match u16_at(4).ok_or_else(bad)? {
+        NLMSG_ERROR => {
+            let errno = u32_at(16).ok_or_else(bad)? as i32;
+            return Err(io::Error::from_raw_os_error(errno.unsigned_abs() as i32));
+        }
+        RTM_NEWROUTE => {}
+        other => return Err(io::Error::other(format!("rtnetlink answered type {other}"))),
+    }
+    let kind = *reply.get(23).ok_or_else(bad)?;
+    let mut at = 28;
+    let mut oif = None;
+    while at + 4 <= len {
+        let (alen, atype) = (u16_at(at).ok_or_else(bad)? as usize, u16_at(at + 2).ok_or_else(bad)?);
+        if alen < 4 {
+            break;
+        }
+        if atype == RTA_OIF && alen >= 8 {
+            oif = u32_at(at + 4);
+        }
+        at += (alen + 3) & !3;
+    }
+    match (kind, oif) {
+        (RTN_LOCAL, _) => Ok(Egress::Local),
+        (RTN_UNICAST, Some(i)) if i != 0 => Ok(Egress::Out(i)),
+        _ => Err(io::Error::other(format!("no unicast route (type {kind})"))),
+    }
+}
+
+/// The route from `from` (chorus's socket) to `to` (the peer).
+pub fn egress(to: Ipv4Addr, from: Ipv4Addr) -> io::Result<Egress> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor no one else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let req = request(to, from);
+    // SAFETY: `req` is a valid buffer of the length passed; the kernel is
+    // the default destination of a netlink socket.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 1024];
+    // SAFETY: `reply` is a writable buffer of the length passed.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    parse(&reply[..n as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local_and_a_garbled_reply_is_an_error() {
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(egress(lo, lo).unwrap(), Egress::Local);
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[0xff; 3]).is_err());
+        // Any bytes: an answer or an error, never a panic.
+        for n in 0..64 {
+            let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = parse(&junk);
+        }
+    }
+}

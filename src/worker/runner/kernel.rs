@@ -1,0 +1,212 @@
+//! Handing a relayed direction to the kernel forwarder (`crate::offload`)
+//! and taking it back.
+//!
+//! A direction goes to the kernel once userspace has relayed an RTP packet
+//! on it with both legs latched and nothing else to do: no SRTP, browser,
+//! transcoding, bundle, key presses to inject, taps or audio into the
+//! call. Every command that may change that (new SDP, a tap, key presses,
+//! a leg moving away, the call ending) first takes the call's directions
+//! back, with their counters; the next packet in userspace hands them
+//! over again if they still qualify. Dropping a direction's [`InKernel`]
+//! removes its entry, so no path that forgets a call leaves one behind.
+
+use super::{Runner, WCall, WStream};
+use crate::media::relay::StreamKind;
+use crate::metrics::WorkerCounters;
+use crate::offload::route::{self, Egress};
+use crate::offload::{map, KernelForward, Key, Route};
+use crate::worker::clock;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One direction of one stream forwarded in the kernel.
+pub(super) struct InKernel {
+    kernel: Arc<KernelForward>,
+    key: Key,
+    /// Counters already added to the side's statistics.
+    applied: (u64, u64),
+    /// Taken back (its entry is gone).
+    done: bool,
+}
+
+impl Drop for InKernel {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.kernel.map.take(&self.key);
+        }
+    }
+}
+
+/// What the kernel counted for a direction since it was last looked at.
+struct Counted {
+    packets: u64,
+    bytes: u64,
+    last: Option<Instant>,
+    seq_max: u32,
+}
+
+impl InKernel {
+    /// The entry's counters since the last call; `take` also removes it.
+    fn collect(&mut self, take: bool, now: Instant) -> Option<Counted> {
+        let entry = if take {
+            self.done = true;
+            self.kernel.map.take(&self.key)
+        } else {
+            self.kernel.map.read(&self.key)
+        };
+        let e = entry.ok().flatten()?;
+        let (packets, bytes) = (e.packets - self.applied.0, e.bytes - self.applied.1);
+        self.applied = (e.packets, e.bytes);
+        // Both clocks are CLOCK_MONOTONIC; the kernel's is read as an age.
+        let age = map::monotonic_ns().saturating_sub(e.last_ns);
+        let last = (e.last_ns != 0).then(|| now.checked_sub(Duration::from_nanos(age)).unwrap_or(now));
+        Some(Counted {
+            packets,
+            bytes,
+            last,
+            seq_max: e.seq_max,
+        })
+    }
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// Whether packets from leg `side` of `ws` need nothing but forwarding.
+fn plain(call: &WCall, ws: &WStream, side: usize) -> bool {
+    call.taps.is_empty()
+        && call.hearings.is_empty()
+        && ws.relay.sides[side].peer.kind == StreamKind::Rtp
+        && ws.srtp.iter().all(Option::is_none)
+        && ws.webrtc.iter().all(Option::is_none)
+        && ws.transcode.iter().all(Option::is_none)
+        && ws.bundle.iter().all(Option::is_none)
+        && !ws.has_followers.iter().any(|f| *f)
+        && ws.dtmf_out[1 - side].is_none()
+}
+
+impl Runner {
+    /// After userspace relayed an RTP packet from leg `side` of stream
+    /// `si` to `to`: the kernel takes that direction on if it qualifies.
+    /// Once per direction (it is then in the kernel, or refused until the
+    /// call's next command).
+    pub(super) fn offer_to_kernel(&mut self, ci: usize, si: usize, side: usize, to: SocketAddr) {
+        let Some(kernel) = &self.config.kernel else { return };
+        let Some(call) = self.calls.get(ci) else { return };
+        let Some(ws) = call.streams.get(si) else { return };
+        if ws.kernel[side].is_some() || ws.kernel_refused[side] {
+            return;
+        }
+        #[cfg(feature = "test-hooks")]
+        if self.armed_panics.contains(&call.key) {
+            return;
+        }
+        let (rx, tx) = (&ws.relay.sides[side], &ws.relay.sides[1 - side]);
+        let local = |s: Option<usize>| s.and_then(|slot| self.sockets.get(slot)).map(|s| s.local);
+        let mut no_route = false;
+        let route = (|| {
+            // Both latched: neither address may change until the next command.
+            (plain(call, ws, side) && tx.latched() == Some(to)).then_some(())?;
+            let (via, to) = (v4(local(ws.sock[1 - side][0])?)?, v4(to)?);
+            // A socket on 0.0.0.0 has no source address to write.
+            (!via.ip().is_unspecified()).then_some(())?;
+            let ifindex = match route::egress(*to.ip(), *via.ip()) {
+                Ok(Egress::Local) => 0,
+                Ok(Egress::Out(i)) => i,
+                Err(error) => {
+                    tracing::debug!(%error, %to, "no route for kernel forwarding");
+                    no_route = true;
+                    return None;
+                }
+            };
+            Some(Route {
+                from: v4(rx.latched()?)?,
+                via,
+                to,
+                tos: self.config.tos,
+                punt: rx.peer.dtmf_pts,
+                seq_max: rx.rtp.extended_max_seq()?,
+                ifindex,
+            })
+        })();
+        let at = local(ws.sock[side][0]).and_then(v4);
+        let (Some(route), Some(at)) = (route, at) else {
+            // Not asked again for every packet: after the next command.
+            if no_route {
+                self.calls[ci].streams[si].kernel_refused[side] = true;
+            }
+            return;
+        };
+        let key = Key::new(at);
+        let kernel = Arc::clone(kernel);
+        let installed = kernel.map.insert(&key, &route);
+        let ws = &mut self.calls[ci].streams[si];
+        match installed {
+            Ok(()) => {
+                WorkerCounters::add(&self.counters.kernel_streams, 1);
+                ws.kernel[side] = Some(InKernel {
+                    kernel,
+                    key,
+                    applied: (0, 0),
+                    done: false,
+                })
+            }
+            Err(error) => {
+                // A full map (65,536 directions) or no memory: userspace it is.
+                tracing::debug!(%error, port = at.port(), "kernel forwarding refused a stream");
+                ws.kernel_refused[side] = true;
+            }
+        }
+    }
+
+    /// Takes every direction of call `ci` back to userspace, adding what the
+    /// kernel counted to the call's statistics. Before any change to it.
+    pub(super) fn reclaim_from_kernel(&mut self, ci: usize) {
+        self.kernel_counts(ci, true);
+    }
+
+    /// Adds what the kernel counted for call `ci` to its statistics and its
+    /// last activity, and leaves its directions there.
+    pub(super) fn sync_from_kernel(&mut self, ci: usize) {
+        self.kernel_counts(ci, false);
+    }
+
+    fn kernel_counts(&mut self, ci: usize, take: bool) {
+        let Some(call) = self.calls.get_mut(ci) else { return };
+        let now = clock::now();
+        for ws in &mut call.streams {
+            for side in 0..2 {
+                if take {
+                    ws.kernel_refused[side] = false;
+                }
+                let Some(k) = &mut ws.kernel[side] else { continue };
+                let counted = k.collect(take, now);
+                if take {
+                    ws.kernel[side] = None;
+                    self.counters.kernel_streams.fetch_sub(1, Relaxed);
+                }
+                let Some(c) = counted else { continue };
+                ws.relay.sides[side]
+                    .rtp
+                    .on_forwarded(c.packets, c.bytes, c.last, c.seq_max);
+                if let Some(last) = c.last {
+                    call.last_activity = call.last_activity.max(last);
+                }
+            }
+        }
+    }
+
+    /// Directions this worker has in the kernel: the gauge, kept by
+    /// installs and reclaims and set right by housekeeping (a call that
+    /// ended by a panic drops its directions without a reclaim).
+    pub(super) fn in_kernel(&self) -> u64 {
+        let streams = self.calls.iter().flat_map(|(_, c)| &c.streams);
+        streams.map(|ws| ws.kernel.iter().flatten().count() as u64).sum()
+    }
+}
