@@ -9,6 +9,9 @@
 #     leg A on RTP/SAVP, leg B on RTP/AVP, both relays decrypt and encrypt)
 #   ENDPOINTS=1 benches/relay_compare.sh 500 1000   (endpoints as phones:
 #     one socket per leg, each receiver asleep in epoll until its packet)
+#   KERNEL=0 benches/relay_compare.sh   (leaves out chorus-kernel, a second
+#     chorus that forwards latched plain RTP in the kernel with eBPF; the
+#     first, `chorus`, relays in userspace)
 #
 # Besides the relay's own CPU, each run reports the whole host's (every
 # process, interrupts, softirq) per packet; the direct run's, taken in the
@@ -32,14 +35,23 @@ OUT=$(mktemp)
 ulimit -n 20000 || true
 EP=${ENDPOINTS:+--endpoints}
 
+# The generator's sockets take ports above every relay's range.
+sysctl -qw net.ipv4.ip_local_port_range="50000 65000"
 ./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 \
-  --http-listen 127.0.0.1:8080 --workers 2 2>/tmp/chorus-bench.log &
+  --http-listen 127.0.0.1:8080 --workers 2 --kernel-forward off 2>/tmp/chorus-bench.log &
 CH=$!
+CHK=""
+if [ "${KERNEL:-1}" != 0 ]; then
+  ./target/release/chorus serve --port-min 40000 --port-max 49999 --media-timeout 0 \
+    --http-listen 127.0.0.1:8081 --ng-listen 127.0.0.1:22224 --workers 2 --kernel-forward on \
+    2>/tmp/chorus-kernel-bench.log &
+  CHK=$!
+fi
 rtpengine --config-file=none --table=-1 --delete-delay=0 --interface=127.0.0.1 \
   --listen-ng=127.0.0.1:22223 --port-min=30000 --port-max=39999 --num-threads=2 \
   -f -E --log-level=3 >/tmp/rtpengine-bench.log 2>&1 &
 RE=$!
-trap 'kill $CH $RE 2>/dev/null || true' EXIT
+trap 'kill $CH $CHK $RE 2>/dev/null || true' EXIT
 sleep 2
 
 for n in "${CALLS[@]}"; do
@@ -47,6 +59,10 @@ for n in "${CALLS[@]}"; do
     ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" $EP --label "round $r" | tee -a "$OUT"
     ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH $EP --label "round $r" | tee -a "$OUT"
     ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE $EP --label "round $r" | tee -a "$OUT"
+    if [ -n "$CHK" ]; then
+      ./target/release/chorus-load --target chorus --name chorus-kernel --api http://127.0.0.1:8081 \
+        --calls "$n" --seconds "$SECS" --pid $CHK $EP --label "round $r" | tee -a "$OUT"
+    fi
     if [ -n "${SRTP:-}" ]; then
       ./target/release/chorus-load --target chorus --srtp --calls "$n" --seconds "$SECS" --pid $CH $EP --label "round $r" | tee -a "$OUT"
       ./target/release/chorus-load --target rtpengine --srtp --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE $EP --label "round $r" | tee -a "$OUT"
@@ -61,7 +77,7 @@ med = lambda xs: statistics.median(xs) if xs else float("nan")
 print()
 print("| calls | relay | packets/s | loss % | CPU µs/packet | relay CPU (cores) | latency p50 ms | p99 ms | p99.9 ms |")
 print("|---|---|---|---|---|---|---|---|---|")
-kinds = [("direct", False), ("chorus", False), ("rtpengine", False), ("chorus", True), ("rtpengine", True)]
+kinds = [("direct", False), ("chorus", False), ("chorus-kernel", False), ("rtpengine", False), ("chorus", True), ("rtpengine", True)]
 for n in sorted({r["calls"] for r in runs}):
     for t, srtp in kinds:
         rs = [r for r in runs if r["calls"] == n and r["target"] == t and r.get("srtp", False) == srtp]
@@ -75,6 +91,7 @@ for n in sorted({r["calls"] for r in runs}):
     cpu = lambda t, srtp: [r["relay_cpu_us_per_packet"] for r in runs if r["calls"] == n and r["target"] == t
                            and r.get("srtp", False) == srtp and r["relay_cpu_us_per_packet"] is not None]
     for a, b, what in [(("chorus", False), ("rtpengine", False), "chorus/rtpengine, plain"),
+                       (("chorus-kernel", False), ("rtpengine", False), "chorus-kernel/rtpengine, plain"),
                        (("chorus", True), ("rtpengine", True), "chorus/rtpengine, SRTP bridging"),
                        (("chorus", True), ("chorus", False), "chorus SRTP bridging/plain"),
                        (("rtpengine", True), ("rtpengine", False), "rtpengine SRTP bridging/plain")]:
@@ -89,17 +106,19 @@ for n in sorted({r["calls"] for r in runs}):
         rr = {r["target"]: r for r in runs if r["calls"] == n and r.get("label", "") == label and not r.get("srtp")}
         if "direct" in rr and rr["direct"].get("host_cpu_us_per_packet") is not None:
             base = rr["direct"]["host_cpu_us_per_packet"]
-            for t in ("chorus", "rtpengine"):
+            for t in ("chorus", "chorus-kernel", "rtpengine"):
                 if t in rr and rr[t].get("host_cpu_us_per_packet") is not None:
                     extra.setdefault(t, []).append((rr[t]["host_cpu_us_per_packet"] - base, rr[t]["relay_cpu_us_per_packet"]))
     for t, xs in extra.items():
         host = ", ".join(f"{h:.2f}" for h, _ in xs)
         own = ", ".join(f"{o:.2f}" for _, o in xs)
         print(f"{n} calls: {t}: whole host less direct, µs/packet by round: {host}; the relay's own: {own}")
-    if "chorus" in extra and "rtpengine" in extra:
-        ratios = [c[0] / e[0] for c, e in zip(extra["chorus"], extra["rtpengine"]) if e[0] > 0]
-        own = [c[1] / e[1] for c, e in zip(extra["chorus"], extra["rtpengine"]) if e[1]]
+    for t in ("chorus", "chorus-kernel"):
+        if t not in extra or "rtpengine" not in extra:
+            continue
+        ratios = [c[0] / e[0] for c, e in zip(extra[t], extra["rtpengine"]) if e[0] > 0]
+        own = [c[1] / e[1] for c, e in zip(extra[t], extra["rtpengine"]) if e[1]]
         if ratios:
-            print(f"{n} calls: chorus/rtpengine by round, whole host: {min(ratios):.2f}–{max(ratios):.2f}; the relay's own: {min(own):.2f}–{max(own):.2f}")
+            print(f"{n} calls: {t}/rtpengine by round, whole host: {min(ratios):.3f}–{max(ratios):.3f}; the relay's own: {min(own):.3f}–{max(own):.3f}")
     print()
 PY

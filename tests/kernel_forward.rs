@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 
 /// Sends `n` packets each way, one at a time, and checks each arrives
@@ -128,4 +129,159 @@ async fn a_recording_takes_the_call_back_to_userspace() {
     let (_, fin) = d.delete("/v1/calls/kr").await;
     let packets = fin["legs"][0]["streams"][0]["stats"]["rtp"]["packets"].as_u64();
     assert_eq!(packets, Some(55), "{fin}");
+}
+
+/// A second host: a network namespace joined to this one by a veth pair,
+/// with checksum offload off at both ends, so every UDP checksum is
+/// computed by its sender and verified by its receiver.
+struct Host {
+    ns: String,
+    /// This side's address (chorus's media address) and the other host's.
+    here: String,
+    there: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("iproute2 runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ethtool_off(ns: Option<&str>, dev: &str) {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "ethtool"]);
+            c
+        }
+        None => Command::new("ethtool"),
+    };
+    let out = c
+        .args(["-K", dev, "rx", "off", "tx", "off"])
+        .output()
+        .expect("ethtool runs");
+    assert!(
+        out.status.success(),
+        "ethtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Host {
+    /// Needs root (as the whole suite does); `n` keeps parallel tests apart.
+    fn new(n: u8) -> Host {
+        let pid = std::process::id();
+        let ns = format!("chorus-kf{n}-{pid}");
+        let (a, b) = (format!("kfa{n}-{}", pid % 10000), format!("kfb{n}-{}", pid % 10000));
+        let (here, there) = (format!("10.201.{n}.1"), format!("10.201.{n}.2"));
+        ip(&["netns", "add", &ns]);
+        let host = Host { ns, here, there };
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(&["link", "set", &b, "netns", &host.ns]);
+        ip(&["addr", "add", &format!("{}/24", host.here), "dev", &a]);
+        ip(&["link", "set", &a, "up"]);
+        let inside = |args: &[&str]| {
+            let mut v = vec!["netns", "exec", &host.ns, "ip"];
+            v.extend_from_slice(args);
+            ip(&v);
+        };
+        inside(&["addr", "add", &format!("{}/24", host.there), "dev", &b]);
+        inside(&["link", "set", &b, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ethtool_off(None, &a);
+        ethtool_off(Some(&host.ns), &b);
+        host
+    }
+
+    /// Runs `f` on a thread inside the namespace: sockets it makes live there.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("the namespace exists");
+            // SAFETY: setns on this thread only, with a namespace descriptor.
+            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("the namespace thread ends")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace that holds one end.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Packets the kernel rejected for a bad UDP checksum, seen from inside `host`.
+fn csum_errors(host: &Host) -> u64 {
+    host.run(|| {
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        let (names, values) = (udp[0].split_whitespace(), udp[1].split_whitespace());
+        names
+            .zip(values)
+            .find(|(n, _)| *n == "InCsumErrors")
+            .map_or(0, |(_, v)| v.parse().unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phones_on_another_host_are_forwarded_out_of_its_interface_with_right_checksums() {
+    let host = Host::new(1);
+    let d = Daemon::start(120, &["--kernel-forward", "on", "--media-bind", &host.here]).await;
+    let there = host.there.clone();
+    let (mut a, mut b) = host.run(move || (Peer::new(&there), Peer::new(&there)));
+    let (to_a, to_b) = d.call("kremote", &a, &b).await;
+    let errors = csum_errors(&host);
+    // Exchanged from inside the namespace: its sockets are there already,
+    // but the reads and writes may run anywhere.
+    exchange(&mut a, to_a, &mut b, to_b, 50);
+    let m = d.metrics().await;
+    let forwarded = metric(&m, "chorus_kernel_forwarded_packets_total");
+    assert!(
+        forwarded >= 90.0,
+        "the kernel forwarded {forwarded} of 100, out of the veth"
+    );
+    assert_eq!(csum_errors(&host), errors, "no packet with a bad checksum");
+}
+
+/// Where the kernel cannot forward (here: an interface that does not
+/// exist), `on` refuses to start and says why; `auto` says why and relays
+/// in userspace.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_kernel_forwarding_auto_relays_in_userspace_and_on_refuses_to_start() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("kernel-missing-interface.toml");
+    std::fs::write(&config, "kernel_interfaces = [\"nosuch0\"]\n").unwrap();
+    let config = config.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["serve", "--config", &config, "--kernel-forward", "on"])
+        .args(["--http-listen", "127.0.0.1:0", "--ng-listen", "127.0.0.1:0"])
+        .args(["--port-min", "24840", "--port-max", "24879"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without kernel forwarding: {stderr}");
+    assert!(
+        stderr.contains("kernel_forward") && stderr.contains("nosuch0"),
+        "{stderr}"
+    );
+
+    let d = Daemon::start(121, &["--config", &config]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("kauto", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 20);
+    assert_eq!(kernel_streams(&d).await, (0.0, 0.0), "all in userspace");
+    let log = std::fs::read_to_string(dir.join("slot-121.log")).unwrap();
+    assert!(
+        log.contains("relaying in userspace only") && log.contains("nosuch0"),
+        "{log}"
+    );
 }

@@ -55,6 +55,10 @@ struct Args {
     /// Label for the report line.
     #[arg(long, default_value = "")]
     label: String,
+    /// The target's name in the report (two instances of one relay, set
+    /// up differently); by default the target's kind.
+    #[arg(long)]
+    name: Option<String>,
     /// Control-plane mode: run this many offer+answer+delete set-ups, no media.
     #[arg(long)]
     setups: Option<usize>,
@@ -429,7 +433,7 @@ fn main() {
     }
     let report = serde_json::json!({
         "label": args.label,
-        "target": format!("{:?}", args.target).to_lowercase(),
+        "target": target_name(&args),
         "calls": args.calls,
         "srtp": args.srtp,
         "transcode": args.transcode,
@@ -724,7 +728,7 @@ fn setup_rate(args: &Args, n: usize) {
     let report = serde_json::json!({
         "label": args.label,
         "mode": "setup",
-        "target": format!("{:?}", args.target).to_lowercase(),
+        "target": target_name(args),
         "proto": if args.target == Target::Rtpengine { "ng".to_string() } else { format!("{:?}", args.proto).to_lowercase() },
         "setups": n,
         "concurrency": c,
@@ -732,4 +736,11 @@ fn setup_rate(args: &Args, n: usize) {
         "setup_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
     });
     println!("{report}");
+}
+
+/// The target's name in the report: `--name`, or its kind.
+fn target_name(args: &Args) -> String {
+    args.name
+        .clone()
+        .unwrap_or_else(|| format!("{:?}", args.target).to_lowercase())
 }
