@@ -285,3 +285,52 @@ async fn without_kernel_forwarding_auto_relays_in_userspace_and_on_refuses_to_st
         "{log}"
     );
 }
+
+/// A call whose media flows only through the kernel is alive: the media
+/// timeout reads the kernel's last-seen time, and ends the call once the
+/// phones stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_media_timeout_sees_what_the_kernel_forwards() {
+    let d = Daemon::start(122, &["--kernel-forward", "on", "--media-timeout", "1"]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("kt", &a, &b).await;
+    // Two seconds of talk, every packet but the first few in the kernel.
+    for _ in 0..40 {
+        exchange(&mut a, to_a, &mut b, to_b, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kernel_streams(&d).await.0, 2.0);
+    let (s, _) = d.get("/v1/calls/kt").await;
+    assert_eq!(s, 200, "a call talking through the kernel did not time out");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (s, _) = d.get("/v1/calls/kt").await;
+    assert_eq!(s, 404, "a silent call timed out");
+    assert_eq!(kernel_streams(&d).await.0, 0.0);
+}
+
+/// New SDP (a re-INVITE moving B to another port) takes the call back
+/// from the kernel first: nothing more goes to B's old port.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_sdp_moves_the_stream_without_a_stale_kernel_entry() {
+    let d = Daemon::start(123, &["--kernel-forward", "on"]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("kmove", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 5);
+    assert_eq!(kernel_streams(&d).await.0, 2.0);
+    let mut b2 = Peer::new("127.0.0.1");
+    let (s, r) = d
+        .post("/v1/calls/kmove/offer", json!({"from_tag": "ta", "sdp": a.sdp()}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = d
+        .post(
+            "/v1/calls/kmove/answer",
+            json!({"from_tag": "ta", "to_tag": "tb", "sdp": b2.sdp()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(kernel_streams(&d).await.0, 0.0, "taken back before the change");
+    exchange(&mut a, to_a, &mut b2, to_b, 10);
+    assert_eq!(drain(&b.rtp), 0, "B's old port gets nothing");
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "the new path is in the kernel");
+}
