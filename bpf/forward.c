@@ -23,11 +23,7 @@
 #define __type(name, val) __typeof__(val) *name
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
-                                   __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
-static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
-                                   __u64 size) = (void *)BPF_FUNC_l3_csum_replace;
+static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen,
@@ -69,12 +65,17 @@ struct {
     __type(value, struct fwd_val);
 } chorus_fwd SEC(".maps");
 
-// All streams together, for /metrics: [0] packets, [1] bytes.
+// All streams together, for /metrics.
+struct totals {
+    __u64 packets;
+    __u64 bytes;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u64);
+    __type(value, struct totals);
 } chorus_fwd_totals SEC(".maps");
 
 #define IP_OFF ETH_HLEN
@@ -82,11 +83,18 @@ struct {
 #define IP_CSUM (IP_OFF + __builtin_offsetof(struct iphdr, check))
 #define UDP_CSUM (UDP_OFF + __builtin_offsetof(struct udphdr, check))
 
-static void add_total(__u32 i, __u64 n)
+// Ones' complement sums, folded to 32 and to 16 bits.
+static __u32 fold32(__u64 s)
 {
-    __u64 *t = bpf_map_lookup_elem(&chorus_fwd_totals, &i);
-    if (t)
-        *t += n;
+    s = (s & 0xffffffff) + (s >> 32);
+    return (__u32)((s & 0xffffffff) + (s >> 32));
+}
+
+static __u16 fold16(__u64 s)
+{
+    __u32 x = fold32(s);
+    x = (x & 0xffff) + (x >> 16);
+    return (__u16)((x & 0xffff) + (x >> 16));
 }
 
 SEC("classifier")
@@ -122,19 +130,7 @@ int chorus_forward(struct __sk_buff *skb)
     if (udp_len < sizeof(struct udphdr) + 12)
         return TC_ACT_UNSPEC;
 
-    __u32 old_s = ip->saddr, old_d = ip->daddr;
-    __u16 old_sp = udp->source, old_dp = udp->dest;
-    __u16 old_tos = *(__u16 *)ip;
-    __u16 new_tos = old_tos;
-    ((__u8 *)&new_tos)[1] = (v->tos & 0xfc) | (((__u8 *)&old_tos)[1] & 3);
-    struct {
-        __u32 s, d;
-    } addrs = {v->out_addr, v->dst_addr};
-    struct {
-        __u16 s, d;
-    } ports = {v->out_port, v->dst_port};
     __u64 bytes = udp_len - sizeof(struct udphdr);
-
     // RFC 3550 A.1's rule, so the worker's loss figure stays right: ahead
     // by less than 3000 moves the maximum, anything else leaves it.
     __u16 seq = ((__u16)rtp[2] << 8) | rtp[3];
@@ -144,22 +140,35 @@ int chorus_forward(struct __sk_buff *skb)
         v->seq_max = max + ahead;
     __sync_fetch_and_add(&v->packets, 1);
     __sync_fetch_and_add(&v->bytes, bytes);
-    v->last_ns = bpf_ktime_get_ns();
-    add_total(0, 1);
-    add_total(1, bytes);
+    // Coarse (a tick): the worker only needs it for the media timeout.
+    v->last_ns = bpf_ktime_get_coarse_ns();
+    __u32 zero = 0;
+    struct totals *t = bpf_map_lookup_elem(&chorus_fwd_totals, &zero);
+    if (t) {
+        t->packets += 1;
+        t->bytes += bytes;
+    }
 
+    // The rewrite, in place. The IP header checksum is always complete and
+    // is updated here (RFC 1624); the UDP checksum may be complete, partial
+    // (offloaded: only the pseudo-header sum) or absent, which only the
+    // kernel's helper knows: it gets the two differences, the addresses'
+    // (pseudo-header) and the ports'.
+    __u32 first = *(__u32 *)ip, new_first = first;
+    ((__u8 *)&new_first)[1] = (v->tos & 0xfc) | (((__u8 *)&first)[1] & 3);
+    __u32 ports = *(__u32 *)udp;
+    __u32 new_ports = ((__u32)v->dst_port << 16) | v->out_port;
+    __u64 d_addr = (__u64)~ip->saddr + ~ip->daddr + v->out_addr + v->dst_addr;
+    __u64 d_ports = (__u64)~ports + new_ports;
+    __u64 d_ip = d_addr + (__u32)~first + new_first + (__u16)~ip->check;
+    ip->saddr = v->out_addr;
+    ip->daddr = v->dst_addr;
+    *(__u32 *)ip = new_first;
+    ip->check = ~fold16(d_ip);
+    *(__u32 *)udp = new_ports;
     // A zero UDP checksum (none) stays zero: BPF_F_MARK_MANGLED_0.
-    __u64 l4 = BPF_F_MARK_MANGLED_0;
-    bpf_l4_csum_replace(skb, UDP_CSUM, old_s, addrs.s, l4 | BPF_F_PSEUDO_HDR | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM, old_d, addrs.d, l4 | BPF_F_PSEUDO_HDR | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM, old_sp, ports.s, l4 | 2);
-    bpf_l4_csum_replace(skb, UDP_CSUM, old_dp, ports.d, l4 | 2);
-    bpf_l3_csum_replace(skb, IP_CSUM, old_s, addrs.s, 4);
-    bpf_l3_csum_replace(skb, IP_CSUM, old_d, addrs.d, 4);
-    bpf_l3_csum_replace(skb, IP_CSUM, old_tos, new_tos, 2);
-    bpf_skb_store_bytes(skb, IP_OFF, &new_tos, 2, 0);
-    bpf_skb_store_bytes(skb, IP_OFF + __builtin_offsetof(struct iphdr, saddr), &addrs, 8, 0);
-    bpf_skb_store_bytes(skb, UDP_OFF, &ports, 4, 0);
+    bpf_l4_csum_replace(skb, UDP_CSUM, 0, fold32(d_addr), BPF_F_MARK_MANGLED_0 | BPF_F_PSEUDO_HDR);
+    bpf_l4_csum_replace(skb, UDP_CSUM, 0, fold32(d_ports), BPF_F_MARK_MANGLED_0);
 
     // To a peer on this host: the stack delivers it by its new header.
     // Elsewhere: out of the interface the worker's route lookup named,

@@ -39,7 +39,7 @@ pub enum Mode {
 /// The loaded program, its links and its maps, for the process's lifetime.
 pub struct KernelForward {
     pub map: ForwardMap,
-    totals: Mutex<PerCpuArray<aya::maps::MapData, u64>>,
+    totals: Mutex<PerCpuArray<aya::maps::MapData, [u64; 2]>>,
     pub interfaces: Vec<String>,
     /// Holds the program and its links: dropping it detaches them.
     _ebpf: Mutex<aya::Ebpf>,
@@ -122,7 +122,9 @@ impl KernelForward {
     /// Packets and UDP payload bytes forwarded in the kernel so far.
     pub fn totals(&self) -> (u64, u64) {
         let Ok(t) = self.totals.lock() else { return (0, 0) };
-        let sum = |i: u32| t.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        (sum(0), sum(1))
+        // One [packets, bytes] per CPU.
+        t.get(&0, 0)
+            .map(|cpus| cpus.iter().fold((0, 0), |(p, b), c| (p + c[0], b + c[1])))
+            .unwrap_or((0, 0))
     }
 }
