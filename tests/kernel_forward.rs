@@ -309,8 +309,11 @@ async fn without_kernel_forwarding_auto_relays_in_userspace_and_on_refuses_to_st
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started without kernel forwarding: {stderr}");
+    // Why: the missing interface, or (where the machine allows no eBPF at
+    // all) whatever stopped it first.
+    let allowed = machine_allows_ebpf().is_ok();
     assert!(
-        stderr.contains("kernel_forward") && stderr.contains("nosuch0"),
+        stderr.contains("kernel_forward") && (stderr.contains("nosuch0") || !allowed),
         "{stderr}"
     );
 
@@ -321,7 +324,7 @@ async fn without_kernel_forwarding_auto_relays_in_userspace_and_on_refuses_to_st
     assert_eq!(kernel_streams(&d).await, (0.0, 0.0), "all in userspace");
     let log = std::fs::read_to_string(dir.join("slot-121.log")).unwrap();
     assert!(
-        log.contains("relaying in userspace only") && log.contains("nosuch0"),
+        log.contains("relaying in userspace only") && (log.contains("nosuch0") || !allowed),
         "{log}"
     );
 }
