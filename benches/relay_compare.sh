@@ -11,7 +11,9 @@
 #     one socket per leg, each receiver asleep in epoll until its packet)
 #   KERNEL=0 benches/relay_compare.sh   (leaves out chorus-kernel, a second
 #     chorus that forwards latched plain RTP in the kernel with eBPF; the
-#     first, `chorus`, relays in userspace)
+#     first, `chorus`, relays in userspace with epoll)
+#   URING=1 benches/relay_compare.sh   (adds chorus-uring: the userspace
+#     relay on io_uring, --io uring)
 #
 # Besides the relay's own CPU, each run reports the whole host's (every
 # process, interrupts, softirq) per packet; the direct run's, taken in the
@@ -51,7 +53,14 @@ rtpengine --config-file=none --table=-1 --delete-delay=0 --interface=127.0.0.1 \
   --listen-ng=127.0.0.1:22223 --port-min=30000 --port-max=39999 --num-threads=2 \
   -f -E --log-level=3 >/tmp/rtpengine-bench.log 2>&1 &
 RE=$!
-trap 'kill $CH $CHK $RE 2>/dev/null || true' EXIT
+CHU=""
+if [ -n "${URING:-}" ]; then
+  ./target/release/chorus serve --port-min 10000 --port-max 19999 --media-timeout 0 \
+    --http-listen 127.0.0.1:8082 --ng-listen 127.0.0.1:22225 --workers 2 --kernel-forward off --io uring \
+    2>/tmp/chorus-uring-bench.log &
+  CHU=$!
+fi
+trap 'kill $CH $CHK $CHU $RE 2>/dev/null || true' EXIT
 sleep 2
 
 for n in "${CALLS[@]}"; do
@@ -59,6 +68,10 @@ for n in "${CALLS[@]}"; do
     ./target/release/chorus-load --target direct --calls "$n" --seconds "$SECS" $EP --label "round $r" | tee -a "$OUT"
     ./target/release/chorus-load --target chorus --calls "$n" --seconds "$SECS" --pid $CH $EP --label "round $r" | tee -a "$OUT"
     ./target/release/chorus-load --target rtpengine --ng 127.0.0.1:22223 --calls "$n" --seconds "$SECS" --pid $RE $EP --label "round $r" | tee -a "$OUT"
+    if [ -n "$CHU" ]; then
+      ./target/release/chorus-load --target chorus --name chorus-uring --api http://127.0.0.1:8082 \
+        --calls "$n" --seconds "$SECS" --pid $CHU $EP --label "round $r" | tee -a "$OUT"
+    fi
     if [ -n "$CHK" ]; then
       ./target/release/chorus-load --target chorus --name chorus-kernel --api http://127.0.0.1:8081 \
         --calls "$n" --seconds "$SECS" --pid $CHK $EP --label "round $r" | tee -a "$OUT"
@@ -77,7 +90,7 @@ med = lambda xs: statistics.median(xs) if xs else float("nan")
 print()
 print("| calls | relay | packets/s | loss % | CPU µs/packet | relay CPU (cores) | latency p50 ms | p99 ms | p99.9 ms |")
 print("|---|---|---|---|---|---|---|---|---|")
-kinds = [("direct", False), ("chorus", False), ("chorus-kernel", False), ("rtpengine", False), ("chorus", True), ("rtpengine", True)]
+kinds = [("direct", False), ("chorus", False), ("chorus-uring", False), ("chorus-kernel", False), ("rtpengine", False), ("chorus", True), ("rtpengine", True)]
 for n in sorted({r["calls"] for r in runs}):
     for t, srtp in kinds:
         rs = [r for r in runs if r["calls"] == n and r["target"] == t and r.get("srtp", False) == srtp]
@@ -92,6 +105,8 @@ for n in sorted({r["calls"] for r in runs}):
                            and r.get("srtp", False) == srtp and r["relay_cpu_us_per_packet"] is not None]
     for a, b, what in [(("chorus", False), ("rtpengine", False), "chorus/rtpengine, plain"),
                        (("chorus-kernel", False), ("rtpengine", False), "chorus-kernel/rtpengine, plain"),
+                       (("chorus-uring", False), ("rtpengine", False), "chorus-uring/rtpengine, plain"),
+                       (("chorus-uring", False), ("chorus", False), "chorus-uring/chorus (io_uring/epoll)"),
                        (("chorus", True), ("rtpengine", True), "chorus/rtpengine, SRTP bridging"),
                        (("chorus", True), ("chorus", False), "chorus SRTP bridging/plain"),
                        (("rtpengine", True), ("rtpengine", False), "rtpengine SRTP bridging/plain")]:
@@ -106,14 +121,14 @@ for n in sorted({r["calls"] for r in runs}):
         rr = {r["target"]: r for r in runs if r["calls"] == n and r.get("label", "") == label and not r.get("srtp")}
         if "direct" in rr and rr["direct"].get("host_cpu_us_per_packet") is not None:
             base = rr["direct"]["host_cpu_us_per_packet"]
-            for t in ("chorus", "chorus-kernel", "rtpengine"):
+            for t in ("chorus", "chorus-uring", "chorus-kernel", "rtpengine"):
                 if t in rr and rr[t].get("host_cpu_us_per_packet") is not None:
                     extra.setdefault(t, []).append((rr[t]["host_cpu_us_per_packet"] - base, rr[t]["relay_cpu_us_per_packet"]))
     for t, xs in extra.items():
         host = ", ".join(f"{h:.2f}" for h, _ in xs)
         own = ", ".join(f"{o:.2f}" for _, o in xs)
         print(f"{n} calls: {t}: whole host less direct, µs/packet by round: {host}; the relay's own: {own}")
-    for t in ("chorus", "chorus-kernel"):
+    for t in ("chorus", "chorus-uring", "chorus-kernel"):
         if t not in extra or "rtpengine" not in extra:
             continue
         ratios = [c[0] / e[0] for c, e in zip(extra[t], extra["rtpengine"]) if e[0] > 0]

@@ -104,6 +104,20 @@ pub struct Config {
     /// Interfaces to attach the kernel forwarder to; empty: loopback and
     /// those holding a media address (all, for an unspecified address).
     pub kernel_interfaces: Vec<String>,
+    /// How workers read and send call sockets: `epoll`, or `uring`
+    /// (io_uring; a worker whose kernel refuses it says so and uses epoll).
+    pub io: IoMode,
+}
+
+/// How media workers wait for and move datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// epoll readiness, then recvfrom and sendto per datagram.
+    #[default]
+    Epoll,
+    /// io_uring: multishot receives, batched sends.
+    Uring,
 }
 
 impl Default for Config {
@@ -144,6 +158,7 @@ impl Default for Config {
             media_dir: "media".into(),
             kernel_forward: crate::offload::Mode::Auto,
             kernel_interfaces: Vec::new(),
+            io: IoMode::Epoll,
         }
     }
 }
@@ -183,6 +198,7 @@ const ENV_KEYS: &[&str] = &[
     "recording_dir",
     "media_dir",
     "kernel_forward",
+    "io",
 ];
 
 impl Config {

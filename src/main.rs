@@ -165,6 +165,10 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_forward: Option<chorus::offload::Mode>,
+    /// How workers read and send call sockets: epoll, or uring (io_uring) [default: epoll].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    io: Option<chorus::config::IoMode>,
 }
 
 /// mimalloc: the control plane allocates per request (bencode, SDP, JSON);

@@ -148,6 +148,7 @@ impl State {
             offload_min: config.mixer_offload_min,
             kernel: kernel.clone(),
             tos: config.dscp << 2,
+            io_uring: config.io == crate::config::IoMode::Uring,
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();

@@ -8,6 +8,7 @@ pub mod ports;
 pub mod recv_pool;
 mod runner;
 pub mod send_pool;
+mod uring;
 
 use crate::media::relay::{PeerSpec, SideReport, StreamKind};
 use crate::media::srtp::Key;
@@ -506,6 +507,8 @@ pub struct WorkerConfig {
     pub kernel: Option<Arc<crate::offload::KernelForward>>,
     /// The TOS byte of media sockets (DSCP), for what the kernel forwards.
     pub tos: u8,
+    /// Read and send call sockets through io_uring (`--io uring`).
+    pub io_uring: bool,
 }
 
 /// Starts worker `index` on its own thread, under a supervisor: a panic that

@@ -14,7 +14,7 @@ use crate::media::srtp::{self, SrtpSide};
 use crate::media::transcode::Transcoder;
 use crate::metrics::WorkerCounters;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
@@ -50,6 +50,9 @@ pub(super) struct Sock {
     owner: Owner,
     rtcp: bool,
     queued: bool,
+    /// Read by the io_uring (`io::ring`) rather than epoll, under this
+    /// generation (completions of an earlier socket in the slot are stale).
+    ring: Option<u32>,
 }
 
 impl Sock {
@@ -121,6 +124,10 @@ pub(super) struct Runner {
     /// Since when tick work is being added up, and how much (see `ticks`).
     tick_window: (Option<Instant>, Duration),
     overload: crate::media::overload::OverloadGuard,
+    /// io_uring for call sockets (`--io uring`); `None`: epoll.
+    ring: Option<crate::worker::uring::Uring>,
+    /// The generation the next socket read by the ring gets.
+    next_gen: u32,
     /// Test-only: calls and conferences that panic on their next packet or tick.
     #[cfg(feature = "test-hooks")]
     armed_panics: std::collections::HashSet<CallKey>,
@@ -137,8 +144,10 @@ mod conference_host;
 mod forward;
 mod hearing;
 mod inject;
+mod io;
 mod isolation;
 mod kernel;
+mod sockets;
 mod stream;
 mod taps;
 mod ticks;
@@ -156,7 +165,10 @@ impl Runner {
         counters: Arc<WorkerCounters>,
         config: WorkerConfig,
     ) -> Self {
+        let ring = io::ring_for(&config, &poll);
         Runner {
+            ring,
+            next_gen: 0,
             poll,
             commands,
             wake_pending,
@@ -200,22 +212,13 @@ impl Runner {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media worker poll failed");
-                }
-                continue;
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    WAKER => {
-                        if !self.drain_commands() {
-                            return;
-                        }
-                        self.take_handovers();
-                    }
-                    Token(slot) => self.service(slot),
-                }
+            let go_on = if self.ring.is_some() {
+                self.ring_turn(&mut events, timeout)
+            } else {
+                self.epoll_turn(&mut events, Some(timeout))
+            };
+            if !go_on {
+                return;
             }
             for _ in 0..self.queued.len() {
                 let Some(slot) = self.queued.pop_front() else {
@@ -249,29 +252,26 @@ impl Runner {
         }
     }
 
-    /// Reads up to the budget from one socket and relays what it reads.
-    fn service(&mut self, slot: usize) {
-        for _ in 0..BUDGET_PER_SOCKET {
-            let Some(s) = self.sockets.get(slot) else {
-                return;
-            };
-            match s.socket.recv_from(&mut self.buf[..BUF_BYTES]) {
-                Ok((n, from)) => self.relay_one(slot, n, from),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                // ICMP errors from earlier sends surface here; the socket is fine.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "recv failed");
-                    return;
+    /// Waits on epoll and handles what it reports; false once told to stop.
+    fn epoll_turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> bool {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                tracing::error!(error = %e, "media worker poll failed");
+            }
+            return true;
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => {
+                    if !self.drain_commands() {
+                        return false;
+                    }
+                    self.take_handovers();
                 }
+                Token(slot) => self.service(slot),
             }
         }
-        if let Some(s) = self.sockets.get_mut(slot) {
-            if !s.queued {
-                s.queued = true;
-                self.queued.push_back(slot);
-            }
-        }
+        true
     }
 
     fn relay_one(&mut self, slot: usize, n: usize, from: SocketAddr) {
@@ -396,14 +396,20 @@ impl Runner {
             Ok(sealed) => sealed,
             Err(reason) => return count_drop(&mut call.streams[si], side, reason, c),
         };
-        let sent = sock.map(|s| s.send_to(&self.buf[..n], fwd.to));
+        // On the ring unless a key press follows it (which goes out now:
+        // the two must not swap).
+        let ring = self.ring.as_mut().filter(|_| event.is_none());
+        let sent = sock.map(|s| io::send(ring, s, &self.buf[..n], fwd.to));
         if let (Some(ev), Some(s)) = (event, sock) {
             inject::send(sealer, 1 - side, ev, s, fwd.to);
         }
         let reason = match sent {
-            Some(Ok(_)) => {
-                WorkerCounters::add(&c.packets_relayed, 1);
-                WorkerCounters::add(&c.bytes_relayed, n as u64);
+            Some(Ok(queued)) => {
+                // A queued send is counted when it completes.
+                if !queued {
+                    WorkerCounters::add(&c.packets_relayed, 1);
+                    WorkerCounters::add(&c.bytes_relayed, n as u64);
+                }
                 if fwd.kind == PacketKind::Rtp && !rtcp && !fwd.from_rtcp_socket {
                     self.offer_to_kernel(ci, si, side, fwd.to);
                 }
@@ -621,55 +627,6 @@ impl Runner {
         Ok(())
     }
 
-    fn open_socket(
-        &mut self,
-        mut socket: UdpSocket,
-        local: SocketAddr,
-        owner: Owner,
-        rtcp: bool,
-    ) -> Result<usize, WorkerError> {
-        let entry = self.sockets.vacant_entry();
-        let slot = entry.key();
-        self.poll
-            .registry()
-            .register(&mut socket, Token(slot), Interest::READABLE)
-            .map_err(|e| WorkerError::Watch {
-                addr: local,
-                error: e.to_string(),
-            })?;
-        entry.insert(Sock {
-            socket,
-            local,
-            owner,
-            rtcp,
-            queued: false,
-        });
-        // Packets may already wait (the socket was bound in the control
-        // plane); edge-triggered polling would not report them.
-        self.queue(slot);
-        Ok(slot)
-    }
-
-    fn queue(&mut self, slot: usize) {
-        if let Some(s) = self.sockets.get_mut(slot) {
-            if !s.queued {
-                s.queued = true;
-                self.queued.push_back(slot);
-            }
-        }
-    }
-
-    fn close_socket(&mut self, slot: usize) {
-        let mut s = self.sockets.remove(slot);
-        // A call's socket has no other descriptor: closing it takes it out
-        // of epoll (one syscall fewer, four per call). A participant's may
-        // have a duplicate with a helper worker, which would keep it in.
-        if !matches!(s.owner, Owner::Call { .. }) {
-            let _ = self.poll.registry().deregister(&mut s.socket);
-        }
-        // Dropping `s` closes the fd: the port can be bound again at once.
-    }
-
     fn detach(&mut self, key: CallKey, stream: usize, side: usize) -> Option<super::Detached> {
         let ci = *self.by_key.get(&key)?;
         let ws = self.calls[ci].streams.get_mut(stream)?;
@@ -682,6 +639,7 @@ impl Runner {
             .into_iter()
             .map(|slot| {
                 let mut s = self.sockets.remove(slot);
+                self.unwatch_ring(slot, &s);
                 let _ = self.poll.registry().deregister(&mut s.socket);
                 (s.local, std::net::UdpSocket::from(s.socket))
             })

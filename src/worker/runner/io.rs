@@ -1,0 +1,113 @@
+//! The worker loop's io_uring turn (`--io uring`, `worker::uring`): one
+//! `io_uring_enter` submits the turn's sends and waits; completions are
+//! datagrams (handled as `service` would), finished sends, and the
+//! worker's epoll becoming readable (commands, conference sockets).
+
+use super::{Runner, Sock};
+use crate::media::relay::DropReason;
+use crate::metrics::WorkerCounters;
+use crate::worker::uring::{Done, Uring};
+use crate::worker::{clock, WorkerConfig};
+use mio::{Events, Poll};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// The worker's ring, when the configuration asks for one and the kernel
+/// gives it; otherwise epoll, said once per worker.
+pub(super) fn ring_for(config: &WorkerConfig, poll: &Poll) -> Option<Uring> {
+    if !config.io_uring {
+        return None;
+    }
+    match Uring::new(poll.as_raw_fd()) {
+        Ok(r) => Some(r),
+        Err(error) => {
+            tracing::warn!(worker = config.index, %error, "io_uring unavailable: this worker uses epoll");
+            None
+        }
+    }
+}
+
+/// Sends `bytes` to `to` from `socket`: queued on the ring when there is
+/// one with room (true), else at once with `sendto` (false).
+pub(super) fn send(
+    ring: Option<&mut Uring>,
+    socket: &mio::net::UdpSocket,
+    bytes: &[u8],
+    to: SocketAddr,
+) -> std::io::Result<bool> {
+    if let Some(r) = ring {
+        if r.send(socket.as_raw_fd(), bytes, to) {
+            return Ok(true);
+        }
+    }
+    socket.send_to(bytes, to).map(|_| false)
+}
+
+impl Runner {
+    /// One turn: submit, wait up to `timeout`, handle every completion.
+    /// False once the worker is told to stop.
+    pub(super) fn ring_turn(&mut self, events: &mut Events, timeout: Duration) -> bool {
+        let Some(ring) = &mut self.ring else { return true };
+        if let Err(e) = ring.submit_and_wait(timeout) {
+            tracing::error!(error = %e, "media worker io_uring wait failed");
+        }
+        let mut epoll = false;
+        while let Some(done) = self.ring.as_mut().and_then(|r| r.next(&mut self.buf)) {
+            match done {
+                Done::Packet { slot, gen, n, from } => {
+                    if self.on_ring(slot, gen) {
+                        self.relay_one(slot, n, from);
+                    }
+                }
+                Done::Bad { slot, gen } => {
+                    if self.on_ring(slot, gen) {
+                        WorkerCounters::add(&self.counters.drops[DropReason::Malformed as usize], 1);
+                    }
+                }
+                Done::Ended { slot, gen, error } => self.rearm(slot, gen, error),
+                Done::Sent(Ok(n)) => {
+                    WorkerCounters::add(&self.counters.packets_relayed, 1);
+                    WorkerCounters::add(&self.counters.bytes_relayed, n as u64);
+                }
+                Done::Sent(Err(_)) => {
+                    WorkerCounters::add(&self.counters.drops[DropReason::SendFailed as usize], 1);
+                }
+                Done::Epoll => epoll = true,
+            }
+        }
+        !epoll || self.epoll_turn(events, Some(Duration::ZERO))
+    }
+
+    /// Whether a completion for (`slot`, `gen`) is for the socket there now.
+    fn on_ring(&self, slot: usize, gen: u32) -> bool {
+        self.sockets.get(slot).is_some_and(|s| s.ring == Some(gen))
+    }
+
+    /// A socket's multishot receive ended: again, unless the socket is gone
+    /// or the kernel refuses it for good.
+    fn rearm(&mut self, slot: usize, gen: u32, error: Option<i32>) {
+        if !self.on_ring(slot, gen) {
+            return;
+        }
+        // Out of buffers (they are back by now) or a plain end: go on.
+        let fatal = error.filter(|e| *e != libc::ENOBUFS);
+        let fd = self.sockets[slot].socket.as_raw_fd();
+        let rearmed = match (fatal, &mut self.ring) {
+            (None, Some(r)) => r.arm(fd, slot, gen).map_err(|e| e.to_string()),
+            (Some(e), _) => Err(std::io::Error::from_raw_os_error(e).to_string()),
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = rearmed {
+            let local = self.sockets[slot].local;
+            tracing::error!(%local, %error, at = ?clock::now(), "io_uring stopped reading a socket");
+        }
+    }
+
+    /// Before a socket read by the ring closes or moves: stop its receive.
+    pub(super) fn unwatch_ring(&mut self, slot: usize, s: &Sock) {
+        if let (Some(gen), Some(r)) = (s.ring, &mut self.ring) {
+            r.disarm(slot, gen);
+        }
+    }
+}
