@@ -40,7 +40,7 @@ EP=${ENDPOINTS:+--endpoints}
 # The generator's sockets take ports above every relay's range.
 sysctl -qw net.ipv4.ip_local_port_range="50000 65000"
 ./target/release/chorus serve --port-min 20000 --port-max 29999 --media-timeout 0 \
-  --http-listen 127.0.0.1:8080 --workers 2 --kernel-forward off 2>/tmp/chorus-bench.log &
+  --http-listen 127.0.0.1:8080 --workers 2 --kernel-forward off --io epoll 2>/tmp/chorus-bench.log &
 CH=$!
 CHK=""
 if [ "${KERNEL:-1}" != 0 ]; then

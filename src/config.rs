@@ -104,8 +104,8 @@ pub struct Config {
     /// Interfaces to attach the kernel forwarder to; empty: loopback and
     /// those holding a media address (all, for an unspecified address).
     pub kernel_interfaces: Vec<String>,
-    /// How workers read and send call sockets: `epoll`, or `uring`
-    /// (io_uring; a worker whose kernel refuses it says so and uses epoll).
+    /// How workers read and send call sockets: `uring` (io_uring; a
+    /// worker whose kernel refuses it says so and uses epoll), or `epoll`.
     pub io: IoMode,
 }
 
@@ -114,9 +114,9 @@ pub struct Config {
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
     /// epoll readiness, then recvfrom and sendto per datagram.
-    #[default]
     Epoll,
     /// io_uring: multishot receives, batched sends.
+    #[default]
     Uring,
 }
 
@@ -158,7 +158,7 @@ impl Default for Config {
             media_dir: "media".into(),
             kernel_forward: crate::offload::Mode::Auto,
             kernel_interfaces: Vec::new(),
-            io: IoMode::Epoll,
+            io: IoMode::Uring,
         }
     }
 }

@@ -165,7 +165,7 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_forward: Option<chorus::offload::Mode>,
-    /// How workers read and send call sockets: epoll, or uring (io_uring) [default: epoll].
+    /// How workers read and send call sockets: uring (io_uring, epoll where the kernel refuses it), or epoll [default: uring].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     io: Option<chorus::config::IoMode>,

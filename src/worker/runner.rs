@@ -560,6 +560,8 @@ impl Runner {
                 self.calls.remove(ci);
             }
         }
+        // Sockets replaced or rolled back are closed before the reply.
+        self.flush_ring();
         result
     }
 
@@ -644,6 +646,8 @@ impl Runner {
                 (s.local, std::net::UdpSocket::from(s.socket))
             })
             .collect();
+        // The ring must not read them once the conference does.
+        self.flush_ring();
         // A call whose every side moved away has nothing left to relay: it
         // ends here, so no media timeout is reported for a live conversation.
         let emptied = self.calls[ci]
@@ -679,6 +683,7 @@ impl Runner {
                 self.close_socket(*slot);
             }
         }
+        self.flush_ring();
         Some(report)
     }
 

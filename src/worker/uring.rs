@@ -32,6 +32,7 @@ const BGID: u16 = 0;
 const RECV: u64 = 0;
 const SEND: u64 = 1 << 62;
 const POLL: u64 = 2 << 62;
+const CANCEL: u64 = 3 << 62;
 
 /// What one completion was.
 pub enum Done {
@@ -51,6 +52,8 @@ pub enum Done {
     Sent(io::Result<usize>),
     /// The worker's epoll has events (commands, other sockets).
     Epoll,
+    /// A cancel went through (the receive it ended reports as `Ended`).
+    Cancelled,
 }
 
 pub struct Uring {
@@ -68,6 +71,8 @@ pub struct Uring {
     epoll_fd: RawFd,
     /// A receive that ended with a datagram: the end is reported next.
     ended: Option<(usize, u32)>,
+    /// Cancels queued since the last flush.
+    cancels: usize,
 }
 
 // The raw pointer is to memory this value owns; nothing else aliases it.
@@ -149,6 +154,7 @@ impl Uring {
             free_sends: (0..SENDS as u16).collect(),
             epoll_fd,
             ended: None,
+            cancels: 0,
         };
         // SAFETY: `entries` is page-aligned, BUFS long and lives as long as the ring.
         unsafe {
@@ -206,23 +212,35 @@ impl Uring {
         self.push(e)
     }
 
-    /// Stops socket `slot`'s receive before its descriptor closes (an
-    /// in-flight receive would keep the port bound).
-    pub fn disarm(&mut self, slot: usize, gen: u32) {
-        let _ = self.ring.submit();
-        let cancel = types::CancelBuilder::user_data(user_data(RECV, slot, gen));
-        if let Err(e) = self.ring.submitter().register_sync_cancel(None, cancel) {
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                tracing::warn!(error = %e, "io_uring: cannot cancel a socket's receive");
+    /// Stops socket `slot`'s receive (queued: [`flush`](Self::flush) makes
+    /// it so). An in-flight receive holds the socket: until it is
+    /// cancelled, the port stays bound even once its descriptor is closed.
+    pub fn cancel(&mut self, slot: usize, gen: u32) {
+        let e = opcode::AsyncCancel::new(user_data(RECV, slot, gen))
+            .build()
+            .user_data(CANCEL);
+        if self.push(e).is_ok() {
+            self.cancels += 1;
+        }
+    }
+
+    /// Submits the queued cancels and runs their completions: every
+    /// cancelled receive has let go of its socket when this returns. One
+    /// system call however many sockets a call closed.
+    pub fn flush(&mut self) {
+        if self.cancels == 0 {
+            return;
+        }
+        self.cancels = 0;
+        // With deferred task work, a cancelled request lets go of its file
+        // only when this thread collects completions: a zero wait does it.
+        let ts = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&ts);
+        if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+            if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) {
+                tracing::warn!(error = %e, "io_uring: cannot cancel sockets' receives");
             }
         }
-        // With deferred task work the cancelled request lets go of the file
-        // only when this thread next collects completions: now.
-        let ts = types::Timespec::new();
-        let _ = self
-            .ring
-            .submitter()
-            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
     }
 
     /// Queues a datagram to `to` from `fd`; false (nothing queued) when no
@@ -294,6 +312,7 @@ impl Uring {
                 }
                 Done::Epoll
             }
+            CANCEL => Done::Cancelled,
             _ => {
                 let Some(bid) = cqueue::buffer_select(flags) else {
                     let error = (res < 0).then_some(-res);
@@ -389,10 +408,11 @@ mod tests {
         let mut r = [0u8; 64];
         a.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         assert_eq!(a.recv_from(&mut r).unwrap().0, 10);
-        // Cancelled before close: the port is free at once.
-        u.disarm(7, 3);
+        // Cancelled and closed: the port is free once the cancels are flushed.
+        u.cancel(7, 3);
         let addr = b.local_addr().unwrap();
         drop(b);
+        u.flush();
         UdpSocket::bind(addr).expect("the port is free after disarm");
         assert!(sockaddr_of(&[0; 3]).is_none());
     }

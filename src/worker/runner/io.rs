@@ -74,6 +74,7 @@ impl Runner {
                     WorkerCounters::add(&self.counters.drops[DropReason::SendFailed as usize], 1);
                 }
                 Done::Epoll => epoll = true,
+                Done::Cancelled => {}
             }
         }
         !epoll || self.epoll_turn(events, Some(Duration::ZERO))
@@ -104,10 +105,20 @@ impl Runner {
         }
     }
 
-    /// Before a socket read by the ring closes or moves: stop its receive.
+    /// Before a socket read by the ring closes or moves: stop its receive
+    /// (queued; [`flush_ring`](Self::flush_ring) before the port is reused).
     pub(super) fn unwatch_ring(&mut self, slot: usize, s: &Sock) {
         if let (Some(gen), Some(r)) = (s.ring, &mut self.ring) {
-            r.disarm(slot, gen);
+            r.cancel(slot, gen);
+        }
+    }
+
+    /// Makes the queued cancels so: the sockets closed since are closed in
+    /// the kernel too, so their ports may be bound again (before a reply
+    /// or event lets the control plane hand them out).
+    pub(super) fn flush_ring(&mut self) {
+        if let Some(r) = &mut self.ring {
+            r.flush();
         }
     }
 }

@@ -96,6 +96,7 @@ impl Runner {
         for slot in slots {
             self.close_socket(slot);
         }
+        self.flush_ring();
         self.queued.retain(|slot| self.sockets.contains(*slot));
     }
 
