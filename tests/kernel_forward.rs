@@ -211,23 +211,28 @@ fn ethtool_off(ns: Option<&str>, dev: &str) {
 
 impl Host {
     /// Needs root (as the whole suite does); `n` keeps parallel tests apart.
-    fn new(n: u8) -> Host {
+    fn new(n: u8, v6: bool) -> Host {
         let pid = std::process::id();
         let ns = format!("chorus-kf{n}-{pid}");
         let (a, b) = (format!("kfa{n}-{}", pid % 10000), format!("kfb{n}-{}", pid % 10000));
-        let (here, there) = (format!("10.201.{n}.1"), format!("10.201.{n}.2"));
+        let (here, there, prefix) = if v6 {
+            (format!("fd00:201:{n}::1"), format!("fd00:201:{n}::2"), 64)
+        } else {
+            (format!("10.201.{n}.1"), format!("10.201.{n}.2"), 24)
+        };
         ip(&["netns", "add", &ns]);
         let host = Host { ns, here, there };
         ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
         ip(&["link", "set", &b, "netns", &host.ns]);
-        ip(&["addr", "add", &format!("{}/24", host.here), "dev", &a]);
+        // nodad: usable at once (IPv6 would first probe for duplicates).
+        ip(&["addr", "add", &format!("{}/{prefix}", host.here), "dev", &a, "nodad"]);
         ip(&["link", "set", &a, "up"]);
         let inside = |args: &[&str]| {
             let mut v = vec!["netns", "exec", &host.ns, "ip"];
             v.extend_from_slice(args);
             ip(&v);
         };
-        inside(&["addr", "add", &format!("{}/24", host.there), "dev", &b]);
+        inside(&["addr", "add", &format!("{}/{prefix}", host.there), "dev", &b, "nodad"]);
         inside(&["link", "set", &b, "up"]);
         inside(&["link", "set", "lo", "up"]);
         ethtool_off(None, &a);
@@ -257,27 +262,35 @@ impl Drop for Host {
     }
 }
 
-/// Packets the kernel rejected for a bad UDP checksum, seen from inside `host`.
+/// Packets the kernel rejected for a bad UDP checksum, seen from inside
+/// `host` (over IPv4 and IPv6).
 fn csum_errors(host: &Host) -> u64 {
     host.run(|| {
         let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
         let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
         let (names, values) = (udp[0].split_whitespace(), udp[1].split_whitespace());
-        names
+        let v4: u64 = names
             .zip(values)
             .find(|(n, _)| *n == "InCsumErrors")
-            .map_or(0, |(_, v)| v.parse().unwrap())
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let snmp6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+        let v6: u64 = snmp6
+            .lines()
+            .find_map(|l| l.strip_prefix("Udp6InCsumErrors"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        v4 + v6
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn phones_on_another_host_are_forwarded_out_of_its_interface_with_right_checksums() {
-    needs_ebpf!();
-    let host = Host::new(1);
-    let d = Daemon::start(120, &["--kernel-forward", "on", "--media-bind", &host.here]).await;
+/// Phones on another host: forwarded out of the interface the route
+/// names, every checksum verified by the receiver.
+async fn phones_on_another_host(n: u8, v6: bool, slot: u16) {
+    let host = Host::new(n, v6);
+    let d = Daemon::start(slot, &["--kernel-forward", "on", "--media-bind", &host.here]).await;
     let there = host.there.clone();
     let (mut a, mut b) = host.run(move || (Peer::new(&there), Peer::new(&there)));
     let (to_a, to_b) = d.call("kremote", &a, &b).await;
+    assert_eq!(to_a.is_ipv6(), v6);
     let errors = csum_errors(&host);
     // Exchanged from inside the namespace: its sockets are there already,
     // but the reads and writes may run anywhere.
@@ -289,6 +302,18 @@ async fn phones_on_another_host_are_forwarded_out_of_its_interface_with_right_ch
         "the kernel forwarded {forwarded} of 100, out of the veth"
     );
     assert_eq!(csum_errors(&host), errors, "no packet with a bad checksum");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phones_on_another_host_are_forwarded_out_of_its_interface_with_right_checksums() {
+    needs_ebpf!();
+    phones_on_another_host(1, false, 120).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_phones_on_another_host_too() {
+    needs_ebpf!();
+    phones_on_another_host(2, true, 126).await;
 }
 
 /// Where the kernel cannot forward (here: an interface that does not
@@ -378,4 +403,28 @@ async fn new_sdp_moves_the_stream_without_a_stale_kernel_entry() {
     exchange(&mut a, to_a, &mut b2, to_b, 10);
     assert_eq!(drain(&b.rtp), 0, "B's old port gets nothing");
     assert_eq!(kernel_streams(&d).await.0, 2.0, "the new path is in the kernel");
+}
+
+/// IPv6 phones: the same forwarding, with chorus's DSCP in the traffic class.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_calls_are_forwarded_in_the_kernel_too() {
+    needs_ebpf!();
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    }
+    let d = Daemon::start(125, &["--kernel-forward", "on", "--media-bind", "::1", "--dscp", "34"]).await;
+    let (mut a, mut b) = (Peer::new("::1"), Peer::new("::1"));
+    let (to_a, to_b) = d.call("k6", &a, &b).await;
+    assert!(to_a.is_ipv6());
+    exchange(&mut a, to_a, &mut b, to_b, 3);
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "both IPv6 directions in the kernel");
+    exchange(&mut a, to_a, &mut b, to_b, 50);
+    let (_, forwarded) = kernel_streams(&d).await;
+    assert!(forwarded >= 95.0, "the kernel forwarded {forwarded} of 100");
+    a.send_rtp(to_a);
+    assert_eq!(recv_tclass(&b.rtp), Some(34 << 2), "DSCP 34 in the traffic class");
+    let (_, fin) = d.delete("/v1/calls/k6").await;
+    let packets = fin["legs"][0]["streams"][0]["stats"]["rtp"]["packets"].as_u64();
+    assert_eq!(packets, Some(54), "{fin}");
 }

@@ -9,24 +9,39 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+/// An address as the program compares it: an IPv4 address in the first
+/// four bytes, the rest zero; the family apart.
+fn octets(ip: IpAddr) -> ([u8; 16], u16) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a.octets());
+            (o, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 6),
+    }
+}
+
 /// A receiving socket, as the packet names it (network byte order).
+/// Same layout as `struct fwd_key` in `bpf/forward.c`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
-    addr: [u8; 4],
+    addr: [u8; 16],
     port: [u8; 2],
-    pad: u16,
+    family: u16,
 }
 
 impl Key {
-    pub fn new(at: SocketAddrV4) -> Key {
+    pub fn new(at: SocketAddr) -> Key {
+        let (addr, family) = octets(at.ip());
         Key {
-            addr: at.ip().octets(),
+            addr,
             port: at.port().to_be_bytes(),
-            pad: 0,
+            family,
         }
     }
 }
@@ -36,38 +51,37 @@ impl Key {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Entry {
-    src_addr: [u8; 4],
+    src_addr: [u8; 16],
+    out_addr: [u8; 16],
+    dst_addr: [u8; 16],
     src_port: [u8; 2],
+    out_port: [u8; 2],
+    dst_port: [u8; 2],
     tos: u8,
     pad0: u8,
-    out_addr: [u8; 4],
-    out_port: [u8; 2],
-    pad1: u16,
-    dst_addr: [u8; 4],
-    dst_port: [u8; 2],
-    pad2: u16,
     punt: [u64; 2],
     /// Packets the kernel forwarded, and their UDP payload bytes.
     pub packets: u64,
     pub bytes: u64,
-    /// CLOCK_MONOTONIC (ns) of the last one; 0 before any.
+    /// CLOCK_MONOTONIC (ns, coarse) of the last one; 0 before any.
     pub last_ns: u64,
     /// The highest RTP sequence number forwarded, extended with its cycles.
     pub seq_max: u32,
     ifindex: u32,
 }
 
-const _: () = assert!(size_of::<Key>() == 8 && size_of::<Entry>() == 72);
+const _: () = assert!(size_of::<Key>() == 20 && size_of::<Entry>() == 104);
 
-/// What a worker asks the kernel to forward.
+/// What a worker asks the kernel to forward. All three addresses are of
+/// one family: the program rewrites a header, it cannot change its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// The latched peer: packets from anywhere else stay in userspace.
-    pub from: SocketAddrV4,
+    pub from: SocketAddr,
     /// chorus's socket facing the other leg, the packets' new source.
-    pub via: SocketAddrV4,
+    pub via: SocketAddr,
     /// The other leg.
-    pub to: SocketAddrV4,
+    pub to: SocketAddr,
     /// TOS byte of chorus's sockets (DSCP; the packet's ECN bits are kept).
     pub tos: u8,
     /// Payload types userspace must see (bit n: type n): telephone events.
@@ -81,13 +95,13 @@ pub struct Route {
 impl Entry {
     pub fn new(r: &Route) -> Entry {
         Entry {
-            src_addr: r.from.ip().octets(),
+            src_addr: octets(r.from.ip()).0,
+            out_addr: octets(r.via.ip()).0,
+            dst_addr: octets(r.to.ip()).0,
             src_port: r.from.port().to_be_bytes(),
-            tos: r.tos,
-            out_addr: r.via.ip().octets(),
             out_port: r.via.port().to_be_bytes(),
-            dst_addr: r.to.ip().octets(),
             dst_port: r.to.port().to_be_bytes(),
+            tos: r.tos,
             punt: [r.punt as u64, (r.punt >> 64) as u64],
             seq_max: r.seq_max,
             ifindex: r.ifindex,

@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Where the route to a peer goes.
@@ -27,25 +27,37 @@ const RTA_SRC: u16 = 2;
 const RTA_OIF: u16 = 4;
 const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
-/// nlmsghdr (16) + rtmsg (12) + two 8-byte address attributes.
-const REQUEST_LEN: usize = 44;
+/// nlmsghdr (16) + rtmsg (12) + two address attributes (4 + 16 at most).
+const REQUEST_MAX: usize = 68;
 
-fn request(to: Ipv4Addr, from: Ipv4Addr) -> [u8; REQUEST_LEN] {
-    let mut m = [0u8; REQUEST_LEN];
-    m[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+/// `ip route get TO from FROM`; both of one family. The request and its length.
+fn request(to: IpAddr, from: IpAddr) -> ([u8; REQUEST_MAX], usize) {
+    let octets = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let (family, bits) = match to {
+        IpAddr::V4(_) => (libc::AF_INET, 32),
+        IpAddr::V6(_) => (libc::AF_INET6, 128),
+    };
+    let (to, from) = (octets(to), octets(from));
+    let attr = 4 + to.len();
+    let len = 28 + 2 * attr;
+    let mut m = [0u8; REQUEST_MAX];
+    m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
     m[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
     m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     m[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
                                                    // rtmsg: family, dst_len, src_len; the rest zero.
-    m[16] = libc::AF_INET as u8;
-    m[17] = 32;
-    m[18] = 32;
-    for (at, kind, ip) in [(28, RTA_DST, to), (36, RTA_SRC, from)] {
-        m[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+    m[16] = family as u8;
+    m[17] = bits;
+    m[18] = bits;
+    for (at, kind, ip) in [(28, RTA_DST, &to), (28 + attr, RTA_SRC, &from)] {
+        m[at..at + 2].copy_from_slice(&(attr as u16).to_ne_bytes());
         m[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
-        m[at + 4..at + 8].copy_from_slice(&ip.octets());
+        m[at + 4..at + attr].copy_from_slice(ip);
     }
-    m
+    (m, len)
 }
 
 /// Reads the kernel's answer: the route's type and its output interface.
@@ -86,8 +98,8 @@ fn parse(reply: &[u8]) -> io::Result<Egress> {
     }
 }
 
-/// The route from `from` (chorus's socket) to `to` (the peer).
-pub fn egress(to: Ipv4Addr, from: Ipv4Addr) -> io::Result<Egress> {
+/// The route from `from` (chorus's socket) to `to` (the peer), of one family.
+pub fn egress(to: IpAddr, from: IpAddr) -> io::Result<Egress> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -101,10 +113,10 @@ pub fn egress(to: Ipv4Addr, from: Ipv4Addr) -> io::Result<Egress> {
     }
     // SAFETY: `fd` is a fresh descriptor no one else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let req = request(to, from);
-    // SAFETY: `req` is a valid buffer of the length passed; the kernel is
-    // the default destination of a netlink socket.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    let (req, len) = request(to, from);
+    // SAFETY: `req` is a valid buffer of at least the length passed; the
+    // kernel is the default destination of a netlink socket.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), len, 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -123,8 +135,10 @@ mod tests {
 
     #[test]
     fn loopback_is_local_and_a_garbled_reply_is_an_error() {
-        let lo = Ipv4Addr::LOCALHOST;
+        let lo = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(egress(lo, lo).unwrap(), Egress::Local);
+        let lo6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(egress(lo6, lo6).unwrap(), Egress::Local);
         assert!(parse(&[]).is_err());
         assert!(parse(&[0xff; 3]).is_err());
         // Any bytes: an answer or an error, never a panic.

@@ -490,19 +490,23 @@ pub fn codec_tone(spec: chorus::media::codec::CodecSpec, count: usize, seq0: u16
 }
 
 /// Receives one datagram and returns the TOS byte it arrived with.
-pub fn recv_tos(sock: &std::net::UdpSocket) -> Option<u8> {
+pub fn recv_tos(sock: &UdpSocket) -> Option<u8> {
+    recv_marking(sock, libc::IPPROTO_IP, libc::IP_RECVTOS, libc::IP_TOS)
+}
+
+/// Receives one IPv6 datagram and returns its traffic class.
+pub fn recv_tclass(sock: &UdpSocket) -> Option<u8> {
+    recv_marking(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, libc::IPV6_TCLASS)
+}
+
+/// Receives one datagram with `recv_opt` on and returns the first byte of
+/// its `kind` control message (IP_TOS is a byte, IPV6_TCLASS an int in
+/// host order: its low byte comes first here).
+fn recv_marking(sock: &UdpSocket, level: libc::c_int, recv_opt: libc::c_int, kind: libc::c_int) -> Option<u8> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
     let on: libc::c_int = 1;
     // SAFETY: fd is a live UDP socket; the option value is a c_int.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_RECVTOS,
-            &on as *const _ as *const libc::c_void,
-            4,
-        )
-    };
+    let r = unsafe { libc::setsockopt(fd, level, recv_opt, &on as *const _ as *const libc::c_void, 4) };
     assert_eq!(r, 0);
     let mut buf = [0u8; 2048];
     let mut cmsg = [0u64; 16];
@@ -523,7 +527,7 @@ pub fn recv_tos(sock: &std::net::UdpSocket) -> Option<u8> {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TOS {
+            if (*c).cmsg_level == level && (*c).cmsg_type == kind {
                 return Some(*libc::CMSG_DATA(c));
             }
             c = libc::CMSG_NXTHDR(&msg, c);

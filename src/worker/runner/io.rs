@@ -77,7 +77,19 @@ impl Runner {
                 Done::Cancelled => {}
             }
         }
-        !epoll || self.epoll_turn(events, Some(Duration::ZERO))
+        if !epoll {
+            return true;
+        }
+        // The ring's poll fires when epoll gets new events; a full batch
+        // may leave some behind, which would wait for the next new one.
+        loop {
+            if !self.epoll_turn(events, Some(Duration::ZERO)) {
+                return false;
+            }
+            if events.iter().count() < events.capacity() {
+                return true;
+            }
+        }
     }
 
     /// Whether a completion for (`slot`, `gen`) is for the socket there now.

@@ -16,7 +16,7 @@ use crate::metrics::WorkerCounters;
 use crate::offload::route::{self, Egress};
 use crate::offload::{map, KernelForward, Key, Route};
 use crate::worker::clock;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +57,8 @@ impl InKernel {
             self.kernel.map.read(&self.key)
         };
         let e = entry.ok().flatten()?;
-        let (packets, bytes) = (e.packets - self.applied.0, e.bytes - self.applied.1);
+        let packets = e.packets.saturating_sub(self.applied.0);
+        let bytes = e.bytes.saturating_sub(self.applied.1);
         self.applied = (e.packets, e.bytes);
         // Both clocks are CLOCK_MONOTONIC; the kernel's is read as an age.
         let age = map::monotonic_ns().saturating_sub(e.last_ns);
@@ -68,13 +69,6 @@ impl InKernel {
             last,
             seq_max: e.seq_max,
         })
-    }
-}
-
-fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
-    match a {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
     }
 }
 
@@ -113,10 +107,12 @@ impl Runner {
         let route = (|| {
             // Both latched: neither address may change until the next command.
             (plain(call, ws, side) && tx.latched() == Some(to)).then_some(())?;
-            let (via, to) = (v4(local(ws.sock[1 - side][0])?)?, v4(to)?);
-            // A socket on 0.0.0.0 has no source address to write.
-            (!via.ip().is_unspecified()).then_some(())?;
-            let ifindex = match route::egress(*to.ip(), *via.ip()) {
+            let (from, via) = (rx.latched()?, local(ws.sock[1 - side][0])?);
+            // One family throughout; a socket on 0.0.0.0 or :: has no
+            // source address to write.
+            let v6 = to.is_ipv6();
+            (from.is_ipv6() == v6 && via.is_ipv6() == v6 && !via.ip().is_unspecified()).then_some(())?;
+            let ifindex = match route::egress(to.ip(), via.ip()) {
                 Ok(Egress::Local) => 0,
                 Ok(Egress::Out(i)) => i,
                 Err(error) => {
@@ -126,7 +122,7 @@ impl Runner {
                 }
             };
             Some(Route {
-                from: v4(rx.latched()?)?,
+                from,
                 via,
                 to,
                 tos: self.config.tos,
@@ -135,7 +131,7 @@ impl Runner {
                 ifindex,
             })
         })();
-        let at = local(ws.sock[side][0]).and_then(v4);
+        let at = local(ws.sock[side][0]).filter(|a| route.is_some_and(|r| a.is_ipv6() == r.to.is_ipv6()));
         let (Some(route), Some(at)) = (route, at) else {
             // Not asked again for every packet: after the next command.
             if no_route {
