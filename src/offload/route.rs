@@ -141,10 +141,28 @@ mod tests {
         assert_eq!(egress(lo6, lo6).unwrap(), Egress::Local);
         assert!(parse(&[]).is_err());
         assert!(parse(&[0xff; 3]).is_err());
-        // Any bytes: an answer or an error, never a panic.
-        for n in 0..64 {
-            let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = parse(&junk);
+    }
+
+    proptest::proptest! {
+        /// Any reply, however garbled (lengths that lie, attributes past the
+        /// end): an answer or an error, never a panic.
+        #[test]
+        fn any_reply_is_an_answer_or_an_error(reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse(&reply);
+        }
+
+        /// A well-formed reply with any attributes after the header.
+        #[test]
+        fn any_attributes_after_a_route_header(kind in 0u8..4, attrs in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let mut reply = vec![0u8; 28];
+            reply[4..6].copy_from_slice(&RTM_NEWROUTE.to_ne_bytes());
+            reply[23] = kind;
+            reply.extend_from_slice(&attrs);
+            let len = reply.len() as u32;
+            reply[0..4].copy_from_slice(&len.to_ne_bytes());
+            if let Ok(Egress::Out(i)) = parse(&reply) {
+                proptest::prop_assert!(i != 0 && kind == RTN_UNICAST);
+            }
         }
     }
 }

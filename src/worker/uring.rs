@@ -16,7 +16,7 @@
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::alloc::Layout;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -92,7 +92,9 @@ fn sockaddr_of(name: &[u8]) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             let a: [u8; 16] = name.get(8..24)?.try_into().ok()?;
-            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
+            // The scope (an interface index) matters to link-local peers.
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(a), port, 0, scope)))
         }
         _ => None,
     }
@@ -464,5 +466,26 @@ mod tests {
         // is armed again above); newer ones wait for buffers by themselves.
         eprintln!("multishot receive ended for want of buffers {ended} times");
         assert_eq!(got, (0..n as u32).collect::<Vec<_>>(), "every datagram, in order");
+    }
+
+    proptest::proptest! {
+        /// Any bytes as a source address: an address or none, never a panic.
+        #[test]
+        fn any_name_is_an_address_or_none(name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let _ = sockaddr_of(&name);
+        }
+    }
+
+    #[test]
+    fn addresses_go_out_and_come_back_the_same() {
+        for to in ["127.0.0.1:4000", "[::1]:5000", "[fd00::7]:9", "[fe80::1%2]:7"] {
+            let to: SocketAddr = to.parse().unwrap();
+            // SAFETY: plain data, all zeroes is valid.
+            let mut raw: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            let len = write_sockaddr(to, &mut raw) as usize;
+            // SAFETY: reading the bytes of a plain struct just written.
+            let bytes = unsafe { std::slice::from_raw_parts(&raw as *const _ as *const u8, len) };
+            assert_eq!(sockaddr_of(bytes), Some(to));
+        }
     }
 }
