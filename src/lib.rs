@@ -8,9 +8,10 @@
 //!   [`control`] (HTTP API, call registry), [`metrics`], [`config`].
 
 // One module needs `unsafe fn` to implement a trait of the srtp crate
-// (`media::srtp::InPlace`), and three make system calls without a safe
+// (`media::srtp::InPlace`), three make system calls without a safe
 // wrapper (`offload::{map, route, interfaces}`: bpf(2), rtnetlink,
-// getifaddrs); they allow it there and nowhere else.
+// getifaddrs), and `worker::uring` shares memory with the kernel (its
+// buffer ring and send slots); they allow it there and nowhere else.
 #![deny(unsafe_code)]
 
 pub mod config;

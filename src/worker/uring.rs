@@ -126,12 +126,13 @@ impl Uring {
     /// A ring for one worker, watching `epoll_fd` (the worker's mio poll).
     pub fn new(epoll_fd: RawFd) -> io::Result<Uring> {
         // Completions' kernel work runs when this thread waits for them
-        // (it is the only one that uses the ring), not as interrupts.
+        // (it is the only one that uses the ring), not as interrupts. A
+        // kernel without that (before 6.1) gets epoll: a default ring
+        // measured slower than epoll (BENCHMARKS.md).
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(4096)
-            .or_else(|_| IoUring::builder().build(4096))?;
+            .build(4096)?;
         let layout = Layout::from_size_align(usize::from(BUFS) * std::mem::size_of::<types::BufRingEntry>(), 4096)
             .map_err(io::Error::other)?;
         // SAFETY: a non-zero size; freed in Drop with the same layout.
