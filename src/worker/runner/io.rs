@@ -20,7 +20,12 @@ pub(super) fn ring_for(config: &WorkerConfig, poll: &Poll) -> Option<Uring> {
         return None;
     }
     match Uring::new(poll.as_raw_fd()) {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            if config.index == 0 {
+                tracing::info!("media workers read and send call sockets with io_uring");
+            }
+            Some(r)
+        }
         Err(error) => {
             tracing::warn!(worker = config.index, %error, "io_uring unavailable: this worker uses epoll");
             None
