@@ -137,8 +137,10 @@ mod tests {
     fn loopback_is_local_and_a_garbled_reply_is_an_error() {
         let lo = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(egress(lo, lo).unwrap(), Egress::Local);
-        let lo6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(egress(lo6, lo6).unwrap(), Egress::Local);
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            let lo6: IpAddr = "::1".parse().unwrap();
+            assert_eq!(egress(lo6, lo6).unwrap(), Egress::Local);
+        }
         assert!(parse(&[]).is_err());
         assert!(parse(&[0xff; 3]).is_err());
     }
