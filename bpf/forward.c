@@ -162,9 +162,14 @@ static __always_inline int forward_v4(struct __sk_buff *skb, void *data, void *e
     // Fragments (more-fragments flag or an offset) are reassembled by the stack.
     if (ip->frag_off & __builtin_bswap16(0x3fff))
         return TC_ACT_UNSPEC;
+    // The headers' lengths agree with each other and with the packet (the
+    // stack has checked nothing yet): what is counted and sent is real.
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    if (__builtin_bswap16(ip->tot_len) != sizeof(struct iphdr) + udp_len ||
+        ETH_HLEN + sizeof(struct iphdr) + udp_len > skb->len)
+        return TC_ACT_UNSPEC;
     struct fwd_key key = {.addr = {ip->daddr}, .port = udp->dest, .family = 4};
     struct fwd_val *v = bpf_map_lookup_elem(&chorus_fwd, &key);
-    __u16 udp_len = __builtin_bswap16(udp->len);
     if (!v || ip->saddr != v->src_addr[0] || udp->source != v->src_port || !forwardable(v, rtp, udp_len))
         return TC_ACT_UNSPEC;
     account(v, rtp, udp_len);
@@ -188,10 +193,12 @@ static __always_inline int forward_v6(struct __sk_buff *skb, void *data, void *e
     // UDP right after the fixed header only: extension headers go up.
     if ((void *)(rtp + 12) > end || ip->nexthdr != IPPROTO_UDP)
         return TC_ACT_UNSPEC;
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    if (__builtin_bswap16(ip->payload_len) != udp_len || ETH_HLEN + sizeof(struct ipv6hdr) + udp_len > skb->len)
+        return TC_ACT_UNSPEC;
     struct fwd_key key = {.port = udp->dest, .family = 6};
     __builtin_memcpy(key.addr, &ip->daddr, 16);
     struct fwd_val *v = bpf_map_lookup_elem(&chorus_fwd, &key);
-    __u16 udp_len = __builtin_bswap16(udp->len);
     if (!v || udp->source != v->src_port || !forwardable(v, rtp, udp_len))
         return TC_ACT_UNSPEC;
     __u32 *saddr = (__u32 *)&ip->saddr, *daddr = (__u32 *)&ip->daddr;

@@ -10,15 +10,6 @@ use std::time::Duration;
 
 const URING: &[&str] = &["--io", "uring", "--kernel-forward", "off"];
 
-fn exchange(a: &mut Peer, to_a: std::net::SocketAddr, b: &mut Peer, to_b: std::net::SocketAddr, n: usize) {
-    for _ in 0..n {
-        a.send_rtp(to_a);
-        assert_eq!(recv_n(&b.rtp, 1).len(), 1, "B got A's packet");
-        b.send_rtp(to_b);
-        assert_eq!(recv_n(&a.rtp, 1).len(), 1, "A got B's packet");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_relay_on_io_uring_through_a_flood_and_ports_come_back_at_once() {
     // Two ports per call leg, four per call: the range holds two calls, so

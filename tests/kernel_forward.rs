@@ -12,21 +12,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-/// Sends `n` packets each way, one at a time, and checks each arrives
-/// intact from chorus's port (`from_*`).
-fn exchange(a: &mut Peer, to_a: SocketAddr, b: &mut Peer, to_b: SocketAddr, n: usize) {
-    for _ in 0..n {
-        a.send_rtp(to_a);
-        let got = recv_n(&b.rtp, 1);
-        assert_eq!(got.len(), 1, "B got A's packet");
-        assert_eq!((got[0].0.len(), got[0].1), (172, to_b), "intact, from chorus's port");
-        b.send_rtp(to_b);
-        let got = recv_n(&a.rtp, 1);
-        assert_eq!(got.len(), 1, "A got B's packet");
-        assert_eq!(got[0].1, to_a);
-    }
-}
-
 /// Whether this machine lets a process forward in the kernel: Linux 6.6+
 /// (tcx) and a bpf(2) that works (capabilities, no seccomp filter in the
 /// way). Probed apart from chorus, so that a chorus that fails to load its
@@ -64,6 +49,31 @@ macro_rules! needs_ebpf {
     };
 }
 
+/// Sends, through a raw socket (root), an RTP datagram from `from` to `to`
+/// whose UDP header claims 100 bytes more than it carries.
+fn lying_datagram(from: SocketAddr, to: SocketAddr) {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 only")
+    };
+    let rtp = rtp(0, 1, 160, 1, &[0xff; 160]);
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&from.ip().octets());
+    p.extend_from_slice(&to.ip().octets());
+    p.extend_from_slice(&from.port().to_be_bytes());
+    p.extend_from_slice(&to.port().to_be_bytes());
+    p.extend_from_slice(&((8 + rtp.len() + 100) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]); // no UDP checksum
+    p.extend_from_slice(&rtp);
+    // The kernel fills in the IP header's total length and checksum.
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("a raw socket (root)");
+    raw.send_to(&p, &SocketAddr::V4(to).into()).unwrap();
+}
+
 async fn kernel_streams(d: &Daemon) -> (f64, f64) {
     let m = d.metrics().await;
     (
@@ -88,6 +98,13 @@ async fn a_latched_plain_call_is_forwarded_in_the_kernel_and_counted() {
         metric(&m, "chorus_packets_relayed_total") >= 206.0,
         "relayed counts the kernel's too"
     );
+
+    // A datagram from A's own address whose UDP length claims more than
+    // it carries is neither forwarded nor counted by the kernel.
+    let before = kernel_streams(&d).await.1;
+    lying_datagram(a.addr(), to_a);
+    assert_eq!(drain(&b.rtp), 0, "the lie is not forwarded");
+    assert_eq!(kernel_streams(&d).await.1, before, "nor counted");
 
     // Marked as chorus marks its own packets.
     a.send_rtp(to_a);

@@ -50,8 +50,8 @@ pub(super) struct Sock {
     owner: Owner,
     rtcp: bool,
     queued: bool,
-    /// Read by the io_uring (`io::ring`) rather than epoll, under this
-    /// generation (completions of an earlier socket in the slot are stale).
+    /// Read by the worker's io_uring (`runner::io`) rather than epoll, under
+    /// this generation (completions of an earlier socket in the slot are stale).
     ring: Option<u32>,
 }
 

@@ -78,8 +78,23 @@ pub struct Uring {
 // The raw pointer is to memory this value owns; nothing else aliases it.
 unsafe impl Send for Uring {}
 
+/// A socket's generation fits in 30 bits of user_data.
+const GEN_MASK: u32 = 0x3fff_ffff;
+
+/// The generation after `gen`: it wraps within what user_data carries, so
+/// a completion's generation always equals the one its socket was armed
+/// with (a full `u32` would stop matching after 2^30 sockets).
+pub fn next_gen(gen: u32) -> u32 {
+    gen.wrapping_add(1) & GEN_MASK
+}
+
 fn user_data(kind: u64, slot: usize, gen: u32) -> u64 {
-    kind | (u64::from(gen & 0x3fff_ffff) << 32) | (slot as u64 & 0xffff_ffff)
+    kind | (u64::from(gen & GEN_MASK) << 32) | (slot as u64 & 0xffff_ffff)
+}
+
+/// The socket slot and generation a completion's user_data names.
+fn slot_and_gen(ud: u64) -> (usize, u32) {
+    ((ud & 0xffff_ffff) as usize, (ud >> 32) as u32 & GEN_MASK)
 }
 
 fn sockaddr_of(name: &[u8]) -> Option<SocketAddr> {
@@ -299,7 +314,7 @@ impl Uring {
         }
         let cqe = self.ring.completion().next()?;
         let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
-        let (slot, gen) = ((ud & 0xffff_ffff) as usize, ((ud >> 32) & 0x3fff_ffff) as u32);
+        let (slot, gen) = slot_and_gen(ud);
         Some(match ud & (3 << 62) {
             SEND => {
                 self.free_sends.push((ud & 0xffff) as u16);
@@ -486,6 +501,16 @@ mod tests {
         fn any_name_is_an_address_or_none(name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
             let _ = sockaddr_of(&name);
         }
+    }
+
+    #[test]
+    fn generations_wrap_within_what_a_completion_carries() {
+        let mut gen = GEN_MASK - 2;
+        for _ in 0..5 {
+            gen = next_gen(gen);
+            assert_eq!(slot_and_gen(user_data(RECV, 77, gen)), (77, gen), "generation {gen}");
+        }
+        assert_eq!(gen, 2, "wrapped to 0 after {GEN_MASK}");
     }
 
     #[test]

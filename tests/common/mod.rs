@@ -290,6 +290,21 @@ pub fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
     out
 }
 
+/// Sends `n` packets each way, one at a time, and checks each arrives
+/// intact from the chorus port it was sent to on the other side.
+pub fn exchange(a: &mut Peer, to_a: SocketAddr, b: &mut Peer, to_b: SocketAddr, n: usize) {
+    for _ in 0..n {
+        a.send_rtp(to_a);
+        let got = recv_n(&b.rtp, 1);
+        assert_eq!(got.len(), 1, "B got A's packet");
+        assert_eq!((got[0].0.len(), got[0].1), (172, to_b), "intact, from chorus's port");
+        b.send_rtp(to_b);
+        let got = recv_n(&a.rtp, 1);
+        assert_eq!(got.len(), 1, "A got B's packet");
+        assert_eq!(got[0].1, to_a);
+    }
+}
+
 /// Drains whatever is queued on a socket; returns how many datagrams.
 pub fn drain(sock: &UdpSocket) -> usize {
     let t = sock.read_timeout().unwrap();

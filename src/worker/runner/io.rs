@@ -7,7 +7,7 @@ use super::{Runner, Sock};
 use crate::media::relay::DropReason;
 use crate::metrics::WorkerCounters;
 use crate::worker::uring::{Done, Uring};
-use crate::worker::{clock, WorkerConfig};
+use crate::worker::WorkerConfig;
 use mio::{Events, Poll};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -118,7 +118,7 @@ impl Runner {
         };
         if let Err(error) = rearmed {
             let local = self.sockets[slot].local;
-            tracing::error!(%local, %error, at = ?clock::now(), "io_uring stopped reading a socket");
+            tracing::error!(%local, %error, "io_uring stopped reading a socket");
         }
     }
 

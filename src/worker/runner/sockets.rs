@@ -26,12 +26,7 @@ impl Runner {
                 }
             }
         }
-        if let Some(s) = self.sockets.get_mut(slot) {
-            if !s.queued {
-                s.queued = true;
-                self.queued.push_back(slot);
-            }
-        }
+        self.queue(slot);
     }
 
     pub(super) fn open_socket(
@@ -52,7 +47,7 @@ impl Runner {
         let ring = match (&mut self.ring, owner) {
             (Some(r), Owner::Call { .. }) => {
                 let gen = self.next_gen;
-                self.next_gen = self.next_gen.wrapping_add(1);
+                self.next_gen = crate::worker::uring::next_gen(gen);
                 r.arm(std::os::fd::AsRawFd::as_raw_fd(&socket), slot, gen)
                     .map_err(watch_error)?;
                 Some(gen)
@@ -100,6 +95,7 @@ impl Runner {
         if !matches!(s.owner, Owner::Call { .. }) {
             let _ = self.poll.registry().deregister(&mut s.socket);
         }
-        // Dropping `s` closes the fd: the port can be bound again at once.
+        // Dropping `s` closes the fd: the port can be bound again at once,
+        // or, for a socket the ring read, once the cancel is flushed.
     }
 }
