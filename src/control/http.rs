@@ -470,7 +470,7 @@ async fn ng_http(AxState(state): AxState<Shared>, req: Request) -> Response {
     .handle(&bytes, super::ng::Source::Http(peer))
     .await
     {
-        Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply).into_response(),
+        Some(reply) => ([(header::CONTENT_TYPE, "application/x-rtpengine-ng")], reply.to_vec()).into_response(),
         None => Error::BadRequest("ng message needs `<cookie> <bencoded dictionary>`".into()).into_response(),
     }
 }

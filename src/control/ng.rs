@@ -67,12 +67,15 @@ pub enum Source {
 }
 
 impl Source {
-    fn key(&self) -> String {
-        match self {
-            Source::Udp(a) => format!(" udp {a}"),
-            Source::Http(Some(ip)) => format!(" http {ip}"),
-            Source::Http(None) => " http".to_string(),
-        }
+    /// Appends who sent it to a cookie, written in place (no string per message).
+    fn append_key(&self, key: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Source::Udp(a) => write!(key, " udp {a}"),
+            Source::Http(Some(ip)) => write!(key, " http {ip}"),
+            Source::Http(None) => write!(key, " http"),
+        };
     }
 }
 
@@ -87,7 +90,7 @@ impl Ng<'_> {
     /// Handles one message from `peer`. Returns the reply
     /// to send, or `None` to stay silent (a retransmission still running, or
     /// a message without a cookie, which cannot be answered).
-    pub async fn handle(&self, message: &[u8], peer: Source) -> Option<Vec<u8>> {
+    pub async fn handle(&self, message: &[u8], peer: Source) -> Option<Arc<[u8]>> {
         let Some(space) = message.iter().position(|&b| b == b' ') else {
             tracing::warn!(?peer, "ng message without a cookie dropped");
             self.state
@@ -99,8 +102,9 @@ impl Ng<'_> {
         };
         let (cookie, body) = (&message[..space], &message[space + 1..]);
         // Two proxies never get each other's replies, on either door.
-        let mut key = cookie.to_vec();
-        key.extend_from_slice(peer.key().as_bytes());
+        let mut key = Vec::with_capacity(cookie.len() + 56);
+        key.extend_from_slice(cookie);
+        peer.append_key(&mut key);
         match lock(&self.state.ng_cookies).begin(&key, Instant::now()) {
             Lookup::Done(reply) => {
                 self.state
@@ -108,7 +112,7 @@ impl Ng<'_> {
                     .requests
                     .with_label_values(&["ng", "retransmission"])
                     .inc();
-                return Some(reply.to_vec());
+                return Some(reply);
             }
             Lookup::InFlight => return None,
             Lookup::New => {}
@@ -147,13 +151,24 @@ impl Ng<'_> {
     }
 
     /// Encodes the reply and keeps it for retransmissions.
-    fn finish(&self, cookie: &[u8], key: &[u8], value: Value) -> Vec<u8> {
-        let mut out = cookie.to_vec();
-        out.push(b' ');
-        value.encode(&mut out);
-        let out = Arc::new(out);
+    fn finish(&self, cookie: &[u8], key: &[u8], value: Value) -> Arc<[u8]> {
+        // Encoded into a buffer the thread keeps, then copied once into
+        // a reply of exactly its size (kept for retransmissions).
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let out: Arc<[u8]> = SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.extend_from_slice(cookie);
+            buf.push(b' ');
+            value.encode(buf);
+            let reply = Arc::from(&buf[..]);
+            buf.truncate(0);
+            buf.shrink_to(16 * 1024);
+            reply
+        });
         lock(&self.state.ng_cookies).finish(key, Instant::now(), out.clone());
-        out.to_vec()
+        out
     }
 
     /// For a command on a call another instance owns: that instance's reply.

@@ -20,11 +20,11 @@ pub enum Lookup {
     /// Running now: drop the retransmission, the first reply is on its way.
     InFlight,
     /// Done: send this reply again.
-    Done(Arc<Vec<u8>>),
+    Done(Arc<[u8]>),
 }
 
 /// When the command started or finished, and its reply once there is one.
-type Entry = (Instant, Option<Arc<Vec<u8>>>);
+type Entry = (Instant, Option<Arc<[u8]>>);
 
 #[derive(Default)]
 pub struct CookieCache {
@@ -80,7 +80,7 @@ impl CookieCache {
         self.bytes
     }
 
-    pub fn finish(&mut self, key: &[u8], now: Instant, reply: Arc<Vec<u8>>) {
+    pub fn finish(&mut self, key: &[u8], now: Instant, reply: Arc<[u8]>) {
         let entry = (now, Some(reply));
         self.bytes += size(key, &entry);
         if let Some(old) = self.entries.insert(key.to_vec(), entry) {
@@ -100,8 +100,8 @@ mod tests {
         let t = Instant::now();
         assert!(matches!(c.begin(b"k", t), Lookup::New));
         assert!(matches!(c.begin(b"k", t), Lookup::InFlight));
-        c.finish(b"k", t, Arc::new(b"reply".to_vec()));
-        assert!(matches!(c.begin(b"k", t + Duration::from_secs(1)), Lookup::Done(r) if r.as_slice() == b"reply"));
+        c.finish(b"k", t, Arc::from(b"reply".to_vec()));
+        assert!(matches!(c.begin(b"k", t + Duration::from_secs(1)), Lookup::Done(r) if &r[..] == b"reply"));
         assert!(matches!(c.begin(b"k", t + KEEP + Duration::from_secs(1)), Lookup::New));
     }
 
@@ -114,7 +114,7 @@ mod tests {
             for k in [&b"a"[..], b"bb", b"ccc"] {
                 c.begin(k, at);
                 assert_eq!(c.bytes(), c.total());
-                c.finish(k, at, Arc::new(vec![1; 10 + round as usize]));
+                c.finish(k, at, Arc::from(vec![1; 10 + round as usize]));
                 assert_eq!(c.bytes(), c.total());
             }
         }
@@ -131,15 +131,15 @@ mod tests {
         let mut c = CookieCache::default();
         let t = Instant::now();
         // One old entry that has expired, one recent enough to keep.
-        c.finish(b"expired", t, Arc::new(vec![0; 4]));
-        c.finish(b"recent", t + KEEP, Arc::new(vec![0; 4]));
+        c.finish(b"expired", t, Arc::from(vec![0; 4]));
+        c.finish(b"recent", t + KEEP, Arc::from(vec![0; 4]));
         let later = t + KEEP + Duration::from_secs(1);
         // Reaching the bound drops only what expired.
         for i in 0..MAX_ENTRIES as u32 - 2 {
             c.finish(
                 &i.to_be_bytes(),
                 later + Duration::from_micros(u64::from(i)),
-                Arc::new(Vec::new()),
+                Arc::from(Vec::new()),
             );
         }
         assert_eq!(c.entries.len(), MAX_ENTRIES - 1);
@@ -151,7 +151,7 @@ mod tests {
         c.finish(
             &newest.to_be_bytes(),
             later + Duration::from_micros(u64::from(newest)),
-            Arc::new(Vec::new()),
+            Arc::from(Vec::new()),
         );
         assert_eq!(c.entries.len(), MAX_ENTRIES / 2 - 1);
         assert!(c.entries.contains_key(&newest.to_be_bytes()[..]));
@@ -167,7 +167,7 @@ mod tests {
     fn big_replies_are_bounded_in_bytes() {
         let mut c = CookieCache::default();
         let t = Instant::now();
-        let reply = Arc::new(vec![0u8; 1 << 20]);
+        let reply: Arc<[u8]> = Arc::from(vec![0u8; 1 << 20]);
         for i in 0..200u32 {
             let key = i.to_be_bytes();
             assert!(matches!(c.begin(&key, t), Lookup::New));
