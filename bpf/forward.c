@@ -25,6 +25,7 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen,
@@ -54,6 +55,14 @@ struct fwd_val {
     __u64 last_ns;     // CLOCK_MONOTONIC (coarse) of the last one
     __u32 seq_max;     // highest RTP sequence number, extended with its cycles
     __u32 ifindex;     // where the route to dst leaves; 0: dst is this host
+    // Interarrival jitter (RFC 3550 A.8) of the payload types whose RTP
+    // clock is `clock` Hz (0: none is measured).
+    __u64 jitter_pts[2];
+    __u64 jitter_q4;   // in timestamp units, scaled by 16 as in A.8
+    __u32 clock;
+    __u32 last_transit; // arrival minus RTP timestamp, in timestamp units
+    __u32 has_transit;  // last_transit is set
+    __u32 clock_mul;    // clock * 2^34 / 10^9, see jitter()
 };
 
 struct {
@@ -106,6 +115,30 @@ static __always_inline int forwardable(struct fwd_val *v, __u8 *rtp, __u16 udp_l
     return udp_len >= sizeof(struct udphdr) + 12;
 }
 
+// RFC 3550 A.8 for a forwarded packet, as the userspace relay does it
+// (`media::stats`): J += (|D| - J) / 16, kept scaled by 16. Arrival in
+// timestamp units is (ns >> 10) * clock_mul >> 24, clock_mul being
+// clock * 2^34 / 10^9: a multiply, not two divisions. Its low 32 bits are
+// right even when the product wraps.
+static __always_inline void jitter(struct fwd_val *v, __u8 *rtp)
+{
+    __u8 pt = rtp[1] & 0x7f;
+    __u32 clock = v->clock;
+    if (!clock || !((v->jitter_pts[pt >> 6] >> (pt & 63)) & 1))
+        return;
+    __u32 ts = ((__u32)rtp[4] << 24) | ((__u32)rtp[5] << 16) | ((__u32)rtp[6] << 8) | rtp[7];
+    __u32 arrival = (__u32)(((bpf_ktime_get_ns() >> 10) * v->clock_mul) >> 24);
+    __u32 transit = arrival - ts;
+    if (v->has_transit) {
+        __s32 d = (__s32)(transit - v->last_transit);
+        __u64 ad = d < 0 ? -(__s64)d : d;
+        __u64 j = v->jitter_q4;
+        v->jitter_q4 = j + ad - ((j + 8) >> 4);
+    }
+    v->last_transit = transit;
+    v->has_transit = 1;
+}
+
 // Counts a forwarded packet: the entry's and everyone's counters, and the
 // highest sequence number by RFC 3550 A.1's rule (ahead by less than 3000
 // moves it), so the worker's loss figure stays right.
@@ -117,6 +150,7 @@ static __always_inline void account(struct fwd_val *v, __u8 *rtp, __u16 udp_len)
     __u16 ahead = seq - (__u16)max;
     if (ahead != 0 && ahead < 3000)
         v->seq_max = max + ahead;
+    jitter(v, rtp);
     __sync_fetch_and_add(&v->packets, 1);
     __sync_fetch_and_add(&v->bytes, bytes);
     // Coarse (a tick): the worker only needs it for the media timeout.

@@ -394,6 +394,43 @@ async fn the_media_timeout_sees_what_the_kernel_forwards() {
     assert_eq!(kernel_streams(&d).await.0, 0.0);
 }
 
+/// The kernel keeps RFC 3550's interarrival jitter of what it forwards: a
+/// call handed over while smooth, whose packets then come 10 ms early and
+/// 10 ms late in turn, reports about 10 ms (userspace reported the jitter
+/// frozen at the hand-over before).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kernel_measures_the_jitter_of_what_it_forwards() {
+    needs_ebpf!();
+    let d = Daemon::start(127, &["--kernel-forward", "on"]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("kj", &a, &b).await;
+    let jitter = |call: &serde_json::Value| call["legs"][0]["streams"][0]["stats"]["rtp"]["jitter_ms"].as_f64();
+    for _ in 0..4 {
+        exchange(&mut a, to_a, &mut b, to_b, 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "both directions in the kernel");
+    let (_, call) = d.get("/v1/calls/kj").await;
+    let smooth = jitter(&call).unwrap_or(f64::NAN);
+    // 20 ms of timestamps per packet, sent 10 then 30 ms apart: |D| = 10 ms.
+    for i in 0..80 {
+        a.send_rtp(to_a);
+        std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 10 } else { 30 }));
+    }
+    assert_eq!(recv_n(&b.rtp, 80).len(), 80);
+    let (_, call) = d.get("/v1/calls/kj").await;
+    let measured = jitter(&call).unwrap_or(f64::NAN);
+    assert!(smooth < 4.0, "smooth at the hand-over: {smooth} ms");
+    assert!(
+        (7.0..16.0).contains(&measured),
+        "10 ms of jitter measured as {measured} ms: {call}"
+    );
+    // The final statistics keep it.
+    let (_, fin) = d.delete("/v1/calls/kj").await;
+    let last = jitter(&fin).unwrap_or(f64::NAN);
+    assert!((7.0..16.0).contains(&last), "{fin}");
+}
+
 /// New SDP (a re-INVITE moving B to another port) takes the call back
 /// from the kernel first: nothing more goes to B's old port.
 #[tokio::test(flavor = "multi_thread")]

@@ -29,6 +29,13 @@ pub enum StreamKind {
 #[serde(into = "Vec<(u8, u32)>", try_from = "Vec<(u8, u32)>")]
 pub struct ClockRates(pub [u32; 128]);
 
+impl ClockRates {
+    /// The payload types whose clock is `rate` Hz, as a mask (bit n: type n).
+    pub fn payload_types_at(&self, rate: u32) -> u128 {
+        (0..128).filter(|&pt| self.0[pt] == rate).fold(0, |m, pt| m | 1 << pt)
+    }
+}
+
 impl From<ClockRates> for Vec<(u8, u32)> {
     fn from(c: ClockRates) -> Self {
         (0u8..128).zip(c.0).filter(|(_, r)| *r != 0).collect()

@@ -216,9 +216,27 @@ impl RtpStats {
         self.seq.as_ref().map(|s| s.extended_max() as u32)
     }
 
+    /// The interarrival jitter so far, scaled by 16, and the RTP clock (Hz)
+    /// it is counted in; `None` before any packet with a known clock.
+    pub fn jitter_q4(&self) -> Option<(u64, u32)> {
+        self.seq
+            .as_ref()
+            .filter(|s| s.jitter_clock > 0)
+            .map(|s| (s.jitter_q4, s.jitter_clock))
+    }
+
     /// Accounts RTP the kernel forwarded for this source (`offload`):
-    /// `packets` more received, up to `seq_max` (extended), the last at `last`.
-    pub fn on_forwarded(&mut self, packets: u64, bytes: u64, last: Option<Instant>, seq_max: u32) {
+    /// `packets` more received, up to `seq_max` (extended), the last at `last`;
+    /// `jitter` is the kernel's estimate (scaled by 16) and its clock, which
+    /// goes on from the one it was handed.
+    pub fn on_forwarded(
+        &mut self,
+        packets: u64,
+        bytes: u64,
+        last: Option<Instant>,
+        seq_max: u32,
+        jitter: Option<(u64, u32)>,
+    ) {
         if packets == 0 {
             return;
         }
@@ -227,6 +245,12 @@ impl RtpStats {
         self.last = self.last.max(last);
         if let Some(s) = &mut self.seq {
             s.received += packets;
+            if let Some((q4, clock)) = jitter {
+                (s.jitter_q4, s.jitter_clock) = (q4, clock);
+                // The kernel's transit has another origin: the next packet
+                // userspace sees starts a new difference.
+                s.last_transit = None;
+            }
             // Ahead of what userspace saw (by less than half the space):
             // the kernel applied A.1's rule to every packet in between.
             let ahead = seq_max.wrapping_sub(s.extended_max() as u32);
@@ -284,7 +308,7 @@ mod tests {
         assert_eq!(s.extended_max_seq(), Some(65531));
         // The kernel forwarded 65532..=65535 and 0..=9 (14), and missed one.
         let last = t0 + Duration::from_millis(400);
-        s.on_forwarded(13, 13 * 160, Some(last), 65536 + 9);
+        s.on_forwarded(13, 13 * 160, Some(last), 65536 + 9, None);
         let r = s.report(last);
         assert_eq!((r.packets, r.lost), (15, 1));
         assert_eq!(s.extended_max_seq(), Some(65536 + 9));

@@ -68,9 +68,18 @@ pub struct Entry {
     /// The highest RTP sequence number forwarded, extended with its cycles.
     pub seq_max: u32,
     ifindex: u32,
+    jitter_pts: [u64; 2],
+    /// Interarrival jitter in timestamp units, scaled by 16 (RFC 3550 A.8).
+    pub jitter_q4: u64,
+    /// The RTP clock (Hz) the jitter is in; 0: not measured.
+    pub clock: u32,
+    last_transit: u32,
+    has_transit: u32,
+    /// `clock` * 2^34 / 10^9: what the program multiplies arrival times by.
+    clock_mul: u32,
 }
 
-const _: () = assert!(size_of::<Key>() == 20 && size_of::<Entry>() == 104);
+const _: () = assert!(size_of::<Key>() == 20 && size_of::<Entry>() == 144);
 
 /// What a worker asks the kernel to forward. All three addresses are of
 /// one family: the program rewrites a header, it cannot change its kind.
@@ -90,6 +99,9 @@ pub struct Route {
     pub seq_max: u32,
     /// The interface the route to `to` leaves by; 0 when `to` is this host.
     pub ifindex: u32,
+    /// The jitter so far (scaled by 16), its clock (Hz; 0: not measured),
+    /// and the payload types of that clock, whose packets go on with it.
+    pub jitter: (u64, u32, u128),
 }
 
 impl Entry {
@@ -105,6 +117,10 @@ impl Entry {
             punt: [r.punt as u64, (r.punt >> 64) as u64],
             seq_max: r.seq_max,
             ifindex: r.ifindex,
+            jitter_q4: r.jitter.0,
+            clock: r.jitter.1,
+            clock_mul: ((u64::from(r.jitter.1) << 34) / 1_000_000_000) as u32,
+            jitter_pts: [r.jitter.2 as u64, (r.jitter.2 >> 64) as u64],
             ..Entry::default()
         }
     }

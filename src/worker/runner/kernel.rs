@@ -45,6 +45,8 @@ struct Counted {
     bytes: u64,
     last: Option<Instant>,
     seq_max: u32,
+    /// The kernel's jitter (scaled by 16) and its clock, once it measured one.
+    jitter: Option<(u64, u32)>,
 }
 
 impl InKernel {
@@ -68,6 +70,7 @@ impl InKernel {
             bytes,
             last,
             seq_max: e.seq_max,
+            jitter: (e.clock != 0).then_some((e.jitter_q4, e.clock)),
         })
     }
 }
@@ -129,6 +132,9 @@ impl Runner {
                 punt: rx.peer.dtmf_pts,
                 seq_max: rx.rtp.extended_max_seq()?,
                 ifindex,
+                jitter: rx.rtp.jitter_q4().map_or((0, 0, 0), |(q4, clock)| {
+                    (q4, clock, rx.peer.clock_rates.payload_types_at(clock))
+                }),
             })
         })();
         let at = local(ws.sock[side][0]).filter(|a| route.is_some_and(|r| a.is_ipv6() == r.to.is_ipv6()));
@@ -190,7 +196,7 @@ impl Runner {
                 let Some(c) = counted else { continue };
                 ws.relay.sides[side]
                     .rtp
-                    .on_forwarded(c.packets, c.bytes, c.last, c.seq_max);
+                    .on_forwarded(c.packets, c.bytes, c.last, c.seq_max, c.jitter);
                 if let Some(last) = c.last {
                     call.last_activity = call.last_activity.max(last);
                 }
