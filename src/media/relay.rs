@@ -401,6 +401,14 @@ fn split(sides: &mut [Side; 2], rx: usize) -> (&mut Side, &mut Side) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_types_of_one_clock_make_a_mask() {
+        let mut r = ClockRates([0; 128]);
+        (r.0[0], r.0[8], r.0[101], r.0[111]) = (8000, 8000, 8000, 48000);
+        assert_eq!(r.payload_types_at(8000), 1 | 1 << 8 | 1 << 101);
+        assert_eq!(r.payload_types_at(48000), 1 << 111);
+    }
     use crate::wire::rtp::write_header;
 
     fn peer(ip: &str, port: u16) -> PeerSpec {

@@ -293,6 +293,21 @@ impl RtpStats {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_kernels_jitter_replaces_the_estimate_and_the_next_difference_starts_over() {
+        let t0 = Instant::now();
+        let mut s = RtpStats::default();
+        feed(&mut s, t0, &[1, 2, 3]);
+        assert_eq!(s.jitter_q4(), Some((0, 8000)));
+        // 10 ms at 8 kHz, scaled by 16.
+        s.on_forwarded(50, 50 * 172, Some(t0), 53, Some((80 * 16, 8000)));
+        assert_eq!(s.report(t0).jitter_ms, 10.0);
+        // A packet userspace sees next, far off the old transit: no new
+        // difference is taken against a transit of another origin.
+        s.on_rtp(t0 + Duration::from_secs(5), 172, 7, 54, 54 * 160, 8000);
+        assert_eq!(s.report(t0).jitter_ms, 10.0);
+    }
+
     fn feed(stats: &mut RtpStats, t0: Instant, seqs: &[u16]) {
         for (i, &seq) in seqs.iter().enumerate() {
             let now = t0 + Duration::from_millis(20 * i as u64);
