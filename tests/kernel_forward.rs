@@ -333,6 +333,113 @@ async fn ipv6_phones_on_another_host_too() {
     phones_on_another_host(2, true, 126).await;
 }
 
+/// Packets sent out of `dev` (this namespace's side of a veth pair).
+fn tx_packets(dev: &str) -> u64 {
+    let path = format!("/sys/class/net/{dev}/statistics/tx_packets");
+    std::fs::read_to_string(&path).map_or(0, |s| s.trim().parse().unwrap_or(0))
+}
+
+/// A route change mid-call: the phones' host becomes reachable by a second
+/// link. The kernel-forwarded directions follow it within a few seconds
+/// (they are taken back and handed over again with the new egress), where
+/// they kept the old interface until the call's next command before.
+/// IPv6, which has no reverse-path filter to drop the phones' packets
+/// that still come in by the first link.
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_forwarding_follows_a_route_change() {
+    needs_ebpf!();
+    let host = Host::new(3, true);
+    let pid = std::process::id() % 10000;
+    let (first, second) = (format!("kfa3-{pid}"), format!("kfc3-{pid}"));
+    let far = format!("kfd3-{pid}");
+    ip(&["link", "add", &second, "type", "veth", "peer", "name", &far]);
+    ip(&["link", "set", &far, "netns", &host.ns]);
+    ip(&["addr", "add", "fd00:202:3::1/64", "dev", &second, "nodad"]);
+    ip(&["link", "set", &second, "up"]);
+    ip(&[
+        "netns",
+        "exec",
+        &host.ns,
+        "ip",
+        "addr",
+        "add",
+        "fd00:202:3::2/64",
+        "dev",
+        &far,
+        "nodad",
+    ]);
+    ip(&["netns", "exec", &host.ns, "ip", "link", "set", &far, "up"]);
+    // The phones' own address, reached by the first link to begin with.
+    ip(&[
+        "netns",
+        "exec",
+        &host.ns,
+        "ip",
+        "addr",
+        "add",
+        "fd00:203:3::2/128",
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:203:3::2/128",
+        "via",
+        &host.there,
+        "dev",
+        &first,
+    ]);
+    // A neighbour solicitation for a packet from the phones' address (not
+    // on the link) comes from the link-local address, which is tentative
+    // for its first second: until then nobody answers.
+    let tentative = |netns: &[&str], dev: &str| {
+        let out = Command::new("ip")
+            .args(netns)
+            .args(["-6", "addr", "show", "dev", dev])
+            .output();
+        String::from_utf8_lossy(&out.expect("ip runs").stdout).contains("tentative")
+    };
+    let b_side = format!("kfb3-{pid}");
+    let inside = ["-n", host.ns.as_str()];
+    let settled = std::time::Instant::now() + Duration::from_secs(5);
+    while tentative(&inside, &b_side) || tentative(&inside, &far) || tentative(&[], &first) || tentative(&[], &second) {
+        assert!(std::time::Instant::now() < settled, "IPv6 addresses still tentative");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = Daemon::start(128, &["--kernel-forward", "on", "--media-bind", &host.here]).await;
+    let (mut a, mut b) = host.run(|| (Peer::new("fd00:203:3::2"), Peer::new("fd00:203:3::2")));
+    let (to_a, to_b) = d.call("kroute", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 20);
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "both directions in the kernel");
+
+    ip(&[
+        "-6",
+        "route",
+        "replace",
+        "fd00:203:3::2/128",
+        "via",
+        "fd00:202:3::2",
+        "dev",
+        &second,
+    ]);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (forwarded, by_first, by_second) = (kernel_streams(&d).await.1, tx_packets(&first), tx_packets(&second));
+    exchange(&mut a, to_a, &mut b, to_b, 50);
+    let more = kernel_streams(&d).await.1 - forwarded;
+    let (by_first, by_second) = (tx_packets(&first) - by_first, tx_packets(&second) - by_second);
+    assert!(
+        by_second >= 100,
+        "{by_second} of 100 packets left by the new link ({by_first} by the old)"
+    );
+    assert!(by_first < 10, "{by_first} packets still left by the old link");
+    assert!(
+        more >= 90.0,
+        "back in the kernel with the new route: {more} of 100 forwarded there"
+    );
+}
+
 /// Where the kernel cannot forward (here: an interface that does not
 /// exist), `on` refuses to start and says why; `auto` says why and relays
 /// in userspace.

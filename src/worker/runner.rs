@@ -710,6 +710,9 @@ impl Runner {
         self.counters.streams.store(streams as u64, Relaxed);
         self.counters.calls.store(self.calls.len() as u64, Relaxed);
         self.counters.kernel_streams.store(self.in_kernel(), Relaxed);
+        if self.config.kernel.is_some() {
+            self.recheck_egress(now);
+        }
         for (_, c) in self.calls.iter_mut() {
             for ws in &mut c.streams {
                 webrtc::check_consent(ws, now, &c.call_id, &self.sockets);

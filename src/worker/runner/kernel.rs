@@ -25,6 +25,12 @@ use std::time::{Duration, Instant};
 pub(super) struct InKernel {
     kernel: Arc<KernelForward>,
     key: Key,
+    /// The route it was handed over with (`to` from `via`, out of
+    /// `egress`, 0 for this host), and when that was last checked.
+    to: SocketAddr,
+    via: SocketAddr,
+    egress: u32,
+    checked: Instant,
     /// Counters already added to the side's statistics.
     applied: (u64, u64),
     /// Taken back (its entry is gone).
@@ -72,6 +78,33 @@ impl InKernel {
             seq_max: e.seq_max,
             jitter: (e.clock != 0).then_some((e.jitter_q4, e.clock)),
         })
+    }
+}
+
+/// How often a kernel-forwarded direction's route is looked up again.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Route lookups per housekeeping turn (a netlink round trip each).
+const RECHECKS_PER_TURN: usize = 64;
+
+/// Folds what the kernel counted for direction (`stream`, `side`) into the
+/// call's statistics and activity; `take` also removes its entry.
+fn collect_direction(call: &mut WCall, (si, side): (usize, usize), take: bool, now: Instant, c: &WorkerCounters) {
+    let ws = &mut call.streams[si];
+    if take {
+        ws.kernel_refused[side] = false;
+    }
+    let Some(k) = &mut ws.kernel[side] else { return };
+    let counted = k.collect(take, now);
+    if take {
+        ws.kernel[side] = None;
+        c.kernel_streams.fetch_sub(1, Relaxed);
+    }
+    let Some(n) = counted else { return };
+    ws.relay.sides[side]
+        .rtp
+        .on_forwarded(n.packets, n.bytes, n.last, n.seq_max, n.jitter);
+    if let Some(last) = n.last {
+        call.last_activity = call.last_activity.max(last);
     }
 }
 
@@ -155,6 +188,10 @@ impl Runner {
                 ws.kernel[side] = Some(InKernel {
                     kernel,
                     key,
+                    to: route.to,
+                    via: route.via,
+                    egress: route.ifindex,
+                    checked: clock::now(),
                     applied: (0, 0),
                     done: false,
                 })
@@ -182,24 +219,49 @@ impl Runner {
     fn kernel_counts(&mut self, ci: usize, take: bool) {
         let Some(call) = self.calls.get_mut(ci) else { return };
         let now = clock::now();
-        for ws in &mut call.streams {
+        for si in 0..call.streams.len() {
             for side in 0..2 {
-                if take {
-                    ws.kernel_refused[side] = false;
+                collect_direction(call, (si, side), take, now, &self.counters);
+            }
+        }
+    }
+
+    /// Follows route changes: a direction whose peer is now reached by
+    /// another interface (or no longer at all) is taken back, and the next
+    /// packet in userspace hands it over again with the route of the day.
+    /// Each direction is looked up again once a second at most, and
+    /// `RECHECKS_PER_TURN` per housekeeping turn.
+    pub(super) fn recheck_egress(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        'calls: for (ci, c) in self.calls.iter() {
+            for (si, ws) in c.streams.iter().enumerate() {
+                for (side, k) in ws.kernel.iter().enumerate() {
+                    if k.as_ref()
+                        .is_some_and(|k| now.saturating_duration_since(k.checked) >= RECHECK_EVERY)
+                    {
+                        due.push((ci, si, side));
+                        if due.len() == RECHECKS_PER_TURN {
+                            break 'calls;
+                        }
+                    }
                 }
-                let Some(k) = &mut ws.kernel[side] else { continue };
-                let counted = k.collect(take, now);
-                if take {
-                    ws.kernel[side] = None;
-                    self.counters.kernel_streams.fetch_sub(1, Relaxed);
-                }
-                let Some(c) = counted else { continue };
-                ws.relay.sides[side]
-                    .rtp
-                    .on_forwarded(c.packets, c.bytes, c.last, c.seq_max, c.jitter);
-                if let Some(last) = c.last {
-                    call.last_activity = call.last_activity.max(last);
-                }
+            }
+        }
+        for (ci, si, side) in due {
+            let Some(k) = self.calls[ci].streams[si].kernel[side].as_mut() else {
+                continue;
+            };
+            k.checked = now;
+            let egress = match route::egress(k.to.ip(), k.via.ip()) {
+                Ok(Egress::Local) => Some(0),
+                Ok(Egress::Out(i)) => Some(i),
+                Err(_) => None,
+            };
+            let (to, was) = (k.to, k.egress);
+            if egress != Some(was) {
+                let call = &mut self.calls[ci];
+                tracing::info!(call_id = %call.call_id, %to, was, now = ?egress, "route changed: a kernel-forwarded direction comes back to userspace");
+                collect_direction(call, (si, side), true, now, &self.counters);
             }
         }
     }
