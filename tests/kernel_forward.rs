@@ -356,41 +356,13 @@ async fn kernel_forwarding_follows_a_route_change() {
     ip(&["link", "set", &far, "netns", &host.ns]);
     ip(&["addr", "add", "fd00:202:3::1/64", "dev", &second, "nodad"]);
     ip(&["link", "set", &second, "up"]);
-    ip(&[
-        "netns",
-        "exec",
-        &host.ns,
-        "ip",
-        "addr",
-        "add",
-        "fd00:202:3::2/64",
-        "dev",
-        &far,
-        "nodad",
-    ]);
-    ip(&["netns", "exec", &host.ns, "ip", "link", "set", &far, "up"]);
+    let inside = |args: &[&str]| ip(&[&["-n", host.ns.as_str()], args].concat());
+    inside(&["addr", "add", "fd00:202:3::2/64", "dev", &far, "nodad"]);
+    inside(&["link", "set", &far, "up"]);
     // The phones' own address, reached by the first link to begin with.
-    ip(&[
-        "netns",
-        "exec",
-        &host.ns,
-        "ip",
-        "addr",
-        "add",
-        "fd00:203:3::2/128",
-        "dev",
-        "lo",
-    ]);
-    ip(&[
-        "-6",
-        "route",
-        "add",
-        "fd00:203:3::2/128",
-        "via",
-        &host.there,
-        "dev",
-        &first,
-    ]);
+    inside(&["addr", "add", "fd00:203:3::2/128", "dev", "lo"]);
+    let to_phones = |via: &str, dev: &str| ip(&["-6", "route", "replace", "fd00:203:3::2/128", "via", via, "dev", dev]);
+    to_phones(&host.there, &first);
     // A neighbour solicitation for a packet from the phones' address (not
     // on the link) comes from the link-local address, which is tentative
     // for its first second: until then nobody answers.
@@ -402,9 +374,9 @@ async fn kernel_forwarding_follows_a_route_change() {
         String::from_utf8_lossy(&out.expect("ip runs").stdout).contains("tentative")
     };
     let b_side = format!("kfb3-{pid}");
-    let inside = ["-n", host.ns.as_str()];
+    let netns = ["-n", host.ns.as_str()];
     let settled = std::time::Instant::now() + Duration::from_secs(5);
-    while tentative(&inside, &b_side) || tentative(&inside, &far) || tentative(&[], &first) || tentative(&[], &second) {
+    while tentative(&netns, &b_side) || tentative(&netns, &far) || tentative(&[], &first) || tentative(&[], &second) {
         assert!(std::time::Instant::now() < settled, "IPv6 addresses still tentative");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -414,16 +386,7 @@ async fn kernel_forwarding_follows_a_route_change() {
     exchange(&mut a, to_a, &mut b, to_b, 20);
     assert_eq!(kernel_streams(&d).await.0, 2.0, "both directions in the kernel");
 
-    ip(&[
-        "-6",
-        "route",
-        "replace",
-        "fd00:203:3::2/128",
-        "via",
-        "fd00:202:3::2",
-        "dev",
-        &second,
-    ]);
+    to_phones("fd00:202:3::2", &second);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let (forwarded, by_first, by_second) = (kernel_streams(&d).await.1, tx_packets(&first), tx_packets(&second));
     exchange(&mut a, to_a, &mut b, to_b, 50);
