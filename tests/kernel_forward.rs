@@ -49,6 +49,16 @@ macro_rules! needs_ebpf {
     };
 }
 
+/// IPv6 tests skip on a machine where IPv6 is off.
+macro_rules! needs_ipv6 {
+    () => {
+        if UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("SKIPPED: no IPv6 here");
+            return;
+        }
+    };
+}
+
 /// Sends, through a raw socket (root), an RTP datagram from `from` to `to`
 /// whose UDP header claims 100 bytes more than it carries.
 fn lying_datagram(from: SocketAddr, to: SocketAddr) {
@@ -330,6 +340,7 @@ async fn phones_on_another_host_are_forwarded_out_of_its_interface_with_right_ch
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_phones_on_another_host_too() {
     needs_ebpf!();
+    needs_ipv6!();
     phones_on_another_host(2, true, 126).await;
 }
 
@@ -348,6 +359,7 @@ fn tx_packets(dev: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn kernel_forwarding_follows_a_route_change() {
     needs_ebpf!();
+    needs_ipv6!();
     let host = Host::new(3, true);
     let pid = std::process::id() % 10000;
     let (first, second) = (format!("kfa3-{pid}"), format!("kfc3-{pid}"));
@@ -533,10 +545,7 @@ async fn new_sdp_moves_the_stream_without_a_stale_kernel_entry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_calls_are_forwarded_in_the_kernel_too() {
     needs_ebpf!();
-    if UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED: no IPv6 loopback here");
-        return;
-    }
+    needs_ipv6!();
     let d = Daemon::start(125, &["--kernel-forward", "on", "--media-bind", "::1", "--dscp", "34"]).await;
     let (mut a, mut b) = (Peer::new("::1"), Peer::new("::1"));
     let (to_a, to_b) = d.call("k6", &a, &b).await;
