@@ -413,6 +413,28 @@ async fn kernel_forwarding_follows_a_route_change() {
         more >= 90.0,
         "back in the kernel with the new route: {more} of 100 forwarded there"
     );
+
+    // No route for a while (unreachable, not deleted: the machine's default
+    // route must not carry test traffic): both directions come back, and
+    // the kernel refuses them while it lasts. Once the route returns, they
+    // go back to the kernel within seconds, with no new command.
+    ip(&["-6", "route", "replace", "unreachable", "fd00:203:3::2/128"]);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(kernel_streams(&d).await.0, 0.0, "taken back: no route");
+    for _ in 0..3 {
+        a.send_rtp(to_a);
+        b.send_rtp(to_b);
+    }
+    to_phones("fd00:202:3::2", &second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(9);
+    while kernel_streams(&d).await.0 < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after the route came back"
+        );
+        exchange(&mut a, to_a, &mut b, to_b, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Where the kernel cannot forward (here: an interface that does not

@@ -82,8 +82,9 @@ struct WStream {
     has_followers: [bool; 2],
     /// `kernel[side]`: what leg `side` sends is forwarded in the kernel.
     kernel: [Option<kernel::InKernel>; 2],
-    /// The kernel refused it (map full): not asked again before the next command.
-    kernel_refused: [bool; 2],
+    /// The kernel refused it (map full, no route): not asked again before
+    /// this time or the next command.
+    kernel_refused: [Option<Instant>; 2],
 }
 
 struct WCall {

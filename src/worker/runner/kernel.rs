@@ -85,13 +85,16 @@ impl InKernel {
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Route lookups per housekeeping turn (a netlink round trip each).
 const RECHECKS_PER_TURN: usize = 64;
+/// A direction the kernel refused (no route, a full map) is offered again
+/// after this, or at the call's next command.
+const RETRY_REFUSED: Duration = Duration::from_secs(5);
 
 /// Folds what the kernel counted for direction (`stream`, `side`) into the
 /// call's statistics and activity; `take` also removes its entry.
 fn collect_direction(call: &mut WCall, (si, side): (usize, usize), take: bool, now: Instant, c: &WorkerCounters) {
     let ws = &mut call.streams[si];
     if take {
-        ws.kernel_refused[side] = false;
+        ws.kernel_refused[side] = None;
     }
     let Some(k) = &mut ws.kernel[side] else { return };
     let counted = k.collect(take, now);
@@ -124,13 +127,13 @@ fn plain(call: &WCall, ws: &WStream, side: usize) -> bool {
 impl Runner {
     /// After userspace relayed an RTP packet from leg `side` of stream
     /// `si` to `to`: the kernel takes that direction on if it qualifies.
-    /// Once per direction (it is then in the kernel, or refused until the
-    /// call's next command).
+    /// Once per direction (it is then in the kernel, or refused for
+    /// `RETRY_REFUSED` or until the call's next command).
     pub(super) fn offer_to_kernel(&mut self, ci: usize, si: usize, side: usize, to: SocketAddr) {
         let Some(kernel) = &self.config.kernel else { return };
         let Some(call) = self.calls.get(ci) else { return };
         let Some(ws) = call.streams.get(si) else { return };
-        if ws.kernel[side].is_some() || ws.kernel_refused[side] {
+        if ws.kernel[side].is_some() || ws.kernel_refused[side].is_some_and(|until| clock::now() < until) {
             return;
         }
         #[cfg(feature = "test-hooks")]
@@ -172,9 +175,9 @@ impl Runner {
         })();
         let at = local(ws.sock[side][0]).filter(|a| route.is_some_and(|r| a.is_ipv6() == r.to.is_ipv6()));
         let (Some(route), Some(at)) = (route, at) else {
-            // Not asked again for every packet: after the next command.
+            // Not asked again for every packet: after RETRY_REFUSED or the next command.
             if no_route {
-                self.calls[ci].streams[si].kernel_refused[side] = true;
+                self.calls[ci].streams[si].kernel_refused[side] = Some(clock::now() + RETRY_REFUSED);
             }
             return;
         };
@@ -199,7 +202,7 @@ impl Runner {
             Err(error) => {
                 // A full map (65,536 directions) or no memory: userspace it is.
                 tracing::debug!(%error, port = at.port(), "kernel forwarding refused a stream");
-                ws.kernel_refused[side] = true;
+                ws.kernel_refused[side] = Some(clock::now() + RETRY_REFUSED);
             }
         }
     }

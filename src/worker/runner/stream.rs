@@ -117,7 +117,7 @@ impl WStream {
             bundle: [None, None],
             has_followers: [false, false],
             kernel: [None, None],
-            kernel_refused: [false, false],
+            kernel_refused: [None, None],
         }
     }
 }
