@@ -412,7 +412,7 @@ impl Runner {
                     WorkerCounters::add(&c.bytes_relayed, n as u64);
                 }
                 if fwd.kind == PacketKind::Rtp && !rtcp && !fwd.from_rtcp_socket {
-                    self.offer_to_kernel(ci, si, side, fwd.to);
+                    self.offer_to_kernel(now, ci, si, side, fwd.to);
                 }
                 return;
             }
@@ -642,8 +642,11 @@ impl Runner {
             .into_iter()
             .map(|slot| {
                 let mut s = self.sockets.remove(slot);
+                // Off the ring, or off epoll: the descriptor lives on.
                 self.unwatch_ring(slot, &s);
-                let _ = self.poll.registry().deregister(&mut s.socket);
+                if s.ring.is_none() {
+                    let _ = self.poll.registry().deregister(&mut s.socket);
+                }
                 (s.local, std::net::UdpSocket::from(s.socket))
             })
             .collect();

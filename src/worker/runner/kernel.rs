@@ -129,11 +129,11 @@ impl Runner {
     /// `si` to `to`: the kernel takes that direction on if it qualifies.
     /// Once per direction (it is then in the kernel, or refused for
     /// `RETRY_REFUSED` or until the call's next command).
-    pub(super) fn offer_to_kernel(&mut self, ci: usize, si: usize, side: usize, to: SocketAddr) {
+    pub(super) fn offer_to_kernel(&mut self, now: Instant, ci: usize, si: usize, side: usize, to: SocketAddr) {
         let Some(kernel) = &self.config.kernel else { return };
         let Some(call) = self.calls.get(ci) else { return };
         let Some(ws) = call.streams.get(si) else { return };
-        if ws.kernel[side].is_some() || ws.kernel_refused[side].is_some_and(|until| clock::now() < until) {
+        if ws.kernel[side].is_some() || ws.kernel_refused[side].is_some_and(|until| now < until) {
             return;
         }
         #[cfg(feature = "test-hooks")]
@@ -177,7 +177,7 @@ impl Runner {
         let (Some(route), Some(at)) = (route, at) else {
             // Not asked again for every packet: after RETRY_REFUSED or the next command.
             if no_route {
-                self.calls[ci].streams[si].kernel_refused[side] = Some(clock::now() + RETRY_REFUSED);
+                self.calls[ci].streams[si].kernel_refused[side] = Some(now + RETRY_REFUSED);
             }
             return;
         };
@@ -194,7 +194,7 @@ impl Runner {
                     to: route.to,
                     via: route.via,
                     egress: route.ifindex,
-                    checked: clock::now(),
+                    checked: now,
                     applied: (0, 0),
                     done: false,
                 })
@@ -202,7 +202,7 @@ impl Runner {
             Err(error) => {
                 // A full map (65,536 directions) or no memory: userspace it is.
                 tracing::debug!(%error, port = at.port(), "kernel forwarding refused a stream");
-                ws.kernel_refused[side] = Some(clock::now() + RETRY_REFUSED);
+                ws.kernel_refused[side] = Some(now + RETRY_REFUSED);
             }
         }
     }
