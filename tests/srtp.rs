@@ -314,6 +314,11 @@ async fn unusable_keys_are_refused_with_the_reason() {
     let body = json!({"from_tag": "a", "sdp": avp_sdp(40000), "options": {"transport_protocol": "RTP/SAVP", "sdes": {"only": ["AES_CM_999"]}}});
     let (s, e) = d.post("/v1/calls/suite/offer", body).await;
     assert_eq!(s, 400, "{e}");
+    // SDES off leaves an RTP/SAVP leg made from a plain one without keys.
+    let body = json!({"from_tag": "a", "sdp": avp_sdp(40000), "options": {"transport_protocol": "RTP/SAVPF", "sdes": {"off": true}}});
+    let (s, e) = d.post("/v1/calls/sdes-off/offer", body).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("SDES is off"), "{e}");
     let (s, _) = d.get("/v1/calls/bad-keys").await;
     assert_eq!(s, 404);
 }

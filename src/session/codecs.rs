@@ -31,6 +31,12 @@ fn kind(name: &str) -> Result<CodecKind, Error> {
     })
 }
 
+/// Refuses a codec chorus cannot transcode wherever it is named: on an
+/// answer, or an offer with no audio, it would otherwise pass unnoticed.
+pub(super) fn check_names(names: &[String]) -> Result<(), Error> {
+    names.iter().try_for_each(|n| kind(n).map(drop))
+}
+
 /// Whether the stream offers `k` (by rtpmap name, or the static type).
 fn offers(m: &Media, k: CodecKind) -> bool {
     let mut one = m.clone();

@@ -245,7 +245,7 @@ impl Session {
         advertise: &[IpAddr],
         ports: &mut dyn Resources,
     ) -> Result<(String, Change), Error> {
-        check_strip(sdp, opts)?;
+        check_options(sdp, opts)?;
         let o = self.offering_leg(from_tag)?;
         let r = 1 - o;
         if sdp.media.len() < self.streams.len() {
@@ -328,7 +328,7 @@ impl Session {
             )));
         }
         let a = 1 - o;
-        check_strip(sdp, opts)?;
+        check_options(sdp, opts)?;
         if sdp.media.len() != self.streams.len() {
             return Err(Error::Conflict(format!(
                 "answer has {} m= lines but the offer had {} (RFC 3264 section 6)",
@@ -571,7 +571,8 @@ fn session_transport(outs: &[StreamOut], groups: Vec<String>) -> Option<Vec<Stri
 }
 
 /// Stripping every codec of a live stream would leave an invalid `m=` line.
-fn check_strip(sdp: &Sdp, opts: &Options) -> Result<(), Error> {
+fn check_options(sdp: &Sdp, opts: &Options) -> Result<(), Error> {
+    codecs::check_names(&opts.transcode)?;
     for (i, m) in sdp.media.iter().enumerate() {
         if m.port != 0 && sdp::stripped_payload_types(m, &opts.strip_codecs).len() == m.formats.len() {
             return Err(Error::BadRequest(format!(

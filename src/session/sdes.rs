@@ -146,7 +146,7 @@ pub(super) fn offer_from_secure(
 pub(super) fn offer_to_secure(side: &mut SideState, opts: &SdesOptions, res: &mut dyn Resources) -> Result<(), Error> {
     if opts.off {
         return Err(Error::BadRequest(
-            "SDES is off, so an RTP/SAVP leg would have no way to get keys (DTLS-SRTP is not supported yet)".into(),
+            "SDES is off, so an RTP/SAVP leg would get no keys: for DTLS-SRTP ask for transport-protocol UDP/TLS/RTP/SAVPF".into(),
         ));
     }
     let suites: Vec<Suite> = Suite::ALL.into_iter().filter(|s| opts.allows(*s)).collect();

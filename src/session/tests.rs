@@ -343,3 +343,22 @@ fn where_media_goes_follows_the_sdp_hold_and_the_sip_source() {
     .unwrap();
     assert_eq!(peer(&s).rtcp, Some("10.0.0.9:4005".parse().unwrap()));
 }
+
+#[test]
+fn a_codec_that_cannot_be_transcoded_is_refused_on_an_answer_too() {
+    let mut ports = Ports::default();
+    let mut s = Session::default();
+    s.offer("a", &sdp("10.0.0.1", 4000, 1, ""), &opts(), &ADV, &mut ports)
+        .unwrap();
+    let bad = Options {
+        transcode: vec!["AAA".into()],
+        ..opts()
+    };
+    let err = s
+        .answer("a", "b", &sdp("10.0.0.2", 5000, 1, ""), &bad, &ADV, &mut ports)
+        .unwrap_err();
+    assert!(err.to_string().contains("codec `AAA` cannot be transcoded"), "{err}");
+    // Nothing was answered: a correct answer still goes through.
+    s.answer("a", "b", &sdp("10.0.0.2", 5000, 1, ""), &opts(), &ADV, &mut ports)
+        .unwrap();
+}
