@@ -221,6 +221,7 @@ fn init_logging(format: &str) {
 async fn serve(config: Config) -> std::io::Result<()> {
     let listen = config.http_listen;
     let drain_timeout = Duration::from_secs(config.drain_timeout);
+    let files = chorus::worker::ports::budget_descriptors();
     let started = State::start(config)?;
     let state = started.state.clone();
     tokio::spawn(chorus::control::lifecycle::pump_worker_events(
@@ -252,6 +253,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         workers = state.workers.len(),
         interfaces = ?state.home.interfaces,
         ports = format!("{}-{}", state.config.port_min, state.config.port_max),
+        open_files_limit = files,
         "chorus listening"
     );
     let s = state.clone();

@@ -409,3 +409,49 @@ async fn non_rtp_streams_are_relayed_as_opaque_udp() {
     assert_eq!(got[0].0, b"\x00\x01udptl-not-rtp");
     let _ = offer;
 }
+
+/// The socket inode /proc/net/udp shows for a local port, if one is bound.
+fn udp_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let local = format!(":{port:04X} ");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let matches = f.get(1)?.ends_with(local.trim_end());
+        matches.then(|| f.get(9)?.parse().ok()).flatten()
+    })
+}
+
+/// An ended call's sockets stay bound for the next call on their ports (no
+/// socket, bind and close per port), and in between the ports look closed.
+#[tokio::test]
+async fn ports_of_an_ended_call_keep_their_sockets_for_the_next() {
+    let d = Daemon::start_with_range(129, 4, &[]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("first", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 3);
+    let inodes: Vec<_> = [to_a, to_b].iter().map(|t| udp_inode(t.port())).collect();
+    assert!(inodes.iter().all(Option::is_some), "{inodes:?}");
+    let (s, fin) = d.delete("/v1/calls/first").await;
+    assert_eq!(s, 200, "{fin}");
+    assert_eq!(inodes, [to_a, to_b].map(|t| udp_inode(t.port())), "still bound");
+    // A late packet is refused as by a closed port, and never relayed.
+    let late = UdpSocket::bind("127.0.0.1:0").unwrap();
+    late.connect(to_a).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    late.send(&rtp(0, 1, 160, 7, &[0; 160])).unwrap();
+    let refused = late.recv(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+    // The next call gets the same ports (four in the range) and sockets.
+    let (mut c, mut e) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_c, to_e) = d.call("second", &c, &e).await;
+    let mut now: Vec<_> = [to_c, to_e].iter().map(|t| udp_inode(t.port())).collect();
+    let mut before = inodes.clone();
+    now.sort();
+    before.sort();
+    assert_eq!(now, before, "the same sockets serve the next call");
+    exchange(&mut c, to_c, &mut e, to_e, 3);
+    assert_eq!(drain(&c.rtp) + drain(&e.rtp) + drain(&a.rtp) + drain(&b.rtp), 0);
+    let (s, fin) = d.delete("/v1/calls/second").await;
+    assert_eq!(s, 200, "{fin}");
+    assert_eq!(fin["legs"][0]["streams"][0]["stats"]["rtp"]["packets"], 3, "{fin}");
+}

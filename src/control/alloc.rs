@@ -7,7 +7,9 @@ use super::home::Home;
 use super::{lock, State};
 use crate::error::Error;
 use crate::session::{LocalPorts, Resources};
-use crate::worker::ports;
+use crate::worker::ports::{self, SocketOptions};
+use crate::worker::Bound;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 /// Binds ports for one command. New sockets go to the worker with the
 /// update; released ports return to the pool only after the worker has
@@ -16,7 +18,7 @@ pub struct Alloc<'a> {
     state: &'a State,
     /// Where the call lives: its addresses and port pools.
     home: &'a Home,
-    pub fresh: Vec<(usize, LocalPorts, Vec<crate::worker::Bound>)>,
+    pub fresh: Vec<(usize, LocalPorts, Vec<Bound>)>,
     pub released: Vec<(usize, LocalPorts)>,
     /// Ports in the range that another process holds: kept out of the pool
     /// while this command runs (so it does not pick them again), and put
@@ -49,15 +51,11 @@ impl Resources for Alloc<'_> {
         let opts = &self.state.socket_options;
         let exhausted = || Error::PortsExhausted(self.home.name(iface).to_string());
         for _ in 0..BIND_ATTEMPTS {
-            let port = {
+            let (port, mut parked) = {
                 let mut pool = lock(&self.home.pools[iface]);
-                if pair {
-                    pool.take_pair()
-                } else {
-                    pool.take_single()
-                }
-            }
-            .ok_or_else(exhausted)?;
+                let port = if pair { pool.take_pair() } else { pool.take_single() }.ok_or_else(exhausted)?;
+                (port, [pool.unpark(port), pair.then(|| pool.unpark(port + 1)).flatten()])
+            };
             let ports = LocalPorts {
                 rtp: port,
                 rtcp: pair.then_some(port + 1),
@@ -65,7 +63,8 @@ impl Resources for Alloc<'_> {
             let bound: Result<Vec<_>, _> = [Some(port), ports.rtcp]
                 .into_iter()
                 .flatten()
-                .map(|p| ports::bind(ip, p, opts).map(|s| (std::net::SocketAddr::new(ip, p), s)))
+                .zip(&mut parked)
+                .map(|(p, parked)| open(ip, p, parked.take(), opts))
                 .collect();
             match bound {
                 Ok(sockets) => {
@@ -101,7 +100,7 @@ impl Alloc<'_> {
     /// Takes and binds the given ports (a call restored where it was).
     pub fn claim(&mut self, iface: usize, ports: LocalPorts) -> Result<(), Error> {
         let wanted = [Some(ports.rtp), ports.rtcp];
-        {
+        let mut parked = {
             let mut pool = lock(&self.home.pools[iface]);
             for (n, p) in wanted.iter().flatten().enumerate() {
                 if !pool.take(*p) {
@@ -111,12 +110,14 @@ impl Alloc<'_> {
                     return Err(Error::Conflict(format!("port {p} is taken or outside the range")));
                 }
             }
-        }
+            wanted.map(|p| p.and_then(|p| pool.unpark(p)))
+        };
         let ip = self.home.bind[iface];
         let bound: Result<Vec<_>, _> = wanted
             .into_iter()
-            .flatten()
-            .map(|p| ports::bind(ip, p, &self.state.socket_options).map(|s| (std::net::SocketAddr::new(ip, p), s)))
+            .zip(&mut parked)
+            .filter_map(|(p, parked)| Some((p?, parked.take())))
+            .map(|(p, parked)| open(ip, p, parked, &self.state.socket_options))
             .collect();
         match bound {
             Ok(sockets) => {
@@ -139,6 +140,15 @@ impl Alloc<'_> {
             free_ports(self.home, iface, p);
         }
     }
+}
+
+/// A port's parked socket, or a new one bound to it.
+fn open(ip: IpAddr, port: u16, parked: Option<UdpSocket>, opts: &SocketOptions) -> std::io::Result<Bound> {
+    let socket = match parked {
+        Some(s) => s,
+        None => ports::bind(ip, port, opts)?,
+    };
+    Ok((SocketAddr::new(ip, port), socket))
 }
 
 pub fn free_ports(home: &Home, iface: usize, p: LocalPorts) {

@@ -2,11 +2,12 @@
 //! the ng protocol) translate into these, so both behave the same.
 
 use super::alloc::{free_ports, Alloc};
+use super::home::Home;
 use super::{lock, CallEntry, State};
 use crate::error::Error;
 use crate::media::relay::PeerSpec;
 use crate::session::{Change, Options, Session};
-use crate::worker::{Bundled, CallReport, Command, SideSpec, StreamSpec, WebRtcSpec, WorkerError};
+use crate::worker::{Bound, Bundled, CallReport, Command, SideSpec, StreamSpec, WebRtcSpec, WorkerError};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -206,14 +207,25 @@ pub async fn delete(state: &State, call_id: &str, from_tag: Option<&str>) -> Res
     }
     let (reply, rx) = oneshot::channel();
     state.workers[e.worker].send(Command::Remove { key: e.key, reply })?;
-    let report = rx.await.ok().flatten().unwrap_or(CallReport { streams: Vec::new() });
-    let summary = finish(state, &mut e, report, "deleted");
+    let (report, sockets) = match rx.await.ok().flatten() {
+        Some(r) => (r.report, r.sockets),
+        None => (CallReport { streams: Vec::new() }, Vec::new()),
+    };
+    let summary = finish(state, &mut e, report, sockets, "deleted");
     Ok(summary)
 }
 
-/// Frees a call's ports and registry entry after its worker closed it.
-pub(super) fn finish(state: &State, e: &mut CallEntry, report: CallReport, reason: &'static str) -> CallSnapshot {
+/// Frees a call's ports and registry entry after its worker let go of
+/// them; `sockets` (still bound) are parked for the calls to come.
+pub(super) fn finish(
+    state: &State,
+    e: &mut CallEntry,
+    report: CallReport,
+    sockets: Vec<Bound>,
+    reason: &'static str,
+) -> CallSnapshot {
     release(state, e, reason);
+    park(&e.home, sockets);
     super::replicate::call_changed(state, e);
     let summary = CallSnapshot::of(e, report);
     let duration = e.created.elapsed().as_secs_f64();
@@ -229,6 +241,15 @@ fn release(state: &State, e: &mut CallEntry, reason: &'static str) {
         free_ports(&e.home, iface, p);
     }
     unregister(state, &e.call_id, e.key);
+}
+
+/// Parks a removed call's sockets in their pools (ports already free).
+fn park(home: &Home, sockets: Vec<Bound>) {
+    for (local, socket) in sockets {
+        if let Some(iface) = home.bind.iter().position(|ip| *ip == local.ip()) {
+            lock(&home.pools[iface]).park(local, socket);
+        }
+    }
 }
 
 /// Ends a call here without touching its record: another instance took it

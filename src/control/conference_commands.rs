@@ -411,7 +411,7 @@ pub async fn join_call_leg(state: &State, conf_id: &str, call_id: &str, from_tag
     if detached.call_emptied {
         // Every leg is in the conference now: the relayed call is over.
         let report = crate::worker::CallReport { streams: Vec::new() };
-        super::calls::finish(state, &mut c, report, "moved_to_conference");
+        super::calls::finish(state, &mut c, report, Vec::new(), "moved_to_conference");
     } else {
         super::replicate::call_changed(state, &c);
     }

@@ -75,7 +75,7 @@ async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallRep
     if !e.alive || e.key != key {
         return;
     }
-    let summary = finish(state, &mut e, report, event).to_json();
+    let summary = finish(state, &mut e, report, Vec::new(), event).to_json();
     drop(e);
     let body = json!({ "event": event, "call_id": call_id, "call": summary });
     state.callbacks.post(&state.metrics, body);

@@ -160,10 +160,10 @@ pub enum Command {
         sockets: Vec<Bound>,
         reply: oneshot::Sender<Result<(), WorkerError>>,
     },
-    /// Close the call's sockets and return its final report.
+    /// End the call: its final report, and its sockets, still bound.
     Remove {
         key: CallKey,
-        reply: oneshot::Sender<Option<CallReport>>,
+        reply: oneshot::Sender<Option<Removed>>,
     },
     Query {
         key: CallKey,
@@ -437,6 +437,14 @@ pub enum WorkerEvent {
         call_id: Arc<str>,
         report: CallReport,
     },
+}
+
+/// What a removed call leaves: its final report, and its sockets, off the
+/// worker but still bound, for the control plane to park for the next call.
+#[derive(Debug)]
+pub struct Removed {
+    pub report: CallReport,
+    pub sockets: Vec<Bound>,
 }
 
 #[derive(Debug, Clone, Serialize)]

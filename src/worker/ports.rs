@@ -1,8 +1,11 @@
-//! UDP ports: which ones of the configured range are free, and binding them
-//! with the socket options a media server needs (buffer sizes, DSCP).
+//! UDP ports: which ones of the configured range are free, binding them
+//! with the socket options a media server needs (buffer sizes, DSCP), and
+//! keeping the sockets of freed ports bound for the next call.
 
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The free ports of one interface. Allocation rotates through the range so
 /// that a port just freed is not handed out again at once while others are
@@ -13,6 +16,17 @@ pub struct PortPool {
     used: Vec<bool>,
     cursor: usize,
     free: usize,
+    /// Per port of the range: its socket, kept bound since its call ended.
+    parked: Vec<Option<UdpSocket>>,
+}
+
+/// Sockets parked in all pools, and how many may be: each holds a file
+/// descriptor, so the limit is set at start from the process's (0: none).
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+static PARK_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_park_limit(n: usize) {
+    PARK_LIMIT.store(n, Relaxed);
 }
 
 impl PortPool {
@@ -25,6 +39,7 @@ impl PortPool {
             used: vec![false; n],
             cursor: 0,
             free: n,
+            parked: (0..n).map(|_| None).collect(),
         }
     }
 
@@ -85,6 +100,115 @@ impl PortPool {
             }
         }
     }
+}
+
+impl PortPool {
+    /// Keeps a freed port's socket bound for the next call that takes the
+    /// port, which then skips `socket`, `setsockopt` and `bind` and the
+    /// ending call's `close`: a quarter of a set-up's control-plane time.
+    /// Parked, it is connected to its own address, so it takes no datagram:
+    /// senders see the port closed, as it would be, and an attacker cannot
+    /// fill idle sockets' buffers. Dropped (closed) when the port is not
+    /// free, already parked, or the limit is reached.
+    pub fn park(&mut self, local: SocketAddr, socket: UdpSocket) {
+        let Some(i) = self.index(local.port()) else { return };
+        if self.used[i] || self.parked[i].is_some() || PARKED.load(Relaxed) >= PARK_LIMIT.load(Relaxed) {
+            return;
+        }
+        if seal(&socket, local).is_ok() {
+            self.parked[i] = Some(socket);
+            PARKED.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The parked socket of a port just taken, ready for a call; `None`
+    /// when there is none (or it would not open up: it is closed, so the
+    /// port binds afresh).
+    pub fn unpark(&mut self, port: u16) -> Option<UdpSocket> {
+        let i = self.index(port)?;
+        let socket = self.parked[i].take()?;
+        PARKED.fetch_sub(1, Relaxed);
+        unseal(&socket).ok()?;
+        Some(socket)
+    }
+
+    fn index(&self, port: u16) -> Option<usize> {
+        (port as usize)
+            .checked_sub(self.min as usize)
+            .filter(|&i| i < self.used.len())
+    }
+}
+
+impl Drop for PortPool {
+    fn drop(&mut self) {
+        let n = self.parked.iter().filter(|s| s.is_some()).count();
+        PARKED.fetch_sub(n, Relaxed);
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (a 10,000-port range
+/// needs 10,000 descriptors, and shells often start at 1,024), and lets a
+/// quarter of it hold parked sockets. Returns the limit.
+#[allow(unsafe_code)]
+pub fn budget_descriptors() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            ..lim
+        };
+        if lim.rlim_cur < lim.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            lim = raised;
+        }
+    }
+    let n = lim.rlim_cur;
+    set_park_limit((n / 4).try_into().unwrap_or(usize::MAX));
+    n
+}
+
+/// Connects a parked socket to its own address (loopback when it is bound
+/// to all): only datagrams it sent itself would be accepted.
+fn seal(socket: &UdpSocket, local: SocketAddr) -> std::io::Result<()> {
+    let to = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    socket.connect(SocketAddr::new(to, local.port()))
+}
+
+/// Undoes [`seal`] (connect to AF_UNSPEC keeps the bound address) and
+/// drops what arrived before it, as a closed port would have.
+#[allow(unsafe_code)]
+fn unseal(socket: &UdpSocket) -> std::io::Result<()> {
+    // SAFETY: an all-zero sockaddr_storage is a valid AF_UNSPEC address of
+    // the stated length, on a descriptor this socket owns.
+    let r = unsafe {
+        let unspec: libc::sockaddr_storage = std::mem::zeroed();
+        libc::connect(
+            socket.as_raw_fd(),
+            (&unspec as *const libc::sockaddr_storage).cast(),
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut byte = [0u8; 1];
+    // Bounded: a flood that started after the unseal is the new call's.
+    for _ in 0..64 {
+        if socket.recv(&mut byte).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Socket options for media sockets.
@@ -152,5 +276,66 @@ mod tests {
         p.put(a + 1);
         assert_eq!(p.take_single(), Some(a + 1));
         assert_eq!(p.free(), 4);
+    }
+
+    /// A freed port's socket parked and taken by the next call: while
+    /// parked nothing reaches it; once taken, new datagrams do.
+    /// The park limit is process-wide: tests that set it take turns.
+    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_parked_socket_takes_nothing_and_is_handed_out_again() {
+        let _turn = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+        set_park_limit(usize::MAX);
+        let opts = SocketOptions {
+            recv_buffer: 0,
+            send_buffer: 0,
+            dscp: 0,
+        };
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A port of the range that nobody else on this machine holds.
+        let (mut pool, port, socket) = (41000..41100)
+            .find_map(|p| Some((PortPool::new(p, p), p, bind(lo, p, &opts).ok()?)))
+            .unwrap();
+        assert!(pool.take(port));
+        let local = SocketAddr::new(lo, port);
+        pool.park(local, socket);
+        assert!(pool.parked[0].is_none(), "a port in use is not parked");
+        let socket = bind(lo, port, &opts).unwrap_or_else(|_| panic!("the unparked socket was closed"));
+        pool.put(port);
+        pool.park(local, socket);
+        // To a sender the parked port looks closed (ICMP port unreachable).
+        probe.connect(local).unwrap();
+        probe.send(b"late").unwrap();
+        probe.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        let refused = probe.recv(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+        assert!(pool.take(port));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let socket = pool.unpark(port).expect("parked");
+        assert!(pool.unpark(port).is_none(), "handed out once");
+        probe.send_to(b"new", local).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut buf = [0u8; 8];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"new"[..], probe.local_addr().unwrap()));
+        assert!(socket.recv_from(&mut buf).is_err(), "nothing sent while parked arrives");
+    }
+
+    #[test]
+    fn no_socket_is_parked_past_the_limit() {
+        let _turn = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = s.local_addr().unwrap();
+        let mut pool = PortPool::new(local.port() & !1, local.port());
+        let i = pool.index(local.port()).unwrap();
+        set_park_limit(PARKED.load(Relaxed));
+        pool.park(local, s);
+        assert!(pool.parked[i].is_none());
+        assert!(pool.unpark(local.port()).is_none());
+        set_park_limit(PARKED.load(Relaxed) + 1);
+        pool.park(local, UdpSocket::bind(local).unwrap());
+        assert!(pool.parked[i].is_some(), "parked once there is room");
     }
 }

@@ -638,18 +638,7 @@ impl Runner {
         let peer = Box::new(s.peer.clone());
         let latched = s.latched();
         s.update(crate::media::relay::PeerSpec::unknown(peer.kind));
-        let sockets = slots
-            .into_iter()
-            .map(|slot| {
-                let mut s = self.sockets.remove(slot);
-                // Off the ring, or off epoll: the descriptor lives on.
-                self.unwatch_ring(slot, &s);
-                if s.ring.is_none() {
-                    let _ = self.poll.registry().deregister(&mut s.socket);
-                }
-                (s.local, std::net::UdpSocket::from(s.socket))
-            })
-            .collect();
+        let sockets = slots.into_iter().map(|slot| self.take_socket(slot)).collect();
         // The ring must not read them once the conference does.
         self.flush_ring();
         // A call whose every side moved away has nothing left to relay: it
@@ -677,18 +666,16 @@ impl Runner {
         }
     }
 
-    fn remove(&mut self, key: CallKey) -> Option<CallReport> {
+    fn remove(&mut self, key: CallKey) -> Option<super::Removed> {
         let ci = self.by_key.remove(&key)?;
         self.reclaim_from_kernel(ci);
         let report = self.report(ci, clock::now());
         let call = self.calls.remove(ci);
-        for ws in &call.streams {
-            for slot in ws.sock.iter().flatten().flatten() {
-                self.close_socket(*slot);
-            }
-        }
+        let slots = call.streams.iter().flat_map(|ws| ws.sock.iter().flatten().flatten());
+        let sockets = slots.map(|slot| self.take_socket(*slot)).collect();
+        // The ring lets go of them before the control plane hands them out.
         self.flush_ring();
-        Some(report)
+        Some(super::Removed { report, sockets })
     }
 
     fn report(&self, ci: usize, now: Instant) -> CallReport {
@@ -740,7 +727,8 @@ impl Runner {
             if !self.calls.get(ci).is_some_and(quiet) {
                 continue;
             }
-            if let Some(report) = self.remove(key) {
+            // Its sockets close here: rare enough not to be worth parking.
+            if let Some(super::Removed { report, .. }) = self.remove(key) {
                 self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
             }
         }

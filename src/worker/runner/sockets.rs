@@ -1,5 +1,5 @@
 //! A worker's sockets: opening one onto epoll or the ring, reading one
-//! that epoll reported, closing one.
+//! that epoll reported, taking one off or closing it.
 
 use super::{Owner, Runner, Sock, BUDGET_PER_SOCKET, BUF_BYTES};
 use crate::worker::WorkerError;
@@ -84,6 +84,17 @@ impl Runner {
                 self.queued.push_back(slot);
             }
         }
+    }
+
+    /// Takes a socket off this worker, still open: off the ring (flush it
+    /// before the socket is used elsewhere) or off epoll.
+    pub(super) fn take_socket(&mut self, slot: usize) -> crate::worker::Bound {
+        let mut s = self.sockets.remove(slot);
+        self.unwatch_ring(slot, &s);
+        if s.ring.is_none() {
+            let _ = self.poll.registry().deregister(&mut s.socket);
+        }
+        (s.local, std::net::UdpSocket::from(s.socket))
     }
 
     pub(super) fn close_socket(&mut self, slot: usize) {
