@@ -266,6 +266,7 @@ pub struct Metrics {
     pub calls_active: IntGauge,
     pub calls_timed_out: IntCounter,
     pub ports_free: IntGaugeVec,
+    pub ports_parked: IntGaugeVec,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub call_seconds: prometheus::Histogram,
@@ -315,6 +316,16 @@ impl Metrics {
             ports_free: register(
                 r,
                 IntGaugeVec::new(Opts::new("chorus_ports_free", "Free media ports"), &["interface"]),
+            ),
+            ports_parked: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "chorus_ports_parked",
+                        "Free media ports whose socket stays bound for the next call",
+                    ),
+                    &["interface"],
+                ),
             ),
             requests: counters(
                 r,

@@ -434,6 +434,8 @@ async fn ports_of_an_ended_call_keep_their_sockets_for_the_next() {
     let (s, fin) = d.delete("/v1/calls/first").await;
     assert_eq!(s, 200, "{fin}");
     assert_eq!(inodes, [to_a, to_b].map(|t| udp_inode(t.port())), "still bound");
+    let parked = |m: &str| metric(m, "chorus_ports_parked{interface=\"default\"}");
+    assert_eq!(parked(&d.metrics().await), 4.0);
     // A late packet is refused as by a closed port, and never relayed.
     let late = UdpSocket::bind("127.0.0.1:0").unwrap();
     late.connect(to_a).unwrap();
@@ -449,6 +451,7 @@ async fn ports_of_an_ended_call_keep_their_sockets_for_the_next() {
     now.sort();
     before.sort();
     assert_eq!(now, before, "the same sockets serve the next call");
+    assert_eq!(parked(&d.metrics().await), 0.0);
     exchange(&mut c, to_c, &mut e, to_e, 3);
     assert_eq!(drain(&c.rtp) + drain(&e.rtp) + drain(&a.rtp) + drain(&b.rtp), 0);
     let (s, fin) = d.delete("/v1/calls/second").await;

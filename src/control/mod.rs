@@ -307,11 +307,13 @@ impl State {
             .conferences_active
             .set(lock(&self.conferences).len() as i64);
         for (i, iface) in self.home.interfaces.iter().enumerate() {
-            let free = lock(&self.home.pools[i]).free();
-            self.metrics
-                .ports_free
-                .with_label_values(&[iface.name.as_str()])
-                .set(free as i64);
+            let (free, parked) = {
+                let pool = lock(&self.home.pools[i]);
+                (pool.free(), pool.parked())
+            };
+            let label = [iface.name.as_str()];
+            self.metrics.ports_free.with_label_values(&label).set(free as i64);
+            self.metrics.ports_parked.with_label_values(&label).set(parked as i64);
         }
         self.metrics.render()
     }

@@ -18,6 +18,7 @@ pub struct PortPool {
     free: usize,
     /// Per port of the range: its socket, kept bound since its call ended.
     parked: Vec<Option<UdpSocket>>,
+    parked_count: usize,
 }
 
 /// Sockets parked in all pools, and how many may be: each holds a file
@@ -40,6 +41,7 @@ impl PortPool {
             cursor: 0,
             free: n,
             parked: (0..n).map(|_| None).collect(),
+            parked_count: 0,
         }
     }
 
@@ -117,6 +119,7 @@ impl PortPool {
         }
         if seal(&socket, local).is_ok() {
             self.parked[i] = Some(socket);
+            self.parked_count += 1;
             PARKED.fetch_add(1, Relaxed);
         }
     }
@@ -127,9 +130,14 @@ impl PortPool {
     pub fn unpark(&mut self, port: u16) -> Option<UdpSocket> {
         let i = self.index(port)?;
         let socket = self.parked[i].take()?;
+        self.parked_count -= 1;
         PARKED.fetch_sub(1, Relaxed);
         unseal(&socket).ok()?;
         Some(socket)
+    }
+
+    pub fn parked(&self) -> usize {
+        self.parked_count
     }
 
     fn index(&self, port: u16) -> Option<usize> {
@@ -141,8 +149,7 @@ impl PortPool {
 
 impl Drop for PortPool {
     fn drop(&mut self) {
-        let n = self.parked.iter().filter(|s| s.is_some()).count();
-        PARKED.fetch_sub(n, Relaxed);
+        PARKED.fetch_sub(self.parked_count, Relaxed);
     }
 }
 
