@@ -221,9 +221,12 @@ fn init_logging(format: &str) {
 async fn serve(config: Config) -> std::io::Result<()> {
     let listen = config.http_listen;
     let drain_timeout = Duration::from_secs(config.drain_timeout);
-    let files = chorus::worker::ports::budget_descriptors();
+    let files = chorus::worker::ports::raise_open_files_limit();
     let started = State::start(config)?;
     let state = started.state.clone();
+    let range = (state.config.port_max as usize + 1).saturating_sub(state.config.port_min as usize);
+    let parkable = chorus::worker::ports::park_limit_for(files, range * state.home.interfaces.len());
+    chorus::worker::ports::set_park_limit(parkable);
     tokio::spawn(chorus::control::lifecycle::pump_worker_events(
         state.clone(),
         started.events,
@@ -254,6 +257,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         interfaces = ?state.home.interfaces,
         ports = format!("{}-{}", state.config.port_min, state.config.port_max),
         open_files_limit = files,
+        parkable,
         "chorus listening"
     );
     let s = state.clone();

@@ -154,10 +154,9 @@ impl Drop for PortPool {
 }
 
 /// Raises the soft limit on open files to the hard one (a 10,000-port range
-/// needs 10,000 descriptors, and shells often start at 1,024), and lets a
-/// quarter of it hold parked sockets. Returns the limit.
+/// needs 10,000 descriptors, and shells often start at 1,024). Returns it.
 #[allow(unsafe_code)]
-pub fn budget_descriptors() -> u64 {
+pub fn raise_open_files_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -175,9 +174,17 @@ pub fn budget_descriptors() -> u64 {
             lim = raised;
         }
     }
-    let n = lim.rlim_cur;
-    set_park_limit((n / 4).try_into().unwrap_or(usize::MAX));
-    n
+    lim.rlim_cur
+}
+
+/// How many sockets may be parked with `limit` descriptors and `ports` in
+/// the ranges. Parked sockets sit on free ports only, so a limit that
+/// covers every port (and a reserve for the rest) lets all free ports park;
+/// a tighter one gives them a quarter, the rest staying for live calls.
+pub fn park_limit_for(limit: u64, ports: usize) -> usize {
+    const RESERVE: usize = 1024;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    (limit / 4).max(limit.saturating_sub(ports.saturating_add(RESERVE)))
 }
 
 /// Connects a parked socket to its own address (loopback when it is bound
@@ -344,5 +351,14 @@ mod tests {
         set_park_limit(PARKED.load(Relaxed) + 1);
         pool.park(local, UdpSocket::bind(local).unwrap());
         assert!(pool.parked[i].is_some(), "parked once there is room");
+    }
+
+    #[test]
+    fn every_free_port_parks_when_the_descriptors_cover_the_range() {
+        assert_eq!(park_limit_for(65536, 10_000), 65536 - 11_024);
+        assert_eq!(park_limit_for(20000, 10_000), 8976);
+        // A limit short of the range: a quarter, the rest for live calls.
+        assert_eq!(park_limit_for(1024, 10_000), 256);
+        assert_eq!(park_limit_for(0, 10_000), 0);
     }
 }
