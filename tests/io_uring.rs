@@ -48,3 +48,34 @@ async fn calls_relay_on_io_uring_through_a_flood_and_ports_come_back_at_once() {
         "sends completed on the ring are counted"
     );
 }
+
+/// A send the kernel refuses on the ring (here: to a broadcast address,
+/// which needs SO_BROADCAST) is a drop in the call's own statistics, as a
+/// refused direct send is, not only in the worker's metric.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_refused_on_the_ring_is_a_drop_of_the_call() {
+    let d = Daemon::start_with_range(130, 4, URING).await;
+    let (mut a, b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (s, offer) = d
+        .post(
+            "/v1/calls/bc/offer",
+            serde_json::json!({"from_tag": "ta", "sdp": a.sdp()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{offer}");
+    let answer = serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": b.sdp_with("255.255.255.255", "")});
+    let (s, answered) = d.post("/v1/calls/bc/answer", answer).await;
+    assert_eq!(s, 200, "{answered}");
+    let to_a = sdp_target(answered["sdp"].as_str().unwrap());
+    for _ in 0..5 {
+        a.send_rtp(to_a);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, call) = d.get("/v1/calls/bc").await;
+    assert_eq!(s, 200);
+    let stats = &call["legs"][0]["streams"][0]["stats"];
+    assert_eq!(stats["rtp"]["packets"], 5, "{stats}");
+    assert_eq!(stats["dropped"], 5, "{stats}");
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "chorus_packets_dropped_total{reason=\"send_failed\"}"), 5.0);
+}

@@ -369,7 +369,8 @@ impl Runner {
         } else {
             out[0]
         };
-        let sock = tx_slot.and_then(|t| self.sockets.get(t)).map(|t| &t.socket);
+        let tx_sock = tx_slot.and_then(|t| Some((t, self.sockets.get(t)?)));
+        let sock = tx_sock.map(|(_, t)| &t.socket);
         let (ws, tx_stream) = stream_pair(&mut call.streams, si, tx);
         if fwd.kind == PacketKind::Rtp && ws.transcode[side].is_some() {
             if let Some(sock) = sock {
@@ -400,7 +401,10 @@ impl Runner {
         // On the ring unless a key press follows it (which goes out now:
         // the two must not swap).
         let ring = self.ring.as_mut().filter(|_| event.is_none());
-        let sent = sock.map(|s| io::send(ring, s, &self.buf[..n], fwd.to));
+        // A ring send's failure comes back with the socket's slot and
+        // generation (none matches a socket off the ring).
+        let from = tx_sock.map(|(t, s)| (&s.socket, (t, s.ring.unwrap_or(u32::MAX))));
+        let sent = from.map(|f| io::send(ring, f, &self.buf[..n], fwd.to));
         if let (Some(ev), Some(s)) = (event, sock) {
             inject::send(sealer, 1 - side, ev, s, fwd.to);
         }

@@ -48,8 +48,13 @@ pub enum Done {
     /// The socket's multishot receive ended, with the kernel's error (none:
     /// it simply stopped; ENOBUFS: every buffer was taken): re-arm it.
     Ended { slot: usize, gen: u32, error: Option<i32> },
-    /// A send finished: its bytes, or the error.
-    Sent(io::Result<usize>),
+    /// A send finished: its bytes, or the error, and the socket slot and
+    /// generation it was queued with.
+    Sent {
+        slot: usize,
+        gen: u32,
+        result: io::Result<usize>,
+    },
     /// The worker's epoll has events (commands, other sockets).
     Epoll,
     /// A cancel went through (the receive it ended reports as `Ended`).
@@ -67,6 +72,8 @@ pub struct Uring {
     msghdr: Box<libc::msghdr>,
     send_bufs: Box<[u8]>,
     send_addrs: Box<[libc::sockaddr_in6]>,
+    /// Per send slot: the socket slot and generation it was queued from.
+    send_from: Box<[(usize, u32)]>,
     free_sends: Vec<u16>,
     epoll_fd: RawFd,
     /// A receive that ended with a datagram: the end is reported next.
@@ -169,6 +176,7 @@ impl Uring {
             send_bufs: vec![0u8; SENDS * BUF].into_boxed_slice(),
             // SAFETY: plain data, all zeroes is valid.
             send_addrs: vec![unsafe { std::mem::zeroed() }; SENDS].into_boxed_slice(),
+            send_from: vec![(0, 0); SENDS].into_boxed_slice(),
             free_sends: (0..SENDS as u16).collect(),
             epoll_fd,
             ended: None,
@@ -261,9 +269,10 @@ impl Uring {
         }
     }
 
-    /// Queues a datagram to `to` from `fd`; false (nothing queued) when no
-    /// send slot is free or it is longer than one: send it directly.
-    pub fn send(&mut self, fd: RawFd, bytes: &[u8], to: SocketAddr) -> bool {
+    /// Queues a datagram to `to` from `fd` (the socket at `from`: slot and
+    /// generation, given back with its completion); false (nothing queued)
+    /// when no send slot is free or it is longer than one: send it directly.
+    pub fn send(&mut self, fd: RawFd, bytes: &[u8], to: SocketAddr, from: (usize, u32)) -> bool {
         if bytes.len() > BUF {
             return false;
         }
@@ -272,6 +281,7 @@ impl Uring {
         let buf = &mut self.send_bufs[k * BUF..k * BUF + bytes.len()];
         buf.copy_from_slice(bytes);
         let len = write_sockaddr(to, &mut self.send_addrs[k]);
+        self.send_from[k] = from;
         let e = opcode::Send::new(types::Fd(fd), buf.as_ptr(), bytes.len() as u32)
             .dest_addr(&self.send_addrs[k] as *const libc::sockaddr_in6 as *const libc::sockaddr)
             .dest_addr_len(len)
@@ -317,12 +327,15 @@ impl Uring {
         let (slot, gen) = slot_and_gen(ud);
         Some(match ud & (3 << 62) {
             SEND => {
-                self.free_sends.push((ud & 0xffff) as u16);
-                Done::Sent(if res < 0 {
+                let i = (ud & 0xffff) as u16;
+                self.free_sends.push(i);
+                let (slot, gen) = self.send_from[usize::from(i)];
+                let result = if res < 0 {
                     Err(io::Error::from_raw_os_error(-res))
                 } else {
                     Ok(res as usize)
-                })
+                };
+                Done::Sent { slot, gen, result }
             }
             POLL => {
                 if !cqueue::more(flags) {
@@ -422,18 +435,20 @@ mod tests {
         assert_eq!(got, [0, 1, 2, 3, 4]);
         // Three sends, one submission.
         for i in 0..3u8 {
-            assert!(u.send(b.as_raw_fd(), &[i; 10], a.local_addr().unwrap()));
+            assert!(u.send(b.as_raw_fd(), &[i; 10], a.local_addr().unwrap(), (9, u32::from(i))));
         }
-        let mut sent = 0;
-        while sent < 3 {
+        let mut sent = Vec::new();
+        while sent.len() < 3 {
             u.submit_and_wait(Duration::from_millis(500)).unwrap();
             while let Some(d) = u.next(&mut buf) {
-                if let Done::Sent(r) = d {
-                    assert_eq!(r.unwrap(), 10);
-                    sent += 1;
+                if let Done::Sent { slot, gen, result } = d {
+                    assert_eq!((slot, result.unwrap()), (9, 10));
+                    sent.push(gen);
                 }
             }
         }
+        sent.sort();
+        assert_eq!(sent, [0, 1, 2], "each completion names its socket");
         let mut r = [0u8; 64];
         a.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         assert_eq!(a.recv_from(&mut r).unwrap().0, 10);

@@ -3,7 +3,8 @@
 //! datagrams (handled as `service` would), finished sends, and the
 //! worker's epoll becoming readable (commands, conference sockets).
 
-use super::{Runner, Sock};
+use super::stream::count_drop;
+use super::{Owner, Runner, Sock};
 use crate::media::relay::DropReason;
 use crate::metrics::WorkerCounters;
 use crate::worker::uring::{Done, Uring};
@@ -37,12 +38,12 @@ pub(super) fn ring_for(config: &WorkerConfig, poll: &Poll) -> Option<Uring> {
 /// one with room (true), else at once with `sendto` (false).
 pub(super) fn send(
     ring: Option<&mut Uring>,
-    socket: &mio::net::UdpSocket,
+    (socket, from): (&mio::net::UdpSocket, (usize, u32)),
     bytes: &[u8],
     to: SocketAddr,
 ) -> std::io::Result<bool> {
     if let Some(r) = ring {
-        if r.send(socket.as_raw_fd(), bytes, to) {
+        if r.send(socket.as_raw_fd(), bytes, to, from) {
             return Ok(true);
         }
     }
@@ -71,13 +72,15 @@ impl Runner {
                     }
                 }
                 Done::Ended { slot, gen, error } => self.rearm(slot, gen, error),
-                Done::Sent(Ok(n)) => {
+                Done::Sent { result: Ok(n), .. } => {
                     WorkerCounters::add(&self.counters.packets_relayed, 1);
                     WorkerCounters::add(&self.counters.bytes_relayed, n as u64);
                 }
-                Done::Sent(Err(_)) => {
-                    WorkerCounters::add(&self.counters.drops[DropReason::SendFailed as usize], 1);
-                }
+                Done::Sent {
+                    slot,
+                    gen,
+                    result: Err(_),
+                } => self.send_failed(slot, gen),
                 Done::Epoll => epoll = true,
                 Done::Cancelled => {}
             }
@@ -95,6 +98,19 @@ impl Runner {
                 return true;
             }
         }
+    }
+
+    /// A queued send failed: a drop of the call side whose packet it was
+    /// (the other side of the sending socket's stream), as a direct send's
+    /// failure is, when that socket is still there.
+    fn send_failed(&mut self, slot: usize, gen: u32) {
+        let reason = DropReason::SendFailed;
+        if let Some(&Owner::Call { call, stream, side }) = self.on_ring(slot, gen).then(|| &self.sockets[slot].owner) {
+            if let Some(ws) = self.calls.get_mut(call).and_then(|c| c.streams.get_mut(stream)) {
+                return count_drop(ws, 1 - side, reason, &self.counters);
+            }
+        }
+        WorkerCounters::add(&self.counters.drops[reason as usize], 1);
     }
 
     /// Whether a completion for (`slot`, `gen`) is for the socket there now.
