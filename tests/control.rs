@@ -191,6 +191,8 @@ async fn media_timeout_ends_the_call_and_posts_the_callback() {
     assert_eq!(d.get("/v1/calls/silent").await.0, 404);
     let m = d.metrics().await;
     assert_eq!(metric(&m, "chorus_calls_timed_out_total"), 1.0);
+    // Its four ports' sockets are parked for the next call, as a delete's.
+    assert_eq!(metric(&m, "chorus_ports_parked{interface=\"default\"}"), 4.0);
 }
 
 #[tokio::test]

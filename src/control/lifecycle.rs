@@ -3,7 +3,7 @@
 
 use super::calls::{entry, finish};
 use super::{conference_commands, State};
-use crate::worker::{CallReport, WorkerEvent};
+use crate::worker::{CallReport, Removed, WorkerEvent};
 use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -19,14 +19,17 @@ pub async fn on_worker_event(state: Arc<State>, ev: WorkerEvent) {
             loss.into_iter()
                 .for_each(|f| state.metrics.conference_reported_loss.observe(f));
         }
-        WorkerEvent::MediaTimeout { key, call_id, report } => {
+        WorkerEvent::MediaTimeout { key, call_id, removed } => {
             state.metrics.calls_timed_out.inc();
-            ended_by_worker(&state, key, &call_id, report, "media_timeout").await;
+            ended_by_worker(&state, key, &call_id, removed, "media_timeout").await;
         }
         WorkerEvent::CallFailed { key, call_id, reason } => {
             tracing::error!(%call_id, panic = %reason, "call ended by an internal error");
-            let report = CallReport { streams: Vec::new() };
-            ended_by_worker(&state, key, &call_id, report, "internal_error").await;
+            let removed = Removed {
+                report: CallReport { streams: Vec::new() },
+                sockets: Vec::new(),
+            };
+            ended_by_worker(&state, key, &call_id, removed, "internal_error").await;
         }
         WorkerEvent::ConferenceFailed { key, reason } => {
             conference_commands::on_failed(&state, key, &reason).await;
@@ -67,7 +70,7 @@ async fn on_dtmf(state: &State, key: u64, call_id: &str, leg: usize, digit: char
 
 /// A call the worker ended itself: free what the control plane holds and
 /// tell the proxy (`event` is the callback's event name and the reason).
-async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallReport, event: &'static str) {
+async fn ended_by_worker(state: &State, key: u64, call_id: &str, removed: Removed, event: &'static str) {
     let Ok(handle) = entry(state, call_id, false) else {
         return;
     };
@@ -75,7 +78,7 @@ async fn ended_by_worker(state: &State, key: u64, call_id: &str, report: CallRep
     if !e.alive || e.key != key {
         return;
     }
-    let summary = finish(state, &mut e, report, Vec::new(), event).to_json();
+    let summary = finish(state, &mut e, removed.report, removed.sockets, event).to_json();
     drop(e);
     let body = json!({ "event": event, "call_id": call_id, "call": summary });
     state.callbacks.post(&state.metrics, body);

@@ -431,11 +431,12 @@ pub enum WorkerEvent {
     },
     /// A panic in the conference's processing: the worker has closed it.
     ConferenceFailed { key: CallKey, reason: String },
-    /// No media for the configured time: the worker has closed the call.
+    /// No media for the configured time: the worker has ended the call
+    /// (its sockets come along, still bound, to be parked).
     MediaTimeout {
         key: CallKey,
         call_id: Arc<str>,
-        report: CallReport,
+        removed: Removed,
     },
 }
 

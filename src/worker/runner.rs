@@ -731,9 +731,8 @@ impl Runner {
             if !self.calls.get(ci).is_some_and(quiet) {
                 continue;
             }
-            // Its sockets close here: rare enough not to be worth parking.
-            if let Some(super::Removed { report, .. }) = self.remove(key) {
-                self.events.send(WorkerEvent::MediaTimeout { key, call_id, report });
+            if let Some(removed) = self.remove(key) {
+                self.events.send(WorkerEvent::MediaTimeout { key, call_id, removed });
             }
         }
     }
