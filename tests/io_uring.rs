@@ -79,3 +79,28 @@ async fn a_send_refused_on_the_ring_is_a_drop_of_the_call() {
     let m = d.metrics().await;
     assert_eq!(metric(&m, "chorus_packets_dropped_total{reason=\"send_failed\"}"), 5.0);
 }
+
+/// Datagrams longer than the ring's 2,048-byte buffers: the first is lost
+/// (the kernel truncated it), then the socket is read with epoll and the
+/// rest arrive whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_datagrams_longer_than_the_ring_buffers_goes_through() {
+    let d = Daemon::start_with_range(131, 4, URING).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("big", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 2);
+    let big = |seq: u16| rtp(96, seq, u32::from(seq) * 3000, 7, &[seq as u8; 3000]);
+    for seq in 0..10 {
+        a.rtp.send_to(&big(seq), to_a).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = recv_n(&b.rtp, 10);
+    assert!(got.len() >= 9, "{} of 10 arrived", got.len());
+    let sizes: Vec<usize> = got.iter().map(|(p, _)| p.len()).collect();
+    assert!(sizes.iter().all(|&n| n == 3012), "whole: {sizes:?}");
+    exchange(&mut a, to_a, &mut b, to_b, 2);
+    let log =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/slot-131.log"))
+            .unwrap();
+    assert!(log.contains("this socket is read with epoll now"), "{log}");
+}

@@ -43,8 +43,9 @@ pub enum Done {
         n: usize,
         from: SocketAddr,
     },
-    /// A datagram too long for a buffer, or one whose source is unreadable.
-    Bad { slot: usize, gen: u32 },
+    /// A datagram whose source is unreadable, or one too long for a buffer
+    /// (`truncated`: the kernel kept only what fitted).
+    Bad { slot: usize, gen: u32, truncated: bool },
     /// The socket's multishot receive ended, with the kernel's error (none:
     /// it simply stopped; ENOBUFS: every buffer was taken): re-arm it.
     Ended { slot: usize, gen: u32, error: Option<i32> },
@@ -364,11 +365,16 @@ impl Uring {
         let len = usize::try_from(res).unwrap_or(0).min(BUF);
         let data = &self.bufs[start..start + len];
         let Ok(out) = types::RecvMsgOut::parse(data, &self.msghdr) else {
-            return Done::Bad { slot, gen };
+            return Done::Bad {
+                slot,
+                gen,
+                truncated: false,
+            };
         };
         let payload = out.payload_data();
+        let truncated = out.is_payload_truncated();
         match sockaddr_of(out.name_data()) {
-            Some(from) if !out.is_payload_truncated() && payload.len() <= buf.len() => {
+            Some(from) if !truncated && payload.len() <= buf.len() => {
                 buf[..payload.len()].copy_from_slice(payload);
                 Done::Packet {
                     slot,
@@ -377,7 +383,7 @@ impl Uring {
                     from,
                 }
             }
-            _ => Done::Bad { slot, gen },
+            _ => Done::Bad { slot, gen, truncated },
         }
     }
 }

@@ -280,7 +280,7 @@ pub fn rtcp_rr(ssrc: u32) -> [u8; 8] {
 /// them with their source.
 pub fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
     let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     while out.len() < n {
         match sock.recv_from(&mut buf) {
             Ok((len, from)) => out.push((buf[..len].to_vec(), from)),

@@ -66,9 +66,12 @@ impl Runner {
                         self.relay_one(slot, n, from);
                     }
                 }
-                Done::Bad { slot, gen } => {
+                Done::Bad { slot, gen, truncated } => {
                     if self.on_ring(slot, gen) {
                         WorkerCounters::add(&self.counters.drops[DropReason::Malformed as usize], 1);
+                        if truncated {
+                            self.off_the_ring(slot, gen);
+                        }
                     }
                 }
                 Done::Ended { slot, gen, error } => self.rearm(slot, gen, error),
@@ -98,6 +101,31 @@ impl Runner {
                 return true;
             }
         }
+    }
+
+    /// A socket whose peer sends datagrams longer than the ring's buffers
+    /// goes on epoll, which reads up to 64 KiB: the first is lost (the
+    /// kernel truncated it), the rest of the stream is relayed whole.
+    fn off_the_ring(&mut self, slot: usize, gen: u32) {
+        let (Some(ring), Some(s)) = (&mut self.ring, self.sockets.get_mut(slot)) else {
+            return;
+        };
+        ring.cancel(slot, gen);
+        s.ring = None;
+        let registered = self
+            .poll
+            .registry()
+            .register(&mut s.socket, mio::Token(slot), mio::Interest::READABLE);
+        match registered {
+            Ok(()) => tracing::info!(
+                local = %s.local,
+                "a datagram longer than io_uring's {} bytes: this socket is read with epoll now",
+                crate::worker::uring::BUF
+            ),
+            Err(error) => tracing::error!(local = %s.local, %error, "a socket leaving io_uring cannot go on epoll"),
+        }
+        // Edge-triggered: what already waits would not be reported.
+        self.queue(slot);
     }
 
     /// A queued send failed: a drop of the call side whose packet it was
