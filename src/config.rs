@@ -104,6 +104,9 @@ pub struct Config {
     /// Interfaces to attach the kernel forwarder to; empty: loopback and
     /// those holding a media address (all, for an unspecified address).
     pub kernel_interfaces: Vec<String>,
+    /// Stream directions the kernel forwarder holds at most (its map's
+    /// size); the rest relay in userspace.
+    pub kernel_streams: u32,
     /// How workers read and send call sockets: `uring` (io_uring; a
     /// worker whose kernel refuses it says so and uses epoll), or `epoll`.
     pub io: IoMode,
@@ -158,6 +161,7 @@ impl Default for Config {
             media_dir: "media".into(),
             kernel_forward: crate::offload::Mode::Auto,
             kernel_interfaces: Vec::new(),
+            kernel_streams: 65536,
             io: IoMode::Uring,
         }
     }
@@ -198,6 +202,7 @@ const ENV_KEYS: &[&str] = &[
     "recording_dir",
     "media_dir",
     "kernel_forward",
+    "kernel_streams",
     "io",
 ];
 
@@ -227,6 +232,12 @@ impl Config {
             return Err(format!(
                 "port range {}..{} must hold at least two ports",
                 self.port_min, self.port_max
+            ));
+        }
+        if !(1..=1 << 22).contains(&self.kernel_streams) {
+            return Err(format!(
+                "kernel_streams {} is not within 1..=4194304",
+                self.kernel_streams
             ));
         }
         if self.dscp > 63 {

@@ -165,6 +165,10 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_forward: Option<chorus::offload::Mode>,
+    /// Stream directions forwarded in the kernel at most; the rest relay in userspace [default: 65536].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_streams: Option<u32>,
     /// How workers read and send call sockets: uring (io_uring, epoll where the kernel refuses it), or epoll [default: uring].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -583,3 +583,33 @@ async fn ipv6_calls_are_forwarded_in_the_kernel_too() {
     let packets = fin["legs"][0]["streams"][0]["stats"]["rtp"]["packets"].as_u64();
     assert_eq!(packets, Some(54), "{fin}");
 }
+
+/// `kernel_streams` sizes the kernel's map: past it, calls relay in
+/// userspace, and a direction that finds room later goes to the kernel.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_kernel_streams_calls_relay_in_userspace_until_there_is_room() {
+    needs_ebpf!();
+    let d = Daemon::start(132, &["--kernel-forward", "on", "--kernel-streams", "2"]).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("in", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 3);
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "the first call fills the map");
+    let (mut c, mut e) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_c, to_e) = d.call("out", &c, &e).await;
+    exchange(&mut c, to_c, &mut e, to_e, 20);
+    assert_eq!(kernel_streams(&d).await.0, 2.0, "the second relays in userspace");
+    let (s, fin) = d.delete("/v1/calls/in").await;
+    assert_eq!(s, 200, "{fin}");
+    assert_eq!(kernel_streams(&d).await.0, 0.0);
+    // Refused directions are offered again after 5 s.
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    while kernel_streams(&d).await.0 < 2.0 && std::time::Instant::now() < until {
+        exchange(&mut c, to_c, &mut e, to_e, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        kernel_streams(&d).await.0,
+        2.0,
+        "room again: the second call goes to the kernel"
+    );
+}

@@ -135,9 +135,14 @@ impl State {
         let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
         let tick_seconds = crate::metrics::tick_histogram();
         let media_ips: Vec<_> = config.all_interfaces().iter().map(|i| i.bind).collect();
-        let kernel = crate::offload::KernelForward::start(config.kernel_forward, &media_ips, &config.kernel_interfaces)
-            .map_err(std::io::Error::other)?
-            .map(Arc::new);
+        let kernel = crate::offload::KernelForward::start(
+            config.kernel_forward,
+            &media_ips,
+            &config.kernel_interfaces,
+            config.kernel_streams,
+        )
+        .map_err(std::io::Error::other)?
+        .map(Arc::new);
         let wc = WorkerConfig {
             media_timeout: Duration::from_secs(config.media_timeout),
             dtls: dtls.clone(),

@@ -11,6 +11,7 @@ use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// An address as the program compares it: an IPv4 address in the first
 /// four bytes, the rest zero; the family apart.
@@ -146,11 +147,25 @@ struct ElemAttr {
 #[derive(Debug)]
 pub struct ForwardMap {
     fd: OwnedFd,
+    /// The map's size, and the entries chorus put in it (only chorus adds
+    /// and removes them).
+    capacity: usize,
+    entries: AtomicUsize,
 }
 
 impl ForwardMap {
-    pub fn new(fd: OwnedFd) -> ForwardMap {
-        ForwardMap { fd }
+    pub fn new(fd: OwnedFd, capacity: usize) -> ForwardMap {
+        ForwardMap {
+            fd,
+            capacity,
+            entries: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether every entry is taken: a direction offered now would be
+    /// refused, so the caller need not look its route up first.
+    pub fn full(&self) -> bool {
+        self.entries.load(Relaxed) >= self.capacity
     }
 
     fn call(&self, cmd: libc::c_long, key: &Key, value: *mut Entry, flags: u64) -> io::Result<()> {
@@ -183,7 +198,9 @@ impl ForwardMap {
     /// Adds an entry for a port that has none.
     pub fn insert(&self, key: &Key, route: &Route) -> io::Result<()> {
         let mut e = Entry::new(route);
-        self.call(BPF_MAP_UPDATE_ELEM, key, &mut e, BPF_NOEXIST)
+        self.call(BPF_MAP_UPDATE_ELEM, key, &mut e, BPF_NOEXIST)?;
+        self.entries.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     /// The entry's counters as they are now; `None` when there is no entry.
@@ -201,7 +218,10 @@ impl ForwardMap {
     pub fn take(&self, key: &Key) -> io::Result<Option<Entry>> {
         let mut e = Entry::default();
         match self.call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, &mut e, 0) {
-            Ok(()) => Ok(Some(e)),
+            Ok(()) => {
+                self.entries.fetch_sub(1, Relaxed);
+                Ok(Some(e))
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(err) => Err(err),
         }

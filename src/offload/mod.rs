@@ -63,7 +63,12 @@ impl KernelForward {
     /// addresses media sockets bind to; `named` overrides the interfaces
     /// (empty: loopback and those holding a media address, or every
     /// interface when media binds to an unspecified address).
-    pub fn start(mode: Mode, media_ips: &[IpAddr], named: &[String]) -> Result<Option<KernelForward>, String> {
+    pub fn start(
+        mode: Mode,
+        media_ips: &[IpAddr],
+        named: &[String],
+        streams: u32,
+    ) -> Result<Option<KernelForward>, String> {
         if mode == Mode::Off {
             return Ok(None);
         }
@@ -72,9 +77,9 @@ impl KernelForward {
         } else {
             named.to_vec()
         };
-        match Self::load(&interfaces) {
+        match Self::load(&interfaces, streams) {
             Ok(k) => {
-                tracing::info!(interfaces = ?k.interfaces, "forwarding latched plain RTP in the kernel (eBPF, tcx)");
+                tracing::info!(interfaces = ?k.interfaces, streams, "forwarding latched plain RTP in the kernel (eBPF, tcx)");
                 Ok(Some(k))
             }
             Err(why) if mode == Mode::Auto => {
@@ -85,11 +90,14 @@ impl KernelForward {
         }
     }
 
-    fn load(interfaces: &[String]) -> Result<KernelForward, String> {
+    fn load(interfaces: &[String], streams: u32) -> Result<KernelForward, String> {
         if PROGRAM.is_empty() {
             return Err("this build has no eBPF program (clang was missing when it was built)".into());
         }
-        let mut ebpf = aya::Ebpf::load(PROGRAM).map_err(|e| format!("cannot load the eBPF program: {e}"))?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries("chorus_fwd", streams)
+            .load(PROGRAM)
+            .map_err(|e| format!("cannot load the eBPF program: {e}"))?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut("chorus_forward")
             .ok_or("the eBPF object has no chorus_forward")?
@@ -112,7 +120,7 @@ impl KernelForward {
         let totals = ebpf.take_map("chorus_fwd_totals").ok_or("no chorus_fwd_totals map")?;
         let totals = PerCpuArray::try_from(totals).map_err(|e| format!("chorus_fwd_totals: {e}"))?;
         Ok(KernelForward {
-            map: ForwardMap::new(fd),
+            map: ForwardMap::new(fd, streams as usize),
             totals: Mutex::new(totals),
             interfaces: interfaces.to_vec(),
             _ebpf: Mutex::new(ebpf),

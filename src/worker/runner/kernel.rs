@@ -140,6 +140,12 @@ impl Runner {
         if self.armed_panics.contains(&call.key) {
             return;
         }
+        if kernel.map.full() {
+            // Refused without a route lookup (a netlink round trip), again
+            // after RETRY_REFUSED: it may have room by then.
+            self.calls[ci].streams[si].kernel_refused[side] = Some(now + RETRY_REFUSED);
+            return;
+        }
         let (rx, tx) = (&ws.relay.sides[side], &ws.relay.sides[1 - side]);
         let local = |s: Option<usize>| s.and_then(|slot| self.sockets.get(slot)).map(|s| s.local);
         let mut no_route = false;
