@@ -310,6 +310,7 @@ mod tests {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         // A port of the range that nobody else on this machine holds.
         let (mut pool, port, socket) = (41000..41100)
+            .step_by(2)
             .find_map(|p| Some((PortPool::new(p, p), p, bind(lo, p, &opts).ok()?)))
             .unwrap();
         assert!(pool.take(port));
@@ -335,6 +336,36 @@ mod tests {
         let (n, from) = socket.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"new"[..], probe.local_addr().unwrap()));
         assert!(socket.recv_from(&mut buf).is_err(), "nothing sent while parked arrives");
+    }
+
+    /// Sealing a socket bound to all addresses binds it to loopback for a
+    /// while; unsealed, it takes datagrams to any address again.
+    #[test]
+    fn a_socket_bound_to_all_addresses_is_so_again_after_parking() {
+        let _turn = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+        set_park_limit(usize::MAX);
+        let opts = SocketOptions {
+            recv_buffer: 0,
+            send_buffer: 0,
+            dscp: 0,
+        };
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let (mut pool, port, socket) = (41100..41200)
+            .step_by(2)
+            .find_map(|p| Some((PortPool::new(p, p), p, bind(any, p, &opts).ok()?)))
+            .unwrap();
+        pool.park(SocketAddr::new(any, port), socket);
+        assert!(pool.take(port));
+        let socket = pool.unpark(port).expect("parked");
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.send_to(b"any", ("127.0.0.2", port)).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"any");
     }
 
     #[test]
