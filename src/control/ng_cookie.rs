@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 /// How long a reply is kept for retransmissions (Kamailio retries within ~1 s).
 pub const KEEP: Duration = Duration::from_secs(30);
-/// Entries kept at most; past this, the oldest half goes.
+/// Entries kept at most (two generations of half each).
 const MAX_ENTRIES: usize = 100_000;
 /// Bytes of keys and replies kept at most (a list or query reply can be
-/// large); past this, the oldest half goes.
+/// large), give or take a reply: two generations of half each.
 pub const MAX_BYTES: usize = 64 << 20;
 
 pub enum Lookup {
@@ -26,21 +26,47 @@ pub enum Lookup {
 /// When the command started or finished, and its reply once there is one.
 type Entry = (Instant, Option<Arc<[u8]>>);
 
+/// Two generations: new entries go into the young one; when it holds half
+/// the bounds, or is KEEP old, it becomes the old one and the old one goes
+/// whole. No scan and no sort, whatever the load: an entry lives for at
+/// least one generation (half the bounds' worth of commands, or KEEP).
 #[derive(Default)]
 pub struct CookieCache {
+    young: Generation,
+    old: Generation,
+}
+
+#[derive(Default)]
+struct Generation {
     entries: HashMap<Vec<u8>, Entry>,
     /// Bytes of keys and replies held.
     bytes: usize,
+    /// When its first entry came.
+    since: Option<Instant>,
 }
 
 fn size(key: &[u8], e: &Entry) -> usize {
     key.len() + e.1.as_ref().map_or(0, |r| r.len())
 }
 
+impl Generation {
+    fn put(&mut self, key: &[u8], entry: Entry) {
+        self.since.get_or_insert(entry.0);
+        self.bytes += size(key, &entry);
+        if let Some(e) = self.entries.get_mut(key) {
+            let old = std::mem::replace(e, entry);
+            self.bytes -= size(key, &old);
+        } else {
+            self.entries.insert(key.to_vec(), entry);
+        }
+    }
+}
+
 impl CookieCache {
     /// `key` is the cookie plus whatever identifies the sender.
     pub fn begin(&mut self, key: &[u8], now: Instant) -> Lookup {
-        if let Some((at, reply)) = self.entries.get(key) {
+        let found = self.young.entries.get(key).or_else(|| self.old.entries.get(key));
+        if let Some((at, reply)) = found {
             if now.duration_since(*at) < KEEP {
                 return match reply {
                     Some(r) => Lookup::Done(r.clone()),
@@ -48,45 +74,55 @@ impl CookieCache {
                 };
             }
         }
-        self.make_room(now);
-        self.bytes += key.len();
-        if let Some(old) = self.entries.insert(key.to_vec(), (now, None)) {
-            self.bytes -= size(key, &old);
-        }
+        self.age(now);
+        self.young.put(key, (now, None));
         Lookup::New
-    }
-
-    /// Past either bound: drop what expired, then the oldest half.
-    fn make_room(&mut self, now: Instant) {
-        if self.entries.len() < MAX_ENTRIES && self.bytes < MAX_BYTES {
-            return;
-        }
-        self.entries.retain(|_, (at, _)| now.duration_since(*at) < KEEP);
-        if self.entries.len() >= MAX_ENTRIES || self.total() >= MAX_BYTES {
-            let mut ages: Vec<Instant> = self.entries.values().map(|(at, _)| *at).collect();
-            ages.sort_unstable();
-            let cut = ages.get(ages.len() / 2).copied().unwrap_or(now);
-            self.entries.retain(|_, (at, _)| *at > cut);
-        }
-        self.bytes = self.total();
-    }
-
-    fn total(&self) -> usize {
-        self.entries.iter().map(|(k, e)| size(k, e)).sum()
-    }
-
-    /// Bytes held (keys and replies).
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     pub fn finish(&mut self, key: &[u8], now: Instant, reply: Arc<[u8]>) {
         let entry = (now, Some(reply));
-        self.bytes += size(key, &entry);
-        if let Some(old) = self.entries.insert(key.to_vec(), entry) {
-            self.bytes -= size(key, &old);
+        if self.young.entries.contains_key(key) {
+            return self.young.put(key, entry);
         }
-        self.make_room(now);
+        if self.old.entries.contains_key(key) {
+            return self.old.put(key, entry);
+        }
+        self.age(now);
+        self.young.put(key, entry);
+    }
+
+    /// The young generation grows old once it holds half of either bound,
+    /// or has for KEEP; the old one then goes.
+    fn age(&mut self, now: Instant) {
+        let y = &self.young;
+        let full = y.entries.len() >= MAX_ENTRIES / 2 || y.bytes >= MAX_BYTES / 2;
+        if full || y.since.is_some_and(|t| now.duration_since(t) >= KEEP) {
+            self.old = std::mem::take(&mut self.young);
+        }
+    }
+
+    /// Bytes held (keys and replies).
+    pub fn bytes(&self) -> usize {
+        self.young.bytes + self.old.bytes
+    }
+
+    #[cfg(test)]
+    fn total(&self) -> usize {
+        [&self.young, &self.old]
+            .iter()
+            .flat_map(|g| g.entries.iter())
+            .map(|(k, e)| size(k, e))
+            .sum()
+    }
+
+    #[cfg(test)]
+    fn holds(&self, key: &[u8]) -> bool {
+        self.young.entries.contains_key(key) || self.old.entries.contains_key(key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.entries.len() + self.old.entries.len()
     }
 }
 
@@ -127,39 +163,34 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_bounded_expired_ones_first_then_the_oldest_half() {
+    fn entries_are_bounded_and_the_newest_half_stays() {
         let mut c = CookieCache::default();
         let t = Instant::now();
-        // One old entry that has expired, one recent enough to keep.
-        c.finish(b"expired", t, Arc::from(vec![0; 4]));
-        c.finish(b"recent", t + KEEP, Arc::from(vec![0; 4]));
-        let later = t + KEEP + Duration::from_secs(1);
-        // Reaching the bound drops only what expired.
-        for i in 0..MAX_ENTRIES as u32 - 2 {
-            c.finish(
-                &i.to_be_bytes(),
-                later + Duration::from_micros(u64::from(i)),
-                Arc::from(Vec::new()),
-            );
+        let n = MAX_ENTRIES as u32 * 3;
+        for i in 0..n {
+            let at = t + Duration::from_micros(u64::from(i));
+            assert!(matches!(c.begin(&i.to_be_bytes(), at), Lookup::New));
+            c.finish(&i.to_be_bytes(), at, Arc::from(Vec::new()));
+            assert!(c.len() <= MAX_ENTRIES, "{} entries after {i}", c.len());
         }
-        assert_eq!(c.entries.len(), MAX_ENTRIES - 1);
-        assert!(!c.entries.contains_key(&b"expired"[..]));
-        assert!(c.entries.contains_key(&b"recent"[..]), "not expired");
-        // Past the bound with nothing expired: the entries older than the
-        // median go, with the median itself; the newer half stays.
-        let newest = MAX_ENTRIES as u32;
-        c.finish(
-            &newest.to_be_bytes(),
-            later + Duration::from_micros(u64::from(newest)),
-            Arc::from(Vec::new()),
-        );
-        assert_eq!(c.entries.len(), MAX_ENTRIES / 2 - 1);
-        assert!(c.entries.contains_key(&newest.to_be_bytes()[..]));
-        assert!(!c.entries.contains_key(&b"recent"[..]), "the oldest went");
-        let median = (MAX_ENTRIES as u32 / 2 - 1).to_be_bytes();
-        assert!(!c.entries.contains_key(&median[..]), "the median went");
-        let above = (MAX_ENTRIES as u32 / 2).to_be_bytes();
-        assert!(c.entries.contains_key(&above[..]), "the one above the median stayed");
+        // The last half of the bound's worth is always there.
+        for i in n - MAX_ENTRIES as u32 / 2..n {
+            assert!(c.holds(&i.to_be_bytes()), "{i} went");
+        }
+        assert!(!c.holds(&0u32.to_be_bytes()));
+        assert_eq!(c.bytes(), c.total());
+    }
+
+    #[test]
+    fn a_command_that_outlives_a_generation_still_gets_its_reply_kept() {
+        let mut c = CookieCache::default();
+        let t = Instant::now();
+        assert!(matches!(c.begin(b"slow", t), Lookup::New));
+        // KEEP later the young generation ages: "slow" is old now.
+        c.begin(b"other", t + KEEP);
+        c.finish(b"slow", t + KEEP, Arc::from(b"late".to_vec()));
+        let r = c.begin(b"slow", t + KEEP + Duration::from_secs(1));
+        assert!(matches!(r, Lookup::Done(r) if &r[..] == b"late"));
         assert_eq!(c.bytes(), c.total());
     }
 
