@@ -373,8 +373,14 @@ async fn a_flood_on_one_port_does_not_stop_other_calls() {
     }
     assert_eq!(recv_n(&e.rtp, 50).len(), 50, "the quiet call lost nothing");
     flood.join().unwrap();
-    a.send_rtp(to_a);
-    assert_eq!(recv_n(&b.rtp, 1).len(), 1, "the flooded port still relays");
+    // The port's receive buffer may still hold the flood's tail (the kernel
+    // drops what does not fit, a real packet too): relaying resumes once
+    // the worker has read it, within the phone's next few packets.
+    let resumed = (0..25).any(|_| {
+        a.send_rtp(to_a);
+        recv_n(&b.rtp, 1).len() == 1
+    });
+    assert!(resumed, "the flooded port still relays");
     let (s, _) = d.get("/healthz").await;
     assert_eq!(s, 200);
 }
