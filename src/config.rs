@@ -326,6 +326,8 @@ mod tests {
         assert!(e.contains("port range"), "{e}");
         let e = Config::load(None, serde_json::json!({"media_bind": "0.0.0.0"})).unwrap_err();
         assert!(e.contains("needs an `advertise`"), "{e}");
+        let e = Config::load(None, serde_json::json!({"kernel_streams": 0})).unwrap_err();
+        assert!(e.contains("kernel_streams 0 is not within"), "{e}");
     }
 
     #[test]
