@@ -82,7 +82,7 @@ async fn a_send_refused_on_the_ring_is_a_drop_of_the_call() {
 
 /// Datagrams longer than the ring's 2,048-byte buffers: the first is lost
 /// (the kernel truncated it), then the socket is read with epoll and the
-/// rest arrive whole.
+/// rest arrive whole. A stranger's long datagrams move nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_of_datagrams_longer_than_the_ring_buffers_goes_through() {
     let d = Daemon::start_with_range(131, 4, URING).await;
@@ -90,6 +90,10 @@ async fn a_stream_of_datagrams_longer_than_the_ring_buffers_goes_through() {
     let (to_a, to_b) = d.call("big", &a, &b).await;
     exchange(&mut a, to_a, &mut b, to_b, 2);
     let big = |seq: u16| rtp(96, seq, u32::from(seq) * 3000, 7, &[seq as u8; 3000]);
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..3 {
+        stranger.send_to(&big(seq), to_a).unwrap();
+    }
     for seq in 0..10 {
         a.rtp.send_to(&big(seq), to_a).unwrap();
         std::thread::sleep(Duration::from_millis(5));
@@ -102,5 +106,13 @@ async fn a_stream_of_datagrams_longer_than_the_ring_buffers_goes_through() {
     let log =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/slot-131.log"))
             .unwrap();
-    assert!(log.contains("this socket is read with epoll now"), "{log}");
+    let moved: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("this socket is read with epoll now"))
+        .collect();
+    let peer = format!("from={}", a.rtp.local_addr().unwrap());
+    assert!(
+        moved.len() == 1 && moved[0].contains(&peer),
+        "moved once, by {peer}: {moved:?}"
+    );
 }

@@ -241,6 +241,20 @@ impl Side {
         self.latched_rtp = rtp;
     }
 
+    /// Whether a packet from `from` would pass the source checks of
+    /// `receive` (RTCP on `on_rtcp_port`), without latching anything.
+    pub fn would_accept(&self, from: SocketAddr, on_rtcp_port: bool) -> bool {
+        let latched = if on_rtcp_port {
+            self.latched_rtcp
+        } else {
+            self.latched_rtp
+        };
+        match latched {
+            Some(l) => l == from,
+            None => self.ip_allowed(from.ip()) || self.latched_rtp.map(|a| a.ip()) == Some(from.ip()),
+        }
+    }
+
     fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.peer.any_source || Some(ip) == self.peer.sdp_ip || Some(ip) == self.peer.signal_ip
     }
@@ -450,6 +464,27 @@ mod tests {
         let f = s.handle_packet(now, 0, a_nat, &rtp(2), false).unwrap();
         assert_eq!(f.to, b_nat);
         assert_eq!(s.sides[0].latched(), Some(a_nat));
+    }
+
+    /// `would_accept` answers as `receive` would, and latches nothing.
+    #[test]
+    fn would_accept_agrees_with_the_source_checks() {
+        let now = Instant::now();
+        let mut s = stream();
+        let (phone, stranger): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:61000".parse().unwrap(), "10.9.9.9:4000".parse().unwrap());
+        let side = &s.sides[0];
+        assert!(side.would_accept(phone, false) && side.would_accept(phone, true));
+        assert!(!side.would_accept(stranger, false));
+        assert_eq!(s.sides[0].latched(), None, "asking latches nothing");
+        s.handle_packet(now, 0, phone, &rtp(1), false).unwrap();
+        let same_ip: SocketAddr = "10.0.0.1:4444".parse().unwrap();
+        assert!(s.sides[0].would_accept(phone, false));
+        assert!(!s.sides[0].would_accept(same_ip, false), "foreign once latched");
+        assert!(
+            s.sides[0].would_accept(same_ip, true),
+            "RTCP port not latched yet: the latched IP"
+        );
     }
 
     #[test]

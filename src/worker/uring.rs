@@ -44,8 +44,12 @@ pub enum Done {
         from: SocketAddr,
     },
     /// A datagram whose source is unreadable, or one too long for a buffer
-    /// (`truncated`: the kernel kept only what fitted).
-    Bad { slot: usize, gen: u32, truncated: bool },
+    /// (`truncated`: the kernel kept only what fitted, sent from `from`).
+    Bad {
+        slot: usize,
+        gen: u32,
+        truncated: Option<SocketAddr>,
+    },
     /// The socket's multishot receive ended, with the kernel's error (none:
     /// it simply stopped; ENOBUFS: every buffer was taken): re-arm it.
     Ended { slot: usize, gen: u32, error: Option<i32> },
@@ -368,12 +372,13 @@ impl Uring {
             return Done::Bad {
                 slot,
                 gen,
-                truncated: false,
+                truncated: None,
             };
         };
         let payload = out.payload_data();
         let truncated = out.is_payload_truncated();
-        match sockaddr_of(out.name_data()) {
+        let from = sockaddr_of(out.name_data());
+        match from {
             Some(from) if !truncated && payload.len() <= buf.len() => {
                 buf[..payload.len()].copy_from_slice(payload);
                 Done::Packet {
@@ -383,7 +388,11 @@ impl Uring {
                     from,
                 }
             }
-            _ => Done::Bad { slot, gen, truncated },
+            _ => Done::Bad {
+                slot,
+                gen,
+                truncated: from.filter(|_| truncated),
+            },
         }
     }
 }

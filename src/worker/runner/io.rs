@@ -69,8 +69,8 @@ impl Runner {
                 Done::Bad { slot, gen, truncated } => {
                     if self.on_ring(slot, gen) {
                         WorkerCounters::add(&self.counters.drops[DropReason::Malformed as usize], 1);
-                        if truncated {
-                            self.off_the_ring(slot, gen);
+                        if let Some(from) = truncated.filter(|f| self.would_accept(slot, *f)) {
+                            self.off_the_ring(slot, gen, from);
                         }
                     }
                 }
@@ -103,10 +103,22 @@ impl Runner {
         }
     }
 
+    /// Whether a datagram from `from` on socket `slot` could be relayed:
+    /// only the peer a call side would accept may move its socket off the
+    /// ring, not anyone who sprays long datagrams at relay ports.
+    fn would_accept(&self, slot: usize, from: SocketAddr) -> bool {
+        let Some(s) = self.sockets.get(slot) else { return false };
+        let Owner::Call { call, stream, side } = s.owner else {
+            return true;
+        };
+        let ws = self.calls.get(call).and_then(|c| c.streams.get(stream));
+        ws.is_some_and(|ws| ws.relay.sides[side].would_accept(from, s.rtcp))
+    }
+
     /// A socket whose peer sends datagrams longer than the ring's buffers
     /// goes on epoll, which reads up to 64 KiB: the first is lost (the
     /// kernel truncated it), the rest of the stream is relayed whole.
-    fn off_the_ring(&mut self, slot: usize, gen: u32) {
+    fn off_the_ring(&mut self, slot: usize, gen: u32, from: SocketAddr) {
         let (Some(ring), Some(s)) = (&mut self.ring, self.sockets.get_mut(slot)) else {
             return;
         };
@@ -119,6 +131,7 @@ impl Runner {
         match registered {
             Ok(()) => tracing::info!(
                 local = %s.local,
+                %from,
                 "a datagram longer than io_uring's {} bytes: this socket is read with epoll now",
                 crate::worker::uring::BUF
             ),
