@@ -124,10 +124,15 @@ struct Args {
     /// Sink mode: a WebSocket server that reads and drops every message.
     #[arg(long)]
     ws_sink: Option<String>,
+    /// Echo mode: a do-nothing ng responder on this address (see
+    /// ng_echo.rs), the direct run of the control-plane benchmark
+    #[arg(long)]
+    ng_echo: Option<String>,
 }
 
 mod conference;
 mod failover;
+mod ng_echo;
 mod spray;
 mod srtp;
 mod transcode;
@@ -150,6 +155,9 @@ fn main() {
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .expect("--spray MIN-MAX");
         return spray::run(min, max, args.rate, args.seconds);
+    }
+    if let Some(listen) = &args.ng_echo {
+        return ng_echo::run(listen);
     }
     if let Some(listen) = &args.ws_sink {
         return ws_sink::run(listen);
@@ -601,9 +609,15 @@ fn ng_request_on(s: &std::net::UdpSocket, ng: SocketAddr, kv: &[(&str, &str)]) -
     msg.push(b'e');
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.send_to(&msg, ng).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = s.recv(&mut buf).expect("ng reply");
-    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    // One buffer per thread: zeroing 64 KiB per request would be the
+    // generator's own cost, charged to no relay but slowing every run.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65536]);
+    }
+    let reply = BUF.with_borrow_mut(|buf| {
+        let n = s.recv(buf).expect("ng reply");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
     // Find "3:sdp<len>:<sdp>" in the bencoded reply.
     match reply.find("3:sdp") {
         Some(i) => {
@@ -639,6 +653,7 @@ fn setup_rate(args: &Args, n: usize) {
     let c = args.concurrency.max(1);
     let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    let own0 = cpu_ticks(std::process::id());
     let t0 = Instant::now();
     let mut latencies: Vec<f64> = match (args.target, args.proto) {
         (Target::Chorus, Proto::Http) => {
@@ -723,6 +738,8 @@ fn setup_rate(args: &Args, n: usize) {
         }
     };
     let wall = t0.elapsed().as_secs_f64();
+    let own = cpu_ticks(std::process::id()).saturating_sub(own0);
+    let own_us = own as f64 / 100.0 * 1e6 / n as f64; // ticks at USER_HZ
     latencies.sort_by(|x, y| x.total_cmp(y));
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
     let report = serde_json::json!({
@@ -734,6 +751,7 @@ fn setup_rate(args: &Args, n: usize) {
         "concurrency": c,
         "setups_per_s": (n as f64 / wall).round(),
         "setup_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
+        "generator_cpu_us_per_setup": own_us.round(),
     });
     println!("{report}");
 }
