@@ -116,3 +116,25 @@ async fn a_stream_of_datagrams_longer_than_the_ring_buffers_goes_through() {
         "moved once, by {peer}: {moved:?}"
     );
 }
+
+/// What the ring had already received when a long datagram moved its
+/// socket to epoll is relayed, not dropped with the move: a phone's
+/// packets right behind its first long one all arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_behind_the_long_datagram_that_moves_a_socket_are_relayed() {
+    let d = Daemon::start_with_range(133, 4, URING).await;
+    let (mut a, mut b) = (Peer::new("127.0.0.1"), Peer::new("127.0.0.1"));
+    let (to_a, to_b) = d.call("behind", &a, &b).await;
+    exchange(&mut a, to_a, &mut b, to_b, 2);
+    a.rtp.send_to(&rtp(96, 100, 0, 7, &[1; 3000]), to_a).unwrap();
+    for seq in 101..111u16 {
+        a.rtp.send_to(&rtp(96, seq, 0, 7, &[2; 160]), to_a).unwrap();
+    }
+    let got = recv_n(&b.rtp, 10);
+    let seqs: Vec<u16> = got.iter().map(|(p, _)| u16::from_be_bytes([p[2], p[3]])).collect();
+    assert_eq!(
+        seqs,
+        (101..111).collect::<Vec<u16>>(),
+        "every packet behind the long one"
+    );
+}

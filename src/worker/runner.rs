@@ -53,6 +53,9 @@ pub(super) struct Sock {
     /// Read by the worker's io_uring (`runner::io`) rather than epoll, under
     /// this generation (completions of an earlier socket in the slot are stale).
     ring: Option<u32>,
+    /// The generation it had on the ring before it moved to epoll: what the
+    /// ring received before the move is still this socket's (`runner::io`).
+    left_ring: Option<u32>,
 }
 
 impl Sock {

@@ -62,7 +62,7 @@ impl Runner {
         while let Some(done) = self.ring.as_mut().and_then(|r| r.next(&mut self.buf)) {
             match done {
                 Done::Packet { slot, gen, n, from } => {
-                    if self.on_ring(slot, gen) {
+                    if self.on_ring(slot, gen) || self.left_ring(slot, gen) {
                         self.relay_one(slot, n, from);
                     }
                 }
@@ -123,7 +123,7 @@ impl Runner {
             return;
         };
         ring.cancel(slot, gen);
-        s.ring = None;
+        s.left_ring = s.ring.take();
         let registered = self
             .poll
             .registry()
@@ -157,6 +157,13 @@ impl Runner {
     /// Whether a completion for (`slot`, `gen`) is for the socket there now.
     fn on_ring(&self, slot: usize, gen: u32) -> bool {
         self.sockets.get(slot).is_some_and(|s| s.ring == Some(gen))
+    }
+
+    /// Whether a datagram completed for (`slot`, `gen`) was received by the
+    /// ring for the socket there now before it moved to epoll: relayed, as
+    /// it came before anything epoll reads (the batch runs first).
+    fn left_ring(&self, slot: usize, gen: u32) -> bool {
+        self.sockets.get(slot).is_some_and(|s| s.left_ring == Some(gen))
     }
 
     /// A socket's multishot receive ended: again, unless the socket is gone

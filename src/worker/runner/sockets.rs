@@ -67,6 +67,7 @@ impl Runner {
             rtcp,
             queued: false,
             ring,
+            left_ring: None,
         });
         // Packets may already wait (the socket was bound in the control
         // plane); edge-triggered polling would not report them. (A
