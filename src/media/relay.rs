@@ -487,6 +487,42 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Over any sequence of packets from the phone, its IP on other
+        /// ports and a stranger (and latches carried over from elsewhere),
+        /// with or without `any_source`, `would_accept` predicts `receive`'s
+        /// verdict on the source, for what each port carries: RTP and
+        /// multiplexed RTCP on the RTP port, RTCP on the RTCP port.
+        #[test]
+        fn would_accept_predicts_the_source_verdict(
+            any_source: bool,
+            steps in proptest::collection::vec((0usize..4, 0u8..4), 1..40),
+        ) {
+            let now = Instant::now();
+            let from = ["10.0.0.1:4000", "10.0.0.1:4001", "10.0.0.1:5555", "10.9.9.9:4000"]
+                .map(|a| a.parse::<SocketAddr>().unwrap());
+            let mut p = peer("10.0.0.1", 4000);
+            p.any_source = any_source;
+            let mut side = Side::new(p);
+            let rr = [0x80, 201, 0, 1, 0, 0, 0, 42];
+            for (i, (who, what)) in steps.into_iter().enumerate() {
+                let (bytes, on_rtcp_port) = match what {
+                    0 => (&rtp(i as u16)[..], false),
+                    1 => (&rr[..], false),
+                    2 => (&rr[..], true),
+                    _ => {
+                        side.set_latched(Some(from[who]));
+                        continue;
+                    }
+                };
+                let predicted = side.would_accept(from[who], on_rtcp_port);
+                let verdict = side.receive(now, from[who], bytes, on_rtcp_port);
+                let source_ok = !matches!(verdict, Err(DropReason::UnknownSource | DropReason::ForeignSource));
+                proptest::prop_assert_eq!(predicted, source_ok, "step {} from {}: {:?}", i, from[who], verdict);
+            }
+        }
+    }
+
     #[test]
     fn third_party_is_dropped_before_and_after_latching() {
         let now = Instant::now();
