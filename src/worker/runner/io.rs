@@ -67,11 +67,12 @@ impl Runner {
                     }
                 }
                 Done::Bad { slot, gen, truncated } => {
-                    if self.on_ring(slot, gen) {
+                    let here = self.on_ring(slot, gen);
+                    if here || self.left_ring(slot, gen) {
                         WorkerCounters::add(&self.counters.drops[DropReason::Malformed as usize], 1);
-                        if let Some(from) = truncated.filter(|f| self.would_accept(slot, *f)) {
-                            self.off_the_ring(slot, gen, from);
-                        }
+                    }
+                    if let Some(from) = truncated.filter(|f| here && self.would_accept(slot, *f)) {
+                        self.off_the_ring(slot, gen, from);
                     }
                 }
                 Done::Ended { slot, gen, error } => self.rearm(slot, gen, error),
