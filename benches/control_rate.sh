@@ -72,8 +72,10 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 print()
 print("| control path | set-ups/s (median) | set-up p50 ms | p99 ms | max ms | CPU µs per set-up (rounds) | context switches per set-up | generator µs per set-up | rounds |")
 print("|---|---|---|---|---|---|---|---|---|")
-for label in dict.fromkeys(r["label"] for r in runs):
-    rs = [r for r in runs if r["label"] == label]
+by = {}
+for r in runs:
+    by.setdefault(r["label"], []).append(r)
+for label, rs in by.items():
     m = lambda f: statistics.median(f(r) for r in rs)
     cpu = ", ".join(f"{r['cpu_us_per_setup']:.0f}" for r in rs if "cpu_us_per_setup" in r) or "–"
     cs = ", ".join(f"{r['context_switches_per_setup']:.1f}" for r in rs if "context_switches_per_setup" in r) or "–"
@@ -81,9 +83,6 @@ for label in dict.fromkeys(r["label"] for r in runs):
     print(f"| {label} | {m(lambda r: r['setups_per_s']):.0f} | {m(lambda r: r['setup_ms']['p50']):.2f} | "
           f"{m(lambda r: r['setup_ms']['p99']):.2f} | {max(r['setup_ms']['max'] for r in rs):.2f} | {cpu} | {cs} | {gen} | {len(rs)} |")
 # Round by round, each server's CPU above the direct floor of the same round.
-by = {}
-for r in runs:
-    by.setdefault(r["label"], []).append(r)
 floor = [r["cpu_us_per_setup"] for r in by.get("direct (ng echo)", [])]
 for label in ("chorus ng", "rtpengine ng"):
     above = [r["cpu_us_per_setup"] - f for r, f in zip(by.get(label, []), floor)]
