@@ -18,6 +18,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod ng;
 pub mod ng_cookie;
+mod ng_options;
+mod ng_reply;
 pub mod ng_streams;
 pub mod openapi;
 pub mod play_dtmf;
@@ -84,7 +86,7 @@ pub struct State {
     pub http: reqwest::Client,
     pub started: Instant,
     /// Last `statistics` sample, for ng's packet and byte rates.
-    pub ng_rates: Mutex<ng::Rates>,
+    pub ng_rates: Mutex<ng_reply::Rates>,
     /// Replies by cookie, for ng retransmissions.
     pub ng_cookies: Mutex<ng::CookieCache>,
     /// conference id -> (key, entry).
@@ -213,7 +215,7 @@ impl State {
                 .build()
                 .map_err(std::io::Error::other)?,
             started: Instant::now(),
-            ng_rates: Mutex::new(ng::Rates::default()),
+            ng_rates: Mutex::new(ng_reply::Rates::default()),
             ng_cookies: Mutex::new(ng::CookieCache::default()),
             conferences: Mutex::new(HashMap::new()),
             ended: Mutex::new(ended::Ended::default()),

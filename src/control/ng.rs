@@ -3,44 +3,17 @@
 //! `<cookie> <bencoded dictionary>`; the reply carries the same cookie.
 //! Commands translate into the same calls as the HTTP API (`calls`).
 
-use super::calls::{self, CallSnapshot};
+use super::calls;
 use super::command::{self as commands, CallCommand, Outcome};
 pub use super::ng_cookie::CookieCache;
 use super::ng_cookie::Lookup;
-use super::{lock, State};
+use super::ng_options::{required, str_of, unknown_keys};
+use super::{lock, ng_options, ng_reply, State};
 use crate::error::Error;
-use crate::session::{MuxOption, Options};
 use crate::wire::bencode::{self, dict, Value};
-use crate::worker::SideReportWithPorts;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-
-/// Keys chorus reads; anything else gets a `warning`, as rtpengine does.
-const KNOWN_KEYS: &[&str] = &[
-    "command",
-    "call-id",
-    "from-tag",
-    "to-tag",
-    "via-branch",
-    "sdp",
-    "flags",
-    "replace",
-    "ICE",
-    "rtcp-mux",
-    "direction",
-    "received-from",
-    "media-address",
-    "address-family",
-    "label",
-    "transport-protocol",
-    "SDES",
-    "DTLS",
-    "codec",
-    "record-call",
-    "limit",
-];
+use std::time::Instant;
 
 /// A reply in the making: the dictionary and the warnings gathered.
 struct Reply {
@@ -242,7 +215,7 @@ impl Ng<'_> {
                             reply.items.push(("sdp", Value::str(&sdp)));
                             super::ng_streams::record_call(self.state, call_id, d, &mut reply.warnings).await?;
                         }
-                        Outcome::Call(snap) => reply.items.extend(call_items(&snap)),
+                        Outcome::Call(snap) => reply.items.extend(ng_reply::call_items(&snap)),
                     }
                 }
                 "list" => {
@@ -256,7 +229,7 @@ impl Ng<'_> {
                         .items
                         .push(("calls", Value::List(ids.iter().map(|i| Value::str(i)).collect())));
                 }
-                "statistics" => reply.items.push(("statistics", self.statistics())),
+                "statistics" => reply.items.push(("statistics", ng_reply::statistics(self.state))),
                 "start stream" | "stop stream" | "start recording" | "pause recording" | "stop recording"
                 | "play DTMF" | "play media" | "stop media" => reply
                     .items
@@ -282,14 +255,14 @@ impl Ng<'_> {
                 call_id,
                 from_tag: required(d, "from-tag")?,
                 sdp: required(d, "sdp")?,
-                options: self.options(d, warnings)?,
+                options: ng_options::options(self.state, d, warnings)?,
             },
             "answer" => CallCommand::Answer {
                 call_id,
                 from_tag: required(d, "from-tag")?,
                 to_tag: required(d, "to-tag")?,
                 sdp: required(d, "sdp")?,
-                options: self.options(d, warnings)?,
+                options: ng_options::options(self.state, d, warnings)?,
             },
             "delete" => CallCommand::Delete {
                 call_id,
@@ -298,406 +271,7 @@ impl Ng<'_> {
             _ => CallCommand::Query { call_id },
         })
     }
-
-    /// Translates ng keys and flags into offer/answer options.
-    fn options(&self, d: &Value, warnings: &mut Vec<String>) -> Result<Options, Error> {
-        let mut o = Options::default();
-        behaviour_options(d, &mut o, warnings)?;
-        self.address_options(d, &mut o)?;
-        o.label = str_of(d, "label")?.map(str::to_string);
-        media_options(d, &mut o, warnings)?;
-        Ok(o)
-    }
-
-    /// `direction`, `received-from`, `media-address`, `address-family`.
-    fn address_options(&self, d: &Value, o: &mut Options) -> Result<(), Error> {
-        let state = self.state;
-        let dir = strings(d, "direction")?;
-        let iface = |name: &str| {
-            state
-                .interface_index(name)
-                .ok_or_else(|| Error::BadRequest(format!("no interface named `{name}` in direction")))
-        };
-        if let Some(n) = dir.first() {
-            o.from_interface = Some(iface(n)?);
-        }
-        if let Some(n) = dir.get(1) {
-            o.to_interface = Some(iface(n)?);
-        }
-        o.received_from = match d.get("received-from") {
-            None => None,
-            Some(v) => {
-                let parts = list_of_strings(v, "received-from")?;
-                let addr = parts
-                    .last()
-                    .ok_or_else(|| Error::BadRequest("empty received-from".into()))?;
-                Some(
-                    addr.parse()
-                        .map_err(|_| Error::BadRequest(format!("received-from `{addr}` is not an IP")))?,
-                )
-            }
-        };
-        if let Some(a) = str_of(d, "media-address")? {
-            let ip: IpAddr = a
-                .parse()
-                .map_err(|_| Error::BadRequest(format!("media-address `{a}` is not an IP")))?;
-            o.media_address = Some(ip);
-        }
-        if let Some(family) = str_of(d, "address-family")? {
-            let want_v6 = match family {
-                "IP4" => false,
-                "IP6" => true,
-                other => {
-                    return Err(Error::BadRequest(format!(
-                        "address-family `{other}` is neither IP4 nor IP6"
-                    )))
-                }
-            };
-            let idx = o.to_interface.unwrap_or(0);
-            if state.home.advertise[idx].is_ipv6() != want_v6 {
-                return Err(Error::BadRequest(format!(
-                    "address-family {family} asked, but interface `{}` is {}",
-                    state.home.interfaces[idx].name,
-                    if want_v6 { "IPv4" } else { "IPv6" }
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// rtpengine's `statistics` reply, the parts chorus can fill truthfully.
-    fn statistics(&self) -> Value {
-        let s = self.state;
-        let sum = |f: fn(&crate::metrics::WorkerCounters) -> &std::sync::atomic::AtomicU64| -> i64 {
-            s.workers.iter().map(|w| f(&w.counters).load(Relaxed)).sum::<u64>() as i64
-        };
-        let packets = sum(|c| &c.packets_relayed);
-        let bytes = sum(|c| &c.bytes_relayed);
-        let errors: i64 = s
-            .workers
-            .iter()
-            .map(|w| w.counters.drops.iter().map(|d| d.load(Relaxed)).sum::<u64>())
-            .sum::<u64>() as i64;
-        let (pr, br, er) = lock(&s.ng_rates).sample(Instant::now(), packets, bytes, errors);
-        let calls = s.call_count() as i64;
-        dict([
-            (
-                "currentstatistics",
-                dict([
-                    ("sessionsown", Value::Int(calls)),
-                    ("sessionsforeign", Value::Int(0)),
-                    ("sessionstotal", Value::Int(calls)),
-                    ("transcodedmedia", Value::Int(0)),
-                    ("packetrate", Value::Int(pr)),
-                    ("byterate", Value::Int(br)),
-                    ("errorrate", Value::Int(er)),
-                ]),
-            ),
-            (
-                "totalstatistics",
-                dict([
-                    ("uptime", Value::str(&s.started.elapsed().as_secs().to_string())),
-                    (
-                        "managedsessions",
-                        Value::Int(s.metrics.call_seconds.get_sample_count() as i64 + calls),
-                    ),
-                    ("timeoutsessions", Value::Int(s.metrics.calls_timed_out.get() as i64)),
-                    ("relayedpackets", Value::Int(packets)),
-                    ("relayedbytes", Value::Int(bytes)),
-                    ("relayedpacketerrors", Value::Int(errors)),
-                ]),
-            ),
-        ])
-    }
 }
-
-/// Rates between two `statistics` requests (per second).
-#[derive(Default)]
-pub struct Rates {
-    last: Option<(Instant, i64, i64, i64)>,
-}
-
-impl Rates {
-    fn sample(&mut self, now: Instant, p: i64, b: i64, e: i64) -> (i64, i64, i64) {
-        let r = match self.last {
-            Some((t, p0, b0, e0)) if now > t => {
-                let dt = now.duration_since(t).as_secs_f64();
-                let rate = |x: i64, x0: i64| ((x - x0) as f64 / dt).round() as i64;
-                (rate(p, p0), rate(b, b0), rate(e, e0))
-            }
-            _ => (0, 0, 0),
-        };
-        self.last = Some((now, p, b, e));
-        r
-    }
-}
-
-fn unknown_keys(d: &Value) -> Option<String> {
-    let Value::Dict(items) = d else { return None };
-    let unknown: Vec<String> = items
-        .iter()
-        .map(|(k, _)| String::from_utf8_lossy(k).to_string())
-        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()) && !super::ng_streams::KEYS.contains(&k.as_str()))
-        .collect();
-    (!unknown.is_empty()).then(|| format!("unknown keys ignored: {}", unknown.join(", ")))
-}
-
-fn str_of<'a>(d: &'a Value, key: &str) -> Result<Option<&'a str>, Error> {
-    match d.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(Some)
-            .ok_or_else(|| Error::BadRequest(format!("`{key}` must be a UTF-8 string"))),
-    }
-}
-
-/// `flags`, `replace`, `ICE` and `rtcp-mux`.
-fn behaviour_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
-    for flag in strings(d, "flags")? {
-        match flag.to_ascii_lowercase().as_str() {
-            // chorus's behaviour already: trusts SDP addresses, latches
-            // symmetrically to the exact source, drops other sources.
-            "trust-address" | "symmetric" | "strict-source" | "port-latching" => {}
-            "sip-source-address" => o.sip_source_address = true,
-            "generate-mid" => o.generate_mid = true,
-            sdes if sdes.starts_with("sdes-") => sdes_option(&flag["SDES-".len()..], o, warnings)?,
-            "asymmetric" => warnings.push("flag asymmetric is not supported: chorus always latches".into()),
-            "loop-protect" => warnings.push("flag loop-protect is not implemented".into()),
-            other => warnings.push(format!("unknown flag `{other}` ignored")),
-        }
-    }
-    for r in strings(d, "replace")? {
-        match r.as_str() {
-            "origin" => o.replace_origin = true,
-            "session-connection" | "session connection" => {} // always done
-            other => warnings.push(format!("unknown replace `{other}` ignored")),
-        }
-    }
-    match str_of(d, "ICE")? {
-        None | Some("default") => {}
-        Some("remove") => o.remove_ice = true,
-        // Towards a browser chorus is an ICE-lite agent anyway.
-        Some("force") if str_of(d, "transport-protocol")?.is_some_and(|p| p.starts_with("UDP/TLS/")) => {}
-        Some(other) => {
-            return Err(Error::NotImplemented(format!(
-                "ICE={other} is not supported: chorus is an ICE-lite agent only towards WebRTC legs (transport-protocol UDP/TLS/RTP/SAVPF); elsewhere use ICE=remove"
-            )))
-        }
-    }
-    for m in strings(d, "rtcp-mux")? {
-        o.rtcp_mux = Some(match m.as_str() {
-            // `require`: offered, and chorus always takes it where offered.
-            "offer" | "require" => MuxOption::Offer,
-            "demux" => MuxOption::Demux,
-            "accept" => MuxOption::Accept,
-            "reject" => MuxOption::Reject,
-            other => return Err(Error::BadRequest(format!("unknown rtcp-mux value `{other}`"))),
-        });
-    }
-    Ok(())
-}
-
-/// `transport-protocol`, `codec` and `record-call`.
-fn media_options(d: &Value, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
-    if let Some(tp) = str_of(d, "transport-protocol")? {
-        o.transport_protocol = Some(crate::session::checked_transport(tp.to_string())?);
-    }
-    for s in strings(d, "SDES")? {
-        sdes_option(&s, o, warnings)?;
-    }
-    match str_of(d, "DTLS")? {
-        None | Some("off" | "no" | "disable") => {}
-        Some("passive") => o.dtls = Some(crate::media::dtls::Role::Server),
-        Some("active") => o.dtls = Some(crate::media::dtls::Role::Client),
-        Some(other) => warnings.push(format!("DTLS={other} ignored (chorus takes passive or active)")),
-    }
-    if let Some(codec) = d.get("codec") {
-        if let Some(v) = codec.get("strip") {
-            o.strip_codecs.extend(list_of_strings(v, "strip")?);
-        }
-        if let Some(v) = codec.get("mask") {
-            o.mask_codecs.extend(list_of_strings(v, "mask")?);
-        }
-        for key in ["transcode", "offer"] {
-            if let Some(v) = codec.get(key) {
-                o.transcode.extend(list_of_strings(v, key)?);
-            }
-        }
-        for key in ["accept", "consume"] {
-            if codec.get(key).is_some() {
-                return Err(Error::NotImplemented(format!(
-                    "codec-{key} is not supported: chorus takes codec-offer, codec-transcode, codec-mask and codec-strip"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One SDES choice, from the `SDES` list or an `SDES-...` flag.
-fn sdes_option(s: &str, o: &mut Options, warnings: &mut Vec<String>) -> Result<(), Error> {
-    if let Some(name) = s.strip_prefix("no-") {
-        o.sdes.no.push(crate::session::suite(name)?);
-    } else if let Some(name) = s.strip_prefix("only-") {
-        o.sdes.only.push(crate::session::suite(name)?);
-    } else if matches!(s, "off" | "no" | "disable" | "disabled") {
-        o.sdes.off = true;
-    } else {
-        warnings.push(format!("SDES option `{s}` ignored"));
-    }
-    Ok(())
-}
-
-fn required<'a>(d: &'a Value, key: &str) -> Result<&'a str, Error> {
-    str_of(d, key)?.ok_or_else(|| Error::BadRequest(format!("missing `{key}`")))
-}
-
-/// A key whose value is a list of strings (or one string).
-fn strings(d: &Value, key: &str) -> Result<Vec<String>, Error> {
-    match d.get(key) {
-        None => Ok(Vec::new()),
-        Some(v) => list_of_strings(v, key),
-    }
-}
-
-fn list_of_strings(v: &Value, key: &str) -> Result<Vec<String>, Error> {
-    let bad = || Error::BadRequest(format!("`{key}` must be a list of strings"));
-    match v {
-        Value::Bytes(_) => Ok(vec![v.as_str().ok_or_else(bad)?.to_string()]),
-        Value::List(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
-            .collect(),
-        _ => Err(bad()),
-    }
-}
-
-/// rtpengine's shape of a call in `query` and `delete` replies: per tag,
-/// medias and streams with `stats`, and `totals`, which Kamailio's
-/// `$rtpstat` reads.
-fn call_items(snap: &CallSnapshot) -> Vec<(&'static str, Value)> {
-    let now_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let created = snap.created_unix();
-    let mut totals = [[0i64; 3]; 2]; // [RTP, RTCP] x [packets, bytes, errors]
-    let mut tags = Vec::new();
-    for (i, leg) in snap.session.legs.iter().enumerate() {
-        let Some(tag) = &leg.tag else { continue };
-        let mut medias = Vec::new();
-        for (si, st) in snap.session.streams.iter().enumerate() {
-            let Some(side) = snap.report.streams.get(si).and_then(|r| r.sides.get(i)) else {
-                continue;
-            };
-            let stats = &side.side;
-            totals[0][0] += stats.rtp.packets as i64;
-            totals[0][1] += stats.rtp.bytes as i64;
-            totals[0][2] += stats.dropped as i64;
-            totals[1][0] += stats.rtcp_packets as i64;
-            totals[1][1] += stats.rtcp_bytes as i64;
-            medias.push(dict([
-                ("index", Value::Int(si as i64 + 1)),
-                ("type", Value::str(&st.media)),
-                ("streams", Value::List(side_streams(side, now_unix))),
-                ("stats", dict([("lost", Value::Int(stats.rtp.lost as i64))])),
-            ]));
-        }
-        let mut t = vec![
-            ("tag", Value::str(tag)),
-            ("created", Value::Int(created as i64)),
-            ("medias", Value::List(medias)),
-        ];
-        if let Some(l) = &leg.label {
-            t.push(("label", Value::str(l)));
-        }
-        tags.push((tag.as_bytes().to_vec(), dict(t)));
-    }
-    let block = |t: [i64; 3]| {
-        dict([
-            ("packets", Value::Int(t[0])),
-            ("bytes", Value::Int(t[1])),
-            ("errors", Value::Int(t[2])),
-        ])
-    };
-    vec![
-        ("created", Value::Int(created as i64)),
-        ("created_us", Value::Int(((created.fract()) * 1e6) as i64)),
-        ("last signal", Value::Int(now_unix)),
-        ("tags", Value::Dict(tags)),
-        ("totals", dict([("RTP", block(totals[0])), ("RTCP", block(totals[1]))])),
-    ]
-}
-
-/// rtpengine's `streams` of one side of a media: RTP, then RTCP unless muxed.
-fn side_streams(side: &SideReportWithPorts, now_unix: i64) -> Vec<Value> {
-    let stats = &side.side;
-    let last = stats.rtp.idle_s.map(|idle| now_unix - idle as i64).unwrap_or(0);
-    let stream = |local: Option<SocketAddr>, peer: Option<SocketAddr>, rtcp: bool, packets: u64, bytes: u64| {
-        let mut flags = vec![Value::str(if rtcp { "RTCP" } else { "RTP" })];
-        if peer.is_some() {
-            flags.push(Value::str("filled"));
-        }
-        if stats.latched && !rtcp {
-            flags.push(Value::str("confirmed"));
-        }
-        let family = if local.is_some_and(|a| a.is_ipv6()) {
-            "IPv6"
-        } else {
-            "IPv4"
-        };
-        dict([
-            ("local port", Value::Int(local.map(|a| a.port() as i64).unwrap_or(0))),
-            (
-                "local address",
-                Value::str(&local.map(|a| a.ip().to_string()).unwrap_or_default()),
-            ),
-            ("family", Value::str(family)),
-            ("endpoint", endpoint(peer)),
-            ("advertised endpoint", endpoint(peer)),
-            ("last packet", Value::Int(last)),
-            ("flags", Value::List(flags)),
-            (
-                "stats",
-                dict([
-                    ("packets", Value::Int(packets as i64)),
-                    ("bytes", Value::Int(bytes as i64)),
-                    ("errors", Value::Int(if rtcp { 0 } else { stats.dropped as i64 })),
-                ]),
-            ),
-        ])
-    };
-    let mut streams = vec![stream(
-        side.local_rtp,
-        stats.peer_rtp,
-        false,
-        stats.rtp.packets,
-        stats.rtp.bytes,
-    )];
-    if side.local_rtcp.is_some() {
-        streams.push(stream(
-            side.local_rtcp,
-            stats.peer_rtcp,
-            true,
-            stats.rtcp_packets,
-            stats.rtcp_bytes,
-        ));
-    }
-    streams
-}
-
-fn endpoint(a: Option<SocketAddr>) -> Value {
-    match a {
-        Some(a) => dict([
-            ("family", Value::str(if a.is_ipv6() { "IPv6" } else { "IPv4" })),
-            ("address", Value::str(&a.ip().to_string())),
-            ("port", Value::Int(a.port() as i64)),
-        ]),
-        None => dict([]),
-    }
-}
-
 /// ng commands running at once over UDP at most; past this, datagrams are
 /// dropped (and counted) until some finish: a flood costs a bounded queue.
 pub const NG_IN_FLIGHT: usize = 1024;
@@ -754,25 +328,5 @@ pub async fn serve_udp(state: Arc<State>, socket: tokio::net::UdpSocket) {
             }
             drop(permit);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Rates;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn rates_are_per_second_between_two_samples() {
-        let mut r = Rates::default();
-        let t0 = Instant::now();
-        assert_eq!(
-            r.sample(t0, 100, 1000, 1),
-            (0, 0, 0),
-            "nothing to compare the first with"
-        );
-        assert_eq!(r.sample(t0 + Duration::from_secs(2), 300, 5000, 5), (100, 2000, 2));
-        // No time passed: no rate, rather than a division by zero.
-        assert_eq!(r.sample(t0 + Duration::from_secs(2), 900, 9000, 9), (0, 0, 0));
     }
 }
