@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod calls;
 pub mod command;
 pub mod conference_commands;
+mod conference_join;
 pub mod ended;
 pub mod fence;
 pub mod forward;
