@@ -137,14 +137,24 @@ pub struct JoinOptions {
     pub interface: Option<String>,
 }
 
+/// Sends a worker the command `make` builds around a reply channel, and
+/// waits for the reply.
+pub(super) async fn ask_worker<T>(
+    state: &State,
+    worker: usize,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    state.workers[worker].send(make(tx))?;
+    rx.await.map_err(|_| WorkerError::Dropped.into())
+}
+
 async fn ask<T>(
     state: &State,
     worker: usize,
     make: impl FnOnce(oneshot::Sender<T>) -> ConfCommand,
 ) -> Result<T, Error> {
-    let (tx, rx) = oneshot::channel();
-    state.workers[worker].send(Command::Conference(make(tx)))?;
-    rx.await.map_err(|_| WorkerError::Dropped.into())
+    ask_worker(state, worker, |tx| Command::Conference(make(tx))).await
 }
 
 pub(crate) fn handle(state: &State, id: &str) -> Result<ConfHandle, Error> {

@@ -6,7 +6,7 @@
 
 use super::alloc::{free_ports, Alloc};
 use super::bridge::{leg_audio, LegAudio};
-use super::conference_commands::{attach, handle, push_event, ConfEntry, JoinOptions, Member};
+use super::conference_commands::{ask_worker, attach, handle, push_event, ConfEntry, JoinOptions, Member};
 use super::{lock, State};
 use crate::error::Error;
 use crate::media::codec;
@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Joins a participant from its SDP offer; returns chorus's SDP answer.
 pub async fn join(state: &State, conf_id: &str, sdp: &str, opts: JoinOptions) -> Result<Value, Error> {
@@ -214,16 +213,6 @@ fn refuse_if_full(state: &State, e: &ConfEntry) -> Result<(), Error> {
         "conference `{}` is full ({} participants)",
         e.id, e.settings.max_participants
     )))
-}
-
-async fn ask_worker<T>(
-    state: &State,
-    worker: usize,
-    make: impl FnOnce(oneshot::Sender<T>) -> Command,
-) -> Result<T, Error> {
-    let (tx, rx) = oneshot::channel();
-    state.workers[worker].send(make(tx))?;
-    rx.await.map_err(|_| WorkerError::Dropped.into())
 }
 
 #[allow(clippy::too_many_arguments)]
