@@ -125,87 +125,29 @@ pub struct Started {
 impl State {
     /// Starts the media workers and builds the shared state.
     pub fn start(config: Config) -> std::io::Result<Started> {
-        let n = if config.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            config.workers
-        };
         let (tx, events) = worker::event_channel();
-        let dtls = crate::media::dtls::Identity::from_config(
-            config.dtls_certificate.as_deref(),
-            config.dtls_private_key.as_deref(),
-        );
-        let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
-        let tick_seconds = crate::metrics::tick_histogram();
-        let media_ips: Vec<_> = config.all_interfaces().iter().map(|i| i.bind).collect();
-        let kernel = crate::offload::KernelForward::start(
-            config.kernel_forward,
-            &media_ips,
-            &config.kernel_interfaces,
-            config.kernel_streams,
-        )
-        .map_err(std::io::Error::other)?
-        .map(Arc::new);
-        let wc = WorkerConfig {
-            media_timeout: Duration::from_secs(config.media_timeout),
-            dtls: dtls.clone(),
-            tick_seconds: tick_seconds.clone(),
-            index: 0,
-            send_pool: worker::send_pool::SendPool::new(n),
-            recv_pool: worker::recv_pool::RecvPool::new(n),
-            offload_min: config.mixer_offload_min,
-            kernel: kernel.clone(),
-            tos: config.dscp << 2,
-            io_uring: config.io == crate::config::IoMode::Uring,
-        };
-        let mut workers = Vec::new();
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let (h, t) = worker::spawn(i, WorkerConfig { index: i, ..wc.clone() }, &tx)?;
-            workers.push(h);
-            threads.push(t);
-        }
-        let interfaces = config.all_interfaces();
+        let media = Media::start(&config, &tx)?;
         let (callbacks, callback_queue) = callbacks::Callbacks::new(config.callback_url.as_deref());
-        let metrics = Metrics::new(
-            workers.iter().map(|w| w.counters.clone()).collect(),
-            kernel,
-            tick_seconds,
-        );
-        let store = match &config.redis_url {
-            None => None,
-            Some(url) => Some(Arc::new(
-                crate::store::Store::new(
-                    url,
-                    config.instance_name(),
-                    Duration::from_millis(config.redis_heartbeat_ms),
-                    Duration::from_secs(config.redis_record_ttl),
-                    &metrics.registry,
-                )
-                .map_err(std::io::Error::other)?,
-            )),
-        };
+        let counters = media.workers.iter().map(|w| w.counters.clone()).collect();
+        let metrics = Metrics::new(counters, media.kernel, media.tick_seconds);
+        let store = open_store(&config, &metrics)?;
         let (streams, stream_events) =
             crate::streams::Registry::new(&metrics.registry, config.stream_ca_file.as_deref(), config.max_streams)
                 .map_err(std::io::Error::other)?;
         let started_wall = SystemTime::now();
-        let boot = format!(
-            "{}-{}",
-            std::process::id(),
-            started_wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        );
         let state = State {
-            home: Arc::new(home::Home::own(interfaces, config.port_min, config.port_max)),
+            home: Arc::new(home::Home::own(
+                config.all_interfaces(),
+                config.port_min,
+                config.port_max,
+            )),
             foreign: home::ForeignPools::default(),
             socket_options: SocketOptions {
                 recv_buffer: config.socket_recv_buffer,
                 send_buffer: config.socket_send_buffer,
                 dscp: config.dscp,
             },
-            workers,
+            workers: media.workers,
             next_worker: AtomicUsize::new(0),
             next_key: AtomicU64::new(1),
             calls: Mutex::new(HashMap::new()),
@@ -223,16 +165,16 @@ impl State {
             callbacks,
             rate: Mutex::new(limits::RateLimiter::new(config.max_requests_per_second)),
             store,
-            boot,
+            boot: boot_id(started_wall),
             started_wall,
-            dtls,
+            dtls: media.dtls,
             streams,
             call_events: Mutex::new(HashMap::new()),
             config,
         };
         Ok(Started {
             state: Arc::new(state),
-            threads,
+            threads: media.threads,
             events,
             callback_queue,
             stream_events,
@@ -329,6 +271,93 @@ impl State {
 
 /// Longest call or conference id accepted (SIP Call-IDs are far shorter).
 pub const MAX_ID_BYTES: usize = 256;
+
+/// The media workers, started, and what they share with the control plane.
+struct Media {
+    workers: Vec<WorkerHandle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    dtls: Arc<crate::media::dtls::Identity>,
+    kernel: Option<Arc<crate::offload::KernelForward>>,
+    tick_seconds: prometheus::Histogram,
+}
+
+impl Media {
+    /// One worker per core unless configured; kernel forwarding set up
+    /// first (or refused with the reason), so every worker gets it.
+    fn start(config: &Config, events: &worker::EventSink) -> std::io::Result<Media> {
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            config.workers
+        };
+        let dtls = crate::media::dtls::Identity::from_config(
+            config.dtls_certificate.as_deref(),
+            config.dtls_private_key.as_deref(),
+        );
+        let dtls = Arc::new(dtls.map_err(std::io::Error::other)?);
+        let tick_seconds = crate::metrics::tick_histogram();
+        let media_ips: Vec<_> = config.all_interfaces().iter().map(|i| i.bind).collect();
+        let kernel = crate::offload::KernelForward::start(
+            config.kernel_forward,
+            &media_ips,
+            &config.kernel_interfaces,
+            config.kernel_streams,
+        )
+        .map_err(std::io::Error::other)?
+        .map(Arc::new);
+        let wc = WorkerConfig {
+            media_timeout: Duration::from_secs(config.media_timeout),
+            dtls: dtls.clone(),
+            tick_seconds: tick_seconds.clone(),
+            index: 0,
+            send_pool: worker::send_pool::SendPool::new(n),
+            recv_pool: worker::recv_pool::RecvPool::new(n),
+            offload_min: config.mixer_offload_min,
+            kernel: kernel.clone(),
+            tos: config.dscp << 2,
+            io_uring: config.io == crate::config::IoMode::Uring,
+        };
+        let (mut workers, mut threads) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (h, t) = worker::spawn(i, WorkerConfig { index: i, ..wc.clone() }, events)?;
+            workers.push(h);
+            threads.push(t);
+        }
+        Ok(Media {
+            workers,
+            threads,
+            dtls,
+            kernel,
+            tick_seconds,
+        })
+    }
+}
+
+/// The Redis store, when one is configured.
+fn open_store(config: &Config, metrics: &Metrics) -> std::io::Result<Option<Arc<crate::store::Store>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let store = crate::store::Store::new(
+        url,
+        config.instance_name(),
+        Duration::from_millis(config.redis_heartbeat_ms),
+        Duration::from_secs(config.redis_record_ttl),
+        &metrics.registry,
+    )
+    .map_err(std::io::Error::other)?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// Tells this run of the process apart from any other: its pid and its
+/// start time in nanoseconds.
+fn boot_id(started_wall: SystemTime) -> String {
+    let nanos = started_wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
 
 /// Checks a call or conference id from the proxy: 1..=256 bytes, no control
 /// characters (NUL included) and no whitespace. Other characters stay

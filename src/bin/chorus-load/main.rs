@@ -9,7 +9,7 @@
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Target {
@@ -130,6 +130,7 @@ mod conference;
 mod failover;
 mod ng_echo;
 mod relay_load;
+mod setup_rate;
 mod spray;
 mod srtp;
 mod transcode;
@@ -164,7 +165,7 @@ fn main() {
         return failover::run(&args.api, args.calls, pid, args.seconds, args.takeover_log.as_deref());
     }
     if let Some(n) = args.setups {
-        return setup_rate(&args, n);
+        return setup_rate::run(&args, n);
     }
     if let Some(n) = args.conference {
         let mixer = match &args.janus {
@@ -368,115 +369,6 @@ fn next_cookie() -> String {
         nanos.unwrap_or(0) ^ ((std::process::id() as u64) << 32)
     });
     format!("{run:x}-{}", NEXT.fetch_add(1, Relaxed))
-}
-
-/// Set-up rate: `n` offer+answer+delete round trips with `concurrency` in
-/// flight, over ng (UDP) or HTTP; reports set-ups per second and latency.
-fn setup_rate(args: &Args, n: usize) {
-    let c = args.concurrency.max(1);
-    let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
-    let own0 = cpu_ticks(std::process::id());
-    let t0 = Instant::now();
-    let mut latencies: Vec<f64> = match (args.target, args.proto) {
-        (Target::Chorus, Proto::Http) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let client = reqwest::Client::new();
-            rt.block_on(async {
-                let tasks: Vec<_> = (0..c)
-                    .map(|t| {
-                        let (client, api) = (client.clone(), args.api.clone());
-                        tokio::spawn(async move {
-                            let mut lat = Vec::new();
-                            for i in (t..n).step_by(c) {
-                                let id = format!("setup-{i}");
-                                let s = Instant::now();
-                                let ok = |r: reqwest::Response| assert!(r.status().is_success(), "{}", r.status());
-                                let offer = serde_json::json!({"from_tag": "ta", "sdp": sdp(a, 1)});
-                                ok(client
-                                    .post(format!("{api}/v1/calls/{id}/offer"))
-                                    .json(&offer)
-                                    .send()
-                                    .await
-                                    .unwrap());
-                                let answer = serde_json::json!({"from_tag": "ta", "to_tag": "tb", "sdp": sdp(b, 1)});
-                                ok(client
-                                    .post(format!("{api}/v1/calls/{id}/answer"))
-                                    .json(&answer)
-                                    .send()
-                                    .await
-                                    .unwrap());
-                                ok(client.delete(format!("{api}/v1/calls/{id}")).send().await.unwrap());
-                                lat.push(s.elapsed().as_secs_f64() * 1e3);
-                            }
-                            lat
-                        })
-                    })
-                    .collect();
-                let mut all = Vec::new();
-                for t in tasks {
-                    all.extend(t.await.unwrap());
-                }
-                all
-            })
-        }
-        (Target::Direct, _) => panic!("set-up mode needs a relay target"),
-        _ => {
-            let ng = args.ng;
-            let threads: Vec<_> = (0..c)
-                .map(|t| {
-                    std::thread::spawn(move || {
-                        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                        let (sa, sb) = (sdp(a, 1), sdp(b, 1));
-                        let mut lat = Vec::new();
-                        for i in (t..n).step_by(c) {
-                            let id = format!("setup-{i}");
-                            let st = Instant::now();
-                            let o = ng_request_on(
-                                &s,
-                                ng,
-                                &[("command", "offer"), ("call-id", &id), ("from-tag", "ta"), ("sdp", &sa)],
-                            );
-                            assert!(!o.is_empty());
-                            let kv = [
-                                ("command", "answer"),
-                                ("call-id", &id),
-                                ("from-tag", "ta"),
-                                ("to-tag", "tb"),
-                                ("sdp", &sb),
-                            ];
-                            assert!(!ng_request_on(&s, ng, &kv).is_empty());
-                            ng_request_on(&s, ng, &[("command", "delete"), ("call-id", &id), ("from-tag", "ta")]);
-                            lat.push(st.elapsed().as_secs_f64() * 1e3);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
-        }
-    };
-    let wall = t0.elapsed().as_secs_f64();
-    let own = cpu_ticks(std::process::id()).saturating_sub(own0);
-    let own_us = own as f64 / 100.0 * 1e6 / n as f64; // ticks at USER_HZ
-    latencies.sort_by(|x, y| x.total_cmp(y));
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
-    let report = serde_json::json!({
-        "label": args.label,
-        "mode": "setup",
-        "target": target_name(args),
-        "proto": if args.target == Target::Rtpengine { "ng".to_string() } else { format!("{:?}", args.proto).to_lowercase() },
-        "setups": n,
-        "concurrency": c,
-        "setups_per_s": (n as f64 / wall).round(),
-        "setup_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
-        "generator_cpu_us_per_setup": own_us.round(),
-    });
-    println!("{report}");
 }
 
 /// The target's name in the report: `--name`, or its kind.
