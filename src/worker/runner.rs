@@ -1,9 +1,10 @@
 //! A worker's event loop: sockets, commands, housekeeping.
 //!
-//! The packet path (`service` -> `relay_one` -> `call_path`) reads into one preallocated
-//! buffer, indexes two slabs and sends: no allocation, no lock. A socket is
-//! read at most `BUDGET_PER_SOCKET` times per turn and then queued behind the
-//! others, so a flood on one port cannot starve other ports or commands.
+//! The packet path (`service` -> `relay_one` -> `call_path`) reads into one
+//! preallocated buffer, indexes two slabs and sends: no allocation, no lock.
+//! A socket is read at most `BUDGET_PER_SOCKET` times per turn and then
+//! queued behind the others, so a flood on one port cannot starve other
+//! ports or commands.
 
 use super::{
     clock, CallKey, CallReport, Command, SideReportWithPorts, StreamReport, StreamSpec, WorkerConfig, WorkerError,
