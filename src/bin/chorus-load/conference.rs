@@ -409,13 +409,13 @@ pub fn run(mixer: Mixer<'_>, load: &Load<'_>) {
     let gen0 = super::cpu_ticks(me);
     std::thread::sleep(Duration::from_secs(load.seconds));
     let (window, cpu1, r1) = (w0.elapsed().as_secs_f64(), load.pid.map(super::cpu_ticks), counts());
-    let gen_cores = (super::cpu_ticks(me) - gen0) as f64 / 100.0 / window;
+    let gen_cores = (super::cpu_ticks(me) - gen0) as f64 / super::TICKS_PER_S / window;
     let m1 = metrics();
     shared.stop.store(true, Relaxed);
     let (ticks, late) = sender.join().unwrap();
     let mut delays = receiver.join().unwrap();
     let cores = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / 100.0 / window),
+        (Some(a), Some(b)) => Some((b - a) as f64 / super::TICKS_PER_S / window),
         _ => None,
     };
     let per_s: Vec<f64> = r0.iter().zip(&r1).map(|(a, b)| (b - a) as f64 / window).collect();

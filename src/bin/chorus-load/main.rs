@@ -215,6 +215,9 @@ fn host_ticks_since(before: &std::collections::HashMap<u32, u64>) -> u64 {
         .sum()
 }
 
+/// USER_HZ on Linux: the unit of /proc's CPU times.
+pub(crate) const TICKS_PER_S: f64 = 100.0;
+
 /// utime + stime of a process and its threads, in clock ticks.
 pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

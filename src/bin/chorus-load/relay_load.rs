@@ -5,7 +5,7 @@
 
 use super::{
     cpu_ticks, host_ticks, host_ticks_since, ng_request, sdp, setup_http, setup_http_with, setup_ng, setup_ng_with,
-    srtp, target_name, transcode, ws_sink, Args, Target, LAT_BUCKETS_US, PACKET,
+    srtp, target_name, transcode, ws_sink, Args, Target, LAT_BUCKETS_US, PACKET, TICKS_PER_S,
 };
 use chorus::media::srtp::{Key, SrtpSide};
 use chorus::wire::rtp::write_header;
@@ -16,9 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// USER_HZ on Linux: the unit of /proc's CPU times.
-const TICKS_PER_S: f64 = 100.0;
 
 /// One call's path: A's socket index, where A sends, B's socket index,
 /// where B sends.

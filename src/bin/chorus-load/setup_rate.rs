@@ -3,7 +3,7 @@
 //! and the generator's own CPU per set-up. Over ng, each set-up in flight
 //! is a thread blocking in `recv`, as a Kamailio worker does.
 
-use super::{cpu_ticks, ng_request_on, sdp, target_name, Args, Proto, Target};
+use super::{cpu_ticks, ng_request_on, sdp, target_name, Args, Proto, Target, TICKS_PER_S};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ pub(super) fn run(args: &Args, n: usize) {
     };
     let wall = t0.elapsed().as_secs_f64();
     let own = cpu_ticks(std::process::id()).saturating_sub(own0);
-    let own_us = own as f64 / 100.0 * 1e6 / n as f64; // ticks at USER_HZ
+    let own_us = own as f64 / TICKS_PER_S * 1e6 / n as f64;
     latencies.sort_by(|x, y| x.total_cmp(y));
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
     let report = serde_json::json!({
